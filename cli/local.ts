@@ -1,0 +1,91 @@
+// `batchlab local`: a coordinator in this process and N worker processes on loopback, with a
+// random token, progress on the terminal, a summary at the end, and no child left behind.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { runCoordinator } from '../coordinator/coordinator.js';
+import type { RunReport } from '../coordinator/report.js';
+import { generateToken } from '../shared/auth.js';
+import type { LocalSettings } from './options.js';
+import { ProgressReporter } from './progress.js';
+
+const CLI_PATH = fileURLToPath(new URL('./batchlab.js', import.meta.url));
+
+/** Starts one worker process connected to `port`; its output lines go to `log`. */
+function spawnWorker(index: number, port: number, token: string, settings: LocalSettings, log: (line: string) => void): ChildProcess {
+  const args = [CLI_PATH, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', settings.backend, '--name', `local-${index}`];
+  if (settings.dataDir) args.push('--data-dir', settings.dataDir);
+  // The token travels in the environment, not argv, so `ps` does not show it.
+  const child = spawn(process.execPath, args, { env: { ...process.env, BATCHLAB_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const stream of [child.stdout!, child.stderr!]) {
+    createInterface({ input: stream }).on('line', (line) => log(`[worker ${index}] ${line}`));
+  }
+  return child;
+}
+
+/** Runs the whole local job. Resolves with the report; rejects if the run fails or is interrupted. */
+export async function runLocal(settings: LocalSettings, command: string, progress: ProgressReporter): Promise<RunReport> {
+  const token = generateToken();
+  const children: ChildProcess[] = [];
+  const controller = new AbortController();
+  const log = (line: string): void => progress.log(line);
+  let finished = false;
+
+  const killAll = (): void => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    log(`${signal} received: stopping the run and its workers`);
+    controller.abort(new Error(`interrupted by ${signal}`));
+  };
+  process.on('exit', killAll);
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await runCoordinator(
+      { ...settings, host: '127.0.0.1', port: 0, token, syntheticTrain: undefined, syntheticTest: undefined, command },
+      {
+        log,
+        observer: progress,
+        signal: controller.signal,
+        onListening: ({ port, steps }) => {
+          progress.start(steps);
+          for (let i = 1; i <= settings.workers; i++) {
+            const child = spawnWorker(i, port, token, settings, log);
+            children.push(child);
+            child.on('exit', (code, signal) => {
+              if (finished || code === 0) return;
+              log(`worker ${i} exited (${signal ?? `code ${code}`}) before the run ended`);
+              if (children.every((c) => c.exitCode !== null || c.signalCode !== null)) {
+                controller.abort(new Error('every worker process exited before the run ended; see their output above'));
+              }
+            });
+          }
+        },
+      },
+    );
+  } finally {
+    finished = true;
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    // Workers were told to shut down; give them a moment to exit by themselves.
+    await Promise.all(
+      children.map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            const timer = setTimeout(() => {
+              child.kill('SIGKILL');
+              resolve();
+            }, 3000);
+            child.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          }),
+      ),
+    );
+    process.off('exit', killAll);
+  }
+}

@@ -1,0 +1,232 @@
+// Every command-line option: its yargs declaration (help text, env name) and its validation into
+// typed values. Bad values fail at once with an OptionError naming option, value and what is accepted.
+
+import type { Options } from 'yargs';
+import { BACKEND_NAMES, type BackendName } from '../shared/backend.js';
+import { DATASET_NAMES, isDatasetName, type DatasetName } from '../shared/data/dataset.js';
+import { OptionError } from '../shared/errors.js';
+import { DEFAULT_HIDDEN, MODEL_NAMES, type ModelName } from '../shared/models/index.js';
+import { OPTIMIZER_NAMES, type OptimizerName } from '../shared/optimizers/index.js';
+
+/** Default learning rate per optimizer when --lr is not given. */
+export const DEFAULT_LR: Record<OptimizerName, number> = { sgd: 0.05, adam: 0.001 };
+export const DEFAULT_MICRO_BATCH = 32;
+export const DEFAULT_STEPS = 300;
+
+// Values stay strings in yargs so that "12abc" or "1e999" can be refused here, not coerced.
+const s = (describe: string, extra: Partial<Options> = {}): Options => ({ type: 'string', describe, ...extra });
+
+/** Options of the training run (coordinator and local). */
+export const TRAINING_OPTIONS = {
+  model: s(`model: ${MODEL_NAMES.join(' | ')}`, { default: 'mlp' }),
+  hidden: s('hidden widths (mlp) or conv filters (cnn), comma-separated, e.g. 256,128'),
+  dataset: s(`dataset: ${DATASET_NAMES.join(' | ')}`, { default: 'fashion-mnist' }),
+  'data-dir': s('directory with the IDX files (default: ./data/<name>, /usr/share/datasets/<name>, then the embedded subset)'),
+  'global-batch': s('global batch size B: samples per optimizer step', { default: '128' }),
+  'micro-batch': s(`micro-batch size m: the unit of work handed to a worker (default ${DEFAULT_MICRO_BATCH}, at most B)`),
+  steps: s(`optimizer steps to run (default ${DEFAULT_STEPS} unless --epochs)`),
+  epochs: s('passes over the training set (alternative to --steps)'),
+  optimizer: s(`optimizer: ${OPTIMIZER_NAMES.join(' | ')}`, { default: 'adam' }),
+  lr: s(`learning rate (default ${Object.entries(DEFAULT_LR).map(([k, v]) => `${k} ${v}`).join(', ')})`),
+  momentum: s('momentum for sgd', { default: '0.9' }),
+  seed: s('run seed: weights, shuffling, synthetic data', { default: '1' }),
+  'eval-every': s('evaluate on the test split every N steps (0: only at the end)', { default: '50' }),
+  'metrics-port': s('port for /metrics and /healthz (0: any free port; "off": none)', { default: '0' }),
+  report: s('write a JSON summary of the run to FILE'),
+  'save-model': s('write the trained model to DIR (TensorFlow.js layers format)'),
+  backend: s(`compute backend: ${BACKEND_NAMES.join(' | ')}`, { default: 'auto' }),
+  'min-workers': s('workers to wait for before the first step', { default: '1' }),
+  'worker-wait': s('seconds to wait for --min-workers before giving up', { default: '600' }),
+} as const;
+
+export const COORDINATOR_OPTIONS = {
+  ...TRAINING_OPTIONS,
+  host: s('address to listen on', { default: '0.0.0.0' }),
+  port: s('port for workers (WebSocket)', { default: '7070' }),
+  token: s('shared secret workers must present (or BATCHLAB_TOKEN)'),
+  insecure: { type: 'boolean', describe: 'accept workers without a token (loopback demos only)', default: false } as Options,
+} as const;
+
+export const LOCAL_OPTIONS = {
+  ...TRAINING_OPTIONS,
+  workers: s('worker processes to start on this machine', { default: '2' }),
+} as const;
+
+export const WORKER_OPTIONS = {
+  connect: s('coordinator address, ws://host:port (default from MASTER_ADDR/MASTER_PORT)'),
+  token: s('shared secret (or BATCHLAB_TOKEN)'),
+  backend: s(`compute backend: ${BACKEND_NAMES.join(' | ')}`, { default: 'auto' }),
+  'data-dir': s('directory with the IDX files, if not in the default places'),
+  'max-chunk': s('largest number of samples computed at once; bigger micro-batches are accumulated', { default: '1024' }),
+  name: s('name shown in the coordinator log (default host:pid)'),
+  'connect-timeout': s('seconds to keep trying to reach the coordinator', { default: '60' }),
+} as const;
+
+type Raw = Record<string, unknown>;
+
+function text(raw: Raw, option: string): string | undefined {
+  const v = raw[option];
+  if (v === undefined || v === null) return undefined;
+  if (Array.isArray(v)) throw new OptionError(option, v, 'a single value (the option was given more than once)');
+  return String(v).trim();
+}
+
+/** An integer in [min, max]. */
+export function integer(raw: Raw, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  const t = text(raw, option);
+  if (t === undefined) return undefined;
+  const n = /^[+-]?\d+$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new OptionError(option, t, `an integer from ${min}${max === Number.MAX_SAFE_INTEGER ? ' up' : ` to ${max}`}`);
+  return n;
+}
+
+/** A finite number > min (exclusive) or >= min (inclusive), and < max when given. */
+export function decimal(raw: Raw, option: string, min: number, inclusive: boolean, max = Infinity): number | undefined {
+  const t = text(raw, option);
+  if (t === undefined) return undefined;
+  const n = t === '' ? NaN : Number(t);
+  const ok = Number.isFinite(n) && (inclusive ? n >= min : n > min) && n < max;
+  if (!ok) throw new OptionError(option, t, `a number ${inclusive ? '>=' : '>'} ${min}${Number.isFinite(max) ? ` and < ${max}` : ''}`);
+  return n;
+}
+
+function oneOf<T extends string>(raw: Raw, option: string, names: readonly T[]): T | undefined {
+  const t = text(raw, option);
+  if (t === undefined) return undefined;
+  if (!(names as readonly string[]).includes(t)) throw new OptionError(option, t, `one of ${names.join(', ')}`);
+  return t as T;
+}
+
+function widths(raw: Raw, option: string): number[] | undefined {
+  const t = text(raw, option);
+  if (t === undefined) return undefined;
+  const parts = t.split(',').map((p) => p.trim());
+  const values = parts.map(Number);
+  if (parts.length === 0 || values.some((v, i) => !/^\d+$/.test(parts[i]!) || !Number.isSafeInteger(v) || v < 1 || v > 65536)) {
+    throw new OptionError(option, t, 'comma-separated positive integers up to 65536, e.g. 256,128');
+  }
+  return values;
+}
+
+function port(raw: Raw, option: string, allowOff: boolean): number | null | undefined {
+  if (allowOff && text(raw, option) === 'off') return null;
+  return integer(raw, option, 0, 65535);
+}
+
+/** The validated training configuration shared by `coordinator` and `local`. */
+export interface TrainingSettings {
+  model: ModelName;
+  hidden: number[];
+  dataset: DatasetName;
+  dataDir?: string;
+  globalBatchSize: number;
+  microBatch: number;
+  steps: number | null;
+  epochs: number | null;
+  optimizer: OptimizerName;
+  lr: number;
+  momentum: number;
+  seed: number;
+  evalEvery: number;
+  metricsPort: number | null;
+  report?: string;
+  saveModel?: string;
+  backend: BackendName;
+  minWorkers: number;
+  workerWaitTimeoutMs: number;
+}
+
+/** Validates the training options; throws OptionError on the first bad one. */
+export function parseTrainingSettings(raw: Raw): TrainingSettings {
+  const model = oneOf(raw, 'model', MODEL_NAMES) ?? 'mlp';
+  const dataset = text(raw, 'dataset') ?? 'fashion-mnist';
+  if (!isDatasetName(dataset)) throw new OptionError('dataset', dataset, `one of ${DATASET_NAMES.join(', ')}`);
+  const globalBatchSize = integer(raw, 'global-batch', 1, 1_000_000) ?? 128;
+  const microBatch = integer(raw, 'micro-batch', 1, 1_000_000) ?? Math.min(DEFAULT_MICRO_BATCH, globalBatchSize);
+  if (microBatch > globalBatchSize) throw new OptionError('micro-batch', String(microBatch), `at most --global-batch (${globalBatchSize})`);
+  const steps = integer(raw, 'steps', 1) ?? null;
+  const epochs = decimal(raw, 'epochs', 0, false) ?? null;
+  if (steps !== null && epochs !== null) throw new OptionError('epochs', String(epochs), 'either --steps or --epochs, not both');
+  const optimizer = oneOf(raw, 'optimizer', OPTIMIZER_NAMES) ?? 'adam';
+  const dataDir = text(raw, 'data-dir');
+  return {
+    model,
+    hidden: widths(raw, 'hidden') ?? DEFAULT_HIDDEN[model],
+    dataset,
+    ...(dataDir ? { dataDir } : {}),
+    globalBatchSize,
+    microBatch,
+    steps: steps ?? (epochs === null ? DEFAULT_STEPS : null),
+    epochs,
+    optimizer,
+    lr: decimal(raw, 'lr', 0, false, 100) ?? DEFAULT_LR[optimizer],
+    momentum: decimal(raw, 'momentum', 0, true, 1) ?? 0.9,
+    seed: integer(raw, 'seed', 0, 2 ** 32 - 1) ?? 1,
+    evalEvery: integer(raw, 'eval-every', 0) ?? 50,
+    metricsPort: port(raw, 'metrics-port', true) ?? 0,
+    ...(text(raw, 'report') ? { report: text(raw, 'report') } : {}),
+    ...(text(raw, 'save-model') ? { saveModel: text(raw, 'save-model') } : {}),
+    backend: oneOf(raw, 'backend', BACKEND_NAMES) ?? 'auto',
+    minWorkers: integer(raw, 'min-workers', 1, 10_000) ?? 1,
+    workerWaitTimeoutMs: (decimal(raw, 'worker-wait', 0, false) ?? 600) * 1000,
+  };
+}
+
+export interface CoordinatorSettings extends TrainingSettings {
+  host: string;
+  port: number;
+  token: string | null;
+}
+
+/** Validates `coordinator` options: a token is required unless --insecure. */
+export function parseCoordinatorSettings(raw: Raw): CoordinatorSettings {
+  const training = parseTrainingSettings(raw);
+  const token = text(raw, 'token');
+  if (!token && raw.insecure !== true) throw new OptionError('token', token ?? '', 'a shared secret (or BATCHLAB_TOKEN); pass --insecure to run without one on a trusted loopback');
+  return { ...training, host: text(raw, 'host') ?? '0.0.0.0', port: port(raw, 'port', false) ?? 7070, token: token || null };
+}
+
+export interface LocalSettings extends TrainingSettings {
+  workers: number;
+}
+
+export function parseLocalSettings(raw: Raw): LocalSettings {
+  const training = parseTrainingSettings(raw);
+  const workers = integer(raw, 'workers', 1, 64) ?? 2;
+  return { ...training, workers, minWorkers: Math.max(training.minWorkers, workers) };
+}
+
+export interface WorkerSettings {
+  connect: string;
+  token: string | null;
+  backend: BackendName;
+  dataDir?: string;
+  maxChunk: number;
+  name?: string;
+  connectTimeoutMs: number;
+}
+
+/** Validates `worker` options; the address may come from MASTER_ADDR/MASTER_PORT as launchers set them. */
+export function parseWorkerSettings(raw: Raw, env: NodeJS.ProcessEnv): WorkerSettings {
+  let connect = text(raw, 'connect');
+  if (!connect && env.MASTER_ADDR) connect = `ws://${env.MASTER_ADDR}:${env.MASTER_PORT ?? '7070'}`;
+  if (!connect) throw new OptionError('connect', '', 'the coordinator address ws://host:port (or MASTER_ADDR and MASTER_PORT)');
+  let url: URL;
+  try {
+    url = new URL(connect);
+  } catch {
+    throw new OptionError('connect', connect, 'a URL like ws://host:7070 or wss://host:7070');
+  }
+  if (url.protocol !== 'ws:' && url.protocol !== 'wss:') throw new OptionError('connect', connect, 'a ws:// or wss:// URL');
+  const dataDir = text(raw, 'data-dir');
+  const name = text(raw, 'name');
+  return {
+    connect,
+    token: text(raw, 'token') || null,
+    backend: oneOf(raw, 'backend', BACKEND_NAMES) ?? 'auto',
+    ...(dataDir ? { dataDir } : {}),
+    maxChunk: integer(raw, 'max-chunk', 1, 1_000_000) ?? 1024,
+    ...(name ? { name } : {}),
+    connectTimeoutMs: (decimal(raw, 'connect-timeout', 0, false) ?? 60) * 1000,
+  };
+}

@@ -1,0 +1,217 @@
+// The coordinator process: loads data and model, serves workers and metrics, runs the trainer,
+// then writes the report and the model. The loop itself is in trainer.ts.
+
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import * as tf from '@tensorflow/tfjs-core';
+import { selectBackend, type BackendName } from '../shared/backend.js';
+import { describeDataset, loadDataset } from '../shared/data/index.js';
+import type { DatasetName } from '../shared/data/dataset.js';
+import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
+import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
+import { buildModel, modelTopology, type ModelName } from '../shared/models/index.js';
+import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG, type OptimizerName } from '../shared/optimizers/index.js';
+import { countParams, paramSpecsOf, writeWeights } from '../shared/param-layout.js';
+import { PROTOCOL_VERSION } from '../shared/protocol.js';
+import { initialWeights } from '../shared/weight-init.js';
+import { Membership } from './membership.js';
+import { createCoordinatorMetrics } from './metrics.js';
+import { StarReducer } from './reducer.js';
+import { writeReport, type RunReport } from './report.js';
+import { saveLayersModel } from './save-model.js';
+import { train, type StepRecord, type TrainerObserver } from './trainer.js';
+
+export interface CoordinatorOptions {
+  host: string;
+  port: number;
+  /** null: no token required (loopback demos only). */
+  token: string | null;
+  model: ModelName;
+  hidden: number[];
+  dataset: DatasetName;
+  dataDir?: string;
+  syntheticTrain?: number;
+  syntheticTest?: number;
+  globalBatchSize: number;
+  microBatch: number;
+  /** Exactly one of steps / epochs decides the run length. */
+  steps: number | null;
+  epochs: number | null;
+  optimizer: OptimizerName;
+  lr: number;
+  momentum: number;
+  seed: number;
+  evalEvery: number;
+  minWorkers: number;
+  backend: BackendName;
+  /** null: no metrics endpoint. 0: any free port. */
+  metricsPort: number | null;
+  report?: string;
+  saveModel?: string;
+  workerWaitTimeoutMs: number;
+  /** Written into the report's `command` field. */
+  command: string;
+}
+
+export interface CoordinatorHooks {
+  log: (line: string) => void;
+  /** Called once the WebSocket server listens (port resolved) and the run is planned. */
+  onListening?: (info: { port: number; metricsUrl: string | null; steps: number; backend: string; dataset: string }) => void;
+  observer?: TrainerObserver;
+  signal?: AbortSignal;
+}
+
+/** Runs a whole training job as the coordinator and returns its report. */
+export async function runCoordinator(options: CoordinatorOptions, hooks: CoordinatorHooks): Promise<RunReport> {
+  const { log } = hooks;
+  const startedAt = performance.now();
+  const choice = await selectBackend(options.backend);
+  log(`backend ${choice.backend} (${choice.device})${choice.skipped.length ? `; skipped ${choice.skipped.join('; ')}` : ''}`);
+  const dataset = await loadDataset({ name: options.dataset, dataDir: options.dataDir, seed: options.seed, syntheticTrain: options.syntheticTrain, syntheticTest: options.syntheticTest });
+  log(`dataset ${describeDataset(dataset)}`);
+  const steps = options.steps ?? Math.ceil(((options.epochs ?? 1) * dataset.train.count) / options.globalBatchSize);
+
+  const model = buildModel(options.model, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden: options.hidden });
+  const params = paramSpecsOf(model);
+  const paramCount = countParams(params);
+  const weights = initialWeights(params, options.seed);
+  writeWeights(model, weights);
+  const topology = modelTopology(model);
+  log(`model ${options.model} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ${steps} steps, ${options.optimizer} lr ${options.lr}`);
+
+  const runId = randomBytes(6).toString('hex');
+  const http: Server = createServer((_req, res) => {
+    res.statusCode = 426;
+    res.end('batchlab coordinator: connect with a WebSocket (batchlab worker --connect ws://host:port)\n');
+  });
+  const membership = new Membership(http, {
+    token: options.token,
+    datasetFingerprint: dataset.fingerprint,
+    // A frame is the weights or one gradient plus a small header.
+    maxPayloadBytes: paramCount * 4 + 16 * 1024 * 1024,
+    handshakeTimeoutMs: 120_000,
+    log,
+    welcome: (workerId) => ({
+      type: 'welcome',
+      protocolVersion: PROTOCOL_VERSION,
+      runId,
+      workerId,
+      seed: options.seed,
+      modelTopology: topology,
+      params,
+      dataset: {
+        name: dataset.name,
+        trainCount: dataset.train.count,
+        testCount: dataset.test.count,
+        fingerprint: dataset.fingerprint,
+        ...(options.dataset === 'synthetic' ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count } : {}),
+      },
+    }),
+  });
+  let metrics: MetricsServer | null = null;
+  const { registry, observer: metricsObserver } = createCoordinatorMetrics({
+    globalBatchSize: options.globalBatchSize,
+    backend: choice.backend,
+    workersConnected: () => membership.readyWorkers().length,
+  });
+
+  // Totals for the report, gathered alongside the other observers.
+  let initialLoss: number | null = null;
+  let lastRecord: StepRecord | null = null;
+  let computeSecondsSum = 0;
+  let wallSecondsSum = 0;
+  let maxWorkers = 0;
+  let trainStart = 0;
+  const totals: TrainerObserver = {
+    onStep(record) {
+      if (initialLoss === null) {
+        initialLoss = record.loss;
+        trainStart = performance.now() - record.wallSeconds * 1000;
+      }
+      lastRecord = record;
+      const computes = [...record.stats.computeMsByWorker.values()];
+      computeSecondsSum += computes.reduce((a, b) => a + b, 0) / Math.max(1, computes.length) / 1000;
+      wallSecondsSum += record.wallSeconds;
+      maxWorkers = Math.max(maxWorkers, record.workers);
+    },
+  };
+  const observers = [totals, metricsObserver, hooks.observer].filter((o): o is TrainerObserver => o !== undefined);
+  const observer: TrainerObserver = {
+    onStep: (r) => observers.forEach((o) => o.onStep?.(r)),
+    onEval: (s, e) => observers.forEach((o) => o.onEval?.(s, e)),
+    onReject: (reason, id) => observers.forEach((o) => o.onReject?.(reason, id)),
+    onReassign: (reason, n) => observers.forEach((o) => o.onReassign?.(reason, n)),
+  };
+  membership.on('rejected', (reason) => observer.onReject?.(reason as never, -1));
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(options.port, options.host, () => resolve());
+    });
+    const port = (http.address() as AddressInfo).port;
+    if (options.metricsPort !== null) {
+      metrics = await startMetricsServer(registry, options.metricsPort, options.host, () => ({ role: 'coordinator', runId, workers: membership.readyWorkers().length }));
+    }
+    log(`listening on ws://${options.host}:${port}${metrics ? `, metrics at ${metrics.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`);
+    hooks.onListening?.({ port, metricsUrl: metrics?.url ?? null, steps, backend: choice.backend, dataset: describeDataset(dataset) });
+
+    const evaluate = (w: Float32Array): Evaluation => {
+      writeWeights(model, w);
+      return evaluateModel(model, dataset.test, dataset.sampleShape, dataset.numClasses);
+    };
+    const outcome = await train({
+      config: { globalBatchSize: options.globalBatchSize, microBatch: options.microBatch, steps, lr: options.lr, evalEvery: options.evalEvery, minWorkers: options.minWorkers, workerWaitTimeoutMs: options.workerWaitTimeoutMs },
+      membership,
+      reducer: new StarReducer(paramCount),
+      optimizer: createOptimizer(options.optimizer, { ...DEFAULT_OPTIMIZER_CONFIG, momentum: options.momentum }),
+      weights,
+      evaluate,
+      observer,
+      log,
+      signal: hooks.signal,
+    });
+    const trainSeconds = trainStart ? (performance.now() - trainStart) / 1000 : 0;
+    writeWeights(model, weights);
+    const last = lastRecord as StepRecord | null;
+    const report: RunReport = {
+      command: options.command,
+      backend: choice.backend,
+      workers: maxWorkers,
+      globalBatchSize: options.globalBatchSize,
+      microBatchSize: options.microBatch,
+      steps: outcome.stepsDone,
+      samples: outcome.samples,
+      initialLoss,
+      finalLoss: last ? last.loss : null,
+      evalAccuracy: outcome.lastEval?.accuracy ?? null,
+      evalLoss: outcome.lastEval?.loss ?? null,
+      trainAccuracy: last ? last.accuracy : null,
+      samplesPerSecond: trainSeconds > 0 ? outcome.samples / trainSeconds : null,
+      scalingEfficiency: wallSecondsSum > 0 ? Math.min(1, computeSecondsSum / wallSecondsSum) : null,
+      gradientNoiseScale: null,
+      learningRate: options.lr,
+      wallSeconds: (performance.now() - startedAt) / 1000,
+      model: options.model,
+      dataset: describeDataset(dataset),
+      optimizer: options.optimizer,
+      seed: options.seed,
+    };
+    if (options.saveModel) log(`model saved to ${await saveLayersModel(model, options.saveModel)}`);
+    if (options.report) {
+      await writeReport(options.report, report);
+      log(`report written to ${options.report}`);
+    }
+    return report;
+  } finally {
+    await membership.close(hooks.signal?.aborted ? 'coordinator interrupted' : 'run finished');
+    await new Promise<void>((resolve) => {
+      http.closeAllConnections();
+      http.close(() => resolve());
+    });
+    await metrics?.close();
+    model.dispose();
+  }
+}

@@ -1,0 +1,80 @@
+// One step's gather: which micro-batches are out with which worker, which replies came back,
+// and the per-step statistics that travel with the gradients. Replies for another step, for a
+// micro-batch not assigned to the sender, or repeated, are refused with a reason.
+
+import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
+import type { Reducer } from './reducer.js';
+
+export type RejectReason = 'stale_step' | 'unassigned' | 'duplicate' | 'non_finite';
+
+/** Per-step totals gathered from the replies. */
+export interface StepStats {
+  samples: number;
+  lossSum: number;
+  correct: number;
+  /** Sum of compute milliseconds per worker. */
+  computeMsByWorker: Map<number, number>;
+  /** (samples, |g_k|^2) per micro-batch, in id order: input to the gradient noise scale. */
+  sqNorms: { samples: number; sqNorm: number }[];
+}
+
+export class GatherRound {
+  readonly step: number;
+  private readonly owner = new Map<number, number>();
+  private readonly received = new Map<number, GradientMessage>();
+  private readonly specs: Map<number, MicroBatchSpec>;
+  private resolve!: () => void;
+  /** Settles when every micro-batch has been reduced. */
+  readonly done: Promise<void>;
+  readonly computeMsByWorker = new Map<number, number>();
+
+  constructor(step: number, microBatches: readonly MicroBatchSpec[], private readonly reducer: Reducer) {
+    this.step = step;
+    this.specs = new Map(microBatches.map((m) => [m.id, m]));
+    this.done = new Promise((resolve) => (this.resolve = resolve));
+    reducer.begin(microBatches.map((m) => m.id));
+  }
+
+  /** Records that `workerId` is computing `specs`. */
+  assign(workerId: number, specs: readonly MicroBatchSpec[]): void {
+    for (const spec of specs) this.owner.set(spec.id, workerId);
+  }
+
+  /** Micro-batches handed to `workerId` that have not come back; they become unowned. */
+  orphan(workerId: number): MicroBatchSpec[] {
+    const lost: MicroBatchSpec[] = [];
+    for (const [id, owner] of this.owner) {
+      if (owner === workerId && !this.received.has(id)) {
+        this.owner.delete(id);
+        lost.push(this.specs.get(id)!);
+      }
+    }
+    return lost.sort((a, b) => a.id - b.id);
+  }
+
+  /** Accepts a reply, or returns why it is refused. */
+  accept(workerId: number, message: GradientMessage, gradSum: Float32Array): RejectReason | null {
+    if (message.step !== this.step) return 'stale_step';
+    const spec = this.specs.get(message.microBatchId);
+    if (!spec || this.owner.get(message.microBatchId) !== workerId || message.samples !== spec.end - spec.start) return 'unassigned';
+    if (this.received.has(message.microBatchId)) return 'duplicate';
+    for (let i = 0; i < gradSum.length; i++) if (!Number.isFinite(gradSum[i]!)) return 'non_finite';
+    this.received.set(message.microBatchId, message);
+    this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) + message.computeMs);
+    this.reducer.add(message.microBatchId, gradSum, message.samples);
+    if (this.received.size === this.specs.size) this.resolve();
+    return null;
+  }
+
+  /** Totals over all replies, in micro-batch-id order. Call after `done`. */
+  stats(): StepStats {
+    const replies = [...this.received.values()].sort((a, b) => a.microBatchId - b.microBatchId);
+    return {
+      samples: replies.reduce((n, r) => n + r.samples, 0),
+      lossSum: replies.reduce((n, r) => n + r.lossSum, 0),
+      correct: replies.reduce((n, r) => n + r.correct, 0),
+      computeMsByWorker: this.computeMsByWorker,
+      sqNorms: replies.map((r) => ({ samples: r.samples, sqNorm: r.sqNorm })),
+    };
+  }
+}

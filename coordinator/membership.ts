@@ -1,0 +1,176 @@
+// Membership: the WebSocket server side of each worker. Runs the handshake (hello → welcome →
+// ready), routes gradient frames to whoever listens, and reports joins and losses. The token
+// is checked in the HTTP upgrade, so an unauthorized peer never gets a WebSocket.
+
+import { EventEmitter } from 'node:events';
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { isAuthorized } from '../shared/auth.js';
+import { decodeFrame, encodeFrame } from '../shared/codec.js';
+import { BatchlabError, closeCodeFor, describeError, ProtocolError } from '../shared/errors.js';
+import { PROTOCOL_VERSION, type GradientMessage, type Message, type WelcomeMessage } from '../shared/protocol.js';
+
+/** A connected worker. `ready` once it has loaded the data and model. */
+export interface WorkerConnection {
+  workerId: number;
+  name: string;
+  backend: string;
+  device: string;
+  maxChunk: number;
+  ready: boolean;
+  /** Step whose weights the worker holds (-1: none yet). */
+  weightsStep: number;
+  socket: WebSocket;
+}
+
+export interface MembershipEvents {
+  joined: [worker: WorkerConnection];
+  lost: [worker: WorkerConnection, reason: string];
+  gradient: [worker: WorkerConnection, message: GradientMessage, body: Float32Array];
+  rejected: [reason: string, detail: string];
+}
+
+export interface MembershipOptions {
+  token: string | null;
+  /** Builds the welcome for a new worker id. */
+  welcome: (workerId: number) => WelcomeMessage;
+  datasetFingerprint: string;
+  maxPayloadBytes: number;
+  handshakeTimeoutMs: number;
+  log: (line: string) => void;
+}
+
+export class Membership extends EventEmitter<MembershipEvents> {
+  readonly workers = new Map<number, WorkerConnection>();
+  private readonly wss: WebSocketServer;
+  private nextWorkerId = 1;
+  private closed = false;
+
+  constructor(
+    private readonly http: HttpServer,
+    private readonly options: MembershipOptions,
+  ) {
+    super();
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxPayloadBytes });
+    http.on('upgrade', this.onUpgrade);
+  }
+
+  /** Live workers that finished the handshake, by ascending id (the split's order). */
+  readyWorkers(): WorkerConnection[] {
+    return [...this.workers.values()].filter((w) => w.ready).sort((a, b) => a.workerId - b.workerId);
+  }
+
+  /** Sends one frame; false when the socket is gone. */
+  send(worker: WorkerConnection, message: Message, body: Float32Array | null = null): boolean {
+    if (worker.socket.readyState !== worker.socket.OPEN) return false;
+    worker.socket.send(encodeFrame(message, body), { binary: true });
+    return true;
+  }
+
+  /** Tells every worker to exit, then closes all sockets and the server. Idempotent. */
+  async close(reason: string): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.http.off('upgrade', this.onUpgrade);
+    const closing = [...this.workers.values()].map(
+      (w) =>
+        new Promise<void>((resolve) => {
+          if (w.socket.readyState === w.socket.CLOSED) return resolve();
+          const timer = setTimeout(() => {
+            w.socket.terminate();
+            resolve();
+          }, 2000);
+          w.socket.once('close', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          this.send(w, { type: 'shutdown', reason });
+          w.socket.close(1000, reason.slice(0, 120));
+        }),
+    );
+    await Promise.all(closing);
+    this.wss.close();
+  }
+
+  private readonly onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (this.closed || (this.options.token !== null && !isAuthorized(request, this.options.token))) {
+      const why = this.closed ? '503 Service Unavailable' : '401 Unauthorized';
+      socket.write(`HTTP/1.1 ${why}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      socket.destroy();
+      if (!this.closed) {
+        this.options.log(`refused a connection from ${request.socket.remoteAddress}: missing or wrong token`);
+        this.emit('rejected', 'auth', String(request.socket.remoteAddress));
+      }
+      return;
+    }
+    this.wss.handleUpgrade(request, socket, head, (ws) => this.onConnection(ws));
+  };
+
+  private onConnection(socket: WebSocket): void {
+    const workerId = this.nextWorkerId++;
+    let worker: WorkerConnection | null = null;
+    const handshakeTimer = setTimeout(() => this.drop(socket, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${this.options.handshakeTimeoutMs} ms`)), this.options.handshakeTimeoutMs);
+
+    socket.on('message', (data: Buffer, isBinary: boolean) => {
+      try {
+        if (!isBinary) throw new ProtocolError('BAD_FRAME', 'text frame; batchlab speaks binary frames only');
+        const { message, body } = decodeFrame(data);
+        if (!worker) {
+          if (message.type !== 'hello') throw new ProtocolError('BAD_MESSAGE', `expected hello first, got ${message.type}`);
+          if (message.protocolVersion !== PROTOCOL_VERSION) {
+            throw new ProtocolError('VERSION_MISMATCH', `worker speaks protocol ${message.protocolVersion}, coordinator ${PROTOCOL_VERSION}: run the same batchlab version on both`);
+          }
+          worker = { workerId, name: message.workerName, backend: message.backend, device: message.device, maxChunk: message.maxChunk, ready: false, weightsStep: -1, socket };
+          this.workers.set(workerId, worker);
+          this.send(worker, this.options.welcome(workerId));
+          return;
+        }
+        if (message.type === 'ready' && !worker.ready) {
+          if (message.datasetFingerprint !== this.options.datasetFingerprint) {
+            throw new ProtocolError('DATASET_MISMATCH', `worker loaded data with fingerprint ${message.datasetFingerprint}, coordinator has ${this.options.datasetFingerprint}: give both the same dataset files (--data-dir)`);
+          }
+          clearTimeout(handshakeTimer);
+          worker.ready = true;
+          this.options.log(`worker ${workerId} joined (${worker.name}, backend ${worker.backend}, device ${worker.device})`);
+          this.emit('joined', worker);
+          return;
+        }
+        if (message.type === 'gradient' && worker.ready) {
+          this.emit('gradient', worker, message, body!);
+          return;
+        }
+        if (message.type === 'error') {
+          this.options.log(`worker ${workerId} (${worker.name}) reported [${message.code}] ${message.message}`);
+          return;
+        }
+        throw new ProtocolError('BAD_MESSAGE', `unexpected ${message.type} from worker ${workerId} (ready: ${worker.ready})`);
+      } catch (error) {
+        this.drop(socket, error);
+      }
+    });
+
+    socket.on('close', (code, reason) => {
+      clearTimeout(handshakeTimer);
+      if (!worker) return;
+      this.workers.delete(workerId);
+      if (!this.closed) {
+        const why = `connection closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`;
+        if (worker.ready) this.options.log(`worker ${workerId} (${worker.name}) lost: ${why}`);
+        this.emit('lost', worker, why);
+      }
+    });
+    socket.on('error', (error) => this.options.log(`worker ${workerId} socket error: ${error.message}`));
+  }
+
+  /** Tells the peer why, counts it, and closes with the error's close code. */
+  private drop(socket: WebSocket, error: unknown): void {
+    const code = error instanceof BatchlabError ? error.code : 'BAD_MESSAGE';
+    this.options.log(`closing a worker connection: ${describeError(error)}`);
+    this.emit('rejected', code === 'BAD_FRAME' || code === 'BAD_MESSAGE' ? 'bad_frame' : code.toLowerCase(), describeError(error));
+    if (socket.readyState === socket.OPEN) {
+      socket.send(encodeFrame({ type: 'error', code, message: (error as Error).message ?? String(error) }), { binary: true });
+      socket.close(closeCodeFor(code), code);
+    }
+  }
+}

@@ -1,0 +1,13 @@
+// Cutting a global batch into micro-batches with fixed ids: id i always covers the same
+// positions of the step's sample list, whichever worker computes it (DESIGN.md vocabulary).
+
+import type { MicroBatchSpec } from './protocol.js';
+
+/** ceil(B/m) micro-batches of `microBatch` samples (the last may be smaller), ids 0..k-1. */
+export function cutMicroBatches(globalBatchSize: number, microBatch: number): MicroBatchSpec[] {
+  const specs: MicroBatchSpec[] = [];
+  for (let id = 0, start = 0; start < globalBatchSize; id++, start += microBatch) {
+    specs.push({ id, start, end: Math.min(globalBatchSize, start + microBatch) });
+  }
+  return specs;
+}

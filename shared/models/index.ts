@@ -1,0 +1,39 @@
+// The list of models batchlab can build by name, and rebuilding one from its JSON topology
+// (what the coordinator sends workers: data, never code).
+
+import * as tfl from '@tensorflow/tfjs-layers';
+import { buildCnn } from './cnn.js';
+import { buildMlp } from './mlp.js';
+
+export interface ModelConfig {
+  inputShape: number[];
+  numClasses: number;
+  /** Hidden widths for `mlp`, conv filter counts for `cnn`. */
+  hidden: number[];
+}
+
+export const MODELS = {
+  mlp: buildMlp,
+  cnn: buildCnn,
+} as const;
+
+export type ModelName = keyof typeof MODELS;
+export const MODEL_NAMES = Object.keys(MODELS) as ModelName[];
+
+/** Default hidden widths per model, used when `--hidden` is not given. */
+export const DEFAULT_HIDDEN: Record<ModelName, number[]> = { mlp: [256, 128], cnn: [8, 16] };
+
+/** Builds a named model. */
+export function buildModel(name: ModelName, config: ModelConfig): tfl.LayersModel {
+  return MODELS[name](config);
+}
+
+/** The model's topology as plain JSON (tfjs-layers format), for the `welcome` message. */
+export function modelTopology(model: tfl.LayersModel): Record<string, unknown> {
+  return model.toJSON(undefined, false) as Record<string, unknown>;
+}
+
+/** Rebuilds a model from topology JSON; throws if the JSON is not a tfjs-layers model. */
+export async function modelFromTopology(topology: Record<string, unknown>): Promise<tfl.LayersModel> {
+  return tfl.models.modelFromJSON({ modelTopology: topology } as never);
+}

@@ -1,0 +1,25 @@
+// SGD with optional momentum and Nesterov momentum, in PyTorch's convention:
+// v = mu*v + g;  w -= lr * v   (Nesterov: w -= lr * (g + mu*v)). Weight decay is coupled (g += wd*w).
+
+import type { Optimizer, OptimizerConfig } from './optimizer.js';
+
+export class Sgd implements Optimizer {
+  readonly name = 'sgd';
+  private velocity: Float32Array | null = null;
+  constructor(private readonly config: OptimizerConfig) {}
+
+  apply(weights: Float32Array, grad: Float32Array, lr: number): void {
+    const { momentum: mu, nesterov, weightDecay: wd } = this.config;
+    if (mu === 0) {
+      for (let i = 0; i < weights.length; i++) weights[i] = weights[i]! - lr * (grad[i]! + wd * weights[i]!);
+      return;
+    }
+    const v = (this.velocity ??= new Float32Array(weights.length));
+    for (let i = 0; i < weights.length; i++) {
+      const g = grad[i]! + wd * weights[i]!;
+      const vi = mu * v[i]! + g;
+      v[i] = vi;
+      weights[i] = weights[i]! - lr * (nesterov ? g + mu * vi : vi);
+    }
+  }
+}

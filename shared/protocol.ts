@@ -1,0 +1,257 @@
+// The wire protocol: every message type as one discriminated union, and `validateMessage`, which
+// checks every field of a decoded header before anything else uses it. Framing lives in codec.ts.
+
+import { ProtocolError } from './errors.js';
+
+/** Bumped on any incompatible change; `hello` and `welcome` carry it and a mismatch is refused. */
+export const PROTOCOL_VERSION = 1;
+
+/** Name and shape of one trainable tensor; the flat parameter vector is their concatenation. */
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+}
+
+/** A micro-batch: positions [start, end) of the step's sample list. Its id fixes its samples. */
+export interface MicroBatchSpec {
+  id: number;
+  start: number;
+  end: number;
+}
+
+/** What a worker needs to load the same data as the coordinator, and to check that it did. */
+export interface DatasetSpec {
+  name: string;
+  trainCount: number;
+  testCount: number;
+  fingerprint: string;
+  syntheticTrain?: number;
+  syntheticTest?: number;
+}
+
+/** Worker → coordinator, first message after the upgrade. */
+export interface HelloMessage {
+  type: 'hello';
+  protocolVersion: number;
+  workerName: string;
+  backend: string;
+  device: string;
+  maxChunk: number;
+}
+
+/** Coordinator → worker: everything needed to compute gradients for this run. */
+export interface WelcomeMessage {
+  type: 'welcome';
+  protocolVersion: number;
+  runId: string;
+  workerId: number;
+  seed: number;
+  /** tfjs-layers JSON topology: data, never code. */
+  modelTopology: Record<string, unknown>;
+  params: ParamSpec[];
+  dataset: DatasetSpec;
+}
+
+/** Worker → coordinator: dataset and model are loaded; the fingerprint proves it is the same data. */
+export interface ReadyMessage {
+  type: 'ready';
+  datasetFingerprint: string;
+}
+
+/** Coordinator → worker: compute these micro-batches of `step`. Body: weights when `hasWeights`. */
+export interface WorkMessage {
+  type: 'work';
+  step: number;
+  /** Step whose weights the worker must compute at (equals `step`). */
+  weightsStep: number;
+  hasWeights: boolean;
+  /** Size of the step's sample list that micro-batch ranges index into. */
+  globalBatchSize: number;
+  microBatches: MicroBatchSpec[];
+}
+
+/** Worker → coordinator: one micro-batch's result. Body: the gradient *sum* over its samples. */
+export interface GradientMessage {
+  type: 'gradient';
+  step: number;
+  microBatchId: number;
+  samples: number;
+  lossSum: number;
+  correct: number;
+  computeMs: number;
+  /** |g|^2 of this micro-batch's mean-loss gradient, for the gradient noise scale. */
+  sqNorm: number;
+}
+
+/** Either direction: a coded error, sent before the connection is closed. */
+export interface ErrorMessage {
+  type: 'error';
+  code: string;
+  message: string;
+}
+
+/** Coordinator → worker: the run is over (or the coordinator is stopping); exit cleanly. */
+export interface ShutdownMessage {
+  type: 'shutdown';
+  reason: string;
+}
+
+export type Message =
+  | HelloMessage
+  | WelcomeMessage
+  | ReadyMessage
+  | WorkMessage
+  | GradientMessage
+  | ErrorMessage
+  | ShutdownMessage;
+
+export type MessageType = Message['type'];
+
+/** Message types that carry a float tensor body, and those that must not. */
+export const BODY_RULE: Record<MessageType, 'required' | 'optional' | 'none'> = {
+  hello: 'none',
+  welcome: 'none',
+  ready: 'none',
+  work: 'optional',
+  gradient: 'required',
+  error: 'none',
+  shutdown: 'none',
+};
+
+type Obj = Record<string, unknown>;
+
+function fail(type: string, field: string, expected: string, got: unknown): never {
+  const shown = typeof got === 'string' ? JSON.stringify(got.slice(0, 60)) : JSON.stringify(got) ?? String(got);
+  throw new ProtocolError('BAD_MESSAGE', `${type}.${field}: expected ${expected}, got ${String(shown).slice(0, 80)}`);
+}
+
+function int(o: Obj, type: string, field: string, min = 0): number {
+  const v = o[field];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) fail(type, field, `an integer >= ${min}`, v);
+  return v;
+}
+
+function num(o: Obj, type: string, field: string): number {
+  const v = o[field];
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(type, field, 'a finite number', v);
+  return v;
+}
+
+function str(o: Obj, type: string, field: string, maxLength = 256): string {
+  const v = o[field];
+  if (typeof v !== 'string' || v.length > maxLength) fail(type, field, `a string of at most ${maxLength} characters`, v);
+  return v;
+}
+
+function bool(o: Obj, type: string, field: string): boolean {
+  const v = o[field];
+  if (typeof v !== 'boolean') fail(type, field, 'a boolean', v);
+  return v;
+}
+
+function obj(o: Obj, type: string, field: string): Obj {
+  const v = o[field];
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(type, field, 'an object', v);
+  return v as Obj;
+}
+
+function arr(o: Obj, type: string, field: string, maxLength: number): unknown[] {
+  const v = o[field];
+  if (!Array.isArray(v) || v.length > maxLength) fail(type, field, `an array of at most ${maxLength} items`, v);
+  return v;
+}
+
+function validateParams(o: Obj): ParamSpec[] {
+  return arr(o, 'welcome', 'params', 10_000).map((p, i) => {
+    if (typeof p !== 'object' || p === null) fail('welcome', `params[${i}]`, 'an object', p);
+    const po = p as Obj;
+    const shape = arr(po, `welcome.params[${i}]`, 'shape', 8);
+    return {
+      name: str(po, `welcome.params[${i}]`, 'name'),
+      shape: shape.map((d, j) => {
+        if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) fail('welcome', `params[${i}].shape[${j}]`, 'a positive integer', d);
+        return d;
+      }),
+    };
+  });
+}
+
+function validateMicroBatches(o: Obj): MicroBatchSpec[] {
+  return arr(o, 'work', 'microBatches', 1_000_000).map((m, i) => {
+    if (typeof m !== 'object' || m === null) fail('work', `microBatches[${i}]`, 'an object', m);
+    const mo = m as Obj;
+    const spec = { id: int(mo, 'work', 'id'), start: int(mo, 'work', 'start'), end: int(mo, 'work', 'end', 1) };
+    if (spec.end <= spec.start) fail('work', `microBatches[${i}].end`, `> start (${spec.start})`, spec.end);
+    return spec;
+  });
+}
+
+/**
+ * Checks every field of a decoded header and returns it typed. Unknown fields are dropped.
+ * Throws `ProtocolError` (`BAD_MESSAGE`) naming the field, what was expected and what came.
+ */
+export function validateMessage(raw: unknown): Message {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('message', 'header', 'an object', raw);
+  const o = raw as Obj;
+  const type = o.type;
+  switch (type) {
+    case 'hello':
+      return {
+        type,
+        protocolVersion: int(o, type, 'protocolVersion'),
+        workerName: str(o, type, 'workerName'),
+        backend: str(o, type, 'backend', 64),
+        device: str(o, type, 'device'),
+        maxChunk: int(o, type, 'maxChunk', 1),
+      };
+    case 'welcome': {
+      const ds = obj(o, type, 'dataset');
+      const dataset: DatasetSpec = {
+        name: str(ds, type, 'name', 64),
+        trainCount: int(ds, type, 'trainCount', 1),
+        testCount: int(ds, type, 'testCount', 0),
+        fingerprint: str(ds, type, 'fingerprint', 64),
+      };
+      if (ds.syntheticTrain !== undefined) dataset.syntheticTrain = int(ds, type, 'syntheticTrain', 1);
+      if (ds.syntheticTest !== undefined) dataset.syntheticTest = int(ds, type, 'syntheticTest', 1);
+      return {
+        type,
+        protocolVersion: int(o, type, 'protocolVersion'),
+        runId: str(o, type, 'runId', 64),
+        workerId: int(o, type, 'workerId'),
+        seed: int(o, type, 'seed'),
+        modelTopology: obj(o, type, 'modelTopology'),
+        params: validateParams(o),
+        dataset,
+      };
+    }
+    case 'ready':
+      return { type, datasetFingerprint: str(o, type, 'datasetFingerprint', 64) };
+    case 'work':
+      return {
+        type,
+        step: int(o, type, 'step'),
+        weightsStep: int(o, type, 'weightsStep'),
+        hasWeights: bool(o, type, 'hasWeights'),
+        globalBatchSize: int(o, type, 'globalBatchSize', 1),
+        microBatches: validateMicroBatches(o),
+      };
+    case 'gradient':
+      return {
+        type,
+        step: int(o, type, 'step'),
+        microBatchId: int(o, type, 'microBatchId'),
+        samples: int(o, type, 'samples', 1),
+        lossSum: num(o, type, 'lossSum'),
+        correct: int(o, type, 'correct'),
+        computeMs: num(o, type, 'computeMs'),
+        sqNorm: num(o, type, 'sqNorm'),
+      };
+    case 'error':
+      return { type, code: str(o, type, 'code', 64), message: str(o, type, 'message', 4096) };
+    case 'shutdown':
+      return { type, reason: str(o, type, 'reason', 1024) };
+    default:
+      return fail('message', 'type', `one of ${Object.keys(BODY_RULE).join(', ')}`, type);
+  }
+}
