@@ -180,7 +180,6 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
         gradVsRef: maxRelErr(wasm.viaGrad, ref),
         cpuVsRef: maxRelErr(cpu.viaGrad, ref),
       };
-      console.log(`[${c.name}] max rel err ${JSON.stringify(errs)}`);
       for (const e of Object.values(errs)) expect(e).toBeLessThanOrEqual(TOLERANCE);
     });
 
@@ -238,7 +237,6 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
         tf.dispose(grads);
         if (i === 0) tensorsAfterFirst = tf.memory().numTensors;
       }
-      console.log(`[layers SGD] losses ${losses.map((l) => l.toFixed(5)).join(' ')}`);
       expect(losses.every(Number.isFinite)).toBe(true);
       for (let i = 1; i < losses.length; i++) expect(losses[i]!).toBeLessThan(losses[i - 1]!);
       expect(tf.memory().numTensors).toBe(tensorsAfterFirst);
@@ -263,7 +261,6 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       const ys = tf.tensor2d(seededValues(8 * 2, 6), [8, 2]);
       const history = await model.fit(xs, ys, { epochs: 6, batchSize: 8, shuffle: false, verbose: 0 });
       const losses = history.history['loss'] as number[];
-      console.log(`[layers fit] losses ${losses.map((l) => l.toFixed(5)).join(' ')}`);
       expect(losses.every(Number.isFinite)).toBe(true);
       for (let i = 1; i < losses.length; i++) expect(losses[i]!).toBeLessThan(losses[i - 1]!);
       model.dispose();

@@ -1,0 +1,99 @@
+// Loading an MNIST-format dataset (fashion-mnist, mnist) from one directory holding the four
+// standard IDX files, each gzip'd or plain.
+
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Dataset, DatasetName, Split } from './dataset.js';
+import { datasetFingerprint } from './fingerprint.js';
+import { readIdxImages, readIdxLabels, type IdxImages } from './idx.js';
+import { byteStats, standardizeBytes } from './standardize.js';
+
+/** The standard MNIST file names (without `.gz`), by role. */
+export const IDX_FILE_NAMES = {
+  trainImages: 'train-images-idx3-ubyte',
+  trainLabels: 'train-labels-idx1-ubyte',
+  testImages: 't10k-images-idx3-ubyte',
+  testLabels: 't10k-labels-idx1-ubyte',
+} as const;
+
+type Role = keyof typeof IDX_FILE_NAMES;
+
+/** Paths of the four files of an MNIST-format dataset. */
+export type IdxFiles = Record<Role, string>;
+
+/** What was found in a directory: all four files, or which standard names are missing. */
+export type IdxDirectoryScan = { complete: true; files: IdxFiles } | { complete: false; found: string[]; missing: string[] };
+
+const SIDE = 28;
+const NUM_CLASSES = 10;
+
+/** Looks for the four standard files in `dir`, each either plain or with `.gz` (`.gz` preferred). */
+export function scanIdxDirectory(dir: string): IdxDirectoryScan {
+  const files: Partial<IdxFiles> = {};
+  const found: string[] = [];
+  const missing: string[] = [];
+  for (const [role, base] of Object.entries(IDX_FILE_NAMES) as [Role, string][]) {
+    const path = [`${base}.gz`, base].map((name) => join(dir, name)).find((p) => existsSync(p));
+    if (path === undefined) missing.push(`${base}[.gz]`);
+    else {
+      files[role] = path;
+      found.push(path);
+    }
+  }
+  return missing.length === 0 ? { complete: true, files: files as IdxFiles } : { complete: false, found, missing };
+}
+
+/**
+ * Loads an MNIST-format dataset (28×28 byte images, 10 classes) from its four files and
+ * standardizes the pixels with the training split's mean and standard deviation.
+ * @param source the human-readable origin recorded in the dataset
+ * @throws Error naming the file when a file is invalid, images are not 28×28, image and
+ *   label counts differ, or a label is 10 or more
+ */
+export async function loadIdxDataset(name: DatasetName, files: IdxFiles, source: string): Promise<Dataset> {
+  const [trainImages, trainLabels, testImages, testLabels] = await Promise.all([
+    readIdxImages(files.trainImages),
+    readIdxLabels(files.trainLabels),
+    readIdxImages(files.testImages),
+    readIdxLabels(files.testLabels),
+  ]);
+  checkSplit(files.trainImages, files.trainLabels, trainImages, trainLabels);
+  checkSplit(files.testImages, files.testLabels, testImages, testLabels);
+  const sampleShape = [SIDE, SIDE, 1];
+  const fingerprint = datasetFingerprint(
+    name,
+    sampleShape,
+    NUM_CLASSES,
+    { pixelBytes: trainImages.pixels, labels: trainLabels, count: trainImages.count },
+    { pixelBytes: testImages.pixels, labels: testLabels, count: testImages.count },
+  );
+  const stats = byteStats(trainImages.pixels);
+  const split = (images: IdxImages, labels: Uint8Array): Split => ({
+    images: standardizeBytes(images.pixels, stats),
+    labels,
+    count: images.count,
+  });
+  return {
+    name,
+    sampleShape,
+    numClasses: NUM_CLASSES,
+    train: split(trainImages, trainLabels),
+    test: split(testImages, testLabels),
+    source,
+    fingerprint,
+  };
+}
+
+function checkSplit(imageFile: string, labelFile: string, images: IdxImages, labels: Uint8Array): void {
+  if (images.rows !== SIDE || images.cols !== SIDE) {
+    throw new Error(`IDX file ${imageFile}: expected ${SIDE} × ${SIDE} images, found ${images.rows} × ${images.cols}`);
+  }
+  if (labels.length !== images.count) {
+    throw new Error(`IDX file ${labelFile}: expected ${images.count} labels to match ${imageFile}, found ${labels.length}`);
+  }
+  for (let i = 0; i < labels.length; i++) {
+    if (labels[i] >= NUM_CLASSES) {
+      throw new Error(`IDX file ${labelFile}: expected labels 0..${NUM_CLASSES - 1}, found ${labels[i]} at sample ${i}`);
+    }
+  }
+}

@@ -1,0 +1,64 @@
+// Bad options are refused at once, naming the option, the value and what is accepted, with a
+// non-zero exit; environment variables BATCHLAB_<OPTION> go through the same checks.
+
+import { describe, expect, it } from 'vitest';
+import { parseLocalSettings, parseTrainingSettings, parseWorkerSettings } from '../../cli/options.js';
+import { OptionError } from '../../shared/errors.js';
+import { runCli } from '../support/cli.js';
+
+describe('option validation (in process)', () => {
+  it.each([
+    [{ 'global-batch': '-5' }, /--global-batch: got "-5"; expected an integer from 1/],
+    [{ 'global-batch': '12abc' }, /--global-batch: got "12abc"/],
+    [{ 'micro-batch': '0' }, /--micro-batch: got "0"; expected an integer from 1/],
+    [{ 'micro-batch': '256', 'global-batch': '128' }, /--micro-batch: got "256"; expected at most --global-batch \(128\)/],
+    [{ model: 'resnet' }, /--model: got "resnet"; expected one of mlp, cnn/],
+    [{ dataset: 'imagenet' }, /--dataset: got "imagenet"; expected one of synthetic, fashion-mnist, mnist/],
+    [{ optimizer: 'rmsprop' }, /--optimizer: got "rmsprop"; expected one of sgd, adam/],
+    [{ lr: 'fast' }, /--lr: got "fast"; expected a number > 0/],
+    [{ lr: '0' }, /--lr: got "0"/],
+    [{ steps: '1.5' }, /--steps: got "1.5"; expected an integer/],
+    [{ steps: '10', epochs: '2' }, /--epochs: .*either --steps or --epochs/],
+    [{ hidden: '128,0' }, /--hidden: got "128,0"; expected comma-separated positive integers/],
+    [{ momentum: '1' }, /--momentum: got "1"; expected a number >= 0 and < 1/],
+    [{ backend: 'tpu' }, /--backend: got "tpu"; expected one of auto, tensorflow-gpu, tensorflow, wasm, cpu/],
+    [{ 'metrics-port': '70000' }, /--metrics-port: got "70000"; expected an integer from 0 to 65535/],
+  ])('refuses %o', (raw, message) => {
+    expect(() => parseTrainingSettings(raw)).toThrow(OptionError);
+    expect(() => parseTrainingSettings(raw)).toThrow(message);
+  });
+
+  it('fills defaults that train on the embedded data', () => {
+    const s = parseLocalSettings({});
+    expect(s).toMatchObject({ workers: 2, model: 'mlp', hidden: [256, 128], dataset: 'fashion-mnist', globalBatchSize: 128, microBatch: 32, steps: 300, optimizer: 'adam', lr: 0.001 });
+  });
+
+  it('caps the default micro-batch at a small global batch', () => {
+    expect(parseTrainingSettings({ 'global-batch': '8' }).microBatch).toBe(8);
+  });
+
+  it('builds the worker address from MASTER_ADDR and MASTER_PORT', () => {
+    expect(parseWorkerSettings({}, { MASTER_ADDR: '10.1.2.3', MASTER_PORT: '29500' }).connect).toBe('ws://10.1.2.3:29500');
+    expect(() => parseWorkerSettings({}, {})).toThrow(/--connect/);
+    expect(() => parseWorkerSettings({ connect: 'http://host:1' }, {})).toThrow(/--connect: got "http:\/\/host:1"; expected a ws:\/\/ or wss:\/\/ URL/);
+  });
+});
+
+describe('the batchlab command refuses bad input with exit code 2', () => {
+  it.each([
+    [['local', '--global-batch', '-5'], {}, /--global-batch: got "-5"/],
+    [['local', '--micro-batch', '0'], {}, /--micro-batch: got "0"/],
+    [['local', '--model', 'resnet'], {}, /--model: got "resnet"; expected one of mlp, cnn/],
+    [['local', '--global-batch', '128', '--micro-batch', '256'], {}, /--micro-batch: got "256"; expected at most --global-batch \(128\)/],
+    [['local'], { BATCHLAB_GLOBAL_BATCH: '-5' }, /--global-batch: got "-5"/],
+    [['local', '--no-such-option', '1'], {}, /Unknown argument/],
+    [['worker', '--connect', 'localhost:7070'], {}, /--connect: got "localhost:7070"/],
+    [['frobnicate'], {}, /Unknown argument: frobnicate|Name a command/],
+  ])('batchlab %s', async (args, env, message) => {
+    const result = await runCli(args as string[], env as Record<string, string>, 30_000);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(message);
+    // Nothing ran: no progress, no summary.
+    expect(result.stdout).not.toMatch(/summary/);
+  });
+});
