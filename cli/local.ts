@@ -17,7 +17,9 @@ function spawnWorker(index: number, port: number, token: string, settings: Local
   const args = [CLI_PATH, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', settings.backend, '--name', `local-${index}`];
   if (settings.dataDir) args.push('--data-dir', settings.dataDir);
   // The token travels in the environment, not argv, so `ps` does not show it.
-  const child = spawn(process.execPath, args, { env: { ...process.env, BATCHLAB_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Own process group: a terminal's Ctrl-C reaches only this process, which then stops the
+  // workers in order (shutdown frame) instead of them dying mid-step.
+  const child = spawn(process.execPath, args, { env: { ...process.env, BATCHLAB_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   for (const stream of [child.stdout!, child.stderr!]) {
     createInterface({ input: stream }).on('line', (line) => log(`[worker ${index}] ${line}`));
   }

@@ -74,9 +74,10 @@ export function decodeFrame(data: Uint8Array): Frame {
     throw new ProtocolError('BAD_FRAME', `body: header says ${bodyLength} float32 (${bodyBytes} bytes), frame holds ${data.length - bodyOffset}`);
   }
   const start = data.byteOffset + bodyOffset;
-  const body =
-    start % 4 === 0
-      ? new Float32Array(data.buffer, start, bodyLength)
-      : new Float32Array(data.slice(bodyOffset, bodyOffset + bodyBytes).buffer);
+  if (start % 4 === 0) return { message, body: new Float32Array(data.buffer, start, bodyLength) };
+  // Unaligned: copy into fresh memory. (Buffer#slice would return a view, not a copy.)
+  const copy = new Uint8Array(bodyBytes);
+  copy.set(data.subarray(bodyOffset, bodyOffset + bodyBytes));
+  const body = new Float32Array(copy.buffer);
   return { message, body };
 }

@@ -180,8 +180,9 @@ function validateMicroBatches(o: Obj): MicroBatchSpec[] {
   return arr(o, 'work', 'microBatches', 1_000_000).map((m, i) => {
     if (typeof m !== 'object' || m === null) fail('work', `microBatches[${i}]`, 'an object', m);
     const mo = m as Obj;
-    const spec = { id: int(mo, 'work', 'id'), start: int(mo, 'work', 'start'), end: int(mo, 'work', 'end', 1) };
-    if (spec.end <= spec.start) fail('work', `microBatches[${i}].end`, `> start (${spec.start})`, spec.end);
+    const where = `work.microBatches[${i}]`;
+    const spec = { id: int(mo, where, 'id'), start: int(mo, where, 'start'), end: int(mo, where, 'end', 1) };
+    if (spec.end <= spec.start) fail(where, 'end', `> start (${spec.start})`, spec.end);
     return spec;
   });
 }
@@ -206,14 +207,15 @@ export function validateMessage(raw: unknown): Message {
       };
     case 'welcome': {
       const ds = obj(o, type, 'dataset');
+      const where = 'welcome.dataset';
       const dataset: DatasetSpec = {
-        name: str(ds, type, 'name', 64),
-        trainCount: int(ds, type, 'trainCount', 1),
-        testCount: int(ds, type, 'testCount', 0),
-        fingerprint: str(ds, type, 'fingerprint', 64),
+        name: str(ds, where, 'name', 64),
+        trainCount: int(ds, where, 'trainCount', 1),
+        testCount: int(ds, where, 'testCount', 0),
+        fingerprint: str(ds, where, 'fingerprint', 64),
       };
-      if (ds.syntheticTrain !== undefined) dataset.syntheticTrain = int(ds, type, 'syntheticTrain', 1);
-      if (ds.syntheticTest !== undefined) dataset.syntheticTest = int(ds, type, 'syntheticTest', 1);
+      if (ds.syntheticTrain !== undefined) dataset.syntheticTrain = int(ds, where, 'syntheticTrain', 1);
+      if (ds.syntheticTest !== undefined) dataset.syntheticTest = int(ds, where, 'syntheticTest', 1);
       return {
         type,
         protocolVersion: int(o, type, 'protocolVersion'),
