@@ -14,7 +14,9 @@ const CLI_PATH = fileURLToPath(new URL('./batchlab.js', import.meta.url));
 
 /** Starts one worker process connected to `port`; its output lines go to `log`. */
 function spawnWorker(index: number, port: number, token: string, settings: LocalSettings, log: (line: string) => void): ChildProcess {
-  const args = [CLI_PATH, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', settings.backend, '--name', `local-${index}`];
+  const args = [CLI_PATH, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', settings.backend, '--name', `local-${index}`, '--metrics-host', '127.0.0.1'];
+  // Workers serve metrics when the coordinator does (each on a free port, found through --targets-file).
+  args.push('--metrics-port', settings.metricsPort === null ? 'off' : '0');
   if (settings.dataDir) args.push('--data-dir', settings.dataDir);
   // The token travels in the environment, not argv, so `ps` does not show it.
   // Own process group: a terminal's Ctrl-C reaches only this process, which then stops the

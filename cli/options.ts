@@ -34,6 +34,8 @@ export const TRAINING_OPTIONS = {
   'metrics-port': s('port for /metrics and /healthz (0: any free port; "off": none)', { default: '0' }),
   report: s('write a JSON summary of the run to FILE'),
   'save-model': s('write the trained model to DIR (TensorFlow.js layers format)'),
+  trace: s('write a Chrome trace of the run to FILE (chrome://tracing, ui.perfetto.dev)'),
+  'targets-file': s('keep a Prometheus file_sd JSON of the coordinator and worker /metrics endpoints in FILE'),
   backend: s(`compute backend: ${BACKEND_NAMES.join(' | ')}`, { default: 'auto' }),
   'min-workers': s('workers to wait for before the first step', { default: '1' }),
   'worker-wait': s('seconds to wait for --min-workers before giving up', { default: '600' }),
@@ -60,6 +62,8 @@ export const WORKER_OPTIONS = {
   'max-chunk': s('largest number of samples computed at once; bigger micro-batches are accumulated', { default: '1024' }),
   name: s('name shown in the coordinator log (default host:pid)'),
   'connect-timeout': s('seconds to keep trying to reach the coordinator', { default: '60' }),
+  'metrics-port': s('port for /metrics and /healthz (0: any free port; "off": none)', { default: '0' }),
+  'metrics-host': s('address for /metrics and /healthz', { default: '0.0.0.0' }),
 } as const;
 
 type Raw = Record<string, unknown>;
@@ -131,6 +135,8 @@ export interface TrainingSettings {
   metricsPort: number | null;
   report?: string;
   saveModel?: string;
+  trace?: string;
+  targetsFile?: string;
   backend: BackendName;
   minWorkers: number;
   workerWaitTimeoutMs: number;
@@ -166,6 +172,8 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
     metricsPort: port(raw, 'metrics-port', true) ?? 0,
     ...(text(raw, 'report') ? { report: text(raw, 'report') } : {}),
     ...(text(raw, 'save-model') ? { saveModel: text(raw, 'save-model') } : {}),
+    ...(text(raw, 'trace') ? { trace: text(raw, 'trace') } : {}),
+    ...(text(raw, 'targets-file') ? { targetsFile: text(raw, 'targets-file') } : {}),
     backend: oneOf(raw, 'backend', BACKEND_NAMES) ?? 'auto',
     minWorkers: integer(raw, 'min-workers', 1, 10_000) ?? 1,
     workerWaitTimeoutMs: (decimal(raw, 'worker-wait', 0, false) ?? 600) * 1000,
@@ -204,6 +212,8 @@ export interface WorkerSettings {
   maxChunk: number;
   name?: string;
   connectTimeoutMs: number;
+  metricsPort: number | null;
+  metricsHost: string;
 }
 
 /** Validates `worker` options; the address may come from MASTER_ADDR/MASTER_PORT as launchers set them. */
@@ -228,5 +238,7 @@ export function parseWorkerSettings(raw: Raw, env: NodeJS.ProcessEnv): WorkerSet
     maxChunk: integer(raw, 'max-chunk', 1, 1_000_000) ?? 1024,
     ...(name ? { name } : {}),
     connectTimeoutMs: (decimal(raw, 'connect-timeout', 0, false) ?? 60) * 1000,
+    metricsPort: port(raw, 'metrics-port', true) ?? 0,
+    metricsHost: text(raw, 'metrics-host') || '0.0.0.0',
   };
 }

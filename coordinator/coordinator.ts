@@ -3,6 +3,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as tf from '@tensorflow/tfjs-core';
@@ -11,6 +12,7 @@ import { describeDataset, loadDataset } from '../shared/data/index.js';
 import type { DatasetName } from '../shared/data/dataset.js';
 import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
+import { createRegistry } from '../shared/metrics.js';
 import { buildModel, modelTopology, type ModelName } from '../shared/models/index.js';
 import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG, type OptimizerName } from '../shared/optimizers/index.js';
 import { countParams, paramSpecsOf, writeWeights } from '../shared/param-layout.js';
@@ -18,10 +20,12 @@ import { PROTOCOL_VERSION } from '../shared/protocol.js';
 import { initialWeights } from '../shared/weight-init.js';
 import { Membership } from './membership.js';
 import { createCoordinatorMetrics } from './metrics.js';
+import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
+import { TraceRecorder } from './trace.js';
 import { StarReducer } from './reducer.js';
 import { writeReport, type RunReport } from './report.js';
 import { saveLayersModel } from './save-model.js';
-import { train, type StepRecord, type TrainerObserver } from './trainer.js';
+import { combineObservers, train, type StepRecord, type TrainerObserver } from './trainer.js';
 
 export interface CoordinatorOptions {
   host: string;
@@ -50,6 +54,10 @@ export interface CoordinatorOptions {
   metricsPort: number | null;
   report?: string;
   saveModel?: string;
+  /** Chrome-trace timeline file. */
+  trace?: string;
+  /** Prometheus file_sd JSON of the /metrics endpoints. */
+  targetsFile?: string;
   workerWaitTimeoutMs: number;
   /** Written into the report's `command` field. */
   command: string;
@@ -82,6 +90,8 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   log(`model ${options.model} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ${steps} steps, ${options.optimizer} lr ${options.lr}`);
 
   const runId = randomBytes(6).toString('hex');
+  const registry = createRegistry('coordinator');
+  const metricsObserver = createCoordinatorMetrics(registry, { backend: choice.backend, workersConnected: () => membership.readyWorkers().length });
   const http: Server = createServer((_req, res) => {
     res.statusCode = 426;
     res.end('batchlab coordinator: connect with a WebSocket (batchlab worker --connect ws://host:port)\n');
@@ -93,6 +103,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     maxPayloadBytes: paramCount * 4 + 16 * 1024 * 1024,
     handshakeTimeoutMs: 120_000,
     log,
+    onBytes: (direction, bytes) => metricsObserver.onBytes(direction, bytes),
     welcome: (workerId) => ({
       type: 'welcome',
       protocolVersion: PROTOCOL_VERSION,
@@ -111,11 +122,16 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     }),
   });
   let metrics: MetricsServer | null = null;
-  const { registry, observer: metricsObserver } = createCoordinatorMetrics({
-    globalBatchSize: options.globalBatchSize,
-    backend: choice.backend,
-    workersConnected: () => membership.readyWorkers().length,
-  });
+  const trace = options.trace ? new TraceRecorder(`batchlab run ${runId}`) : null;
+  membership.on('joined', (worker) => trace?.nameWorker(worker.workerId, worker.name));
+  let coordinatorTarget: ScrapeTarget | null = null;
+  const updateTargets = (): void => {
+    if (!options.targetsFile || !coordinatorTarget) return;
+    const workers = membership.readyWorkers().filter((w) => w.metricsTarget);
+    writeTargetsFile(options.targetsFile, [coordinatorTarget, ...workers.map((w): ScrapeTarget => ({ address: w.metricsTarget!, role: 'worker', worker: String(w.workerId) }))]);
+  };
+  membership.on('joined', updateTargets);
+  membership.on('lost', updateTargets);
 
   // Totals for the report, gathered alongside the other observers.
   let initialLoss: number | null = null;
@@ -137,14 +153,8 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       maxWorkers = Math.max(maxWorkers, record.workers);
     },
   };
-  const observers = [totals, metricsObserver, hooks.observer].filter((o): o is TrainerObserver => o !== undefined);
-  const observer: TrainerObserver = {
-    onStep: (r) => observers.forEach((o) => o.onStep?.(r)),
-    onEval: (s, e) => observers.forEach((o) => o.onEval?.(s, e)),
-    onReject: (reason, id) => observers.forEach((o) => o.onReject?.(reason, id)),
-    onReassign: (reason, n) => observers.forEach((o) => o.onReassign?.(reason, n)),
-  };
-  membership.on('rejected', (reason) => observer.onReject?.(reason as never, -1));
+  const observer = combineObservers([totals, metricsObserver, trace, hooks.observer]);
+  membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
 
   try {
     await new Promise<void>((resolve, reject) => {
@@ -156,11 +166,20 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       metrics = await startMetricsServer(registry, options.metricsPort, options.host, () => ({ role: 'coordinator', runId, workers: membership.readyWorkers().length }));
     }
     log(`listening on ws://${options.host}:${port}${metrics ? `, metrics at ${metrics.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`);
+    if (metrics && options.targetsFile) {
+      const host = options.host === '0.0.0.0' || options.host === '::' ? hostname() : options.host;
+      coordinatorTarget = { address: `${host.includes(':') ? `[${host}]` : host}:${metrics.port}`, role: 'coordinator' };
+      updateTargets();
+      log(`Prometheus targets in ${options.targetsFile}`);
+    }
     hooks.onListening?.({ port, metricsUrl: metrics?.url ?? null, steps, backend: choice.backend, dataset: describeDataset(dataset) });
 
     const evaluate = (w: Float32Array): Evaluation => {
+      const t0 = performance.now();
       writeWeights(model, w);
-      return evaluateModel(model, dataset.test, dataset.sampleShape, dataset.numClasses);
+      const evaluation = evaluateModel(model, dataset.test, dataset.sampleShape, dataset.numClasses);
+      trace?.addSpan('eval', t0, performance.now(), { accuracy: evaluation.accuracy });
+      return evaluation;
     };
     const outcome = await train({
       config: { globalBatchSize: options.globalBatchSize, microBatch: options.microBatch, steps, lr: options.lr, evalEvery: options.evalEvery, minWorkers: options.minWorkers, workerWaitTimeoutMs: options.workerWaitTimeoutMs },
@@ -199,6 +218,10 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       optimizer: options.optimizer,
       seed: options.seed,
     };
+    if (trace && options.trace) {
+      await trace.write(options.trace);
+      log(`trace written to ${options.trace} (open in chrome://tracing or ui.perfetto.dev)`);
+    }
     if (options.saveModel) log(`model saved to ${await saveLayersModel(model, options.saveModel)}`);
     if (options.report) {
       await writeReport(options.report, report);

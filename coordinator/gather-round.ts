@@ -14,6 +14,8 @@ export interface StepStats {
   correct: number;
   /** Sum of compute milliseconds per worker. */
   computeMsByWorker: Map<number, number>;
+  /** Samples computed per worker. */
+  samplesByWorker: Map<number, number>;
   /** (samples, |g_k|^2) per micro-batch, in id order: input to the gradient noise scale. */
   sqNorms: { samples: number; sqNorm: number }[];
 }
@@ -27,6 +29,7 @@ export class GatherRound {
   /** Settles when every micro-batch has been reduced. */
   readonly done: Promise<void>;
   readonly computeMsByWorker = new Map<number, number>();
+  readonly samplesByWorker = new Map<number, number>();
 
   constructor(step: number, microBatches: readonly MicroBatchSpec[], private readonly reducer: Reducer) {
     this.step = step;
@@ -61,6 +64,7 @@ export class GatherRound {
     for (let i = 0; i < gradSum.length; i++) if (!Number.isFinite(gradSum[i]!)) return 'non_finite';
     this.received.set(message.microBatchId, message);
     this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) + message.computeMs);
+    this.samplesByWorker.set(workerId, (this.samplesByWorker.get(workerId) ?? 0) + message.samples);
     this.reducer.add(message.microBatchId, gradSum, message.samples);
     if (this.received.size === this.specs.size) this.resolve();
     return null;
@@ -74,6 +78,7 @@ export class GatherRound {
       lossSum: replies.reduce((n, r) => n + r.lossSum, 0),
       correct: replies.reduce((n, r) => n + r.correct, 0),
       computeMsByWorker: this.computeMsByWorker,
+      samplesByWorker: this.samplesByWorker,
       sqNorms: replies.map((r) => ({ samples: r.samples, sqNorm: r.sqNorm })),
     };
   }

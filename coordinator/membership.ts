@@ -22,6 +22,8 @@ export interface WorkerConnection {
   /** Step whose weights the worker holds (-1: none yet). */
   weightsStep: number;
   socket: WebSocket;
+  /** host:port of the worker's /metrics endpoint, when it serves one. */
+  metricsTarget: string | null;
 }
 
 export interface MembershipEvents {
@@ -39,6 +41,8 @@ export interface MembershipOptions {
   maxPayloadBytes: number;
   handshakeTimeoutMs: number;
   log: (line: string) => void;
+  /** Counts frame bytes sent (`out`) and received (`in`). */
+  onBytes?: (direction: 'in' | 'out', bytes: number) => void;
 }
 
 export class Membership extends EventEmitter<MembershipEvents> {
@@ -64,7 +68,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Sends one frame; false when the socket is gone. */
   send(worker: WorkerConnection, message: Message, body: Float32Array | null = null): boolean {
     if (worker.socket.readyState !== worker.socket.OPEN) return false;
-    worker.socket.send(encodeFrame(message, body), { binary: true });
+    const frame = encodeFrame(message, body);
+    this.options.onBytes?.('out', frame.length);
+    worker.socket.send(frame, { binary: true });
     return true;
   }
 
@@ -104,15 +110,16 @@ export class Membership extends EventEmitter<MembershipEvents> {
       }
       return;
     }
-    this.wss.handleUpgrade(request, socket, head, (ws) => this.onConnection(ws));
+    this.wss.handleUpgrade(request, socket, head, (ws) => this.onConnection(ws, request.socket.remoteAddress ?? ''));
   };
 
-  private onConnection(socket: WebSocket): void {
+  private onConnection(socket: WebSocket, remoteAddress: string): void {
     const workerId = this.nextWorkerId++;
     let worker: WorkerConnection | null = null;
     const handshakeTimer = setTimeout(() => this.drop(socket, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${this.options.handshakeTimeoutMs} ms`)), this.options.handshakeTimeoutMs);
 
     socket.on('message', (data: Buffer, isBinary: boolean) => {
+      this.options.onBytes?.('in', data.length);
       try {
         if (!isBinary) throw new ProtocolError('BAD_FRAME', 'text frame; batchlab speaks binary frames only');
         const { message, body } = decodeFrame(data);
@@ -121,7 +128,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
           if (message.protocolVersion !== PROTOCOL_VERSION) {
             throw new ProtocolError('VERSION_MISMATCH', `worker speaks protocol ${message.protocolVersion}, coordinator ${PROTOCOL_VERSION}: run the same batchlab version on both`);
           }
-          worker = { workerId, name: message.workerName, backend: message.backend, device: message.device, maxChunk: message.maxChunk, ready: false, weightsStep: -1, socket };
+          const host = remoteAddress.replace(/^::ffff:/, '');
+          const metricsTarget = message.metricsPort ? `${host.includes(':') ? `[${host}]` : host}:${message.metricsPort}` : null;
+          worker = { workerId, name: message.workerName, backend: message.backend, device: message.device, maxChunk: message.maxChunk, ready: false, weightsStep: -1, socket, metricsTarget };
           this.workers.set(workerId, worker);
           this.send(worker, this.options.welcome(workerId));
           return;

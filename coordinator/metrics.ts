@@ -1,78 +1,77 @@
-// The coordinator's Prometheus metrics: one registry per coordinator, every metric listed here,
-// filled from the trainer's step records (prom-client defaultMetrics style: a function of
-// (registry, config)).
+// Keeps the coordinator's Prometheus metrics (defined in shared/metrics.ts) current from the
+// trainer's step records. Point-in-time gauges are filled at scrape time there.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { liveScalingEfficiency } from '../shared/efficiency.js';
 import type { Evaluation } from '../shared/evaluate.js';
+import { defineCoordinatorMetrics, type CoordinatorMetrics, type CoordinatorMetricsConfig } from '../shared/metrics.js';
 import type { StepRecord, TrainerObserver } from './trainer.js';
 
-export interface CoordinatorMetricsConfig {
-  globalBatchSize: number;
-  backend: string;
-  workersConnected: () => number;
+/** Reasons a frame, reply or connection is refused (see docs/PROTOCOL.md). */
+export const REJECT_REASONS = ['auth', 'bad_frame', 'version_mismatch', 'dataset_mismatch', 'stale_step', 'unassigned', 'duplicate', 'non_finite'] as const;
+
+/** Trainer observer that records every step into `metrics`. */
+export class CoordinatorMetricsObserver implements TrainerObserver {
+  constructor(private readonly metrics: CoordinatorMetrics) {
+    // Not estimable until the large-batch estimator runs: NaN says so, 0 would lie.
+    metrics.noiseScale.set(NaN);
+    metrics.statisticalEfficiency.set(NaN);
+    metrics.goodput.set(NaN);
+    // Known label values start at 0, so "none yet" is a series at zero rather than no data.
+    for (const reason of ['worker_lost']) metrics.reassignments.inc({ reason }, 0);
+    for (const reason of REJECT_REASONS) metrics.rejected.inc({ reason }, 0);
+    for (const direction of ['in', 'out'] as const) metrics.gradientBytes.inc({ direction }, 0);
+  }
+
+  onStep(record: StepRecord): void {
+    const m = this.metrics;
+    const { stats } = record;
+    const labels = { global_batch_size: String(stats.samples), workers: String(record.workers) };
+    m.stepsTotal.inc();
+    m.samplesTotal.inc(stats.samples);
+    m.stepDuration.observe(labels, record.wallSeconds);
+    for (const [phase, seconds] of Object.entries(record.phases)) m.stepPhase.observe({ phase }, seconds);
+    const computeSeconds = [...stats.computeMsByWorker.values()].map((ms) => ms / 1000);
+    const meanCompute = computeSeconds.reduce((a, b) => a + b, 0) / Math.max(1, computeSeconds.length);
+    m.stepPhase.observe({ phase: 'compute' }, meanCompute);
+    for (const [workerId, ms] of stats.computeMsByWorker) {
+      const worker = String(workerId);
+      m.workerCompute.observe({ worker }, ms / 1000);
+      const samples = stats.samplesByWorker.get(workerId) ?? 0;
+      if (ms > 0) m.workerThroughput.set({ worker }, samples / (ms / 1000));
+    }
+    m.throughput.set(labels, stats.samples / record.wallSeconds);
+    m.scalingEfficiency.set(labels, liveScalingEfficiency(computeSeconds, record.wallSeconds));
+    m.globalBatchSize.set(stats.samples);
+    m.workers.set(record.workers);
+    m.trainLoss.set(record.loss);
+    m.trainAccuracy.set(record.accuracy);
+    m.learningRate.set(record.lr);
+    m.gradientSqNorm.set({ scope: 'global' }, record.gradSqNorm);
+    const local = stats.sqNorms.reduce((acc, k) => acc + k.samples * k.sqNorm, 0) / stats.samples;
+    m.gradientSqNorm.set({ scope: 'local' }, local);
+  }
+
+  onEval(_step: number, evaluation: Evaluation): void {
+    this.metrics.evalLoss.set(evaluation.loss);
+    this.metrics.evalAccuracy.set(evaluation.accuracy);
+  }
+
+  onReject(reason: string): void {
+    this.metrics.rejected.inc({ reason });
+  }
+
+  onReassign(reason: string, count: number): void {
+    this.metrics.reassignments.inc({ reason }, count);
+  }
+
+  /** Bytes of one frame sent (`out`) or received (`in`) by the coordinator. */
+  onBytes(direction: 'in' | 'out', bytes: number): void {
+    this.metrics.gradientBytes.inc({ direction }, bytes);
+  }
 }
 
-/** Creates the registry and returns it with a trainer observer that keeps it current. */
-export function createCoordinatorMetrics(config: CoordinatorMetricsConfig): { registry: Registry; observer: TrainerObserver } {
-  const registry = new Registry();
-  registry.setDefaultLabels({ role: 'coordinator' });
-  collectDefaultMetrics({ register: registry, prefix: 'batchlab_process_' });
-  const registers = [registry];
-  const labels = ['global_batch_size', 'workers'] as const;
-
-  const steps = new Counter({ name: 'batchlab_steps_total', help: 'Optimizer steps applied.', registers });
-  const samples = new Counter({ name: 'batchlab_samples_total', help: 'Samples that contributed to applied steps.', registers });
-  const stepDuration = new Histogram({ name: 'batchlab_step_duration_seconds', help: 'Wall time of one step.', buckets: exponentialBuckets(0.005, 2, 14), labelNames: labels, registers });
-  const phase = new Histogram({ name: 'batchlab_step_phase_seconds', help: 'Wall time of one phase of a step (dispatch, compute, gather-wait, reduce, apply).', labelNames: ['phase'] as const, buckets: exponentialBuckets(0.0005, 2, 16), registers });
-  const throughput = new Gauge({ name: 'batchlab_throughput_samples_per_second', help: 'Samples per second over the last step.', labelNames: labels, registers });
-  const efficiency = new Gauge({ name: 'batchlab_scaling_efficiency_ratio', help: 'Mean worker compute time divided by step wall time (live estimate).', labelNames: labels, registers });
-  const batch = new Gauge({ name: 'batchlab_global_batch_size', help: 'Current global batch size.', registers });
-  const workers = new Gauge({ name: 'batchlab_workers', help: 'Workers that took part in the last step.', registers });
-  const trainLoss = new Gauge({ name: 'batchlab_train_loss', help: 'Mean training loss of the last step.', registers });
-  const trainAccuracy = new Gauge({ name: 'batchlab_train_accuracy', help: 'Training accuracy of the last step.', registers });
-  const evalLoss = new Gauge({ name: 'batchlab_eval_loss', help: 'Mean loss of the last evaluation on the test split.', registers });
-  const evalAccuracy = new Gauge({ name: 'batchlab_eval_accuracy', help: 'Accuracy of the last evaluation on the test split.', registers });
-  const learningRate = new Gauge({ name: 'batchlab_learning_rate', help: 'Learning rate applied in the last step.', registers });
-  const rejected = new Counter({ name: 'batchlab_rejected_messages_total', help: 'Refused frames and replies by reason.', labelNames: ['reason'] as const, registers });
-  const reassigned = new Counter({ name: 'batchlab_microbatch_reassignments_total', help: 'Micro-batches re-issued to another worker, by reason.', labelNames: ['reason'] as const, registers });
-  new Gauge({
-    name: 'batchlab_workers_connected',
-    help: 'Live workers that finished the handshake.',
-    registers,
-    collect() {
-      this.set(config.workersConnected());
-    },
-  });
-  new Gauge({ name: 'batchlab_backend_info', help: 'Compute backend of this process (value 1).', labelNames: ['backend'] as const, registers }).set({ backend: config.backend }, 1);
-  batch.set(config.globalBatchSize);
-
-  const observer: TrainerObserver = {
-    onStep(record: StepRecord) {
-      const l = { global_batch_size: String(config.globalBatchSize), workers: String(record.workers) };
-      steps.inc();
-      samples.inc(record.stats.samples);
-      stepDuration.observe(l, record.wallSeconds);
-      for (const [name, seconds] of Object.entries(record.phases)) phase.observe({ phase: name }, seconds);
-      const computes = [...record.stats.computeMsByWorker.values()];
-      const meanComputeSeconds = computes.reduce((a, b) => a + b, 0) / Math.max(1, computes.length) / 1000;
-      phase.observe({ phase: 'compute' }, meanComputeSeconds);
-      throughput.set(l, record.stats.samples / record.wallSeconds);
-      efficiency.set(l, Math.min(1, meanComputeSeconds / record.wallSeconds));
-      workers.set(record.workers);
-      trainLoss.set(record.loss);
-      trainAccuracy.set(record.accuracy);
-      learningRate.set(record.lr);
-    },
-    onEval(_step: number, evaluation: Evaluation) {
-      evalLoss.set(evaluation.loss);
-      evalAccuracy.set(evaluation.accuracy);
-    },
-    onReject(reason) {
-      rejected.inc({ reason });
-    },
-    onReassign(reason, count) {
-      reassigned.inc({ reason }, count);
-    },
-  };
-  return { registry, observer };
+/** Defines the coordinator's metrics on `registry` and returns the observer that fills them. */
+export function createCoordinatorMetrics(registry: Registry, config: CoordinatorMetricsConfig): CoordinatorMetricsObserver {
+  return new CoordinatorMetricsObserver(defineCoordinatorMetrics(registry, config));
 }

@@ -4,9 +4,9 @@
 import { performance } from 'node:perf_hooks';
 import { cutMicroBatches } from '../shared/micro-batches.js';
 import type { Optimizer } from '../shared/optimizers/index.js';
-import type { MicroBatchSpec } from '../shared/protocol.js';
+import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
 import type { Evaluation } from '../shared/evaluate.js';
-import { GatherRound, type RejectReason, type StepStats } from './gather-round.js';
+import { GatherRound, type StepStats } from './gather-round.js';
 import type { Membership, WorkerConnection } from './membership.js';
 import type { Reducer } from './reducer.js';
 import { splitMicroBatches } from './split.js';
@@ -26,6 +26,10 @@ export interface TrainerConfig {
 /** What one applied step produced; observers (progress, metrics, trace) read it. */
 export interface StepRecord {
   step: number;
+  /** performance.now() when the step began (for the trace). */
+  startedAtMs: number;
+  /** |mean gradient|^2 of this step. */
+  gradSqNorm: number;
   lr: number;
   loss: number;
   accuracy: number;
@@ -39,8 +43,23 @@ export interface StepRecord {
 export interface TrainerObserver {
   onStep?(record: StepRecord): void;
   onEval?(step: number, evaluation: Evaluation): void;
-  onReject?(reason: RejectReason | 'no_round', workerId: number): void;
+  /** A refused reply or frame: `reason` is a RejectReason or a membership refusal (auth, bad_frame, …). */
+  onReject?(reason: string, workerId: number): void;
   onReassign?(reason: 'worker_lost', count: number): void;
+  /** A reply was accepted at `receivedAtMs` (performance.now()). */
+  onReply?(workerId: number, message: GradientMessage, receivedAtMs: number): void;
+}
+
+/** One observer that forwards every event to each of `observers` (nulls skipped), in order. */
+export function combineObservers(observers: readonly (TrainerObserver | null | undefined)[]): TrainerObserver {
+  const list = observers.filter((o): o is TrainerObserver => Boolean(o));
+  return {
+    onStep: (record) => list.forEach((o) => o.onStep?.(record)),
+    onEval: (step, evaluation) => list.forEach((o) => o.onEval?.(step, evaluation)),
+    onReject: (reason, workerId) => list.forEach((o) => o.onReject?.(reason, workerId)),
+    onReassign: (reason, count) => list.forEach((o) => o.onReassign?.(reason, count)),
+    onReply: (workerId, message, at) => list.forEach((o) => o.onReply?.(workerId, message, at)),
+  };
 }
 
 export interface TrainerParts {
@@ -86,6 +105,8 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     const stats = round.stats();
     observer.onStep?.({
       step,
+      startedAtMs: t0,
+      gradSqNorm: squaredNorm(meanGrad),
       lr: config.lr,
       loss: stats.lossSum / stats.samples,
       accuracy: stats.correct / stats.samples,
@@ -101,6 +122,12 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     }
   }
   return { stepsDone: step, samples, lastEval };
+}
+
+function squaredNorm(v: Float32Array): number {
+  let sum = 0;
+  for (let i = 0; i < v.length; i++) sum += v[i]! * v[i]!;
+  return sum;
 }
 
 /** Waits until at least `minWorkers` are ready; says so when it has to wait. */
@@ -169,9 +196,10 @@ async function gather(membership: Membership, round: GatherRound, weights: Float
     observer.onReassign?.('worker_lost', orphans.length);
     dispatch(membership, round, splitMicroBatches(orphans, live.map((w) => w.workerId)), weights, config.globalBatchSize);
   };
-  const onGradient = (worker: WorkerConnection, message: Parameters<GatherRound['accept']>[1], body: Float32Array): void => {
+  const onGradient = (worker: WorkerConnection, message: GradientMessage, body: Float32Array): void => {
     const reason = round.accept(worker.workerId, message, body);
     if (reason) observer.onReject?.(reason, worker.workerId);
+    else observer.onReply?.(worker.workerId, message, performance.now());
   };
   const onLost = (worker: WorkerConnection, why: string): void => {
     const orphans = round.orphan(worker.workerId);

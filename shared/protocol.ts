@@ -37,6 +37,8 @@ export interface HelloMessage {
   backend: string;
   device: string;
   maxChunk: number;
+  /** Port of the worker's /metrics endpoint, if it serves one (for Prometheus discovery). */
+  metricsPort?: number;
 }
 
 /** Coordinator → worker: everything needed to compute gradients for this run. */
@@ -196,8 +198,8 @@ export function validateMessage(raw: unknown): Message {
   const o = raw as Obj;
   const type = o.type;
   switch (type) {
-    case 'hello':
-      return {
+    case 'hello': {
+      const hello: HelloMessage = {
         type,
         protocolVersion: int(o, type, 'protocolVersion'),
         workerName: str(o, type, 'workerName'),
@@ -205,6 +207,9 @@ export function validateMessage(raw: unknown): Message {
         device: str(o, type, 'device'),
         maxChunk: int(o, type, 'maxChunk', 1),
       };
+      if (o.metricsPort !== undefined) hello.metricsPort = int(o, type, 'metricsPort', 1);
+      return hello;
+    }
     case 'welcome': {
       const ds = obj(o, type, 'dataset');
       const where = 'welcome.dataset';

@@ -5,7 +5,9 @@ import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { authorizationHeader } from '../shared/auth.js';
-import { selectBackend, type BackendName } from '../shared/backend.js';
+import { selectBackend, type BackendChoice, type BackendName } from '../shared/backend.js';
+import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
+import { createRegistry, defineWorkerMetrics, type WorkerMetrics } from '../shared/metrics.js';
 import { decodeFrame, encodeFrame } from '../shared/codec.js';
 import { gatherSamples, type Dataset, type DatasetName } from '../shared/data/dataset.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
@@ -24,6 +26,9 @@ export interface WorkerOptions {
   maxChunk: number;
   name?: string;
   connectTimeoutMs: number;
+  /** null: no /metrics endpoint; 0: any free port. */
+  metricsPort: number | null;
+  metricsHost: string;
   log: (line: string) => void;
 }
 
@@ -42,6 +47,24 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   const { log } = options;
   const choice = await selectBackend(options.backend);
   log(`backend ${choice.backend} (${choice.device})${choice.skipped.length ? `; skipped ${choice.skipped.join('; ')}` : ''}`);
+  const registry = createRegistry('worker');
+  const metrics = defineWorkerMetrics(registry, choice);
+  let metricsServer: MetricsServer | null = null;
+  let state: RunState | null = null;
+  if (options.metricsPort !== null) {
+    metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, () => ({ role: 'worker', step: state?.weightsStep ?? null }));
+    log(`metrics at ${metricsServer.url}`);
+  }
+  try {
+    return await serve(options, choice, metrics, metricsServer?.port, (s) => (state = s));
+  } finally {
+    await metricsServer?.close();
+  }
+}
+
+/** The connection's life: handshake, then work frames in order until shutdown or loss. */
+async function serve(options: WorkerOptions, choice: BackendChoice, metrics: WorkerMetrics, metricsPort: number | undefined, onState: (s: RunState) => void): Promise<number> {
+  const { log } = options;
   const socket = await openSocket(options);
   log(`connected to ${options.connect}`);
   let state: RunState | null = null;
@@ -50,7 +73,10 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   let queue = Promise.resolve();
 
   const send = (message: Message, body: Float32Array | null = null): void => {
-    if (socket.readyState === WebSocket.OPEN) socket.send(encodeFrame(message, body), { binary: true });
+    if (socket.readyState !== WebSocket.OPEN) return;
+    const frame = encodeFrame(message, body);
+    metrics.wireBytes.inc({ direction: 'out' }, frame.length);
+    socket.send(frame, { binary: true });
   };
 
   const handle = async (data: Buffer): Promise<void> => {
@@ -58,11 +84,12 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
     switch (message.type) {
       case 'welcome':
         state = await prepare(message, options);
+        onState(state);
         send({ type: 'ready', datasetFingerprint: state.dataset.fingerprint });
         return;
       case 'work':
         if (!state) throw new ProtocolError('BAD_MESSAGE', 'work before welcome');
-        computeWork(state, message, body, options.maxChunk, send);
+        computeWork(state, message, body, options.maxChunk, send, metrics);
         return;
       case 'shutdown':
         finished = true;
@@ -80,6 +107,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   return await new Promise<number>((resolve) => {
     let failure: unknown = null;
     socket.on('message', (data: Buffer) => {
+      metrics.wireBytes.inc({ direction: 'in' }, data.length);
       queue = queue.then(() => handle(data)).catch((error) => {
         failure = error;
         log(describeError(error));
@@ -94,7 +122,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
       resolve(failure ? 3 : 4);
     });
     socket.on('error', (error) => log(`socket error: ${error.message}`));
-    send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: options.name ?? `${hostname()}:${process.pid}`, backend: choice.backend, device: choice.device, maxChunk: options.maxChunk });
+    send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: options.name ?? `${hostname()}:${process.pid}`, backend: choice.backend, device: choice.device, maxChunk: options.maxChunk, ...(metricsPort ? { metricsPort } : {}) });
   });
 }
 
@@ -160,7 +188,7 @@ async function prepare(welcome: WelcomeMessage, options: WorkerOptions): Promise
 }
 
 /** Computes every micro-batch of a work message in order and sends one reply per micro-batch. */
-function computeWork(state: RunState, work: WorkMessage, body: Float32Array | null, maxChunk: number, send: (m: Message, b: Float32Array) => void): void {
+function computeWork(state: RunState, work: WorkMessage, body: Float32Array | null, maxChunk: number, send: (m: Message, b: Float32Array) => void, metrics: WorkerMetrics): void {
   if (work.hasWeights) {
     if (!body || body.length !== state.paramCount) throw new ProtocolError('BAD_FRAME', `work: weights body has ${body?.length ?? 0} values, the model has ${state.paramCount}`);
     writeWeights(state.gm.model, body);
@@ -174,6 +202,10 @@ function computeWork(state: RunState, work: WorkMessage, body: Float32Array | nu
     const { images, labels } = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
     const result = computeMicroBatch(state.gm, images, labels, maxChunk);
     const computeMs = performance.now() - t0;
+    metrics.microBatchesTotal.inc();
+    metrics.microBatchSamplesTotal.inc(result.samples);
+    metrics.microBatchCompute.observe(computeMs / 1000);
+    metrics.step.set(work.step);
     send(
       { type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm },
       result.gradSum,

@@ -1,0 +1,143 @@
+// Scaling efficiency as defined in docs/METRICS.md, and the coordinator's metric values after a
+// few known steps, each test on a fresh registry.
+
+import type { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createCoordinatorMetrics } from '../../coordinator/metrics.js';
+import type { StepRecord } from '../../coordinator/trainer.js';
+import { liveScalingEfficiency, measuredScalingEfficiency } from '../../shared/efficiency.js';
+import { createRegistry } from '../../shared/metrics.js';
+
+describe('scaling efficiency', () => {
+  it('live: mean worker compute time divided by step wall time', () => {
+    expect(liveScalingEfficiency([0.3, 0.5], 0.5)).toBeCloseTo(0.8, 12);
+    expect(liveScalingEfficiency([0.25], 1)).toBe(0.25);
+  });
+
+  it('live: clamps to 1 when reported compute exceeds the wall time, and is NaN without data', () => {
+    expect(liveScalingEfficiency([1.2, 1.0], 1)).toBe(1);
+    expect(liveScalingEfficiency([], 1)).toBeNaN();
+    expect(liveScalingEfficiency([0.1], 0)).toBeNaN();
+  });
+
+  it('measured: throughput(N) / (N × throughput(1))', () => {
+    expect(measuredScalingEfficiency(1800, 2, 1000)).toBeCloseTo(0.9, 12);
+    expect(measuredScalingEfficiency(1000, 1, 1000)).toBe(1);
+    expect(measuredScalingEfficiency(3000, 4, 1000)).toBeCloseTo(0.75, 12);
+    expect(measuredScalingEfficiency(100, 2, 0)).toBeNaN();
+  });
+});
+
+function record(step: number, overrides: Partial<StepRecord> = {}): StepRecord {
+  return {
+    step,
+    startedAtMs: 1000 * step,
+    gradSqNorm: 0.25,
+    lr: 0.01,
+    loss: 2 - 0.1 * step,
+    accuracy: 0.1 * step,
+    wallSeconds: 0.5,
+    workers: 2,
+    phases: { dispatch: 0.01, 'gather-wait': 0.4, reduce: 0.05, apply: 0.04 },
+    stats: {
+      samples: 64,
+      lossSum: 64 * (2 - 0.1 * step),
+      correct: 6 * step,
+      computeMsByWorker: new Map([
+        [1, 300],
+        [2, 500],
+      ]),
+      samplesByWorker: new Map([
+        [1, 32],
+        [2, 32],
+      ]),
+      sqNorms: [
+        { samples: 32, sqNorm: 1 },
+        { samples: 32, sqNorm: 3 },
+      ],
+    },
+    ...overrides,
+  };
+}
+
+async function value(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) throw new Error(`${name} is not registered`);
+  const { values } = await metric.get();
+  const match = values.find((v) => Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l) && (!('le' in v.labels) || labels.le !== undefined));
+  return match?.value;
+}
+
+describe('coordinator metrics after known steps', () => {
+  it('counts steps and samples and keeps the last step values', async () => {
+    const registry = createRegistry('coordinator');
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 2 });
+    for (let s = 0; s < 3; s++) observer.onStep(record(s));
+    expect(await value(registry, 'batchlab_steps_total')).toBe(3);
+    expect(await value(registry, 'batchlab_samples_total')).toBe(192);
+    expect(await value(registry, 'batchlab_train_loss')).toBeCloseTo(1.8, 12);
+    expect(await value(registry, 'batchlab_train_accuracy')).toBeCloseTo(0.2, 12);
+    expect(await value(registry, 'batchlab_learning_rate')).toBe(0.01);
+    expect(await value(registry, 'batchlab_global_batch_size')).toBe(64);
+    expect(await value(registry, 'batchlab_workers')).toBe(2);
+    expect(await value(registry, 'batchlab_workers_connected')).toBe(2);
+  });
+
+  it('labels throughput and efficiency with the global batch size and worker count', async () => {
+    const registry = createRegistry('coordinator');
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 2 });
+    observer.onStep(record(0));
+    const labels = { global_batch_size: '64', workers: '2' };
+    expect(await value(registry, 'batchlab_throughput_samples_per_second', labels)).toBeCloseTo(128, 9);
+    // Mean compute (0.3 + 0.5) / 2 = 0.4 s over a 0.5 s step.
+    expect(await value(registry, 'batchlab_scaling_efficiency_ratio', labels)).toBeCloseTo(0.8, 9);
+  });
+
+  it('records per-worker compute time and throughput, phases, and squared norms', async () => {
+    const registry = createRegistry('coordinator');
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 2 });
+    observer.onStep(record(0));
+    observer.onStep(record(1));
+    expect(await value(registry, 'batchlab_worker_throughput_samples_per_second', { worker: '2' })).toBeCloseTo(64, 9);
+    const compute = await registry.getSingleMetric('batchlab_worker_compute_seconds')!.get();
+    const sum = compute.values.find((v) => (v as { metricName?: string }).metricName === 'batchlab_worker_compute_seconds_sum' && v.labels.worker === '1');
+    const count = compute.values.find((v) => (v as { metricName?: string }).metricName === 'batchlab_worker_compute_seconds_count' && v.labels.worker === '1');
+    expect(sum?.value).toBeCloseTo(0.6, 9);
+    expect(count?.value).toBe(2);
+    const phases = await registry.getSingleMetric('batchlab_step_phase_seconds')!.get();
+    const phaseCounts = phases.values.filter((v) => (v as { metricName?: string }).metricName === 'batchlab_step_phase_seconds_count').map((v) => v.labels.phase).sort();
+    expect(phaseCounts).toEqual(['apply', 'compute', 'dispatch', 'gather-wait', 'reduce']);
+    expect(await value(registry, 'batchlab_gradient_sq_norm', { scope: 'global' })).toBe(0.25);
+    // Sample-weighted mean of the micro-batch squared norms: (32·1 + 32·3) / 64.
+    expect(await value(registry, 'batchlab_gradient_sq_norm', { scope: 'local' })).toBe(2);
+  });
+
+  it('starts reason counters at zero, counts rejections, reassignments and bytes, and says NaN for the noise scale', async () => {
+    const registry = createRegistry('coordinator');
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 0 });
+    expect(await value(registry, 'batchlab_rejected_messages_total', { reason: 'stale_step' })).toBe(0);
+    expect(await value(registry, 'batchlab_microbatch_reassignments_total', { reason: 'worker_lost' })).toBe(0);
+    observer.onReject('stale_step');
+    observer.onReject('stale_step');
+    observer.onReassign('worker_lost', 3);
+    observer.onBytes('in', 1000);
+    observer.onBytes('out', 400);
+    observer.onEval(9, { loss: 0.5, accuracy: 0.8, samples: 100 });
+    expect(await value(registry, 'batchlab_rejected_messages_total', { reason: 'stale_step' })).toBe(2);
+    expect(await value(registry, 'batchlab_microbatch_reassignments_total', { reason: 'worker_lost' })).toBe(3);
+    expect(await value(registry, 'batchlab_gradient_bytes_total', { direction: 'in' })).toBe(1000);
+    expect(await value(registry, 'batchlab_gradient_bytes_total', { direction: 'out' })).toBe(400);
+    expect(await value(registry, 'batchlab_eval_accuracy')).toBe(0.8);
+    expect(await value(registry, 'batchlab_gradient_noise_scale')).toBeNaN();
+    expect(await value(registry, 'batchlab_goodput_samples_per_second')).toBeNaN();
+  });
+
+  it('keeps registries apart: a second coordinator starts from zero', async () => {
+    const first = createRegistry('coordinator');
+    createCoordinatorMetrics(first, { backend: 'cpu', workersConnected: () => 0 }).onStep(record(0));
+    const second = createRegistry('coordinator');
+    createCoordinatorMetrics(second, { backend: 'cpu', workersConnected: () => 0 });
+    expect(await value(first, 'batchlab_steps_total')).toBe(1);
+    expect(await value(second, 'batchlab_steps_total')).toBe(0);
+  });
+});

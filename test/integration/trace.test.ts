@@ -1,0 +1,55 @@
+// `--trace FILE` from a 2-worker run is valid Chrome-trace JSON with a coordinator track, one
+// track per worker, and spans for every step and every worker in it.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import type { TraceEvent } from '../../coordinator/trace.js';
+import { runCli } from '../support/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'batchlab-trace-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+it('writes a Chrome trace with spans for every worker and every step', async () => {
+  const file = join(dir, 'trace.json');
+  const steps = 6;
+  const result = await runCli([
+    'local', '--workers', '2', '--dataset', 'synthetic', '--hidden', '32', '--global-batch', '64', '--micro-batch', '16',
+    '--steps', String(steps), '--eval-every', '3', '--metrics-port', 'off', '--trace', file,
+  ]);
+  expect(result.code, result.stderr).toBe(0);
+  const trace = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: TraceEvent[] };
+  expect(Array.isArray(trace.traceEvents)).toBe(true);
+  for (const e of trace.traceEvents) {
+    expect(['X', 'M']).toContain(e.ph);
+    expect(Number.isFinite(e.ts)).toBe(true);
+    if (e.ph === 'X') expect(e.dur).toBeGreaterThanOrEqual(0);
+  }
+
+  const threadNames = new Map(trace.traceEvents.filter((e) => e.name === 'thread_name').map((e) => [e.tid, String(e.args!.name)]));
+  expect(threadNames.get(0)).toBe('coordinator');
+  const workerTids = [...threadNames.keys()].filter((t) => t !== 0).sort();
+  expect(workerTids).toHaveLength(2);
+  for (const tid of workerTids) expect(threadNames.get(tid)).toMatch(new RegExp(`^worker ${tid} \\(local-\\d\\)$`));
+
+  const spans = trace.traceEvents.filter((e) => e.ph === 'X');
+  for (let step = 0; step < steps; step++) {
+    const stepSpan = spans.find((e) => e.tid === 0 && e.cat === 'step' && e.args!.step === step);
+    expect(stepSpan, `step ${step} span`).toBeDefined();
+    const phases = spans.filter((e) => e.tid === 0 && e.cat === 'phase' && e.args!.step === step).map((e) => e.name);
+    expect(phases).toEqual(['dispatch', 'gather-wait', 'reduce', 'apply']);
+    for (const tid of workerTids) {
+      const computes = spans.filter((e) => e.tid === tid && e.cat === 'compute' && e.args!.step === step);
+      // 4 micro-batches of 16 split over 2 workers: 2 each.
+      expect(computes, `worker ${tid} step ${step}`).toHaveLength(2);
+      for (const c of computes) {
+        // A micro-batch is computed inside its step (1 ms of rounding allowed).
+        expect(c.ts).toBeGreaterThanOrEqual(stepSpan!.ts - 1000);
+        expect(c.ts + c.dur!).toBeLessThanOrEqual(stepSpan!.ts + stepSpan!.dur! + 1000);
+      }
+    }
+  }
+  expect(spans.filter((e) => e.name === 'eval')).toHaveLength(2);
+  expect(result.stderr).toMatch(/trace written to/);
+}, 120_000);
