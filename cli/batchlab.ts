@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `batchlab` command: local | coordinator | worker. Parsing and the one place where errors
+// The `batchlab` command: local | coordinator | worker | sweep. Parsing and the one place where errors
 // become messages and exit codes.
 
 import yargs from 'yargs';
@@ -8,9 +8,11 @@ import { runCoordinator } from '../coordinator/coordinator.js';
 import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
 import { runWorker } from '../worker/worker.js';
 import { runLocal } from './local.js';
-import { COORDINATOR_OPTIONS, LOCAL_OPTIONS, parseCoordinatorSettings, parseLocalSettings, parseWorkerSettings, WORKER_OPTIONS } from './options.js';
+import { COORDINATOR_OPTIONS, LOCAL_OPTIONS, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
+import { runSweep } from './sweep.js';
+import { writeSweepHtml, writeSweepReport } from './sweep-report.js';
 import { ProgressReporter } from './progress.js';
-import { formatSummary } from './summary.js';
+import { formatSummary, formatSweepSummary } from './summary.js';
 
 const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
 
@@ -70,6 +72,23 @@ await yargs(hideBin(process.argv))
       }, 'coordinator'),
   )
   .command(
+    'sweep',
+    'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
+    (y) => y.options(SWEEP_OPTIONS),
+    (argv) =>
+      execute(async () => {
+        const settings = parseSweepSettings(argv);
+        const report = await runSweep(settings, commandLine, process.stderr);
+        if (settings.report) process.stderr.write(`sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`);
+        if (settings.html) {
+          await writeSweepHtml(settings.html, report);
+          process.stderr.write(`HTML report written to ${settings.html}\n`);
+        }
+        process.stdout.write(`${formatSweepSummary(report)}\n`);
+        return 0;
+      }, 'sweep'),
+  )
+  .command(
     'worker',
     'connect to a coordinator and compute gradients',
     (y) => y.options(WORKER_OPTIONS),
@@ -79,7 +98,7 @@ await yargs(hideBin(process.argv))
         return runWorker({ ...settings, log: (line) => process.stderr.write(`${line}\n`) });
       }, 'worker'),
   )
-  .demandCommand(1, 'Name a command: local, coordinator or worker.')
+  .demandCommand(1, 'Name a command: local, coordinator, worker or sweep.')
   .strict()
   .help()
   .wrap(Math.min(110, process.stdout.columns ?? 110))

@@ -28,12 +28,20 @@ function spawnWorker(index: number, port: number, token: string, settings: Local
   return child;
 }
 
-/** Runs the whole local job. Resolves with the report; rejects if the run fails or is interrupted. */
-export async function runLocal(settings: LocalSettings, command: string, progress: ProgressReporter): Promise<RunReport> {
+/** Lines worth showing even in quiet mode: failures and refusals. */
+const NOTEWORTHY = /error|exited|lost|refused|failed|diverged|interrupted|\[[A-Z_]{4,}\]/i;
+
+/**
+ * Runs the whole local job. Resolves with the report; rejects if the run fails or is interrupted.
+ * `quiet` keeps only noteworthy log lines (sweeps run many jobs in a row).
+ */
+export async function runLocal(settings: LocalSettings, command: string, progress: ProgressReporter, quiet = false): Promise<RunReport> {
   const token = generateToken();
   const children: ChildProcess[] = [];
   const controller = new AbortController();
-  const log = (line: string): void => progress.log(line);
+  const log = (line: string): void => {
+    if (!quiet || NOTEWORTHY.test(line)) progress.log(line);
+  };
   let finished = false;
 
   const killAll = (): void => {

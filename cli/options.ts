@@ -2,14 +2,17 @@
 // typed values. Bad values fail at once with an OptionError naming option, value and what is accepted.
 
 import type { Options } from 'yargs';
+import type { RunConfig } from '../coordinator/run-config.js';
+import type { SweepSettings } from './sweep.js';
 import { BACKEND_NAMES, type BackendName } from '../shared/backend.js';
 import { DATASET_NAMES, isDatasetName, type DatasetName } from '../shared/data/dataset.js';
 import { OptionError } from '../shared/errors.js';
+import { DECAY_KINDS, LR_SCALING_RULES, WARMUP_KINDS } from '../shared/lr-schedule.js';
 import { DEFAULT_HIDDEN, MODEL_NAMES, type ModelName } from '../shared/models/index.js';
 import { OPTIMIZER_NAMES, type OptimizerName } from '../shared/optimizers/index.js';
 
 /** Default learning rate per optimizer when --lr is not given. */
-export const DEFAULT_LR: Record<OptimizerName, number> = { sgd: 0.05, adam: 0.001 };
+export const DEFAULT_LR: Record<OptimizerName, number> = { sgd: 0.05, adam: 0.001, adamw: 0.001, lars: 1, lamb: 0.01 };
 export const DEFAULT_MICRO_BATCH = 32;
 export const DEFAULT_STEPS = 300;
 
@@ -28,7 +31,18 @@ export const TRAINING_OPTIONS = {
   epochs: s('passes over the training set (alternative to --steps)'),
   optimizer: s(`optimizer: ${OPTIMIZER_NAMES.join(' | ')}`, { default: 'adam' }),
   lr: s(`learning rate (default ${Object.entries(DEFAULT_LR).map(([k, v]) => `${k} ${v}`).join(', ')})`),
-  momentum: s('momentum for sgd', { default: '0.9' }),
+  'lr-scaling': s(`batch-size scaling rule for the LR relative to --base-batch: ${LR_SCALING_RULES.join(' | ')}`, { default: 'none' }),
+  'base-batch': s('B0: the batch --lr was tuned at (default: --global-batch)'),
+  'warmup-steps': s('steps of LR warmup (0: none)', { default: '0' }),
+  warmup: s(`warmup kind: ${WARMUP_KINDS.join(' | ')} (Goyal et al.)`, { default: 'gradual' }),
+  decay: s(`LR decay after warmup: ${DECAY_KINDS.join(' | ')}`, { default: 'constant' }),
+  'decay-steps': s('for --decay step: comma-separated steps at which the LR is multiplied by --decay-factor'),
+  'decay-factor': s('for --decay step: the multiplier', { default: '0.1' }),
+  momentum: s('momentum for sgd and lars', { default: '0.9' }),
+  nesterov: { type: 'boolean', describe: 'Nesterov momentum for sgd', default: false } as Options,
+  'weight-decay': s('weight decay (coupled for sgd/adam/lars, decoupled for adamw/lamb)', { default: '0' }),
+  'target-accuracy': s('stop when the periodic eval accuracy reaches this (0-1); --steps is then the budget'),
+  'target-loss': s('stop when the smoothed training loss falls to this; --steps is then the budget'),
   seed: s('run seed: weights, shuffling, synthetic data', { default: '1' }),
   'eval-every': s('evaluate on the test split every N steps (0: only at the end)', { default: '50' }),
   'metrics-port': s('port for /metrics and /healthz (0: any free port; "off": none)', { default: '0' }),
@@ -52,6 +66,18 @@ export const COORDINATOR_OPTIONS = {
 export const LOCAL_OPTIONS = {
   ...TRAINING_OPTIONS,
   workers: s('worker processes to start on this machine', { default: '2' }),
+} as const;
+
+export const SWEEP_OPTIONS = {
+  ...TRAINING_OPTIONS,
+  'global-batch': s('global batch sizes, comma-separated, e.g. 64,256,1024', { default: '32,512' }),
+  'micro-batch': s('per-worker micro-batch (default: B / the largest worker count, the same for every point of a batch)'),
+  workers: s('worker counts, comma-separated, e.g. 1,2', { default: '1,2' }),
+  'lr-grid': s('learning rates to try at every point, comma-separated; the best (fewest steps to target, else lowest loss) is reported'),
+  'eval-every': s('evaluate every N steps (0: only at the end)', { default: '25' }),
+  'metrics-port': s('port for /metrics of each run (0: any free port; "off": none)', { default: 'off' }),
+  report: s('write the sweep as JSON to FILE, and a CSV beside it'),
+  html: s('write a self-contained HTML report with charts to FILE'),
 } as const;
 
 export const WORKER_OPTIONS = {
@@ -101,13 +127,14 @@ function oneOf<T extends string>(raw: Raw, option: string, names: readonly T[]):
   return t as T;
 }
 
-function widths(raw: Raw, option: string): number[] | undefined {
+/** Comma-separated positive integers, e.g. 256,128. */
+export function integerList(raw: Raw, option: string, max = 65536): number[] | undefined {
   const t = text(raw, option);
   if (t === undefined) return undefined;
   const parts = t.split(',').map((p) => p.trim());
   const values = parts.map(Number);
-  if (parts.length === 0 || values.some((v, i) => !/^\d+$/.test(parts[i]!) || !Number.isSafeInteger(v) || v < 1 || v > 65536)) {
-    throw new OptionError(option, t, 'comma-separated positive integers up to 65536, e.g. 256,128');
+  if (parts.length === 0 || values.some((v, i) => !/^\d+$/.test(parts[i]!) || !Number.isSafeInteger(v) || v < 1 || v > max)) {
+    throw new OptionError(option, t, `comma-separated positive integers up to ${max}, e.g. 256,128`);
   }
   return values;
 }
@@ -118,29 +145,7 @@ function port(raw: Raw, option: string, allowOff: boolean): number | null | unde
 }
 
 /** The validated training configuration shared by `coordinator` and `local`. */
-export interface TrainingSettings {
-  model: ModelName;
-  hidden: number[];
-  dataset: DatasetName;
-  dataDir?: string;
-  globalBatchSize: number;
-  microBatch: number;
-  steps: number | null;
-  epochs: number | null;
-  optimizer: OptimizerName;
-  lr: number;
-  momentum: number;
-  seed: number;
-  evalEvery: number;
-  metricsPort: number | null;
-  report?: string;
-  saveModel?: string;
-  trace?: string;
-  targetsFile?: string;
-  backend: BackendName;
-  minWorkers: number;
-  workerWaitTimeoutMs: number;
-}
+export type TrainingSettings = RunConfig;
 
 /** Validates the training options; throws OptionError on the first bad one. */
 export function parseTrainingSettings(raw: Raw): TrainingSettings {
@@ -155,9 +160,12 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
   if (steps !== null && epochs !== null) throw new OptionError('epochs', String(epochs), 'either --steps or --epochs, not both');
   const optimizer = oneOf(raw, 'optimizer', OPTIMIZER_NAMES) ?? 'adam';
   const dataDir = text(raw, 'data-dir');
+  const decayBoundaries = integerList(raw, 'decay-steps', 1_000_000_000) ?? [];
+  const decay = oneOf(raw, 'decay', DECAY_KINDS) ?? 'constant';
+  if (decay === 'step' && decayBoundaries.length === 0) throw new OptionError('decay-steps', '', 'at least one step for --decay step, e.g. 1000,2000');
   return {
     model,
-    hidden: widths(raw, 'hidden') ?? DEFAULT_HIDDEN[model],
+    hidden: integerList(raw, 'hidden') ?? DEFAULT_HIDDEN[model],
     dataset,
     ...(dataDir ? { dataDir } : {}),
     globalBatchSize,
@@ -166,7 +174,18 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
     epochs,
     optimizer,
     lr: decimal(raw, 'lr', 0, false, 100) ?? DEFAULT_LR[optimizer],
+    lrScaling: oneOf(raw, 'lr-scaling', LR_SCALING_RULES) ?? 'none',
+    baseBatch: integer(raw, 'base-batch', 1, 1_000_000) ?? null,
+    warmupSteps: integer(raw, 'warmup-steps', 0) ?? 0,
+    warmup: oneOf(raw, 'warmup', WARMUP_KINDS) ?? 'gradual',
+    decay,
+    decayBoundaries,
+    decayFactor: decimal(raw, 'decay-factor', 0, false, 1.000001) ?? 0.1,
     momentum: decimal(raw, 'momentum', 0, true, 1) ?? 0.9,
+    nesterov: raw.nesterov === true,
+    weightDecay: decimal(raw, 'weight-decay', 0, true, 1) ?? 0,
+    targetAccuracy: decimal(raw, 'target-accuracy', 0, false, 1.000001) ?? null,
+    targetLoss: decimal(raw, 'target-loss', 0, false) ?? null,
     seed: integer(raw, 'seed', 0, 2 ** 32 - 1) ?? 1,
     evalEvery: integer(raw, 'eval-every', 0) ?? 50,
     metricsPort: port(raw, 'metrics-port', true) ?? 0,
@@ -202,6 +221,37 @@ export function parseLocalSettings(raw: Raw): LocalSettings {
   const training = parseTrainingSettings(raw);
   const workers = integer(raw, 'workers', 1, 64) ?? 2;
   return { ...training, workers, minWorkers: Math.max(training.minWorkers, workers) };
+}
+
+function decimalList(raw: Raw, option: string): number[] | undefined {
+  const t = text(raw, option);
+  if (t === undefined) return undefined;
+  const values = t.split(',').map((p) => (p.trim() === '' ? NaN : Number(p)));
+  if (values.some((v) => !Number.isFinite(v) || v <= 0 || v >= 100)) throw new OptionError(option, t, 'comma-separated numbers > 0 and < 100, e.g. 0.01,0.03,0.1');
+  return values;
+}
+
+/** Validates `sweep` options: lists of batch sizes and worker counts, an optional LR grid. */
+export function parseSweepSettings(raw: Raw): SweepSettings {
+  const globalBatches = integerList(raw, 'global-batch', 1_000_000) ?? [32, 512];
+  const workerCounts = integerList(raw, 'workers', 64) ?? [1, 2];
+  const smallest = Math.min(...globalBatches);
+  // The shared checks see the smallest batch, so --micro-batch is checked against it.
+  const training = parseTrainingSettings({ ...raw, 'global-batch': String(smallest), 'metrics-port': raw['metrics-port'] ?? 'off' });
+  const microBatch = integer(raw, 'micro-batch', 1, 1_000_000) ?? null;
+  const grid = decimalList(raw, 'lr-grid');
+  if (grid && raw.lr !== undefined) throw new OptionError('lr-grid', text(raw, 'lr-grid'), 'either --lr or --lr-grid, not both');
+  const html = text(raw, 'html');
+  const { globalBatchSize: _b, microBatch: _m, lr, report, saveModel: _s, trace: _t, ...rest } = training;
+  return {
+    ...rest,
+    globalBatches,
+    workerCounts,
+    microBatch,
+    lrGrid: grid ?? [lr],
+    ...(report ? { report } : {}),
+    ...(html ? { html } : {}),
+  };
 }
 
 export interface WorkerSettings {

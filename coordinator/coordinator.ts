@@ -3,62 +3,38 @@
 
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { hostname } from 'node:os';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import * as tf from '@tensorflow/tfjs-core';
-import { selectBackend, type BackendName } from '../shared/backend.js';
+import { selectBackend } from '../shared/backend.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
-import type { DatasetName } from '../shared/data/dataset.js';
 import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
+import { createLrSchedule, scaledLearningRate } from '../shared/lr-schedule.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
 import { createRegistry } from '../shared/metrics.js';
-import { buildModel, modelTopology, type ModelName } from '../shared/models/index.js';
-import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG, type OptimizerName } from '../shared/optimizers/index.js';
+import { buildModel, modelTopology } from '../shared/models/index.js';
+import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG } from '../shared/optimizers/index.js';
 import { countParams, paramSpecsOf, writeWeights } from '../shared/param-layout.js';
 import { PROTOCOL_VERSION } from '../shared/protocol.js';
 import { initialWeights } from '../shared/weight-init.js';
 import { Membership } from './membership.js';
 import { createCoordinatorMetrics } from './metrics.js';
-import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
-import { TraceRecorder } from './trace.js';
 import { StarReducer } from './reducer.js';
 import { writeReport, type RunReport } from './report.js';
+import type { RunConfig } from './run-config.js';
+import { RunTotals } from './run-totals.js';
 import { saveLayersModel } from './save-model.js';
-import { combineObservers, train, type StepRecord, type TrainerObserver } from './trainer.js';
+import { TargetTracker } from './target.js';
+import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
+import { TraceRecorder } from './trace.js';
+import { NoiseScaleEstimator } from '../shared/statistics/noise-scale.js';
+import { combineObservers, train, type TrainerObserver } from './trainer.js';
 
-export interface CoordinatorOptions {
+export interface CoordinatorOptions extends RunConfig {
   host: string;
   port: number;
   /** null: no token required (loopback demos only). */
   token: string | null;
-  model: ModelName;
-  hidden: number[];
-  dataset: DatasetName;
-  dataDir?: string;
-  syntheticTrain?: number;
-  syntheticTest?: number;
-  globalBatchSize: number;
-  microBatch: number;
-  /** Exactly one of steps / epochs decides the run length. */
-  steps: number | null;
-  epochs: number | null;
-  optimizer: OptimizerName;
-  lr: number;
-  momentum: number;
-  seed: number;
-  evalEvery: number;
-  minWorkers: number;
-  backend: BackendName;
-  /** null: no metrics endpoint. 0: any free port. */
-  metricsPort: number | null;
-  report?: string;
-  saveModel?: string;
-  /** Chrome-trace timeline file. */
-  trace?: string;
-  /** Prometheus file_sd JSON of the /metrics endpoints. */
-  targetsFile?: string;
-  workerWaitTimeoutMs: number;
   /** Written into the report's `command` field. */
   command: string;
 }
@@ -70,6 +46,12 @@ export interface CoordinatorHooks {
   observer?: TrainerObserver;
   signal?: AbortSignal;
 }
+
+/** Optimizers whose `--momentum` enters the temperature of the noise scale. */
+const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);
+
+/** Training samples evaluated at the end for the generalization gap (the first N of the split). */
+const TRAIN_EVAL_SAMPLES = 10_000;
 
 /** Runs a whole training job as the coordinator and returns its report. */
 export async function runCoordinator(options: CoordinatorOptions, hooks: CoordinatorHooks): Promise<RunReport> {
@@ -87,11 +69,28 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   const weights = initialWeights(params, options.seed);
   writeWeights(model, weights);
   const topology = modelTopology(model);
-  log(`model ${options.model} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ${steps} steps, ${options.optimizer} lr ${options.lr}`);
+  const schedule = {
+    baseLr: options.lr,
+    baseBatch: options.baseBatch ?? options.globalBatchSize,
+    globalBatchSize: options.globalBatchSize,
+    scaling: options.lrScaling,
+    warmupSteps: options.warmupSteps,
+    warmup: options.warmup,
+    decay: options.decay,
+    totalSteps: steps,
+    decayBoundaries: options.decayBoundaries,
+    decayFactor: options.decayFactor,
+  };
+  const peakLr = scaledLearningRate(schedule);
+  log(
+    `model ${options.model} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ` +
+      `${steps} steps, ${options.optimizer} lr ${options.lr}${peakLr !== options.lr ? ` → ${+peakLr.toPrecision(6)} (${options.lrScaling} rule, B0 ${schedule.baseBatch})` : ''}` +
+      `${options.warmupSteps ? `, ${options.warmup} warmup ${options.warmupSteps} steps` : ''}${options.decay !== 'constant' ? `, ${options.decay} decay` : ''}`,
+  );
 
   const runId = randomBytes(6).toString('hex');
   const registry = createRegistry('coordinator');
-  const metricsObserver = createCoordinatorMetrics(registry, { backend: choice.backend, workersConnected: () => membership.readyWorkers().length });
+  const metricsObserver = createCoordinatorMetrics(registry, { backend: choice.backend, baseBatch: schedule.baseBatch, workersConnected: () => membership.readyWorkers().length });
   const http: Server = createServer((_req, res) => {
     res.statusCode = 426;
     res.end('batchlab coordinator: connect with a WebSocket (batchlab worker --connect ws://host:port)\n');
@@ -121,9 +120,10 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       },
     }),
   });
-  let metrics: MetricsServer | null = null;
+
   const trace = options.trace ? new TraceRecorder(`batchlab run ${runId}`) : null;
   membership.on('joined', (worker) => trace?.nameWorker(worker.workerId, worker.name));
+  let metrics: MetricsServer | null = null;
   let coordinatorTarget: ScrapeTarget | null = null;
   const updateTargets = (): void => {
     if (!options.targetsFile || !coordinatorTarget) return;
@@ -133,27 +133,9 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   membership.on('joined', updateTargets);
   membership.on('lost', updateTargets);
 
-  // Totals for the report, gathered alongside the other observers.
-  let initialLoss: number | null = null;
-  let lastRecord: StepRecord | null = null;
-  let computeSecondsSum = 0;
-  let wallSecondsSum = 0;
-  let maxWorkers = 0;
-  let trainStart = 0;
-  const totals: TrainerObserver = {
-    onStep(record) {
-      if (initialLoss === null) {
-        initialLoss = record.loss;
-        trainStart = performance.now() - record.wallSeconds * 1000;
-      }
-      lastRecord = record;
-      const computes = [...record.stats.computeMsByWorker.values()];
-      computeSecondsSum += computes.reduce((a, b) => a + b, 0) / Math.max(1, computes.length) / 1000;
-      wallSecondsSum += record.wallSeconds;
-      maxWorkers = Math.max(maxWorkers, record.workers);
-    },
-  };
-  const observer = combineObservers([totals, metricsObserver, trace, hooks.observer]);
+  const totals = new RunTotals(steps);
+  const target = new TargetTracker({ accuracy: options.targetAccuracy, loss: options.targetLoss });
+  const observer = combineObservers([totals, target, metricsObserver, trace, hooks.observer]);
   membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
 
   try {
@@ -182,41 +164,69 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       return evaluation;
     };
     const outcome = await train({
-      config: { globalBatchSize: options.globalBatchSize, microBatch: options.microBatch, steps, lr: options.lr, evalEvery: options.evalEvery, minWorkers: options.minWorkers, workerWaitTimeoutMs: options.workerWaitTimeoutMs },
+      config: {
+        globalBatchSize: options.globalBatchSize,
+        microBatch: options.microBatch,
+        steps,
+        lrAt: createLrSchedule(schedule),
+        evalEvery: options.evalEvery,
+        minWorkers: options.minWorkers,
+        momentum: MOMENTUM_OPTIMIZERS.has(options.optimizer) ? options.momentum : 0,
+        workerWaitTimeoutMs: options.workerWaitTimeoutMs,
+      },
       membership,
       reducer: new StarReducer(paramCount),
-      optimizer: createOptimizer(options.optimizer, { ...DEFAULT_OPTIMIZER_CONFIG, momentum: options.momentum }),
+      optimizer: createOptimizer(
+        options.optimizer,
+        { ...DEFAULT_OPTIMIZER_CONFIG, momentum: options.momentum, nesterov: options.nesterov, weightDecay: options.weightDecay },
+        params,
+      ),
+      noise: new NoiseScaleEstimator(),
       weights,
       evaluate,
       observer,
       log,
       signal: hooks.signal,
+      shouldStop: () => target.reached,
     });
-    const trainSeconds = trainStart ? (performance.now() - trainStart) / 1000 : 0;
+    const trainSeconds = totals.trainSeconds();
     writeWeights(model, weights);
-    const last = lastRecord as StepRecord | null;
+    // Train-split accuracy in inference mode, for the generalization gap.
+    const trainSubset = { ...dataset.train, count: Math.min(TRAIN_EVAL_SAMPLES, dataset.train.count) };
+    const trainEval = evaluateModel(model, trainSubset, dataset.sampleShape, dataset.numClasses);
+    const last = totals.last;
+    const evalAccuracy = outcome.lastEval?.accuracy ?? null;
+    if (target.isSet) log(target.reached ? `target reached after ${target.stepsToTarget} steps` : `target not reached in ${outcome.stepsDone} steps`);
     const report: RunReport = {
       command: options.command,
       backend: choice.backend,
-      workers: maxWorkers,
+      workers: totals.maxWorkers,
       globalBatchSize: options.globalBatchSize,
       microBatchSize: options.microBatch,
       steps: outcome.stepsDone,
       samples: outcome.samples,
-      initialLoss,
+      initialLoss: totals.initialLoss,
       finalLoss: last ? last.loss : null,
-      evalAccuracy: outcome.lastEval?.accuracy ?? null,
+      evalAccuracy,
       evalLoss: outcome.lastEval?.loss ?? null,
-      trainAccuracy: last ? last.accuracy : null,
+      trainAccuracy: trainEval.accuracy,
+      generalizationGap: evalAccuracy === null ? null : trainEval.accuracy - evalAccuracy,
       samplesPerSecond: trainSeconds > 0 ? outcome.samples / trainSeconds : null,
-      scalingEfficiency: wallSecondsSum > 0 ? Math.min(1, computeSecondsSum / wallSecondsSum) : null,
-      gradientNoiseScale: null,
+      phaseSeconds: totals.meanPhaseSeconds(outcome.stepsDone),
+      scalingEfficiency: totals.scalingEfficiency(),
+      gradientNoiseScale: totals.noiseScale,
+      gradientNoiseScaleReliable: totals.noiseScaleReliable,
       learningRate: options.lr,
+      peakLearningRate: peakLr,
+      targetReached: target.isSet ? target.reached : null,
+      stepsToTarget: target.stepsToTarget,
+      samplesToTarget: target.stepsToTarget === null ? null : target.stepsToTarget * options.globalBatchSize,
       wallSeconds: (performance.now() - startedAt) / 1000,
       model: options.model,
       dataset: describeDataset(dataset),
       optimizer: options.optimizer,
       seed: options.seed,
+      history: totals.history,
     };
     if (trace && options.trace) {
       await trace.write(options.trace);

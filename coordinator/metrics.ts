@@ -3,6 +3,7 @@
 
 import type { Registry } from 'prom-client';
 import { liveScalingEfficiency } from '../shared/efficiency.js';
+import { goodput, statisticalEfficiency } from '../shared/statistics/statistical-efficiency.js';
 import type { Evaluation } from '../shared/evaluate.js';
 import { defineCoordinatorMetrics, type CoordinatorMetrics, type CoordinatorMetricsConfig } from '../shared/metrics.js';
 import type { StepRecord, TrainerObserver } from './trainer.js';
@@ -12,8 +13,11 @@ export const REJECT_REASONS = ['auth', 'bad_frame', 'version_mismatch', 'dataset
 
 /** Trainer observer that records every step into `metrics`. */
 export class CoordinatorMetricsObserver implements TrainerObserver {
-  constructor(private readonly metrics: CoordinatorMetrics) {
-    // Not estimable until the large-batch estimator runs: NaN says so, 0 would lie.
+  constructor(
+    private readonly metrics: CoordinatorMetrics,
+    private readonly baseBatch: number,
+  ) {
+    // Not estimable before the first steps (or ever, with one micro-batch per step): NaN says so, 0 would lie.
     metrics.noiseScale.set(NaN);
     metrics.statisticalEfficiency.set(NaN);
     metrics.goodput.set(NaN);
@@ -40,7 +44,13 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
       const samples = stats.samplesByWorker.get(workerId) ?? 0;
       if (ms > 0) m.workerThroughput.set({ worker }, samples / (ms / 1000));
     }
-    m.throughput.set(labels, stats.samples / record.wallSeconds);
+    const throughput = stats.samples / record.wallSeconds;
+    m.throughput.set(labels, throughput);
+    const bSimple = record.noise?.bSimple ?? null;
+    const efficiency = statisticalEfficiency(bSimple, this.baseBatch, stats.samples);
+    m.noiseScale.set(bSimple ?? NaN);
+    m.statisticalEfficiency.set(efficiency);
+    m.goodput.set(goodput(throughput, efficiency));
     m.scalingEfficiency.set(labels, liveScalingEfficiency(computeSeconds, record.wallSeconds));
     m.globalBatchSize.set(stats.samples);
     m.workers.set(record.workers);
@@ -73,5 +83,5 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
 
 /** Defines the coordinator's metrics on `registry` and returns the observer that fills them. */
 export function createCoordinatorMetrics(registry: Registry, config: CoordinatorMetricsConfig): CoordinatorMetricsObserver {
-  return new CoordinatorMetricsObserver(defineCoordinatorMetrics(registry, config));
+  return new CoordinatorMetricsObserver(defineCoordinatorMetrics(registry, config), config.baseBatch);
 }

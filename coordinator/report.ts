@@ -3,6 +3,7 @@
 
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { HistoryPoint } from './run-totals.js';
 
 /** The run summary; key names are a contract used by tests, sweeps and benchmarks. */
 export interface RunReport {
@@ -17,16 +18,32 @@ export interface RunReport {
   finalLoss: number | null;
   evalAccuracy: number | null;
   evalLoss: number | null;
+  /** Accuracy on (up to 10,000 of) the training samples in inference mode, at the end. */
   trainAccuracy: number | null;
+  /** trainAccuracy − evalAccuracy. */
+  generalizationGap: number | null;
   samplesPerSecond: number | null;
+  /** Mean seconds per step by phase: dispatch, compute (mean worker), gather-wait, reduce, apply. */
+  phaseSeconds: Record<string, number>;
+  /** Live estimate over the run: Σ mean worker compute / Σ step wall time. */
   scalingEfficiency: number | null;
+  /** Latest B_simple; null when never estimable (one micro-batch per step). */
   gradientNoiseScale: number | null;
+  gradientNoiseScaleReliable: boolean;
+  /** --lr (η at the base batch); sweeps put the best LR of their grid here. */
   learningRate: number;
+  /** η after the batch-size scaling rule. */
+  peakLearningRate: number;
+  targetReached: boolean | null;
+  stepsToTarget: number | null;
+  samplesToTarget: number | null;
   wallSeconds: number;
   model: string;
   dataset: string;
   optimizer: string;
   seed: number;
+  /** Loss, LR, noise scale and eval accuracy over training (at most ~400 rows). */
+  history: HistoryPoint[];
 }
 
 /** Writes `report` as pretty JSON to `path` (temp file + rename). */

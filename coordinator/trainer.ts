@@ -2,10 +2,12 @@
 // Everything else (membership, reduction, the optimizer, metrics, evaluation) lives in its own file.
 
 import { performance } from 'node:perf_hooks';
+import { BatchlabError } from '../shared/errors.js';
 import { cutMicroBatches } from '../shared/micro-batches.js';
 import type { Optimizer } from '../shared/optimizers/index.js';
 import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
 import type { Evaluation } from '../shared/evaluate.js';
+import type { NoiseScaleEstimator, NoiseScaleResult } from '../shared/statistics/noise-scale.js';
 import { GatherRound, type StepStats } from './gather-round.js';
 import type { Membership, WorkerConnection } from './membership.js';
 import type { Reducer } from './reducer.js';
@@ -15,10 +17,13 @@ export interface TrainerConfig {
   globalBatchSize: number;
   microBatch: number;
   steps: number;
-  lr: number;
+  /** Learning rate applied at each step (schedule, scaling rule, warmup). */
+  lrAt: (step: number) => number;
   /** Evaluate every this many steps (0: only at the end). */
   evalEvery: number;
   minWorkers: number;
+  /** Momentum in the temperature lr / (B (1 − momentum)) the noise scale depends on (0 without momentum). */
+  momentum: number;
   /** How long to wait for `minWorkers` before giving up. */
   workerWaitTimeoutMs: number;
 }
@@ -36,6 +41,8 @@ export interface StepRecord {
   stats: StepStats;
   wallSeconds: number;
   workers: number;
+  /** The gradient noise scale estimate after this step, when an estimator runs. */
+  noise: NoiseScaleResult | null;
   /** Wall seconds per phase: dispatch, gather-wait, reduce, apply. */
   phases: Record<'dispatch' | 'gather-wait' | 'reduce' | 'apply', number>;
 }
@@ -67,6 +74,8 @@ export interface TrainerParts {
   membership: Membership;
   reducer: Reducer;
   optimizer: Optimizer;
+  /** Gradient noise scale from the micro-batch norms (McCandlish et al.); optional. */
+  noise?: NoiseScaleEstimator;
   /** The model's flat weights; updated in place every step. */
   weights: Float32Array;
   evaluate: (weights: Float32Array) => Evaluation;
@@ -74,6 +83,8 @@ export interface TrainerParts {
   log: (line: string) => void;
   /** Aborting stops the run: the current wait rejects with the signal's reason. */
   signal?: AbortSignal;
+  /** Checked after each step (and its evaluation): true ends the run early, e.g. a target reached. */
+  shouldStop?: () => boolean;
 }
 
 export interface TrainingOutcome {
@@ -99,15 +110,19 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     const t2 = performance.now();
     const { meanGrad, samples: stepSamples } = reducer.finish();
     const t3 = performance.now();
-    optimizer.apply(weights, meanGrad, config.lr);
+    const lr = config.lrAt(step);
+    optimizer.apply(weights, meanGrad, lr);
     const t4 = performance.now();
     samples += stepSamples;
     const stats = round.stats();
+    const gradSqNorm = squaredNorm(meanGrad);
+    const noise = parts.noise?.update({ microBatches: stats.sqNorms, globalSqNorm: gradSqNorm, lr, globalBatchSize: stats.samples, momentum: config.momentum }) ?? null;
     observer.onStep?.({
       step,
       startedAtMs: t0,
-      gradSqNorm: squaredNorm(meanGrad),
-      lr: config.lr,
+      gradSqNorm,
+      noise,
+      lr,
       loss: stats.lossSum / stats.samples,
       accuracy: stats.correct / stats.samples,
       stats,
@@ -119,6 +134,10 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     if ((config.evalEvery > 0 && (step + 1) % config.evalEvery === 0) || isLast) {
       lastEval = parts.evaluate(weights);
       observer.onEval?.(step, lastEval);
+    }
+    if (parts.shouldStop?.()) {
+      step++;
+      break;
     }
   }
   return { stepsDone: step, samples, lastEval };
@@ -196,10 +215,15 @@ async function gather(membership: Membership, round: GatherRound, weights: Float
     observer.onReassign?.('worker_lost', orphans.length);
     dispatch(membership, round, splitMicroBatches(orphans, live.map((w) => w.workerId)), weights, config.globalBatchSize);
   };
+  let diverged = (_error: Error): void => {};
   const onGradient = (worker: WorkerConnection, message: GradientMessage, body: Float32Array): void => {
     const reason = round.accept(worker.workerId, message, body);
     if (reason) observer.onReject?.(reason, worker.workerId);
     else observer.onReply?.(worker.workerId, message, performance.now());
+    // A non-finite gradient at shared weights would be non-finite on any worker: stop, do not retry.
+    if (reason === 'non_finite') {
+      diverged(new BatchlabError('NON_FINITE', `step ${round.step}: micro-batch ${message.microBatchId} from worker ${worker.workerId} has non-finite gradients; the run diverged (lower --lr?)`));
+    }
   };
   const onLost = (worker: WorkerConnection, why: string): void => {
     const orphans = round.orphan(worker.workerId);
@@ -209,8 +233,11 @@ async function gather(membership: Membership, round: GatherRound, weights: Float
   let onAbort = (): void => {};
   const aborted = new Promise<never>((_resolve, reject) => {
     onAbort = () => reject(signal!.reason);
+    diverged = reject;
     signal?.addEventListener('abort', onAbort);
   });
+  // The race below handles a rejection; this keeps one that comes after it from going unhandled.
+  aborted.catch(() => {});
   membership.on('gradient', onGradient);
   membership.on('lost', onLost);
   try {

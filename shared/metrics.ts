@@ -15,6 +15,8 @@ export const CONFIG_LABELS = ['global_batch_size', 'workers'] as const;
 
 export interface CoordinatorMetricsConfig {
   backend: string;
+  /** B0 of the statistical efficiency (B_simple + B0)/(B_simple + B). */
+  baseBatch: number;
   /** Filled at scrape time. */
   workersConnected: () => number;
 }

@@ -1,8 +1,10 @@
 // SGD with optional momentum and Nesterov momentum, in PyTorch's convention:
 // v = mu*v + g;  w -= lr * v   (Nesterov: w -= lr * (g + mu*v)). Weight decay is coupled (g += wd*w).
 
-import type { Optimizer, OptimizerConfig } from './optimizer.js';
+import type { Optimizer, OptimizerConfig, OptimizerState } from './optimizer.js';
+import { ensureStateArray, readVelocity, snapshotVelocity } from './optimizer-state.js';
 
+/** State `{ velocity }`, absent before the first step and when momentum is 0. */
 export class Sgd implements Optimizer {
   readonly name = 'sgd';
   private velocity: Float32Array | null = null;
@@ -14,12 +16,20 @@ export class Sgd implements Optimizer {
       for (let i = 0; i < weights.length; i++) weights[i] = weights[i]! - lr * (grad[i]! + wd * weights[i]!);
       return;
     }
-    const v = (this.velocity ??= new Float32Array(weights.length));
+    const v = (this.velocity = ensureStateArray(this.name, 'velocity', this.velocity, weights.length));
     for (let i = 0; i < weights.length; i++) {
       const g = grad[i]! + wd * weights[i]!;
       const vi = mu * v[i]! + g;
       v[i] = vi;
       weights[i] = weights[i]! - lr * (nesterov ? g + mu * vi : vi);
     }
+  }
+
+  state(): OptimizerState {
+    return snapshotVelocity(this.velocity);
+  }
+
+  loadState(state: OptimizerState): void {
+    this.velocity = readVelocity(this.name, state, null);
   }
 }

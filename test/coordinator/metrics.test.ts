@@ -33,6 +33,7 @@ function record(step: number, overrides: Partial<StepRecord> = {}): StepRecord {
     step,
     startedAtMs: 1000 * step,
     gradSqNorm: 0.25,
+    noise: null,
     lr: 0.01,
     loss: 2 - 0.1 * step,
     accuracy: 0.1 * step,
@@ -71,7 +72,7 @@ async function value(registry: Registry, name: string, labels: Record<string, st
 describe('coordinator metrics after known steps', () => {
   it('counts steps and samples and keeps the last step values', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 2 });
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
     for (let s = 0; s < 3; s++) observer.onStep(record(s));
     expect(await value(registry, 'batchlab_steps_total')).toBe(3);
     expect(await value(registry, 'batchlab_samples_total')).toBe(192);
@@ -85,7 +86,7 @@ describe('coordinator metrics after known steps', () => {
 
   it('labels throughput and efficiency with the global batch size and worker count', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 2 });
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
     observer.onStep(record(0));
     const labels = { global_batch_size: '64', workers: '2' };
     expect(await value(registry, 'batchlab_throughput_samples_per_second', labels)).toBeCloseTo(128, 9);
@@ -95,7 +96,7 @@ describe('coordinator metrics after known steps', () => {
 
   it('records per-worker compute time and throughput, phases, and squared norms', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 2 });
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
     observer.onStep(record(0));
     observer.onStep(record(1));
     expect(await value(registry, 'batchlab_worker_throughput_samples_per_second', { worker: '2' })).toBeCloseTo(64, 9);
@@ -114,7 +115,7 @@ describe('coordinator metrics after known steps', () => {
 
   it('starts reason counters at zero, counts rejections, reassignments and bytes, and says NaN for the noise scale', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', workersConnected: () => 0 });
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 0 });
     expect(await value(registry, 'batchlab_rejected_messages_total', { reason: 'stale_step' })).toBe(0);
     expect(await value(registry, 'batchlab_microbatch_reassignments_total', { reason: 'worker_lost' })).toBe(0);
     observer.onReject('stale_step');
@@ -132,11 +133,23 @@ describe('coordinator metrics after known steps', () => {
     expect(await value(registry, 'batchlab_goodput_samples_per_second')).toBeNaN();
   });
 
+  it('exports B_simple, the statistical efficiency relative to the base batch, and goodput', async () => {
+    const registry = createRegistry('coordinator');
+    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
+    const noise = { estimable: true, sHat: 10, g2Hat: 0.1, sEma: 10, g2Ema: 0.1, bSimple: 96, relativeError: 0.1, reliable: true, temperature: 1, stepsSinceReset: 20, reset: false } as const;
+    observer.onStep(record(0, { noise }));
+    expect(await value(registry, 'batchlab_gradient_noise_scale')).toBe(96);
+    // (B_simple + B0) / (B_simple + B) = (96 + 32) / (96 + 64).
+    expect(await value(registry, 'batchlab_statistical_efficiency_ratio')).toBeCloseTo(0.8, 12);
+    // 64 samples in 0.5 s, times 0.8.
+    expect(await value(registry, 'batchlab_goodput_samples_per_second')).toBeCloseTo(102.4, 9);
+  });
+
   it('keeps registries apart: a second coordinator starts from zero', async () => {
     const first = createRegistry('coordinator');
-    createCoordinatorMetrics(first, { backend: 'cpu', workersConnected: () => 0 }).onStep(record(0));
+    createCoordinatorMetrics(first, { backend: 'cpu', baseBatch: 32, workersConnected: () => 0 }).onStep(record(0));
     const second = createRegistry('coordinator');
-    createCoordinatorMetrics(second, { backend: 'cpu', workersConnected: () => 0 });
+    createCoordinatorMetrics(second, { backend: 'cpu', baseBatch: 32, workersConnected: () => 0 });
     expect(await value(first, 'batchlab_steps_total')).toBe(1);
     expect(await value(second, 'batchlab_steps_total')).toBe(0);
   });

@@ -1,0 +1,53 @@
+// The configuration of one training run, as the coordinator consumes it (the CLI validates
+// options into this shape; sweeps and experiments build it directly).
+
+import type { BackendName } from '../shared/backend.js';
+import type { DatasetName } from '../shared/data/dataset.js';
+import type { DecayKind, LrScaling, WarmupKind } from '../shared/lr-schedule.js';
+import type { ModelName } from '../shared/models/index.js';
+import type { OptimizerName } from '../shared/optimizers/index.js';
+
+export interface RunConfig {
+  model: ModelName;
+  hidden: number[];
+  dataset: DatasetName;
+  dataDir?: string;
+  syntheticTrain?: number;
+  syntheticTest?: number;
+  globalBatchSize: number;
+  microBatch: number;
+  /** Exactly one of steps / epochs decides the run length (with a target: the budget). */
+  steps: number | null;
+  epochs: number | null;
+  optimizer: OptimizerName;
+  /** η, the learning rate at `baseBatch`. */
+  lr: number;
+  lrScaling: LrScaling;
+  /** B0 for the LR rule and statistical efficiency (null: the global batch). */
+  baseBatch: number | null;
+  warmupSteps: number;
+  warmup: WarmupKind;
+  decay: DecayKind;
+  decayBoundaries: number[];
+  decayFactor: number;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  seed: number;
+  evalEvery: number;
+  /** Stop when the periodic eval accuracy reaches this. */
+  targetAccuracy: number | null;
+  /** Stop when the smoothed training loss reaches this. */
+  targetLoss: number | null;
+  minWorkers: number;
+  workerWaitTimeoutMs: number;
+  backend: BackendName;
+  /** null: no metrics endpoint. 0: any free port. */
+  metricsPort: number | null;
+  report?: string;
+  saveModel?: string;
+  /** Chrome-trace timeline file. */
+  trace?: string;
+  /** Prometheus file_sd JSON of the /metrics endpoints. */
+  targetsFile?: string;
+}

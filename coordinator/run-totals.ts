@@ -1,0 +1,84 @@
+// Totals of a run gathered from the trainer's records: first and last loss, time spent
+// computing versus wall time, the latest noise-scale estimate, and a downsampled history for
+// reports and charts.
+
+import { performance } from 'node:perf_hooks';
+import type { Evaluation } from '../shared/evaluate.js';
+import type { StepRecord, TrainerObserver } from './trainer.js';
+
+/** One row of the per-run history (noise scale over training, loss curves). */
+export interface HistoryPoint {
+  step: number;
+  loss: number;
+  accuracy: number;
+  lr: number;
+  /** B_simple when estimable at this step, else null. */
+  bSimple: number | null;
+  evalAccuracy: number | null;
+}
+
+/** Largest number of history rows kept; longer runs keep every k-th step. */
+const MAX_HISTORY = 400;
+
+export class RunTotals implements TrainerObserver {
+  initialLoss: number | null = null;
+  last: StepRecord | null = null;
+  maxWorkers = 0;
+  /** Latest B_simple and whether the estimator called it reliable. */
+  noiseScale: number | null = null;
+  noiseScaleReliable = false;
+  readonly history: HistoryPoint[] = [];
+  /** Σ seconds per phase over the run (compute = mean worker compute). */
+  readonly phaseSeconds: Record<string, number> = {};
+  private computeSeconds = 0;
+  private wallSeconds = 0;
+  private startMs = 0;
+  private stride: number;
+
+  constructor(totalSteps: number) {
+    this.stride = Math.max(1, Math.ceil(totalSteps / MAX_HISTORY));
+  }
+
+  onStep(record: StepRecord): void {
+    if (this.initialLoss === null) {
+      this.initialLoss = record.loss;
+      this.startMs = performance.now() - record.wallSeconds * 1000;
+    }
+    this.last = record;
+    const computes = [...record.stats.computeMsByWorker.values()];
+    const meanCompute = computes.reduce((a, b) => a + b, 0) / Math.max(1, computes.length) / 1000;
+    this.computeSeconds += meanCompute;
+    for (const [phase, seconds] of [...Object.entries(record.phases), ['compute', meanCompute] as const]) this.phaseSeconds[phase] = (this.phaseSeconds[phase] ?? 0) + seconds;
+    this.wallSeconds += record.wallSeconds;
+    this.maxWorkers = Math.max(this.maxWorkers, record.workers);
+    const bSimple = record.noise?.bSimple ?? null;
+    if (bSimple !== null && Number.isFinite(bSimple)) {
+      this.noiseScale = bSimple;
+      this.noiseScaleReliable = record.noise?.reliable ?? false;
+    }
+    if (record.step % this.stride === 0) {
+      this.history.push({ step: record.step, loss: record.loss, accuracy: record.accuracy, lr: record.lr, bSimple, evalAccuracy: null });
+    }
+  }
+
+  onEval(step: number, evaluation: Evaluation): void {
+    const row = this.history[this.history.length - 1];
+    if (row && row.step === step) row.evalAccuracy = evaluation.accuracy;
+    else if (this.last) this.history.push({ step, loss: this.last.loss, accuracy: this.last.accuracy, lr: this.last.lr, bSimple: this.last.noise?.bSimple ?? null, evalAccuracy: evaluation.accuracy });
+  }
+
+  /** Mean seconds per step in each phase. */
+  meanPhaseSeconds(steps: number): Record<string, number> {
+    return Object.fromEntries(Object.entries(this.phaseSeconds).map(([phase, total]) => [phase, steps ? total / steps : 0]));
+  }
+
+  /** Seconds from the first step's start until now. */
+  trainSeconds(): number {
+    return this.startMs ? (performance.now() - this.startMs) / 1000 : 0;
+  }
+
+  /** Σ mean worker compute / Σ step wall time over the run. */
+  scalingEfficiency(): number | null {
+    return this.wallSeconds > 0 ? Math.min(1, this.computeSeconds / this.wallSeconds) : null;
+  }
+}
