@@ -7,7 +7,7 @@ import type { SweepSettings } from './sweep.js';
 import { BACKEND_NAMES, type BackendName } from '../shared/backend.js';
 import { DATASET_NAMES, isDatasetName, type DatasetName } from '../shared/data/dataset.js';
 import { OptionError } from '../shared/errors.js';
-import { DECAY_KINDS, LR_SCALING_RULES, WARMUP_KINDS } from '../shared/lr-schedule.js';
+import { DECAY_KINDS, LR_SCALING_RULES, WARMUP_KINDS, type LrWindow } from '../shared/lr-schedule.js';
 import { DEFAULT_HIDDEN, MODEL_NAMES, type ModelName } from '../shared/models/index.js';
 import { OPTIMIZER_NAMES, type OptimizerName } from '../shared/optimizers/index.js';
 
@@ -38,6 +38,7 @@ export const TRAINING_OPTIONS = {
   decay: s(`LR decay after warmup: ${DECAY_KINDS.join(' | ')}`, { default: 'constant' }),
   'decay-steps': s('for --decay step: comma-separated steps at which the LR is multiplied by --decay-factor'),
   'decay-factor': s('for --decay step: the multiplier', { default: '0.1' }),
+  'lr-window': s('multiply the LR by FACTOR for steps [START, END), as START:END:FACTOR; comma-separate several (temperature experiments)'),
   momentum: s('momentum for sgd and lars', { default: '0.9' }),
   nesterov: { type: 'boolean', describe: 'Nesterov momentum for sgd', default: false } as Options,
   'weight-decay': s('weight decay (coupled for sgd/adam/lars, decoupled for adamw/lamb)', { default: '0' }),
@@ -147,6 +148,19 @@ function port(raw: Raw, option: string, allowOff: boolean): number | null | unde
 /** The validated training configuration shared by `coordinator` and `local`. */
 export type TrainingSettings = RunConfig;
 
+function lrWindows(raw: Raw): LrWindow[] {
+  const t = text(raw, 'lr-window');
+  if (t === undefined) return [];
+  return t.split(',').map((part) => {
+    const m = /^(\d+):(\d+):([0-9.eE+-]+)$/.exec(part.trim());
+    const window = m ? { start: Number(m[1]), end: Number(m[2]), factor: Number(m[3]) } : null;
+    if (!window || window.end <= window.start || !(window.factor > 0) || !Number.isFinite(window.factor)) {
+      throw new OptionError('lr-window', part, 'START:END:FACTOR with END > START and FACTOR > 0, e.g. 200:400:0.25');
+    }
+    return window;
+  });
+}
+
 /** Validates the training options; throws OptionError on the first bad one. */
 export function parseTrainingSettings(raw: Raw): TrainingSettings {
   const model = oneOf(raw, 'model', MODEL_NAMES) ?? 'mlp';
@@ -181,6 +195,7 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
     decay,
     decayBoundaries,
     decayFactor: decimal(raw, 'decay-factor', 0, false, 1.000001) ?? 0.1,
+    lrWindows: lrWindows(raw),
     momentum: decimal(raw, 'momentum', 0, true, 1) ?? 0.9,
     nesterov: raw.nesterov === true,
     weightDecay: decimal(raw, 'weight-decay', 0, true, 1) ?? 0,

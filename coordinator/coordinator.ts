@@ -80,6 +80,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     totalSteps: steps,
     decayBoundaries: options.decayBoundaries,
     decayFactor: options.decayFactor,
+    windows: options.lrWindows,
   };
   const peakLr = scaledLearningRate(schedule);
   log(
@@ -160,7 +161,9 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       const t0 = performance.now();
       writeWeights(model, w);
       const evaluation = evaluateModel(model, dataset.test, dataset.sampleShape, dataset.numClasses);
-      trace?.addSpan('eval', t0, performance.now(), { accuracy: evaluation.accuracy });
+      const t1 = performance.now();
+      trace?.addSpan('eval', t0, t1, { accuracy: evaluation.accuracy });
+      totals.addEvalSeconds((t1 - t0) / 1000);
       return evaluation;
     };
     const outcome = await train({

@@ -61,6 +61,7 @@ export class GatherRound {
     const spec = this.specs.get(message.microBatchId);
     if (!spec || this.owner.get(message.microBatchId) !== workerId || message.samples !== spec.end - spec.start) return 'unassigned';
     if (this.received.has(message.microBatchId)) return 'duplicate';
+    if (!Number.isFinite(message.lossSum) || !Number.isFinite(message.sqNorm)) return 'non_finite';
     for (let i = 0; i < gradSum.length; i++) if (!Number.isFinite(gradSum[i]!)) return 'non_finite';
     this.received.set(message.microBatchId, message);
     this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) + message.computeMs);

@@ -3,7 +3,7 @@
 
 import type { BackendName } from '../shared/backend.js';
 import type { DatasetName } from '../shared/data/dataset.js';
-import type { DecayKind, LrScaling, WarmupKind } from '../shared/lr-schedule.js';
+import type { DecayKind, LrScaling, LrWindow, WarmupKind } from '../shared/lr-schedule.js';
 import type { ModelName } from '../shared/models/index.js';
 import type { OptimizerName } from '../shared/optimizers/index.js';
 
@@ -30,6 +30,8 @@ export interface RunConfig {
   decay: DecayKind;
   decayBoundaries: number[];
   decayFactor: number;
+  /** LR multipliers for step windows (temperature experiments). */
+  lrWindows: LrWindow[];
   momentum: number;
   nesterov: boolean;
   weightDecay: number;

@@ -31,6 +31,7 @@ export class RunTotals implements TrainerObserver {
   /** Σ seconds per phase over the run (compute = mean worker compute). */
   readonly phaseSeconds: Record<string, number> = {};
   private computeSeconds = 0;
+  private evalSeconds = 0;
   private wallSeconds = 0;
   private startMs = 0;
   private stride: number;
@@ -72,9 +73,14 @@ export class RunTotals implements TrainerObserver {
     return Object.fromEntries(Object.entries(this.phaseSeconds).map(([phase, total]) => [phase, steps ? total / steps : 0]));
   }
 
-  /** Seconds from the first step's start until now. */
+  /** Records time spent evaluating, which training throughput leaves out. */
+  addEvalSeconds(seconds: number): void {
+    this.evalSeconds += seconds;
+  }
+
+  /** Seconds of training from the first step's start until now, evaluations excluded. */
   trainSeconds(): number {
-    return this.startMs ? (performance.now() - this.startMs) / 1000 : 0;
+    return this.startMs ? (performance.now() - this.startMs) / 1000 - this.evalSeconds : 0;
   }
 
   /** Σ mean worker compute / Σ step wall time over the run. */

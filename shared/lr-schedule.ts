@@ -24,6 +24,14 @@ export interface LrScheduleConfig {
   /** For `step` decay: steps (counted from 0) at which the LR is multiplied by `decayFactor`. */
   decayBoundaries: number[];
   decayFactor: number;
+  /** Multiply the LR by `factor` for steps [start, end): temperature experiments (LARGE_BATCH.md). */
+  windows?: LrWindow[];
+}
+
+export interface LrWindow {
+  start: number;
+  end: number;
+  factor: number;
 }
 
 /** The LR after the scaling rule: η, η·B/B0 or η·sqrt(B/B0). */
@@ -59,7 +67,8 @@ export function learningRateAt(step: number, config: LrScheduleConfig): number {
   }
 }
 
-/** A schedule as a function of the step. */
+/** A schedule as a function of the step, with any LR windows applied on top. */
 export function createLrSchedule(config: LrScheduleConfig): (step: number) => number {
-  return (step) => learningRateAt(step, config);
+  const windows = config.windows ?? [];
+  return (step) => windows.reduce((lr, w) => (step >= w.start && step < w.end ? lr * w.factor : lr), learningRateAt(step, config));
 }

@@ -123,7 +123,7 @@ export const BODY_RULE: Record<MessageType, 'required' | 'optional' | 'none'> = 
 type Obj = Record<string, unknown>;
 
 function fail(type: string, field: string, expected: string, got: unknown): never {
-  const shown = typeof got === 'string' ? JSON.stringify(got.slice(0, 60)) : JSON.stringify(got) ?? String(got);
+  const shown = typeof got === 'string' ? JSON.stringify(got.slice(0, 60)) : typeof got === 'number' ? String(got) : (JSON.stringify(got) ?? String(got));
   throw new ProtocolError('BAD_MESSAGE', `${type}.${field}: expected ${expected}, got ${String(shown).slice(0, 80)}`);
 }
 
@@ -136,6 +136,13 @@ function int(o: Obj, type: string, field: string, min = 0): number {
 function num(o: Obj, type: string, field: string): number {
   const v = o[field];
   if (typeof v !== 'number' || !Number.isFinite(v)) fail(type, field, 'a finite number', v);
+  return v;
+}
+
+/** A number that may be NaN or ±Infinity: a diverged run's loss is data, refused later as non_finite. */
+function anyNumber(o: Obj, type: string, field: string): number {
+  const v = o[field];
+  if (typeof v !== 'number') fail(type, field, 'a number', v);
   return v;
 }
 
@@ -249,10 +256,10 @@ export function validateMessage(raw: unknown): Message {
         step: int(o, type, 'step'),
         microBatchId: int(o, type, 'microBatchId'),
         samples: int(o, type, 'samples', 1),
-        lossSum: num(o, type, 'lossSum'),
+        lossSum: anyNumber(o, type, 'lossSum'),
         correct: int(o, type, 'correct'),
         computeMs: num(o, type, 'computeMs'),
-        sqNorm: num(o, type, 'sqNorm'),
+        sqNorm: anyNumber(o, type, 'sqNorm'),
       };
     case 'error':
       return { type, code: str(o, type, 'code', 64), message: str(o, type, 'message', 4096) };

@@ -236,6 +236,15 @@ describe('GatherRound', () => {
     expect(reducer.added.map((a) => a.id)).toEqual([0]);
   });
 
+  it.each([
+    ['a NaN lossSum', { lossSum: Number.NaN }],
+    ['an infinite sqNorm', { sqNorm: Number.POSITIVE_INFINITY }],
+  ])('refuses a reply with %s as non_finite and does not reduce it', (_name, patch) => {
+    const { specs, reducer, round } = setup();
+    expect(round.accept(1, { ...reply(5, specs[0]!), ...patch }, grad())).toBe('non_finite');
+    expect(reducer.added).toEqual([]);
+  });
+
   it('resolves done only once every micro-batch is in', async () => {
     const { specs, round } = setup();
     let finished = false;

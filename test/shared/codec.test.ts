@@ -269,15 +269,23 @@ describe('decodeFrame refusals', () => {
     ['a string step', { step: 'x' }, 'gradient.step'],
     ['a fractional step', { step: 1.5 }, 'gradient.step'],
     ['zero samples', { samples: 0 }, 'gradient.samples'],
-    ['a NaN lossSum', { lossSum: Number.NaN }, 'gradient.lossSum'],
-    ['an infinite lossSum', { lossSum: Number.POSITIVE_INFINITY }, 'gradient.lossSum'],
+    ['a string lossSum', { lossSum: 'big' }, 'gradient.lossSum'],
     ['a negative correct count', { correct: -3 }, 'gradient.correct'],
-    ['an infinite sqNorm', { sqNorm: Number.NEGATIVE_INFINITY }, 'gradient.sqNorm'],
+    ['a missing sqNorm', { sqNorm: undefined }, 'gradient.sqNorm'],
   ])('refuses a gradient with %s with BAD_MESSAGE naming the field', (_name, patch, field) => {
     const frame = rawFrame({ ...gradient, ...patch, bodyLength: 1 }, new Uint8Array(4));
     const err = protocolErrorFrom(() => decodeFrame(frame));
     expect(err.code).toBe('BAD_MESSAGE');
     expect(err.message.startsWith(`${field}: expected`)).toBe(true);
+  });
+
+  it.each([
+    ['a NaN lossSum', { lossSum: Number.NaN }],
+    ['an infinite lossSum', { lossSum: Number.POSITIVE_INFINITY }],
+    ['an infinite sqNorm', { sqNorm: Number.NEGATIVE_INFINITY }],
+  ])('decodes a gradient with %s: a diverged run is data, which the gather round refuses as non_finite', (_name, patch) => {
+    const { message } = decodeFrame(rawFrame({ ...gradient, ...patch, bodyLength: 1 }, new Uint8Array(4)));
+    expect(message).toMatchObject(patch);
   });
 
   it('refuses a work micro-batch whose end is not after its start with BAD_MESSAGE naming it', () => {

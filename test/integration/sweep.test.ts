@@ -1,0 +1,74 @@
+// `batchlab sweep` end to end on small synthetic points: every (B, N) point is run by real
+// processes and reported in JSON, CSV and a self-contained HTML page of SVG charts.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, expect, it } from 'vitest';
+import { runCli } from '../support/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'batchlab-sweep-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+it('runs every point, measures efficiency against 1 worker, finds steps to target, and writes JSON, CSV and HTML', async () => {
+  const report = join(dir, 'sweep.json');
+  const html = join(dir, 'sweep.html');
+  const result = await runCli([
+    'sweep', '--dataset', 'synthetic', '--hidden', '32', '--global-batch', '16,64', '--workers', '1,2', '--steps', '40',
+    '--optimizer', 'adam', '--lr-grid', '0.003,0.01', '--target-loss', '1.9', '--eval-every', '0', '--report', report, '--html', html,
+  ], {}, 300_000);
+  expect(result.code, result.stderr.slice(-3000)).toBe(0);
+  const sweep = JSON.parse(readFileSync(report, 'utf8'));
+
+  expect(sweep.points.map((p: { globalBatchSize: number; workers: number }) => `${p.globalBatchSize}x${p.workers}`)).toEqual(['16x1', '16x2', '64x1', '64x2']);
+  for (const p of sweep.points) {
+    for (const key of ['command', 'backend', 'workers', 'globalBatchSize', 'microBatchSize', 'steps', 'samples', 'initialLoss', 'finalLoss', 'evalAccuracy', 'samplesPerSecond', 'scalingEfficiency', 'gradientNoiseScale', 'learningRate', 'wallSeconds', 'stepsToTarget', 'samplesToTarget']) {
+      expect(p, key).toHaveProperty(key);
+    }
+    expect(p.status).toBe('ok');
+    // Micro-batch = B / largest worker count, the same for 1 and 2 workers.
+    expect(p.microBatchSize).toBe(p.globalBatchSize / 2);
+    expect(p.grid.map((g: { learningRate: number }) => g.learningRate)).toEqual([0.003, 0.01]);
+    expect([0.003, 0.01]).toContain(p.learningRate);
+    expect(p.measuredScalingEfficiency).toBeGreaterThan(0);
+  }
+  const byKey = new Map(sweep.points.map((p: { globalBatchSize: number; workers: number }) => [`${p.globalBatchSize}x${p.workers}`, p]));
+  expect((byKey.get('16x1') as { measuredScalingEfficiency: number }).measuredScalingEfficiency).toBe(1);
+  // Same batch, same LR: 1 and 2 workers train the same weights, so they reach the target at the same step.
+  for (const b of [16, 64]) {
+    const one = byKey.get(`${b}x1`) as { stepsToTarget: number | null; learningRate: number; finalLoss: number };
+    const two = byKey.get(`${b}x2`) as { stepsToTarget: number | null; learningRate: number; finalLoss: number };
+    expect(two.learningRate).toBe(one.learningRate);
+    expect(two.stepsToTarget).toBe(one.stepsToTarget);
+  }
+  expect((byKey.get('64x1') as { stepsToTarget: number | null }).stepsToTarget).not.toBeNull();
+  expect(sweep).toHaveProperty('criticalBatchSize');
+  expect(sweep).toHaveProperty('fit');
+
+  const csv = readFileSync(join(dir, 'sweep.csv'), 'utf8').trim().split('\n');
+  expect(csv[0]).toMatch(/^globalBatchSize,workers,microBatchSize,learningRate,status,samplesPerSecond,measuredScalingEfficiency/);
+  expect(csv).toHaveLength(5);
+
+  const page = readFileSync(html, 'utf8');
+  expect(page).toMatch(/^<!doctype html>/);
+  expect(page).not.toMatch(/<script/);
+  expect(page.match(/<svg /g)?.length ?? 0).toBeGreaterThanOrEqual(4);
+  for (const title of ['Scaling efficiency vs batch size', 'Throughput vs batch size', 'Gradient noise scale over training', 'Step time breakdown']) expect(page).toContain(title);
+  expect(result.stdout).toMatch(/batchlab sweep summary/);
+}, 300_000);
+
+it('records a diverging learning rate as diverged and goes on with the rest of the grid', async () => {
+  const report = join(dir, 'diverge.json');
+  const result = await runCli([
+    'sweep', '--dataset', 'synthetic', '--hidden', '64', '--global-batch', '32', '--workers', '1', '--steps', '30',
+    '--optimizer', 'sgd', '--lr-grid', '90,0.05', '--eval-every', '0', '--report', report,
+  ], {}, 300_000);
+  expect(result.code, result.stderr.slice(-3000)).toBe(0);
+  const sweep = JSON.parse(readFileSync(report, 'utf8'));
+  expect(sweep.points).toHaveLength(1);
+  const [point] = sweep.points;
+  expect(point.grid.map((g: { learningRate: number; status: string }) => `${g.learningRate}:${g.status}`)).toEqual(['90:diverged', '0.05:ok']);
+  expect(point.status).toBe('ok');
+  expect(point.learningRate).toBe(0.05);
+  expect(result.stderr).toMatch(/diverged: \[NON_FINITE\]/);
+}, 300_000);
