@@ -54,6 +54,12 @@ export const TRAINING_OPTIONS = {
   backend: s(`compute backend: ${BACKEND_NAMES.join(' | ')}`, { default: 'auto' }),
   'min-workers': s('workers to wait for before the first step', { default: '1' }),
   'worker-wait': s('seconds to wait for --min-workers before giving up', { default: '600' }),
+  'heartbeat-interval': s('seconds between pings; a worker silent for two intervals is dead', { default: '5' }),
+  'step-deadline-floor': s('seconds: the least a step waits before re-issuing late micro-batches', { default: '10' }),
+  'step-deadline-cap': s('seconds: the most a step waits before re-issuing late micro-batches (the deadline is 5 × the median recent step time within floor and cap)', { default: '300' }),
+  'checkpoint-dir': s('directory for checkpoints (weights, optimizer state, step, noise-scale EMAs)'),
+  'checkpoint-every': s('write a checkpoint every N steps (0: only when stopped by a signal)', { default: '100' }),
+  resume: { type: 'boolean', describe: 'continue from the checkpoint in --checkpoint-dir', default: false } as Options,
 } as const;
 
 export const COORDINATOR_OPTIONS = {
@@ -62,6 +68,8 @@ export const COORDINATOR_OPTIONS = {
   port: s('port for workers (WebSocket)', { default: '7070' }),
   token: s('shared secret workers must present (or BATCHLAB_TOKEN)'),
   insecure: { type: 'boolean', describe: 'accept workers without a token (loopback demos only)', default: false } as Options,
+  'tls-cert': s('PEM certificate: serve wss:// (with --tls-key)'),
+  'tls-key': s('PEM private key for --tls-cert'),
 } as const;
 
 export const LOCAL_OPTIONS = {
@@ -88,7 +96,8 @@ export const WORKER_OPTIONS = {
   'data-dir': s('directory with the IDX files, if not in the default places'),
   'max-chunk': s('largest number of samples computed at once; bigger micro-batches are accumulated', { default: '1024' }),
   name: s('name shown in the coordinator log (default host:pid)'),
-  'connect-timeout': s('seconds to keep trying to reach the coordinator', { default: '60' }),
+  'connect-timeout': s('seconds to keep trying to reach (or reach again) the coordinator', { default: '60' }),
+  ca: s('PEM certificate(s) to trust for wss:// (e.g. the coordinator\'s self-signed certificate)'),
   'metrics-port': s('port for /metrics and /healthz (0: any free port; "off": none)', { default: '0' }),
   'metrics-host': s('address for /metrics and /healthz', { default: '0.0.0.0' }),
 } as const;
@@ -176,6 +185,8 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
   const dataDir = text(raw, 'data-dir');
   const decayBoundaries = integerList(raw, 'decay-steps', 1_000_000_000) ?? [];
   const decay = oneOf(raw, 'decay', DECAY_KINDS) ?? 'constant';
+  const checkpointDir = text(raw, 'checkpoint-dir');
+  if (raw.resume === true && !checkpointDir) throw new OptionError('resume', true, '--checkpoint-dir DIR naming where the checkpoint is');
   if (decay === 'step' && decayBoundaries.length === 0) throw new OptionError('decay-steps', '', 'at least one step for --decay step, e.g. 1000,2000');
   return {
     model,
@@ -211,6 +222,12 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
     backend: oneOf(raw, 'backend', BACKEND_NAMES) ?? 'auto',
     minWorkers: integer(raw, 'min-workers', 1, 10_000) ?? 1,
     workerWaitTimeoutMs: (decimal(raw, 'worker-wait', 0, false) ?? 600) * 1000,
+    heartbeatIntervalMs: (decimal(raw, 'heartbeat-interval', 0.05, true, 3600) ?? 5) * 1000,
+    stepDeadlineFloorMs: (decimal(raw, 'step-deadline-floor', 0, false) ?? 10) * 1000,
+    stepDeadlineCapMs: (decimal(raw, 'step-deadline-cap', 0, false) ?? 300) * 1000,
+    ...(checkpointDir ? { checkpointDir } : {}),
+    checkpointEvery: integer(raw, 'checkpoint-every', 0) ?? 100,
+    resume: raw.resume === true,
   };
 }
 
@@ -218,6 +235,8 @@ export interface CoordinatorSettings extends TrainingSettings {
   host: string;
   port: number;
   token: string | null;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** Validates `coordinator` options: a token is required unless --insecure. */
@@ -225,7 +244,10 @@ export function parseCoordinatorSettings(raw: Raw): CoordinatorSettings {
   const training = parseTrainingSettings(raw);
   const token = text(raw, 'token');
   if (!token && raw.insecure !== true) throw new OptionError('token', token ?? '', 'a shared secret (or BATCHLAB_TOKEN); pass --insecure to run without one on a trusted loopback');
-  return { ...training, host: text(raw, 'host') ?? '0.0.0.0', port: port(raw, 'port', false) ?? 7070, token: token || null };
+  const tlsCert = text(raw, 'tls-cert');
+  const tlsKey = text(raw, 'tls-key');
+  if (Boolean(tlsCert) !== Boolean(tlsKey)) throw new OptionError(tlsCert ? 'tls-key' : 'tls-cert', '', 'both --tls-cert and --tls-key, or neither');
+  return { ...training, host: text(raw, 'host') ?? '0.0.0.0', port: port(raw, 'port', false) ?? 7070, token: token || null, ...(tlsCert ? { tlsCert, tlsKey } : {}) };
 }
 
 export interface LocalSettings extends TrainingSettings {
@@ -279,6 +301,8 @@ export interface WorkerSettings {
   connectTimeoutMs: number;
   metricsPort: number | null;
   metricsHost: string;
+  /** PEM file of certificates to trust for wss://. */
+  ca?: string;
 }
 
 /** Validates `worker` options; the address may come from MASTER_ADDR/MASTER_PORT as launchers set them. */
@@ -305,5 +329,6 @@ export function parseWorkerSettings(raw: Raw, env: NodeJS.ProcessEnv): WorkerSet
     connectTimeoutMs: (decimal(raw, 'connect-timeout', 0, false) ?? 60) * 1000,
     metricsPort: port(raw, 'metrics-port', true) ?? 0,
     metricsHost: text(raw, 'metrics-host') || '0.0.0.0',
+    ...(text(raw, 'ca') ? { ca: text(raw, 'ca') } : {}),
   };
 }

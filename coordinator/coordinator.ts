@@ -2,7 +2,9 @@
 // then writes the report and the model. The loop itself is in trainer.ts.
 
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -28,13 +30,17 @@ import { TargetTracker } from './target.js';
 import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
 import { TraceRecorder } from './trace.js';
 import { NoiseScaleEstimator } from '../shared/statistics/noise-scale.js';
-import { combineObservers, train, type TrainerObserver } from './trainer.js';
+import { combineObservers, train, type TrainerObserver, type TrainingProgress } from './trainer.js';
+import { assertSameRun, loadCheckpoint, saveCheckpoint, type CheckpointIdentity } from './checkpoint.js';
 
 export interface CoordinatorOptions extends RunConfig {
   host: string;
   port: number;
   /** null: no token required (loopback demos only). */
   token: string | null;
+  /** PEM files: serve wss:// when both are given. */
+  tlsCert?: string;
+  tlsKey?: string;
   /** Written into the report's `command` field. */
   command: string;
 }
@@ -92,16 +98,22 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   const runId = randomBytes(6).toString('hex');
   const registry = createRegistry('coordinator');
   const metricsObserver = createCoordinatorMetrics(registry, { backend: choice.backend, baseBatch: schedule.baseBatch, workersConnected: () => membership.readyWorkers().length });
-  const http: Server = createServer((_req, res) => {
+  const answerPlainRequest = (_req: unknown, res: ServerResponse): void => {
     res.statusCode = 426;
     res.end('batchlab coordinator: connect with a WebSocket (batchlab worker --connect ws://host:port)\n');
-  });
+  };
+  const http: Server =
+    options.tlsCert && options.tlsKey
+      ? createHttpsServer({ cert: await readFile(options.tlsCert), key: await readFile(options.tlsKey) }, answerPlainRequest)
+      : createServer(answerPlainRequest);
+  const scheme = options.tlsCert ? 'wss' : 'ws';
   const membership = new Membership(http, {
     token: options.token,
     datasetFingerprint: dataset.fingerprint,
     // A frame is the weights or one gradient plus a small header.
     maxPayloadBytes: paramCount * 4 + 16 * 1024 * 1024,
     handshakeTimeoutMs: 120_000,
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
     log,
     onBytes: (direction, bytes) => metricsObserver.onBytes(direction, bytes),
     welcome: (workerId) => ({
@@ -119,6 +131,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
         fingerprint: dataset.fingerprint,
         ...(options.dataset === 'synthetic' ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count } : {}),
       },
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
     }),
   });
 
@@ -134,6 +147,37 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   membership.on('joined', updateTargets);
   membership.on('lost', updateTargets);
 
+  const optimizer = createOptimizer(
+    options.optimizer,
+    { ...DEFAULT_OPTIMIZER_CONFIG, momentum: options.momentum, nesterov: options.nesterov, weightDecay: options.weightDecay },
+    params,
+  );
+  const noise = new NoiseScaleEstimator();
+  const identity: CheckpointIdentity = { model: JSON.stringify(topology), params, datasetFingerprint: dataset.fingerprint, globalBatchSize: options.globalBatchSize, optimizer: options.optimizer, seed: options.seed };
+  const progress: TrainingProgress = { stepsDone: 0, samples: 0 };
+  if (options.resume && options.checkpointDir) {
+    const checkpoint = await loadCheckpoint(options.checkpointDir);
+    assertSameRun(checkpoint.identity, identity, options.checkpointDir);
+    weights.set(checkpoint.weights);
+    optimizer.loadState(checkpoint.optimizerState);
+    if (checkpoint.noiseState) noise.loadState(checkpoint.noiseState);
+    Object.assign(progress, { stepsDone: checkpoint.stepsDone, samples: checkpoint.samples });
+    log(`resuming from ${options.checkpointDir} at step ${checkpoint.stepsDone} (written ${checkpoint.writtenAt})`);
+  }
+  const writeCheckpoint = async (at: TrainingProgress): Promise<void> => {
+    if (!options.checkpointDir) return;
+    const path = await saveCheckpoint(options.checkpointDir, {
+      identity,
+      stepsDone: at.stepsDone,
+      samples: at.samples,
+      weights,
+      optimizerState: optimizer.state(),
+      noiseState: noise.state(),
+      writtenAt: new Date().toISOString(),
+    });
+    log(`checkpoint at step ${at.stepsDone} written to ${path}`);
+  };
+
   const totals = new RunTotals(steps);
   const target = new TargetTracker({ accuracy: options.targetAccuracy, loss: options.targetLoss });
   const observer = combineObservers([totals, target, metricsObserver, trace, hooks.observer]);
@@ -148,7 +192,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     if (options.metricsPort !== null) {
       metrics = await startMetricsServer(registry, options.metricsPort, options.host, () => ({ role: 'coordinator', runId, workers: membership.readyWorkers().length }));
     }
-    log(`listening on ws://${options.host}:${port}${metrics ? `, metrics at ${metrics.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`);
+    log(`listening on ${scheme}://${options.host}:${port}${metrics ? `, metrics at ${metrics.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`);
     if (metrics && options.targetsFile) {
       const host = options.host === '0.0.0.0' || options.host === '::' ? hostname() : options.host;
       coordinatorTarget = { address: `${host.includes(':') ? `[${host}]` : host}:${metrics.port}`, role: 'coordinator' };
@@ -166,7 +210,9 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       totals.addEvalSeconds((t1 - t0) / 1000);
       return evaluation;
     };
-    const outcome = await train({
+    let outcome: Awaited<ReturnType<typeof train>>;
+    try {
+      outcome = await train({
       config: {
         globalBatchSize: options.globalBatchSize,
         microBatch: options.microBatch,
@@ -176,22 +222,29 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
         minWorkers: options.minWorkers,
         momentum: MOMENTUM_OPTIMIZERS.has(options.optimizer) ? options.momentum : 0,
         workerWaitTimeoutMs: options.workerWaitTimeoutMs,
+        stepDeadlineFloorMs: options.stepDeadlineFloorMs,
+        stepDeadlineCapMs: options.stepDeadlineCapMs,
       },
       membership,
       reducer: new StarReducer(paramCount),
-      optimizer: createOptimizer(
-        options.optimizer,
-        { ...DEFAULT_OPTIMIZER_CONFIG, momentum: options.momentum, nesterov: options.nesterov, weightDecay: options.weightDecay },
-        params,
-      ),
-      noise: new NoiseScaleEstimator(),
+      optimizer,
+      noise,
       weights,
       evaluate,
       observer,
       log,
       signal: hooks.signal,
       shouldStop: () => target.reached,
-    });
+      progress,
+      onCheckpoint: writeCheckpoint,
+      checkpointEvery: options.checkpointEvery,
+      });
+    } catch (error) {
+      // Stopped by a signal: the weights are those after the last applied step, so save them.
+      if (hooks.signal?.aborted) await writeCheckpoint(progress);
+      throw error;
+    }
+    if (options.checkpointDir) await writeCheckpoint(progress);
     const trainSeconds = totals.trainSeconds();
     writeWeights(model, weights);
     // Train-split accuracy in inference mode, for the generalization gap.

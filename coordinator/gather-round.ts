@@ -5,7 +5,7 @@
 import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
 import type { Reducer } from './reducer.js';
 
-export type RejectReason = 'stale_step' | 'unassigned' | 'duplicate' | 'non_finite';
+export type RejectReason = 'stale_step' | 'unassigned' | 'duplicate' | 'bad_shape' | 'non_finite';
 
 /** Per-step totals gathered from the replies. */
 export interface StepStats {
@@ -55,12 +55,27 @@ export class GatherRound {
     return lost.sort((a, b) => a.id - b.id);
   }
 
+  /** Takes one outstanding micro-batch back from its owner (for re-issue); [] if already in. */
+  release(microBatchId: number): MicroBatchSpec[] {
+    if (this.received.has(microBatchId) || !this.owner.has(microBatchId)) return [];
+    this.owner.delete(microBatchId);
+    return [this.specs.get(microBatchId)!];
+  }
+
+  /** Workers that still hold micro-batches without a reply. */
+  outstandingOwners(): number[] {
+    const owners = new Set<number>();
+    for (const [id, owner] of this.owner) if (!this.received.has(id)) owners.add(owner);
+    return [...owners];
+  }
+
   /** Accepts a reply, or returns why it is refused. */
   accept(workerId: number, message: GradientMessage, gradSum: Float32Array): RejectReason | null {
     if (message.step !== this.step) return 'stale_step';
     const spec = this.specs.get(message.microBatchId);
     if (!spec || this.owner.get(message.microBatchId) !== workerId || message.samples !== spec.end - spec.start) return 'unassigned';
     if (this.received.has(message.microBatchId)) return 'duplicate';
+    if (gradSum.length !== this.reducer.paramCount) return 'bad_shape';
     if (!Number.isFinite(message.lossSum) || !Number.isFinite(message.sqNorm)) return 'non_finite';
     for (let i = 0; i < gradSum.length; i++) if (!Number.isFinite(gradSum[i]!)) return 'non_finite';
     this.received.set(message.microBatchId, message);

@@ -24,6 +24,11 @@ export interface WorkerConnection {
   socket: WebSocket;
   /** host:port of the worker's /metrics endpoint, when it serves one. */
   metricsTarget: string | null;
+  /** Date.now() of the last pong (or of the connection) and of the last ping sent. */
+  lastPongMs: number;
+  lastPingMs: number;
+  /** Why the coordinator ended the connection, for the loss log line. */
+  lostReason: string | null;
 }
 
 export interface MembershipEvents {
@@ -40,6 +45,8 @@ export interface MembershipOptions {
   datasetFingerprint: string;
   maxPayloadBytes: number;
   handshakeTimeoutMs: number;
+  /** Ping every interval; two intervals without a pong and the worker is dead. */
+  heartbeatIntervalMs: number;
   log: (line: string) => void;
   /** Counts frame bytes sent (`out`) and received (`in`). */
   onBytes?: (direction: 'in' | 'out', bytes: number) => void;
@@ -58,6 +65,29 @@ export class Membership extends EventEmitter<MembershipEvents> {
     super();
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxPayloadBytes });
     http.on('upgrade', this.onUpgrade);
+    // Checked four times per interval, so a silent worker is found within 2.25 intervals.
+    this.heartbeat = setInterval(() => this.beat(), options.heartbeatIntervalMs / 4);
+    this.heartbeat.unref();
+  }
+
+  private readonly heartbeat: NodeJS.Timeout;
+
+  /** Terminates workers silent for two heartbeat intervals; pings each once per interval. */
+  private beat(): void {
+    const now = Date.now();
+    const interval = this.options.heartbeatIntervalMs;
+    for (const worker of this.workers.values()) {
+      const silentMs = now - worker.lastPongMs;
+      if (silentMs > 2 * interval) {
+        worker.lostReason = `no pong for 2 heartbeats (${(silentMs / 1000).toFixed(1)} s silent)`;
+        worker.socket.terminate();
+        continue;
+      }
+      if (now - worker.lastPingMs >= interval && worker.socket.readyState === worker.socket.OPEN) {
+        worker.lastPingMs = now;
+        worker.socket.ping();
+      }
+    }
   }
 
   /** Live workers that finished the handshake, by ascending id (the split's order). */
@@ -78,6 +108,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.heartbeat);
     this.http.off('upgrade', this.onUpgrade);
     const closing = [...this.workers.values()].map(
       (w) =>
@@ -130,7 +161,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
           }
           const host = remoteAddress.replace(/^::ffff:/, '');
           const metricsTarget = message.metricsPort ? `${host.includes(':') ? `[${host}]` : host}:${message.metricsPort}` : null;
-          worker = { workerId, name: message.workerName, backend: message.backend, device: message.device, maxChunk: message.maxChunk, ready: false, weightsStep: -1, socket, metricsTarget };
+          worker = { workerId, name: message.workerName, backend: message.backend, device: message.device, maxChunk: message.maxChunk, ready: false, weightsStep: -1, socket, metricsTarget, lastPongMs: Date.now(), lastPingMs: 0, lostReason: null };
           this.workers.set(workerId, worker);
           this.send(worker, this.options.welcome(workerId));
           return;
@@ -159,12 +190,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
       }
     });
 
+    socket.on('pong', () => {
+      if (worker) worker.lastPongMs = Date.now();
+    });
     socket.on('close', (code, reason) => {
       clearTimeout(handshakeTimer);
       if (!worker) return;
       this.workers.delete(workerId);
       if (!this.closed) {
-        const why = `connection closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`;
+        const why = worker.lostReason ?? `connection closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`;
         if (worker.ready) this.options.log(`worker ${workerId} (${worker.name}) lost: ${why}`);
         this.emit('lost', worker, why);
       }

@@ -9,7 +9,7 @@ import { defineCoordinatorMetrics, type CoordinatorMetrics, type CoordinatorMetr
 import type { StepRecord, TrainerObserver } from './trainer.js';
 
 /** Reasons a frame, reply or connection is refused (see docs/PROTOCOL.md). */
-export const REJECT_REASONS = ['auth', 'bad_frame', 'version_mismatch', 'dataset_mismatch', 'stale_step', 'unassigned', 'duplicate', 'non_finite'] as const;
+export const REJECT_REASONS = ['auth', 'bad_frame', 'version_mismatch', 'dataset_mismatch', 'stale_step', 'unassigned', 'duplicate', 'bad_shape', 'non_finite'] as const;
 
 /** Trainer observer that records every step into `metrics`. */
 export class CoordinatorMetricsObserver implements TrainerObserver {
@@ -22,7 +22,7 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     metrics.statisticalEfficiency.set(NaN);
     metrics.goodput.set(NaN);
     // Known label values start at 0, so "none yet" is a series at zero rather than no data.
-    for (const reason of ['worker_lost']) metrics.reassignments.inc({ reason }, 0);
+    for (const reason of ['worker_lost', 'timeout', 'non_finite']) metrics.reassignments.inc({ reason }, 0);
     for (const reason of REJECT_REASONS) metrics.rejected.inc({ reason }, 0);
     for (const direction of ['in', 'out'] as const) metrics.gradientBytes.inc({ direction }, 0);
   }

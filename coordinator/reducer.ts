@@ -4,6 +4,8 @@
 
 /** Combines one step's per-micro-batch gradient sums into the mean gradient. */
 export interface Reducer {
+  /** Length of the flat gradient every reply must have. */
+  readonly paramCount: number;
   /** Starts a step that expects exactly these micro-batch ids. */
   begin(microBatchIds: readonly number[]): void;
   /** Adds one micro-batch's gradient sum; replies may arrive in any order. */

@@ -43,6 +43,17 @@ export interface RunConfig {
   targetLoss: number | null;
   minWorkers: number;
   workerWaitTimeoutMs: number;
+  /** Ping every interval; a worker silent for two intervals is dead. */
+  heartbeatIntervalMs: number;
+  /** Per-step deadline = clamp(5 × median recent step time, floor, cap); late work is re-issued. */
+  stepDeadlineFloorMs: number;
+  stepDeadlineCapMs: number;
+  /** Where checkpoints go (none when undefined). */
+  checkpointDir?: string;
+  /** Checkpoint every this many steps (0: only on shutdown). */
+  checkpointEvery: number;
+  /** Continue from the checkpoint in checkpointDir. */
+  resume: boolean;
   backend: BackendName;
   /** null: no metrics endpoint. 0: any free port. */
   metricsPort: number | null;

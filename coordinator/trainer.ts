@@ -2,15 +2,17 @@
 // Everything else (membership, reduction, the optimizer, metrics, evaluation) lives in its own file.
 
 import { performance } from 'node:perf_hooks';
-import { BatchlabError } from '../shared/errors.js';
 import { cutMicroBatches } from '../shared/micro-batches.js';
 import type { Optimizer } from '../shared/optimizers/index.js';
-import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
+import type { GradientMessage } from '../shared/protocol.js';
 import type { Evaluation } from '../shared/evaluate.js';
 import type { NoiseScaleEstimator, NoiseScaleResult } from '../shared/statistics/noise-scale.js';
 import { GatherRound, type StepStats } from './gather-round.js';
+import type { ReassignReason } from './gather.js';
 import type { Membership, WorkerConnection } from './membership.js';
 import type { Reducer } from './reducer.js';
+import { dispatch } from './dispatch.js';
+import { gather } from './gather.js';
 import { splitMicroBatches } from './split.js';
 
 export interface TrainerConfig {
@@ -26,6 +28,9 @@ export interface TrainerConfig {
   momentum: number;
   /** How long to wait for `minWorkers` before giving up. */
   workerWaitTimeoutMs: number;
+  /** Step deadline = clamp(5 × median of recent step times, floor, cap). */
+  stepDeadlineFloorMs: number;
+  stepDeadlineCapMs: number;
 }
 
 /** What one applied step produced; observers (progress, metrics, trace) read it. */
@@ -52,7 +57,7 @@ export interface TrainerObserver {
   onEval?(step: number, evaluation: Evaluation): void;
   /** A refused reply or frame: `reason` is a RejectReason or a membership refusal (auth, bad_frame, …). */
   onReject?(reason: string, workerId: number): void;
-  onReassign?(reason: 'worker_lost', count: number): void;
+  onReassign?(reason: ReassignReason, count: number): void;
   /** A reply was accepted at `receivedAtMs` (performance.now()). */
   onReply?(workerId: number, message: GradientMessage, receivedAtMs: number): void;
 }
@@ -85,6 +90,11 @@ export interface TrainerParts {
   signal?: AbortSignal;
   /** Checked after each step (and its evaluation): true ends the run early, e.g. a target reached. */
   shouldStop?: () => boolean;
+  /** Where the run starts (a resumed checkpoint) and how far it has got; updated in place. */
+  progress: TrainingProgress;
+  /** Called after every `checkpointEvery` steps with the progress, e.g. to write a checkpoint. */
+  onCheckpoint?: (progress: TrainingProgress) => Promise<void>;
+  checkpointEvery?: number;
 }
 
 export interface TrainingOutcome {
@@ -93,27 +103,38 @@ export interface TrainingOutcome {
   lastEval: Evaluation | null;
 }
 
+/** How far the run got; kept current so a run stopped mid-step can be checkpointed. */
+export interface TrainingProgress {
+  /** Steps applied, counting those before a resume. */
+  stepsDone: number;
+  /** Samples in applied steps, counting those before a resume. */
+  samples: number;
+}
+
 /** Runs steps until `config.steps` are applied (or `signal` aborts) and returns the totals. */
 export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
-  const { config, membership, reducer, optimizer, weights, observer, log } = parts;
+  const { config, membership, reducer, optimizer, weights, observer, log, progress } = parts;
   const microBatches = cutMicroBatches(config.globalBatchSize, config.microBatch);
-  let samples = 0;
+  const recentStepMs: number[] = [];
   let lastEval: Evaluation | null = null;
-  let step = 0;
-  for (; step < config.steps; step++) {
+  for (let step = progress.stepsDone; step < config.steps; step++) {
     const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
     const t0 = performance.now();
     const round = new GatherRound(step, microBatches, reducer);
     dispatch(membership, round, splitMicroBatches(microBatches, workers.map((w) => w.workerId)), weights, config.globalBatchSize);
     const t1 = performance.now();
-    await gather(membership, round, weights, config, observer, log, parts.signal);
+    const deadlineMs = stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs);
+    await gather({ membership, round, weights, globalBatchSize: config.globalBatchSize, deadlineMs, observer, log, signal: parts.signal });
     const t2 = performance.now();
     const { meanGrad, samples: stepSamples } = reducer.finish();
     const t3 = performance.now();
     const lr = config.lrAt(step);
     optimizer.apply(weights, meanGrad, lr);
     const t4 = performance.now();
-    samples += stepSamples;
+    progress.stepsDone = step + 1;
+    progress.samples += stepSamples;
+    recentStepMs.push(t4 - t0);
+    if (recentStepMs.length > 10) recentStepMs.shift();
     const stats = round.stats();
     const gradSqNorm = squaredNorm(meanGrad);
     const noise = parts.noise?.update({ microBatches: stats.sqNorms, globalSqNorm: gradSqNorm, lr, globalBatchSize: stats.samples, momentum: config.momentum }) ?? null;
@@ -135,12 +156,18 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
       lastEval = parts.evaluate(weights);
       observer.onEval?.(step, lastEval);
     }
-    if (parts.shouldStop?.()) {
-      step++;
-      break;
-    }
+    if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast) await parts.onCheckpoint(progress);
+    if (parts.shouldStop?.()) break;
   }
-  return { stepsDone: step, samples, lastEval };
+  return { stepsDone: progress.stepsDone, samples: progress.samples, lastEval };
+}
+
+/** 5 × the median of recent step times, within [floor, cap]; 3 × the floor before any step (warm-up). */
+export function stepDeadline(recentStepMs: readonly number[], floorMs: number, capMs: number): number {
+  if (recentStepMs.length === 0) return Math.min(capMs, 3 * floorMs);
+  const sorted = [...recentStepMs].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
+  return Math.min(capMs, Math.max(floorMs, 5 * median));
 }
 
 function squaredNorm(v: Float32Array): number {
@@ -180,72 +207,4 @@ async function waitForWorkers(membership: Membership, minWorkers: number, timeou
   ready = membership.readyWorkers();
   log(`${ready.length} workers ready`);
   return ready;
-}
-
-/** Sends each worker its micro-batches, with the weights when its copy is stale. */
-function dispatch(membership: Membership, round: GatherRound, plan: Map<number, MicroBatchSpec[]>, weights: Float32Array, globalBatchSize: number): void {
-  for (const [workerId, specs] of plan) {
-    const worker = membership.workers.get(workerId);
-    if (!worker) continue;
-    round.assign(workerId, specs);
-    const hasWeights = worker.weightsStep !== round.step;
-    const sent = membership.send(
-      worker,
-      { type: 'work', step: round.step, weightsStep: round.step, hasWeights, globalBatchSize, microBatches: specs },
-      hasWeights ? weights : null,
-    );
-    if (sent) worker.weightsStep = round.step;
-  }
-}
-
-/**
- * Feeds replies into the round until every micro-batch is in. A lost worker's outstanding
- * micro-batches are re-issued to the live ones within the same step; ids fix the samples, so
- * the result is unchanged.
- */
-async function gather(membership: Membership, round: GatherRound, weights: Float32Array, config: TrainerConfig, observer: TrainerObserver, log: (line: string) => void, signal?: AbortSignal): Promise<void> {
-  const reissue = (orphans: MicroBatchSpec[]): void => {
-    if (orphans.length === 0) return;
-    const live = membership.readyWorkers();
-    if (live.length === 0) {
-      log(`step ${round.step}: no live worker for ${orphans.length} micro-batches; paused until one joins`);
-      membership.once('joined', () => reissue(orphans));
-      return;
-    }
-    observer.onReassign?.('worker_lost', orphans.length);
-    dispatch(membership, round, splitMicroBatches(orphans, live.map((w) => w.workerId)), weights, config.globalBatchSize);
-  };
-  let diverged = (_error: Error): void => {};
-  const onGradient = (worker: WorkerConnection, message: GradientMessage, body: Float32Array): void => {
-    const reason = round.accept(worker.workerId, message, body);
-    if (reason) observer.onReject?.(reason, worker.workerId);
-    else observer.onReply?.(worker.workerId, message, performance.now());
-    // A non-finite gradient at shared weights would be non-finite on any worker: stop, do not retry.
-    if (reason === 'non_finite') {
-      diverged(new BatchlabError('NON_FINITE', `step ${round.step}: micro-batch ${message.microBatchId} from worker ${worker.workerId} has non-finite gradients; the run diverged (lower --lr?)`));
-    }
-  };
-  const onLost = (worker: WorkerConnection, why: string): void => {
-    const orphans = round.orphan(worker.workerId);
-    if (orphans.length) log(`step ${round.step}: worker ${worker.workerId} lost (${why}); re-issuing micro-batches ${orphans.map((m) => m.id).join(',')}`);
-    reissue(orphans);
-  };
-  let onAbort = (): void => {};
-  const aborted = new Promise<never>((_resolve, reject) => {
-    onAbort = () => reject(signal!.reason);
-    diverged = reject;
-    signal?.addEventListener('abort', onAbort);
-  });
-  // The race below handles a rejection; this keeps one that comes after it from going unhandled.
-  aborted.catch(() => {});
-  membership.on('gradient', onGradient);
-  membership.on('lost', onLost);
-  try {
-    if (signal?.aborted) throw signal.reason;
-    await Promise.race([round.done, aborted]);
-  } finally {
-    membership.off('gradient', onGradient);
-    membership.off('lost', onLost);
-    signal?.removeEventListener('abort', onAbort);
-  }
 }

@@ -20,7 +20,8 @@ export function authorizationHeader(token: string): string {
  */
 export function isAuthorized(request: IncomingMessage, token: string): boolean {
   const header = request.headers.authorization ?? '';
-  const presented = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
+  // The scheme name is case-insensitive (RFC 7235 §2.1); the token is compared exactly.
+  const presented = /^bearer /i.test(header) ? header.slice('Bearer '.length) : '';
   const a = createHash('sha256').update(presented).digest();
   const b = createHash('sha256').update(token).digest();
   return timingSafeEqual(a, b) && presented.length > 0;

@@ -52,6 +52,8 @@ export interface WelcomeMessage {
   modelTopology: Record<string, unknown>;
   params: ParamSpec[];
   dataset: DatasetSpec;
+  /** The coordinator pings this often; a worker that hears nothing for ~2.5 intervals reconnects. */
+  heartbeatIntervalMs: number;
 }
 
 /** Worker → coordinator: dataset and model are loaded; the fingerprint proves it is the same data. */
@@ -237,6 +239,7 @@ export function validateMessage(raw: unknown): Message {
         modelTopology: obj(o, type, 'modelTopology'),
         params: validateParams(o),
         dataset,
+        heartbeatIntervalMs: int(o, type, 'heartbeatIntervalMs', 1),
       };
     }
     case 'ready':

@@ -1,6 +1,7 @@
 // The worker process: connects, handshakes, loads the same dataset as the coordinator, then
 // computes each micro-batch it is handed and replies with its gradient sum and statistics.
 
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
@@ -11,7 +12,7 @@ import { createRegistry, defineWorkerMetrics, type WorkerMetrics } from '../shar
 import { decodeFrame, encodeFrame } from '../shared/codec.js';
 import { gatherSamples, type Dataset, type DatasetName } from '../shared/data/dataset.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
-import { BatchlabError, closeCodeFor, describeError, ProtocolError } from '../shared/errors.js';
+import { BatchlabError, closeCodeFor, describeError, exitCodeFor, ProtocolError } from '../shared/errors.js';
 import { modelFromTopology } from '../shared/models/index.js';
 import { assertLayout, countParams, writeWeights } from '../shared/param-layout.js';
 import { PROTOCOL_VERSION, type Message, type WelcomeMessage, type WorkMessage } from '../shared/protocol.js';
@@ -29,6 +30,8 @@ export interface WorkerOptions {
   /** null: no /metrics endpoint; 0: any free port. */
   metricsPort: number | null;
   metricsHost: string;
+  /** PEM file of certificates to trust for wss://. */
+  ca?: string;
   log: (line: string) => void;
 }
 
@@ -42,35 +45,81 @@ interface RunState {
   weightsStep: number;
 }
 
-/** Runs until the coordinator says shutdown (exit code 0) or the connection fails (non-zero). */
+/** How a connection ended. */
+type Ending = { kind: 'shutdown' } | { kind: 'stopped' } | { kind: 'refused'; error: unknown } | { kind: 'lost'; why: string };
+
+/**
+ * Runs until the coordinator says shutdown (exit 0), a signal stops the worker (exit 0), or the
+ * coordinator cannot be reached for `connectTimeoutMs` (exit 5). A lost connection is retried
+ * with backoff and jitter, so workers ride out a coordinator restart. A refusal (bad token,
+ * version, dataset) is final (exit 3).
+ */
 export async function runWorker(options: WorkerOptions): Promise<number> {
   const { log } = options;
   const choice = await selectBackend(options.backend);
   log(`backend ${choice.backend} (${choice.device})${choice.skipped.length ? `; skipped ${choice.skipped.join('; ')}` : ''}`);
   const registry = createRegistry('worker');
   const metrics = defineWorkerMetrics(registry, choice);
+  const session: Session = { state: null, datasets: new Map(), stopping: false, socket: null };
   let metricsServer: MetricsServer | null = null;
-  let state: RunState | null = null;
   if (options.metricsPort !== null) {
-    metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, () => ({ role: 'worker', step: state?.weightsStep ?? null }));
+    metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, () => ({ role: 'worker', step: session.state?.weightsStep ?? null }));
     log(`metrics at ${metricsServer.url}`);
   }
+  const stop = (signal: NodeJS.Signals): void => {
+    log(`${signal}: abandoning current work and leaving (the coordinator re-issues it)`);
+    session.stopping = true;
+    session.socket?.close(1001, 'worker stopping');
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
   try {
-    return await serve(options, choice, metrics, metricsServer?.port, (s) => (state = s));
+    for (;;) {
+      const socket = await openSocket(options, () => session.stopping);
+      if (!socket) return 0;
+      session.socket = socket;
+      log(`connected to ${options.connect}`);
+      const ending = await serve(socket, options, choice, metrics, metricsServer?.port, session);
+      session.socket = null;
+      if (ending.kind === 'shutdown' || ending.kind === 'stopped') return 0;
+      if (ending.kind === 'refused') return exitCodeFor(ending.error) || 3;
+      log(`connection lost (${ending.why}); reconnecting for up to ${Math.round(options.connectTimeoutMs / 1000)} s`);
+    }
+  } catch (error) {
+    log(describeError(error));
+    return exitCodeFor(error);
   } finally {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
     await metricsServer?.close();
   }
 }
 
-/** The connection's life: handshake, then work frames in order until shutdown or loss. */
-async function serve(options: WorkerOptions, choice: BackendChoice, metrics: WorkerMetrics, metricsPort: number | undefined, onState: (s: RunState) => void): Promise<number> {
+/** What outlives one connection: the run state and loaded datasets (reused after a reconnect). */
+interface Session {
+  state: RunState | null;
+  datasets: Map<string, Dataset>;
+  stopping: boolean;
+  socket: WebSocket | null;
+}
+
+/** One connection's life: handshake, then work frames in order until it ends. */
+async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendChoice, metrics: WorkerMetrics, metricsPort: number | undefined, session: Session): Promise<Ending> {
   const { log } = options;
-  const socket = await openSocket(options);
-  log(`connected to ${options.connect}`);
-  let state: RunState | null = null;
-  let finished = false;
+  let ending: Ending | null = null;
   // Frames are handled strictly in arrival order, one at a time.
   let queue = Promise.resolve();
+  // The coordinator pings every heartbeat interval; silence for 2.5 intervals means it is gone.
+  let watchdog: NodeJS.Timeout | null = null;
+  let heartbeatMs = 0;
+  const feedWatchdog = (): void => {
+    if (!heartbeatMs) return;
+    if (watchdog) clearTimeout(watchdog);
+    watchdog = setTimeout(() => {
+      ending ??= { kind: 'lost', why: `no heartbeat for ${((2.5 * heartbeatMs) / 1000).toFixed(1)} s` };
+      socket.terminate();
+    }, 2.5 * heartbeatMs);
+  };
 
   const send = (message: Message, body: Float32Array | null = null): void => {
     if (socket.readyState !== WebSocket.OPEN) return;
@@ -83,16 +132,17 @@ async function serve(options: WorkerOptions, choice: BackendChoice, metrics: Wor
     const { message, body } = decodeFrame(data);
     switch (message.type) {
       case 'welcome':
-        state = await prepare(message, options);
-        onState(state);
-        send({ type: 'ready', datasetFingerprint: state.dataset.fingerprint });
+        heartbeatMs = message.heartbeatIntervalMs;
+        feedWatchdog();
+        session.state = await prepare(message, options, session.datasets);
+        send({ type: 'ready', datasetFingerprint: session.state.dataset.fingerprint });
         return;
       case 'work':
-        if (!state) throw new ProtocolError('BAD_MESSAGE', 'work before welcome');
-        computeWork(state, message, body, options.maxChunk, send, metrics);
+        if (!session.state) throw new ProtocolError('BAD_MESSAGE', 'work before welcome');
+        await computeWork(session.state, message, body, options.maxChunk, send, metrics, () => socket.readyState !== WebSocket.OPEN);
         return;
       case 'shutdown':
-        finished = true;
+        ending = { kind: 'shutdown' };
         log(`coordinator says: ${message.reason}`);
         socket.close(1000, 'bye');
         return;
@@ -104,39 +154,47 @@ async function serve(options: WorkerOptions, choice: BackendChoice, metrics: Wor
     }
   };
 
-  return await new Promise<number>((resolve) => {
-    let failure: unknown = null;
+  return await new Promise<Ending>((resolve) => {
     socket.on('message', (data: Buffer) => {
       metrics.wireBytes.inc({ direction: 'in' }, data.length);
       queue = queue.then(() => handle(data)).catch((error) => {
-        failure = error;
         log(describeError(error));
         const code = error instanceof BatchlabError ? error.code : 'BAD_MESSAGE';
+        ending ??= { kind: 'refused', error };
         send({ type: 'error', code, message: String((error as Error).message ?? error) });
         socket.close(closeCodeFor(code), code);
       });
     });
+    socket.on('ping', feedWatchdog);
     socket.on('close', (code, reason) => {
-      if (finished) return resolve(0);
-      log(`connection closed by the coordinator (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`);
-      resolve(failure ? 3 : 4);
+      if (watchdog) clearTimeout(watchdog);
+      if (session.stopping) return resolve({ kind: 'stopped' });
+      // The coordinator closes with a 44xx code when it refuses this worker: that is final.
+      if (!ending && code >= 4400 && code < 4500) ending = { kind: 'refused', error: new ProtocolError('BAD_MESSAGE', `coordinator closed the connection: ${reason.toString() || code}`) };
+      resolve(ending ?? { kind: 'lost', why: `closed with code ${code}${reason.length ? `, ${reason.toString()}` : ''}` });
     });
     socket.on('error', (error) => log(`socket error: ${error.message}`));
     send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: options.name ?? `${hostname()}:${process.pid}`, backend: choice.backend, device: choice.device, maxChunk: options.maxChunk, ...(metricsPort ? { metricsPort } : {}) });
   });
 }
 
-/** Opens the WebSocket, retrying a refused connection until `connectTimeoutMs`. */
-async function openSocket(options: WorkerOptions): Promise<WebSocket> {
+/**
+ * Opens the WebSocket, retrying with exponential backoff and jitter until `connectTimeoutMs`.
+ * A refusal at the upgrade (401) is final. Returns null when the worker is told to stop meanwhile.
+ */
+async function openSocket(options: WorkerOptions, isStopping: () => boolean): Promise<WebSocket | null> {
   const deadline = Date.now() + options.connectTimeoutMs;
+  const ca = options.ca ? await readFile(options.ca) : undefined;
   let delayMs = 100;
   for (;;) {
+    if (isStopping()) return null;
     try {
       return await new Promise<WebSocket>((resolve, reject) => {
         const socket = new WebSocket(options.connect, {
           perMessageDeflate: false,
           maxPayload: 1024 * 1024 * 1024,
           headers: options.token ? { authorization: authorizationHeader(options.token) } : {},
+          ...(ca ? { ca } : {}),
         });
         socket.once('open', () => {
           socket.removeAllListeners('error');
@@ -149,8 +207,8 @@ async function openSocket(options: WorkerOptions): Promise<WebSocket> {
         socket.once('error', reject);
       });
     } catch (error) {
-      if (error instanceof BatchlabError || Date.now() + delayMs > deadline) {
-        if (error instanceof BatchlabError) throw error;
+      if (error instanceof BatchlabError) throw error;
+      if (Date.now() + delayMs > deadline) {
         throw new BatchlabError('CONNECT_FAILED', `could not reach ${options.connect} within ${Math.round(options.connectTimeoutMs / 1000)} s: ${(error as Error).message}`);
       }
       await new Promise((r) => setTimeout(r, delayMs * (0.5 + Math.random())));
@@ -160,17 +218,24 @@ async function openSocket(options: WorkerOptions): Promise<WebSocket> {
 }
 
 /** Loads the dataset and builds the model the welcome describes; checks both match. */
-async function prepare(welcome: WelcomeMessage, options: WorkerOptions): Promise<RunState> {
+async function prepare(welcome: WelcomeMessage, options: WorkerOptions, datasets: Map<string, Dataset>): Promise<RunState> {
   if (welcome.protocolVersion !== PROTOCOL_VERSION) {
     throw new ProtocolError('VERSION_MISMATCH', `coordinator speaks protocol ${welcome.protocolVersion}, this worker ${PROTOCOL_VERSION}`);
   }
-  const dataset = await loadDataset({
-    name: welcome.dataset.name as DatasetName,
-    dataDir: options.dataDir,
-    seed: welcome.seed,
-    syntheticTrain: welcome.dataset.syntheticTrain,
-    syntheticTest: welcome.dataset.syntheticTest,
-  });
+  // After a reconnect the same data is usually asked for again: keep it loaded.
+  const key = JSON.stringify([welcome.dataset, welcome.seed]);
+  let dataset = datasets.get(key);
+  if (!dataset) {
+    dataset = await loadDataset({
+      name: welcome.dataset.name as DatasetName,
+      dataDir: options.dataDir,
+      seed: welcome.seed,
+      syntheticTrain: welcome.dataset.syntheticTrain,
+      syntheticTest: welcome.dataset.syntheticTest,
+    });
+    datasets.clear();
+    datasets.set(key, dataset);
+  }
   if (dataset.fingerprint !== welcome.dataset.fingerprint) {
     throw new ProtocolError('DATASET_MISMATCH', `loaded ${describeDataset(dataset)} (fingerprint ${dataset.fingerprint}) but the coordinator has ${welcome.dataset.trainCount} train samples with fingerprint ${welcome.dataset.fingerprint}: point --data-dir at the same files`);
   }
@@ -187,8 +252,19 @@ async function prepare(welcome: WelcomeMessage, options: WorkerOptions): Promise
   };
 }
 
-/** Computes every micro-batch of a work message in order and sends one reply per micro-batch. */
-function computeWork(state: RunState, work: WorkMessage, body: Float32Array | null, maxChunk: number, send: (m: Message, b: Float32Array) => void, metrics: WorkerMetrics): void {
+/**
+ * Computes every micro-batch of a work message in order and sends one reply per micro-batch,
+ * yielding to the event loop in between so heartbeats are answered and replies leave early.
+ */
+async function computeWork(
+  state: RunState,
+  work: WorkMessage,
+  body: Float32Array | null,
+  maxChunk: number,
+  send: (m: Message, b: Float32Array) => void,
+  metrics: WorkerMetrics,
+  isClosed: () => boolean,
+): Promise<void> {
   if (work.hasWeights) {
     if (!body || body.length !== state.paramCount) throw new ProtocolError('BAD_FRAME', `work: weights body has ${body?.length ?? 0} values, the model has ${state.paramCount}`);
     writeWeights(state.gm.model, body);
@@ -196,6 +272,8 @@ function computeWork(state: RunState, work: WorkMessage, body: Float32Array | nu
   }
   if (state.weightsStep !== work.weightsStep) throw new ProtocolError('BAD_MESSAGE', `work for step ${work.step} needs weights of step ${work.weightsStep}, worker holds step ${state.weightsStep}`);
   for (const spec of work.microBatches) {
+    await new Promise((resolve) => setImmediate(resolve));
+    if (isClosed()) return;
     if (spec.end > work.globalBatchSize) throw new ProtocolError('BAD_MESSAGE', `micro-batch ${spec.id} ends at ${spec.end}, past the global batch of ${work.globalBatchSize}`);
     const t0 = performance.now();
     const indices = state.sampler.indicesFor(work.step, work.globalBatchSize, spec.start, spec.end);

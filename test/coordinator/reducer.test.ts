@@ -141,6 +141,7 @@ describe('StarReducer', () => {
 
 /** A reducer that records what reaches it, to see which replies get reduced. */
 class RecordingReducer implements Reducer {
+  readonly paramCount = PARAMS;
   ids: number[] = [];
   added: { id: number; gradSum: Float32Array; samples: number }[] = [];
   begin(ids: readonly number[]): void {
@@ -326,5 +327,23 @@ describe('GatherRound', () => {
       { samples: 4, sqNorm: 0.4 },
     ]);
     expect(stats.computeMsByWorker).toEqual(new Map([[1, 30], [2, 70]]));
+  });
+});
+
+describe('GatherRound re-issue support', () => {
+  it('refuses a gradient of the wrong length as bad_shape and does not reduce it', () => {
+    const { specs, reducer, round } = setup();
+    expect(round.accept(1, reply(5, specs[0]!), new Float32Array(PARAMS + 1))).toBe('bad_shape');
+    expect(reducer.added).toEqual([]);
+  });
+
+  it('releases one outstanding micro-batch from its owner, whose late reply is then unassigned', () => {
+    const { specs, round } = setup();
+    expect(round.outstandingOwners().sort()).toEqual([1, 2]);
+    expect(round.release(specs[0]!.id)).toEqual([specs[0]]);
+    expect(round.release(specs[0]!.id)).toEqual([]);
+    expect(round.accept(1, reply(5, specs[0]!), grad())).toBe('unassigned');
+    round.assign(2, [specs[0]!]);
+    expect(round.accept(2, reply(5, specs[0]!), grad())).toBeNull();
   });
 });

@@ -33,6 +33,7 @@ const welcome: WelcomeMessage = {
     { name: 'dense/bias', shape: [10] },
   ],
   dataset: { name: 'synthetic', trainCount: 600, testCount: 200, fingerprint: 'abc123', syntheticTrain: 600, syntheticTest: 200 },
+  heartbeatIntervalMs: 5000,
 };
 const ready: ReadyMessage = { type: 'ready', datasetFingerprint: 'abc123' };
 const work = (hasWeights: boolean): WorkMessage => ({

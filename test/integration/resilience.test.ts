@@ -1,0 +1,144 @@
+// Worker loss, a worker joining mid-run, and coordinator restarts from a checkpoint all end with
+// the weights of an undisturbed run: micro-batch ids fix the samples and the reduction order.
+
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, startCli } from '../support/cli.js';
+import { waitForStep, waitForText, watch } from '../support/processes.js';
+import { freePort } from '../support/prometheus.js';
+import { maxRelativeDifference } from '../support/tensors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'batchlab-resilience-'));
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const STEPS = 300;
+const BATCH = 96;
+const TOKEN = 'resilience-token';
+const JOB = ['--dataset', 'synthetic', '--hidden', '128,64', '--global-batch', String(BATCH), '--micro-batch', '16', '--steps', String(STEPS), '--optimizer', 'adam', '--seed', '3', '--eval-every', '0', '--metrics-port', 'off'];
+
+function weightsOf(model: string): Float32Array {
+  const bytes = readFileSync(join(model, 'weights.bin'));
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+let reference: Float32Array;
+beforeAll(async () => {
+  const result = await runCli(['local', '--workers', '2', ...JOB, '--save-model', join(dir, 'reference')], {}, 180_000);
+  expect(result.code, result.stderr).toBe(0);
+  reference = weightsOf(join(dir, 'reference'));
+}, 180_000);
+
+function coordinator(tag: string, extra: string[], port = 0) {
+  const child = startCli(['coordinator', '--host', '127.0.0.1', '--port', String(port), '--token', TOKEN, '--heartbeat-interval', '1', ...JOB, '--report', join(dir, `${tag}.json`), '--save-model', join(dir, tag), ...extra]);
+  children.push(child);
+  return { child, ...watch(child) };
+}
+
+function worker(port: number, name: string, extra: string[] = []) {
+  const child = startCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--name', name, '--metrics-port', 'off', ...extra], { BATCHLAB_TOKEN: TOKEN });
+  children.push(child);
+  return { child, ...watch(child) };
+}
+
+async function portOf(output: () => string): Promise<number> {
+  return Number((await waitForText(output, /listening on wss?:\/\/127\.0\.0\.1:(\d+)/))[1]);
+}
+
+function expectUndisturbedResult(tag: string): void {
+  const report = JSON.parse(readFileSync(join(dir, `${tag}.json`), 'utf8'));
+  expect(report.steps).toBe(STEPS);
+  expect(report.samples).toBe(STEPS * BATCH);
+  expect(maxRelativeDifference(reference, weightsOf(join(dir, tag)))).toBeLessThan(1e-5);
+}
+
+describe('resilience', () => {
+  it('completes with the undisturbed weights when a worker is killed with SIGKILL mid-run', async () => {
+    const c = coordinator('sigkill', ['--min-workers', '2']);
+    const port = await portOf(c.output);
+    const workers = ['w1', 'w2', 'w3'].map((name) => worker(port, name));
+    await waitForText(c.output, /worker 3 joined/);
+    const joinedAt = Math.max(0, ...[...c.output().matchAll(/step +(\d+)\/\d+/g)].map((m) => Number(m[1])));
+    await waitForStep(c.output, joinedAt + 30);
+    workers[1]!.child.kill('SIGKILL');
+    expect(await c.exit, c.output().slice(-3000)).toBe(0);
+    expect(c.output()).toMatch(/worker \d \(w2\) lost: connection closed/);
+    expect(c.output()).toMatch(/re-issuing micro-batches|workers ready/);
+    expectUndisturbedResult('sigkill');
+    expect(await workers[0]!.exit).toBe(0);
+  }, 180_000);
+
+  it('lets a worker join mid-run and still ends with the undisturbed weights', async () => {
+    const c = coordinator('join', ['--min-workers', '2']);
+    const port = await portOf(c.output);
+    worker(port, 'first');
+    worker(port, 'second');
+    await waitForStep(c.output, 20);
+    const late = worker(port, 'late');
+    expect(await c.exit, c.output().slice(-3000)).toBe(0);
+    expect(c.output()).toMatch(/worker 3 joined \(late/);
+    const report = JSON.parse(readFileSync(join(dir, 'join.json'), 'utf8'));
+    expect(report.workers).toBe(3);
+    expectUndisturbedResult('join');
+    expect(await late.exit).toBe(0);
+  }, 180_000);
+
+  it('resumes from a checkpoint after the coordinator is killed; workers reconnect by themselves', async () => {
+    const port = await freePort();
+    const checkpoints = join(dir, 'restart-ckpt');
+    const first = coordinator('restart', ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10'], port);
+    const workers = ['a', 'b'].map((name) => worker(port, name, ['--connect-timeout', '60']));
+    await waitForText(first.output, /checkpoint at step 30 written/);
+    first.child.kill('SIGKILL');
+    await first.exit;
+    const second = coordinator('restart', ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10', '--resume'], port);
+    expect(await second.exit, second.output().slice(-3000)).toBe(0);
+    expect(second.output()).toMatch(/resuming from .* at step (30|40|50)/);
+    for (const w of workers) {
+      expect(await w.exit).toBe(0);
+      expect(w.output()).toMatch(/connection lost .*reconnecting/);
+    }
+    expectUndisturbedResult('restart');
+  }, 180_000);
+
+  it('writes a checkpoint and stops its workers on SIGTERM, and the resumed run ends with the undisturbed weights', async () => {
+    const checkpoints = join(dir, 'sigterm-ckpt');
+    const first = coordinator('sigterm', ['--min-workers', '1', '--checkpoint-dir', checkpoints, '--checkpoint-every', '0']);
+    const port = await portOf(first.output);
+    const w = worker(port, 'only');
+    await waitForStep(first.output, 20);
+    first.child.kill('SIGTERM');
+    expect(await first.exit).toBe(130);
+    expect(first.output()).toMatch(/checkpoint at step \d+ written/);
+    expect(existsSync(join(checkpoints, 'checkpoint.batchlab'))).toBe(true);
+    expect(await w.exit).toBe(0);
+    expect(w.output()).toMatch(/coordinator says: coordinator interrupted/);
+
+    const second = coordinator('sigterm', ['--checkpoint-dir', checkpoints, '--resume']);
+    const port2 = await portOf(second.output);
+    worker(port2, 'again');
+    expect(await second.exit, second.output().slice(-3000)).toBe(0);
+    expectUndisturbedResult('sigterm');
+  }, 180_000);
+
+  it('refuses to resume from a checkpoint of a different run, naming what differs', async () => {
+    const checkpoints = join(dir, 'sigterm-ckpt');
+    const otherBatch = JOB.map((arg, i) => (JOB[i - 1] === '--global-batch' ? '64' : arg));
+    const result = await runCli(['coordinator', '--port', '0', '--insecure', ...otherBatch, '--checkpoint-dir', checkpoints, '--resume']);
+    expect(result.code).toBe(5);
+    expect(result.stderr).toMatch(/different run: globalBatchSize: checkpoint 96, this run 64/);
+  });
+
+  it('gives up with a clear message when the coordinator cannot be reached within --connect-timeout', async () => {
+    const port = await freePort();
+    const result = await runCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--connect-timeout', '1.5', '--metrics-port', 'off']);
+    expect(result.code).toBe(5);
+    expect(result.stderr).toMatch(new RegExp(`could not reach ws://127.0.0.1:${port} within 2 s`));
+  });
+});
