@@ -8,7 +8,7 @@ import { runCoordinator } from '../coordinator/coordinator.js';
 import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
 import { runWorker } from '../worker/worker.js';
 import { runLocal } from './local.js';
-import { COORDINATOR_OPTIONS, LOCAL_OPTIONS, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
+import { COORDINATOR_OPTIONS, LOCAL_OPTIONS, withEnvironmentDefaults, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
 import { runSweep } from './sweep.js';
 import { writeSweepHtml, writeSweepReport } from './sweep-report.js';
 import { ProgressReporter } from './progress.js';
@@ -32,14 +32,14 @@ async function execute(body: () => Promise<number>, where: string): Promise<neve
   process.exit(code);
 }
 
-await yargs(hideBin(process.argv))
+try {
+  await yargs(hideBin(process.argv))
   .scriptName('batchlab')
   .usage('$0 <command> [options]\n\nData-parallel training with exact gradient averaging over WebSocket workers.')
-  .env('BATCHLAB')
   .command(
     'local',
     'run a coordinator and N worker processes on this machine',
-    (y) => y.options(LOCAL_OPTIONS),
+    (y) => y.options(withEnvironmentDefaults(LOCAL_OPTIONS, process.env)),
     (argv) =>
       execute(async () => {
         const settings = parseLocalSettings(argv);
@@ -53,7 +53,7 @@ await yargs(hideBin(process.argv))
   .command(
     'coordinator',
     'serve workers and run the training loop',
-    (y) => y.options(COORDINATOR_OPTIONS),
+    (y) => y.options(withEnvironmentDefaults(COORDINATOR_OPTIONS, process.env)),
     (argv) =>
       execute(async () => {
         const settings = parseCoordinatorSettings(argv);
@@ -74,7 +74,7 @@ await yargs(hideBin(process.argv))
   .command(
     'sweep',
     'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
-    (y) => y.options(SWEEP_OPTIONS),
+    (y) => y.options(withEnvironmentDefaults(SWEEP_OPTIONS, process.env)),
     (argv) =>
       execute(async () => {
         const settings = parseSweepSettings(argv);
@@ -91,7 +91,7 @@ await yargs(hideBin(process.argv))
   .command(
     'worker',
     'connect to a coordinator and compute gradients',
-    (y) => y.options(WORKER_OPTIONS),
+    (y) => y.options(withEnvironmentDefaults(WORKER_OPTIONS, process.env)),
     (argv) =>
       execute(async () => {
         const settings = parseWorkerSettings(argv, process.env);
@@ -103,8 +103,18 @@ await yargs(hideBin(process.argv))
   .help()
   .wrap(Math.min(110, process.stdout.columns ?? 110))
   .fail((message, error) => {
+    if (error instanceof OptionError) {
+      process.stderr.write(`batchlab: ${error.message}\n`);
+      process.exit(2);
+    }
     if (error) throw error;
     process.stderr.write(`batchlab: ${message}\nRun 'batchlab --help' for the commands and options.\n`);
     process.exit(2);
   })
   .parseAsync();
+} catch (error) {
+  // A bad BATCHLAB_* boolean is found while yargs builds the command, outside the handlers.
+  if (!(error instanceof OptionError)) throw error;
+  process.stderr.write(`batchlab: ${error.message}\n`);
+  process.exit(2);
+}

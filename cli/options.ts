@@ -104,6 +104,30 @@ export const WORKER_OPTIONS = {
 
 type Raw = Record<string, unknown>;
 
+/**
+ * The option declarations with defaults taken from BATCHLAB_<OPTION> environment variables
+ * (`--global-batch` ← BATCHLAB_GLOBAL_BATCH). Unlike yargs' .env(), other BATCHLAB_* variables
+ * (Kubernetes injects BATCHLAB_COORDINATOR_SERVICE_HOST for a Service named batchlab-coordinator)
+ * are ignored instead of failing as unknown arguments. Command line > environment > default.
+ */
+export function withEnvironmentDefaults<T extends Record<string, Options>>(options: T, env: NodeJS.ProcessEnv): T {
+  const out: Record<string, Options> = {};
+  for (const [name, option] of Object.entries(options)) {
+    const variable = `BATCHLAB_${name.toUpperCase().replaceAll('-', '_')}`;
+    const value = env[variable];
+    if (value === undefined) {
+      out[name] = option;
+    } else if (option.type === 'boolean') {
+      const lowered = value.trim().toLowerCase();
+      if (!['true', 'false', '1', '0', 'yes', 'no', ''].includes(lowered)) throw new OptionError(name, value, `true or false (from ${variable})`);
+      out[name] = { ...option, default: ['true', '1', 'yes'].includes(lowered) };
+    } else {
+      out[name] = { ...option, default: value };
+    }
+  }
+  return out as T;
+}
+
 function text(raw: Raw, option: string): string | undefined {
   const v = raw[option];
   if (v === undefined || v === null) return undefined;

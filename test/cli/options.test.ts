@@ -54,6 +54,7 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
     [['local', '--no-such-option', '1'], {}, /Unknown argument/],
     [['worker', '--connect', 'localhost:7070'], {}, /--connect: got "localhost:7070"/],
     [['frobnicate'], {}, /Unknown argument: frobnicate|Name a command/],
+    [['coordinator', '--port', '0'], { BATCHLAB_INSECURE: 'maybe' }, /--insecure: got "maybe"; expected true or false \(from BATCHLAB_INSECURE\)/],
   ])('batchlab %s', async (args, env, message) => {
     const result = await runCli(args as string[], env as Record<string, string>, 30_000);
     expect(result.code).toBe(2);
@@ -61,4 +62,14 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
     // Nothing ran: no progress, no summary.
     expect(result.stdout).not.toMatch(/summary/);
   });
+});
+
+it('ignores BATCHLAB_* variables that name no option, as Kubernetes service links inject them', async () => {
+  const result = await runCli(['worker', '--connect', 'ws://127.0.0.1:1', '--connect-timeout', '0.5', '--metrics-port', 'off'], {
+    BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1',
+    BATCHLAB_COORDINATOR_PORT: 'tcp://10.0.0.1:7070',
+  });
+  expect(result.stderr).not.toMatch(/Unknown argument/);
+  expect(result.code).toBe(5);
+  expect(result.stderr).toMatch(/could not reach ws:\/\/127\.0\.0\.1:1/);
 });

@@ -1,0 +1,194 @@
+// deploy/compose.yaml and compose.gpu.yaml: valid against the Compose Specification schema,
+// interpolated as Compose does, and wired together: Prometheus finds the services it scrapes,
+// Grafana gets the repository's provisioning, GPU workers get distinct GPUs.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { composeErrors, composeSchemaPath } from './schemas.js';
+import { DEPLOY, interpolate, loadCompose, readEnvFile, readYamlOne, serviceEnvironment, variablesIn, type Json } from './support.js';
+
+const COMPOSE = join(DEPLOY, 'compose.yaml');
+const GPU = join(DEPLOY, 'compose.gpu.yaml');
+const ENV_EXAMPLE = join(DEPLOY, '.env.example');
+const TOKEN = 'test-token-0123456789abcdef';
+
+/** deploy/.env as a user makes it from the example: the example with a token filled in. */
+const exampleEnv = (): Record<string, string> => ({ ...readEnvFile(ENV_EXAMPLE), BATCHLAB_TOKEN: TOKEN });
+const clone = (x: Json): Json => structuredClone(x);
+
+describe('deploy/compose.yaml', () => {
+  it('validates against the Compose Specification schema once .env.example (plus a token) is interpolated', () => {
+    expect(existsSync(composeSchemaPath()), composeSchemaPath()).toBe(true);
+    expect(composeErrors(loadCompose(COMPOSE, exampleEnv()))).toEqual([]);
+  });
+
+  it('also validates with no .env at all: a token from the shell is the only thing it needs', () => {
+    const model = loadCompose(COMPOSE, { BATCHLAB_TOKEN: TOKEN });
+    expect(composeErrors(model)).toEqual([]);
+    expect(model.services.worker.deploy.replicas).toBe('2');
+    expect(model.services.grafana.image).toMatch(/^grafana\/grafana:\d+\.\d+\.\d+$/);
+    expect(model.services.prometheus.image).toMatch(/^prom\/prometheus:v\d+\.\d+\.\d+$/);
+  });
+
+  it('refuses to start without a token, naming BATCHLAB_TOKEN', () => {
+    expect(() => loadCompose(COMPOSE, { ...readEnvFile(ENV_EXAMPLE), BATCHLAB_TOKEN: '' })).toThrow(/BATCHLAB_TOKEN/);
+    expect(() => loadCompose(COMPOSE, {})).toThrow(/BATCHLAB_TOKEN/);
+  });
+
+  it('the schema check rejects broken compose files (so the passes above mean something)', () => {
+    const good = loadCompose(COMPOSE, exampleEnv());
+    const misspelled = clone(good);
+    misspelled.services.worker.comand = ['worker'];
+    expect(composeErrors(misspelled).join('\n')).toMatch(/\/services\/worker must NOT have additional properties/);
+    const badReplicas = clone(good);
+    badReplicas.services.worker.deploy.replicas = { count: 2 };
+    expect(composeErrors(badReplicas).join('\n')).toMatch(/replicas/);
+    const badPorts = clone(good);
+    badPorts.services.grafana.ports = 3000;
+    expect(composeErrors(badPorts).join('\n')).toMatch(/\/services\/grafana\/ports must be array/);
+    const badCondition = clone(good);
+    badCondition.services.worker.depends_on.coordinator.condition = 'service_ready';
+    expect(composeErrors(badCondition).join('\n')).toMatch(/depends_on\/coordinator\/condition must be equal to one of the allowed values/);
+    const unknownTop = clone(good);
+    unknownTop.service = {};
+    expect(composeErrors(unknownTop)).not.toEqual([]);
+  });
+
+  it('names in .env.example every variable the compose files use (BATCHLAB_TOKEN left empty)', () => {
+    const example = readEnvFile(ENV_EXAMPLE);
+    for (const file of [COMPOSE, GPU]) {
+      for (const name of variablesIn(readFileSync(file, 'utf8'))) expect(Object.keys(example), `${name} (${file})`).toContain(name);
+    }
+    expect(example.BATCHLAB_TOKEN).toBe('');
+  });
+
+  it('runs coordinator and workers from the CPU image built from deploy/Dockerfile.cpu with the repository root as context', () => {
+    const model = loadCompose(COMPOSE, exampleEnv());
+    for (const name of ['coordinator', 'worker']) {
+      const service = model.services[name];
+      expect(service.build).toEqual({ context: '..', dockerfile: 'deploy/Dockerfile.cpu' });
+      expect(existsSync(join(DEPLOY, service.build.context, service.build.dockerfile))).toBe(true);
+      expect(service.command).toEqual([name]);
+    }
+  });
+
+  it('scales workers with WORKERS, and the coordinator waits for that many', () => {
+    const model = loadCompose(COMPOSE, { ...exampleEnv(), WORKERS: '5' });
+    expect(model.services.worker.deploy.replicas).toBe('5');
+    expect(serviceEnvironment(model.services.coordinator).BATCHLAB_MIN_WORKERS).toBe('5');
+  });
+
+  it('lets workers find the coordinator through MASTER_ADDR/MASTER_PORT with the same token', () => {
+    const model = loadCompose(COMPOSE, exampleEnv());
+    const coordinator = serviceEnvironment(model.services.coordinator);
+    const worker = serviceEnvironment(model.services.worker);
+    expect(Object.keys(model.services)).toContain(worker.MASTER_ADDR);
+    expect(worker.MASTER_PORT).toBe(coordinator.BATCHLAB_PORT);
+    expect(worker.BATCHLAB_TOKEN).toBe(TOKEN);
+    expect(coordinator.BATCHLAB_TOKEN).toBe(TOKEN);
+    expect(model.services.worker.depends_on.coordinator.condition).toBe('service_healthy');
+    expect(model.services.coordinator.healthcheck.test.join(' ')).toContain(`127.0.0.1:${coordinator.BATCHLAB_METRICS_PORT}/healthz`);
+  });
+
+  it('has Prometheus find the coordinator and every worker by service name on the metrics ports the services fix', () => {
+    const model = loadCompose(COMPOSE, exampleEnv());
+    const mount = model.services.prometheus.volumes.find((v: string) => v.endsWith(':/etc/prometheus/prometheus.yml:ro'));
+    const configPath = join(DEPLOY, mount.split(':')[0]);
+    expect(existsSync(configPath)).toBe(true);
+    const config = readYamlOne(configPath);
+    const sd = config.scrape_configs.flatMap((job: Json) => job.dns_sd_configs ?? []);
+    const byName = Object.fromEntries(sd.map((s: Json) => [s.names[0], s]));
+    expect(Object.keys(byName).sort()).toEqual(['coordinator', 'worker']);
+    for (const name of ['coordinator', 'worker']) {
+      expect(byName[name].type).toBe('A');
+      expect(String(byName[name].port)).toBe(serviceEnvironment(model.services[name]).BATCHLAB_METRICS_PORT);
+    }
+  });
+
+  it('mounts grafana/provisioning and grafana/dashboards where the provisioning expects them, with the datasource on the prometheus service', () => {
+    const model = loadCompose(COMPOSE, exampleEnv());
+    const grafana = model.services.grafana;
+    const mounts = Object.fromEntries(grafana.volumes.filter((v: string) => v.startsWith('../')).map((v: string) => v.split(':').slice(0, 2).reverse()));
+    expect(mounts['/etc/grafana/provisioning']).toBe('../grafana/provisioning');
+    expect(existsSync(join(DEPLOY, mounts['/etc/grafana/provisioning'], 'datasources'))).toBe(true);
+    const provider = readYamlOne(join(DEPLOY, '../grafana/provisioning/dashboards/batchlab.yaml'));
+    const dashboardsPath = provider.providers[0].options.path;
+    expect(mounts[dashboardsPath]).toBe('../grafana/dashboards');
+    expect(existsSync(join(DEPLOY, '../grafana/dashboards/batchlab.json'))).toBe(true);
+    expect(serviceEnvironment(grafana).GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe(`${dashboardsPath}/batchlab.json`);
+    // The datasource file reads its URL from BATCHLAB_PROMETHEUS_URL: point it at the prometheus service.
+    const datasource = readFileSync(join(DEPLOY, '../grafana/provisioning/datasources/prometheus.yaml'), 'utf8');
+    expect(datasource).toContain('BATCHLAB_PROMETHEUS_URL');
+    const url = new URL(serviceEnvironment(grafana).BATCHLAB_PROMETHEUS_URL);
+    expect(Object.keys(model.services)).toContain(url.hostname);
+    expect(url.port).toBe('9090');
+  });
+
+  it('publishes Prometheus, Grafana and the coordinator on 127.0.0.1 unless told otherwise', () => {
+    const model = loadCompose(COMPOSE, { BATCHLAB_TOKEN: TOKEN });
+    for (const name of ['coordinator', 'prometheus', 'grafana']) {
+      for (const port of model.services[name].ports) expect(port, name).toMatch(/^127\.0\.0\.1:/);
+    }
+    expect(loadCompose(COMPOSE, { BATCHLAB_TOKEN: TOKEN, GRAFANA_BIND: '0.0.0.0' }).services.grafana.ports[0]).toBe('0.0.0.0:3000:3000');
+  });
+});
+
+describe('deploy/compose.gpu.yaml', () => {
+  const gpu = (env: Record<string, string> = exampleEnv()): Json => loadCompose(GPU, env);
+  const gpuWorkers = (model: Json): [string, Json][] => Object.entries(model.services).filter(([name]) => name === 'worker' || name.startsWith('worker-gpu')) as [string, Json][];
+
+  it('validates against the Compose Specification schema', () => {
+    expect(composeErrors(gpu())).toEqual([]);
+  });
+
+  it('the schema check rejects a GPU reservation without the capabilities list', () => {
+    const broken = clone(gpu());
+    broken.services.worker.deploy.resources.reservations.devices[0].capabilities = 'gpu';
+    expect(composeErrors(broken).join('\n')).toMatch(/capabilities must be array/);
+  });
+
+  it('pins every GPU worker to its own device id (Docker would hand count: 1 replicas all GPU 0)', () => {
+    const workers = gpuWorkers(gpu());
+    expect(workers.length).toBe(8);
+    const ids = workers.map(([, s]) => {
+      const [device] = s.deploy.resources.reservations.devices;
+      expect(device.driver).toBe('nvidia');
+      expect(device.capabilities).toEqual(['gpu']);
+      expect(device.count).toBeUndefined();
+      return device.device_ids.join(',');
+    });
+    expect(ids).toEqual(['0', '1', '2', '3', '4', '5', '6', '7']);
+  });
+
+  it('runs the GPU image on tensorflow-gpu, each worker answering to the DNS name Prometheus resolves (worker)', () => {
+    for (const [name, service] of gpuWorkers(gpu())) {
+      expect(service.build.dockerfile, name).toBe('deploy/Dockerfile.gpu');
+      expect(existsSync(join(DEPLOY, service.build.context, service.build.dockerfile))).toBe(true);
+      expect(serviceEnvironment(service).BATCHLAB_BACKEND).toBe('tensorflow-gpu');
+      expect(service.networks.default.aliases).toContain('worker');
+    }
+  });
+
+  it('adds 1, 3 and 7 GPU workers to the always-on one with the profiles gpus-2, gpus-4 and gpus-8', () => {
+    const workers = gpuWorkers(gpu());
+    for (const [profile, extra] of [['gpus-2', 1], ['gpus-4', 3], ['gpus-8', 7]] as const) {
+      expect(workers.filter(([, s]) => s.profiles?.includes(profile)).length, profile).toBe(extra);
+    }
+    expect(workers.filter(([, s]) => !s.profiles).map(([n]) => n)).toEqual(['worker']);
+  });
+
+  it('makes the coordinator wait for WORKERS GPU workers (default 1)', () => {
+    expect(serviceEnvironment(gpu({ BATCHLAB_TOKEN: TOKEN }).services.coordinator).BATCHLAB_MIN_WORKERS).toBe('1');
+    expect(serviceEnvironment(gpu({ BATCHLAB_TOKEN: TOKEN, WORKERS: '4' }).services.coordinator).BATCHLAB_MIN_WORKERS).toBe('4');
+  });
+});
+
+describe('Compose interpolation as these tests do it', () => {
+  it('follows the Compose rules for defaults, required values and $$', () => {
+    expect(interpolate('${A:-x} ${A-y} $$A ${B} $B', { A: '' })).toBe('x  $A  ');
+    expect(interpolate('${A:-x}', { A: 'set' })).toBe('set');
+    expect(() => interpolate('${A:?give A}', {})).toThrow(/give A/);
+    expect(interpolate('${A?give A}', { A: '' })).toBe('');
+  });
+});

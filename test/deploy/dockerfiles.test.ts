@@ -1,0 +1,150 @@
+// deploy/Dockerfile.cpu and Dockerfile.gpu, read as Docker reads them: every path they copy
+// exists and is let into the build context, the build compiles every folder the CLI imports,
+// the image runs as a non-root user through the batchlab entrypoint, and the GPU image is the
+// CUDA 11.2 / cuDNN 8 one whose native TensorFlow module must be fetched for the build to pass.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DEPLOY, ROOT, walk } from './support.js';
+
+interface Instruction {
+  op: string;
+  args: string;
+  line: number;
+}
+
+/** Instructions of a Dockerfile: comments dropped, continuation lines joined. */
+function instructions(path: string): Instruction[] {
+  const out: Instruction[] = [];
+  let pending = '';
+  let start = 0;
+  readFileSync(path, 'utf8').split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (pending === '' && (line === '' || line.startsWith('#'))) return;
+    if (pending !== '' && line.startsWith('#')) return;
+    if (pending === '') start = i + 1;
+    pending += `${line.replace(/\\$/, '')} `;
+    if (!line.endsWith('\\')) {
+      const [op, ...rest] = pending.trim().split(/\s+/);
+      out.push({ op: op!.toUpperCase(), args: rest.join(' '), line: start });
+      pending = '';
+    }
+  });
+  return out;
+}
+
+/** Instructions of the final stage (after the last FROM). */
+function finalStage(all: Instruction[]): Instruction[] {
+  const last = all.map((i) => i.op).lastIndexOf('FROM');
+  return all.slice(last);
+}
+
+/** Sources of COPY instructions that read the build context (not --from another stage). */
+function contextSources(all: Instruction[]): string[] {
+  return all
+    .filter((i) => (i.op === 'COPY' || i.op === 'ADD') && !/--from=/.test(i.args))
+    .flatMap((i) => {
+      const words = i.args.split(/\s+/).filter((w) => !w.startsWith('--'));
+      return words.slice(0, -1);
+    });
+}
+
+/** The allowlist of a Dockerfile-specific .dockerignore: "*" then "!name" lines. */
+function allowlist(dockerignore: string): { allowed: string[]; denied: string[] } {
+  const lines = readFileSync(dockerignore, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  expect(lines[0], `${dockerignore} starts by ignoring everything`).toBe('*');
+  return { allowed: lines.filter((l) => l.startsWith('!')).map((l) => l.slice(1)), denied: lines.slice(1).filter((l) => !l.startsWith('!')) };
+}
+
+const DOCKERFILES = ['Dockerfile.cpu', 'Dockerfile.gpu'] as const;
+const stageDefaults = (all: Instruction[]): Record<string, string> =>
+  Object.fromEntries(all.filter((i) => i.op === 'ARG' && i.args.includes('=')).map((i) => i.args.split('=', 2) as [string, string]));
+
+describe.each(DOCKERFILES)('deploy/%s', (name) => {
+  const path = join(DEPLOY, name);
+  const all = instructions(path);
+
+  it('copies only paths that exist, each let into the context by its .dockerignore allowlist', () => {
+    const { allowed } = allowlist(join(DEPLOY, `${name}.dockerignore`));
+    const sources = contextSources(all);
+    expect(sources.length).toBeGreaterThan(0);
+    for (const source of sources) {
+      expect(existsSync(join(ROOT, source)), `${name}: COPY ${source}`).toBe(true);
+      expect(allowed, `${name}: ${source} is excluded from the build context`).toContain(source.split('/')[0]);
+    }
+    // And the allowlist lets in nothing the image does not copy.
+    for (const entry of allowed) expect(sources.map((s) => s.split('/')[0]), `${name}.dockerignore lets in ${entry}`).toContain(entry);
+  });
+
+  it('compiles every source folder the CLI imports (a folder left out would break the image build)', () => {
+    const copied = new Set(contextSources(all).filter((s) => existsSync(join(ROOT, s)) && !s.includes('.')));
+    expect([...copied]).toEqual(expect.arrayContaining(['cli', 'coordinator', 'worker', 'shared']));
+    for (const dir of copied) {
+      for (const file of walk(join(ROOT, dir)).filter((f) => f.endsWith('.ts'))) {
+        for (const m of readFileSync(file, 'utf8').matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)) {
+          const target = relative(ROOT, resolve(dirname(file), m[1]!));
+          expect(copied.has(target.split(sep)[0]!), `${relative(ROOT, file)} imports ${m[1]}, outside the folders the image copies`).toBe(true);
+        }
+      }
+    }
+    expect(all.some((i) => i.op === 'RUN' && /npm ci\b/.test(i.args)), 'npm ci from the lockfile').toBe(true);
+    expect(all.some((i) => i.op === 'RUN' && /tsc -p tsconfig\.json/.test(i.args))).toBe(true);
+  });
+
+  it('ships the package root the code looks for (package.json) and the embedded dataset (assets/)', () => {
+    const final = finalStage(all);
+    expect(final.some((i) => i.op === 'COPY' && /package\.json/.test(i.args))).toBe(true);
+    expect(final.some((i) => i.op === 'COPY' && /^assets\b/.test(i.args))).toBe(true);
+    expect(existsSync(join(ROOT, 'assets/fashion-mnist-subset'))).toBe(true);
+  });
+
+  it('runs as a non-root numeric USER (so Kubernetes runAsNonRoot can verify it) through the batchlab entrypoint', () => {
+    const final = finalStage(all);
+    const users = final.filter((i) => i.op === 'USER');
+    expect(users.length).toBeGreaterThan(0);
+    const user = users.at(-1)!.args;
+    expect(user).toMatch(/^\d+(:\d+)?$/);
+    expect(Number(user.split(':')[0])).toBeGreaterThan(0);
+    const entrypoint = JSON.parse(final.filter((i) => i.op === 'ENTRYPOINT').at(-1)!.args) as string[];
+    expect(entrypoint.at(-1)).toBe('batchlab');
+    expect(entrypoint[0]).toBe('/usr/bin/tini');
+    expect(final.some((i) => i.op === 'RUN' && /ln -s \/opt\/batchlab\/dist\/cli\/batchlab\.js \/usr\/local\/bin\/batchlab/.test(i.args))).toBe(true);
+    // The user is created, with the home the image works in.
+    expect(final.some((i) => i.op === 'RUN' && new RegExp(`useradd .*--uid ${user.split(':')[0]}\\b`).test(i.args))).toBe(true);
+  });
+
+  it('sets no BATCHLAB_* variable in the image (the CLI would read it as an option of every command)', () => {
+    expect(all.filter((i) => i.op === 'ENV' && /\bBATCHLAB/.test(i.args))).toEqual([]);
+  });
+});
+
+describe('the CPU and GPU images', () => {
+  it('the CPU image builds on node:20-bookworm-slim', () => {
+    const all = instructions(join(DEPLOY, 'Dockerfile.cpu'));
+    expect(stageDefaults(all).NODE_IMAGE).toBe('node:20-bookworm-slim');
+    expect(finalStage(all)[0]!.args).toBe('${NODE_IMAGE}');
+  });
+
+  it('the GPU image runs on CUDA 11.2 + cuDNN 8 with Node 20, and fails to build without tfjs-node-gpu\'s native module', () => {
+    const all = instructions(join(DEPLOY, 'Dockerfile.gpu'));
+    const defaults = stageDefaults(all);
+    expect(defaults.CUDA_IMAGE).toMatch(/^nvidia\/cuda:11\.2\.\d+-cudnn8-runtime-ubuntu/);
+    expect(defaults.NODE_IMAGE).toBe('node:20-bookworm-slim');
+    expect(finalStage(all)[0]!.args).toBe('${CUDA_IMAGE}');
+    const rebuild = all.find((i) => i.op === 'RUN' && /npm rebuild @tensorflow\/tfjs-node-gpu/.test(i.args));
+    expect(rebuild, 'the install script of tfjs-node-gpu runs at build time').toBeDefined();
+    expect(rebuild!.args).not.toMatch(/\|\|/);
+    expect(rebuild!.args).toMatch(/tfjs_binding\.node/);
+    // It runs on the CUDA base (same OS as the runtime), not in the Debian build stage.
+    const stageOf = (i: Instruction): string => all.slice(0, all.indexOf(i)).filter((x) => x.op === 'FROM').at(-1)!.args;
+    expect(stageOf(rebuild!)).toBe('${CUDA_IMAGE} AS native');
+    expect(finalStage(all).some((i) => i.op === 'ENV' && /TF_FORCE_GPU_ALLOW_GROWTH=true/.test(i.args))).toBe(true);
+  });
+
+  it('documents the TensorFlow 2.9 / sm_90 risk and the one-step smoke run in the GPU Dockerfile', () => {
+    const text = readFileSync(join(DEPLOY, 'Dockerfile.gpu'), 'utf8');
+    expect(text).toMatch(/sm_90/);
+    expect(text).toContain('local --workers 1 --steps 1 --backend tensorflow-gpu');
+  });
+});

@@ -1,0 +1,72 @@
+// The CLI reads every BATCHLAB_* environment variable as an option and, in strict mode,
+// refuses one its command does not declare ("Unknown argument"). So a deployment may hand a
+// batchlab container only variables that are options of the command it runs. This checks
+// compose, Kubernetes and Slurm against the options cli/options.ts declares.
+
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { COORDINATOR_OPTIONS, WORKER_OPTIONS } from '../../cli/options.js';
+import { DEPLOY, loadCompose, optionOfVariable, readEnvFile, readYaml, serviceEnvironment, type Json } from './support.js';
+
+const OPTIONS: Record<string, readonly string[]> = {
+  coordinator: Object.keys(COORDINATOR_OPTIONS),
+  worker: Object.keys(WORKER_OPTIONS),
+};
+
+/** The BATCHLAB_* variables of `env` that `command` would refuse. */
+function refused(command: string, env: Record<string, unknown>): string[] {
+  const accepted = OPTIONS[command];
+  if (!accepted) throw new Error(`unknown batchlab command ${command}`);
+  return Object.keys(env).filter((k) => k.startsWith('BATCHLAB') && !accepted.includes(optionOfVariable(k)));
+}
+
+describe('BATCHLAB_* variables given to batchlab containers', () => {
+  it('maps variables to options the way yargs .env("BATCHLAB") does', () => {
+    expect(optionOfVariable('BATCHLAB_GLOBAL_BATCH')).toBe('global-batch');
+    expect(optionOfVariable('BATCHLAB_TOKEN')).toBe('token');
+    expect(refused('worker', { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', MASTER_ADDR: 'x' })).toEqual(['BATCHLAB_COORDINATOR_SERVICE_HOST']);
+    expect(refused('coordinator', { BATCHLAB_MIN_WORKERS: '2', BATCHLAB_WORKERS: '2' })).toEqual(['BATCHLAB_WORKERS']);
+  });
+
+  it('compose: every batchlab service gets only options of the command it runs', () => {
+    const env = { ...readEnvFile(join(DEPLOY, '.env.example')), BATCHLAB_TOKEN: 't' };
+    const base = loadCompose(join(DEPLOY, 'compose.yaml'), env);
+    const isBatchlab = (s: Json): boolean => /^deploy\/Dockerfile\./.test(s?.build?.dockerfile ?? '');
+    let checked = 0;
+    for (const file of ['compose.yaml', 'compose.gpu.yaml']) {
+      const model = loadCompose(join(DEPLOY, file), env);
+      for (const [name, service] of Object.entries<Json>(model.services)) {
+        // An override fragment (compose.gpu.yaml's coordinator) inherits image and command from compose.yaml.
+        const merged = { ...base.services[name], ...service };
+        if (!isBatchlab(merged)) continue; // Prometheus, Grafana
+        expect(refused(merged.command[0], serviceEnvironment(service)), `${file} ${name}`).toEqual([]);
+        checked++;
+      }
+    }
+    expect(checked).toBe(2 + 9);
+  });
+
+  it('Kubernetes: every container gets only options of the command it runs', () => {
+    let checked = 0;
+    for (const file of ['coordinator.yaml', 'workers.yaml']) {
+      for (const doc of readYaml(join(DEPLOY, 'k8s', file)) as Json[]) {
+        for (const c of doc.spec?.template?.spec?.containers ?? []) {
+          const env = Object.fromEntries((c.env ?? []).map((e: Json) => [e.name, e]));
+          expect(refused(c.args[0], env), `${file} ${c.name}`).toEqual([]);
+          checked++;
+        }
+      }
+    }
+    expect(checked).toBe(2);
+  });
+
+  it('Slurm: the batch script exports no BATCHLAB_* variable but the token, and names its own knobs without the prefix', () => {
+    const script = readFileSync(join(DEPLOY, 'slurm/batchlab.sbatch'), 'utf8');
+    const assigned = new Set([...script.matchAll(/^\s*(?:export\s+)?([A-Z_][A-Z0-9_]*)=/gm)].map((m) => m[1]!));
+    const exported = new Set([...script.matchAll(/^\s*export\s+([A-Z_][A-Z0-9_ ]*)$/gm)].flatMap((m) => m[1]!.split(/\s+/)));
+    expect([...assigned, ...exported].filter((v) => v.startsWith('BATCHLAB'))).toEqual(['BATCHLAB_TOKEN', 'BATCHLAB_TOKEN']);
+    expect(refused('coordinator', { BATCHLAB_TOKEN: 'x' })).toEqual([]);
+    expect(refused('worker', { BATCHLAB_TOKEN: 'x' })).toEqual([]);
+  });
+});

@@ -1,0 +1,212 @@
+// deploy/k8s: every manifest validates offline against the Kubernetes schemas, the
+// kustomization references only files that exist and renders with the settings in one place,
+// and the pieces fit: workers dial the coordinator's Service, the token comes from a Secret,
+// GPUs are limits, Prometheus finds the metrics ports.
+
+import { execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { kubernetesErrors } from './schemas.js';
+import { DEPLOY, parseYamlText, readYaml, readYamlOne, rel, walk, which, type Json } from './support.js';
+
+const K8S = join(DEPLOY, 'k8s');
+const KUBECTL = which('kubectl');
+const tmp = mkdtempSync(join(tmpdir(), 'batchlab-k8s-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const isKustomization = (d: Json): boolean => d.kind === 'Kustomization' || d.kind === 'Component';
+const isLocalConfig = (d: Json): boolean => d.metadata?.annotations?.['config.kubernetes.io/local-config'] === 'true';
+
+/** Every object of every YAML file under deploy/k8s, with its file. */
+function manifests(): { file: string; doc: Json }[] {
+  return walk(K8S)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .flatMap((file) => readYaml(file).map((doc) => ({ file, doc: doc as Json })));
+}
+/** The objects sent to a cluster (no kustomizations, no local config). */
+const objects = (): Json[] => manifests().map((m) => m.doc).filter((d) => !isKustomization(d) && !isLocalConfig(d));
+
+function find(docs: Json[], kind: string, name: string): Json {
+  const found = docs.find((d) => d.kind === kind && d.metadata.name === name);
+  if (!found) throw new Error(`no ${kind} ${name}`);
+  return found;
+}
+const container = (podOwner: Json, name: string): Json => podOwner.spec.template.spec.containers.find((c: Json) => c.name === name);
+const envOf = (c: Json): Record<string, Json> => Object.fromEntries(c.env.map((e: Json) => [e.name, e]));
+const settings = (): Json => readYamlOne(join(K8S, 'settings.yaml')).spec;
+
+/** `kubectl kustomize DIR`, parsed. */
+function render(dir: string): Json[] {
+  return parseYamlText(execFileSync(KUBECTL!, ['kustomize', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }), `kubectl kustomize ${dir}`);
+}
+const kubectlTitle = (title: string): string => (KUBECTL ? title : `${title} (skipped: kubectl not installed; the file-reference check above still runs)`);
+
+describe('deploy/k8s manifests', () => {
+  it('every object validates against the Kubernetes schemas, offline (kubernetes-models)', () => {
+    const checked = objects();
+    expect(checked.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
+      'Job/batchlab-coordinator',
+      'Job/batchlab-workers',
+      'PodMonitor/batchlab',
+      'Service/batchlab-coordinator',
+    ]);
+    for (const doc of checked) expect(kubernetesErrors(doc), `${doc.kind}/${doc.metadata.name}`).toEqual([]);
+  });
+
+  it('the schema check rejects broken manifests (so the pass above means something)', () => {
+    const docs = objects();
+    const workers = find(docs, 'Job', 'batchlab-workers');
+    const broken: [string, (j: Json) => void, RegExp][] = [
+      ['misspelled completion mode', (j) => (j.spec.completionMode = 'Indexd'), /completionMode must be equal to one of the allowed values/],
+      ['parallelism as text', (j) => (j.spec.parallelism = 'two'), /parallelism must be integer/],
+      ['secretKeyRef without key', (j) => delete container(j, 'worker').env.find((e: Json) => e.name === 'BATCHLAB_TOKEN').valueFrom.secretKeyRef.key, /secretKeyRef must have required property key/],
+      ['GPU count that is no quantity', (j) => (container(j, 'worker').resources.limits['nvidia.com/gpu'] = 'one'), /nvidia\.com~1gpu must match format "quantity"/],
+      ['containerPort as text', (j) => (container(j, 'worker').ports[0].containerPort = '9401x'), /containerPort must be integer/],
+      ['pod template without containers', (j) => delete j.spec.template.spec.containers, /must have required property containers/],
+    ];
+    for (const [what, mutate, error] of broken) {
+      const copy = structuredClone(workers);
+      mutate(copy);
+      expect(kubernetesErrors(copy).join('\n'), what).toMatch(error);
+    }
+    const service = structuredClone(find(docs, 'Service', 'batchlab-coordinator'));
+    service.spec.ports[0].port = '7070';
+    expect(kubernetesErrors(service).join('\n')).toMatch(/port must be integer/);
+    const podMonitor = structuredClone(find(docs, 'PodMonitor', 'batchlab'));
+    podMonitor.spec.podMetricsEndpoints = { port: 'metrics' };
+    expect(kubernetesErrors(podMonitor).join('\n')).toMatch(/podMetricsEndpoints must be array/);
+    expect(kubernetesErrors({ apiVersion: 'batch/v2', kind: 'Job', metadata: { name: 'x' } }).join('\n')).toMatch(/no schema/);
+  });
+
+  it('every kustomization references only files and directories that exist', () => {
+    const kustomizations = manifests().filter((m) => isKustomization(m.doc));
+    expect(kustomizations.map((k) => rel(k.file)).sort()).toEqual(['deploy/k8s/kustomization.yaml', 'deploy/k8s/podmonitor/kustomization.yaml']);
+    for (const { file, doc } of kustomizations) {
+      const refs = [...(doc.resources ?? []), ...(doc.components ?? []), ...(doc.patches ?? []).map((p: Json) => p.path).filter(Boolean)];
+      expect(refs.length, rel(file)).toBeGreaterThan(0);
+      for (const ref of refs) expect(existsSync(join(dirname(file), ref)), `${rel(file)} → ${ref}`).toBe(true);
+    }
+    // Every manifest file is reachable from a kustomization (none is forgotten).
+    const referenced = new Set(kustomizations.flatMap(({ file, doc }) => (doc.resources ?? []).map((r: string) => join(dirname(file), r))));
+    for (const { file } of manifests().filter((m) => !isKustomization(m.doc))) expect(referenced.has(file), rel(file)).toBe(true);
+  });
+
+  it.skipIf(!KUBECTL)(kubectlTitle('kubectl kustomize renders deploy/k8s: images set, settings applied, local config dropped, all valid'), () => {
+    const out = render(K8S);
+    expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(['Job/batchlab-coordinator', 'Job/batchlab-workers', 'Service/batchlab-coordinator']);
+    for (const doc of out) {
+      expect(kubernetesErrors(doc), `${doc.kind}/${doc.metadata.name}`).toEqual([]);
+      expect(doc.metadata.labels['app.kubernetes.io/part-of']).toBe('batchlab');
+    }
+    const { workers, gpusPerWorker } = settings();
+    const job = find(out, 'Job', 'batchlab-workers');
+    expect([job.spec.parallelism, job.spec.completions]).toEqual([workers, workers]);
+    expect(container(job, 'worker').resources.limits['nvidia.com/gpu']).toBe(gpusPerWorker);
+    expect(container(job, 'worker').image).toMatch(/batchlab-gpu:/);
+    const coordinator = find(out, 'Job', 'batchlab-coordinator');
+    expect(envOf(container(coordinator, 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe(String(workers));
+    expect(container(coordinator, 'coordinator').image).toMatch(/batchlab-cpu:/);
+  });
+
+  it.skipIf(!KUBECTL)(kubectlTitle('settings.yaml is the one place for worker count and GPUs: changing it changes every use'), () => {
+    const copy = join(tmp, 'k8s');
+    cpSync(K8S, copy, { recursive: true });
+    const path = join(copy, 'settings.yaml');
+    writeFileSync(path, readFileSync(path, 'utf8').replace(/workers: \d+/, 'workers: 7').replace(/gpusPerWorker: \d+/, 'gpusPerWorker: 2'));
+    const out = render(copy);
+    const job = find(out, 'Job', 'batchlab-workers');
+    expect([job.spec.parallelism, job.spec.completions, container(job, 'worker').resources.limits['nvidia.com/gpu']]).toEqual([7, 7, 2]);
+    expect(envOf(container(find(out, 'Job', 'batchlab-coordinator'), 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe('7');
+    for (const doc of out) expect(kubernetesErrors(doc)).toEqual([]);
+  });
+
+  it.skipIf(!KUBECTL)(kubectlTitle('the optional PodMonitor kustomization renders and validates'), () => {
+    const out = render(join(K8S, 'podmonitor'));
+    expect(out.map((d) => d.kind)).toEqual(['PodMonitor']);
+    expect(kubernetesErrors(out[0])).toEqual([]);
+  });
+});
+
+describe('deploy/k8s wiring', () => {
+  const docs = objects();
+  const coordinatorJob = find(docs, 'Job', 'batchlab-coordinator');
+  const workersJob = find(docs, 'Job', 'batchlab-workers');
+  const service = find(docs, 'Service', 'batchlab-coordinator');
+  const coordinator = container(coordinatorJob, 'coordinator');
+  const worker = container(workersJob, 'worker');
+
+  it('workers are an Indexed Job that finds the coordinator by its Service DNS name and port', () => {
+    expect(workersJob.spec.completionMode).toBe('Indexed');
+    expect(worker.args).toEqual(['worker']);
+    const env = envOf(worker);
+    expect(env.MASTER_ADDR.value).toBe(service.metadata.name);
+    const wsPort = service.spec.ports.find((p: Json) => p.name === 'ws');
+    expect(env.MASTER_PORT.value).toBe(String(wsPort.port));
+    // The Service routes that port to the coordinator's WebSocket port, on the coordinator's pods.
+    const target = coordinator.ports.find((p: Json) => p.name === wsPort.targetPort);
+    expect(String(target.containerPort)).toBe(envOf(coordinator).BATCHLAB_PORT.value);
+    for (const [k, v] of Object.entries(service.spec.selector)) expect(coordinatorJob.spec.template.metadata.labels[k], k).toBe(v);
+    expect(workersJob.spec.template.metadata.labels['app.kubernetes.io/component']).not.toBe(service.spec.selector['app.kubernetes.io/component']);
+  });
+
+  it('both sides take the token from the same Secret key (secretKeyRef), never from a literal', () => {
+    const refs = [coordinator, worker].map((c) => envOf(c).BATCHLAB_TOKEN);
+    for (const ref of refs) {
+      expect(ref.value).toBeUndefined();
+      expect(ref.valueFrom.secretKeyRef).toEqual({ name: 'batchlab-token', key: 'token' });
+    }
+    expect(docs.some((d) => d.kind === 'Secret'), 'no Secret with a token is committed').toBe(false);
+  });
+
+  it('workers request nvidia.com/gpu as a limit (GPUs are never overcommitted) and tolerate the GPU taint', () => {
+    expect(worker.resources.limits['nvidia.com/gpu']).toBe(settings().gpusPerWorker);
+    expect(worker.resources.requests['nvidia.com/gpu']).toBeUndefined();
+    expect(envOf(worker).BATCHLAB_BACKEND.value).toBe('tensorflow-gpu');
+    expect(workersJob.spec.template.spec.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
+    expect(coordinator.resources.limits?.['nvidia.com/gpu']).toBeUndefined();
+  });
+
+  it('every container requests CPU and memory and has a memory limit', () => {
+    for (const c of [coordinator, worker]) {
+      expect(c.resources.requests.cpu, c.name).toBeDefined();
+      expect(c.resources.requests.memory, c.name).toBeDefined();
+      expect(c.resources.limits.memory, c.name).toBeDefined();
+    }
+  });
+
+  it('every pod runs as the image\'s non-root user and turns off service links (BATCHLAB_COORDINATOR_* would be refused as unknown options)', () => {
+    for (const job of [coordinatorJob, workersJob]) {
+      const pod = job.spec.template.spec;
+      expect(pod.enableServiceLinks, job.metadata.name).toBe(false);
+      expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001 });
+      for (const c of pod.containers) expect(c.securityContext.allowPrivilegeEscalation).toBe(false);
+    }
+    // The Dockerfiles' user is the one the pods run as.
+    for (const f of ['Dockerfile.cpu', 'Dockerfile.gpu']) expect(readFileSync(join(DEPLOY, f), 'utf8')).toMatch(/^USER 10001:10001$/m);
+  });
+
+  it('a finished run stays finished: the coordinator is a Job that is not retried, workers restart on failure', () => {
+    expect(coordinatorJob.spec.backoffLimit).toBe(0);
+    expect(coordinatorJob.spec.template.spec.restartPolicy).toBe('Never');
+    expect(workersJob.spec.template.spec.restartPolicy).toBe('OnFailure');
+  });
+
+  it('Prometheus annotations and the PodMonitor point at the port each container serves /metrics on', () => {
+    for (const [job, c] of [[coordinatorJob, coordinator], [workersJob, worker]] as const) {
+      const annotations = job.spec.template.metadata.annotations;
+      const metricsPort = envOf(c).BATCHLAB_METRICS_PORT.value;
+      expect(annotations['prometheus.io/scrape']).toBe('true');
+      expect(annotations['prometheus.io/port']).toBe(metricsPort);
+      expect(annotations['prometheus.io/path']).toBe('/metrics');
+      expect(String(c.ports.find((p: Json) => p.name === 'metrics').containerPort)).toBe(metricsPort);
+      expect(c.readinessProbe?.httpGet?.port ?? 'metrics').toBe('metrics');
+    }
+    const podMonitor = find(docs, 'PodMonitor', 'batchlab');
+    expect(podMonitor.spec.podMetricsEndpoints.map((e: Json) => e.port)).toEqual(['metrics']);
+    for (const job of [coordinatorJob, workersJob]) {
+      for (const [k, v] of Object.entries(podMonitor.spec.selector.matchLabels)) expect(job.spec.template.metadata.labels[k]).toBe(v);
+    }
+  });
+});
