@@ -27,7 +27,8 @@ export interface GatherContext {
 /** Resolves when the round is complete; rejects on abort or when the run diverged. */
 export async function gather(ctx: GatherContext): Promise<void> {
   const { membership, round, observer, log } = ctx;
-  const poisoned = new Set<number>();
+  /** Workers that returned non-finite values, per micro-batch id. */
+  const poisoned = new Map<number, Set<number>>();
   let fail: (error: unknown) => void = () => {};
   const failed = new Promise<never>((_resolve, reject) => (fail = reject));
   // Promise.race below handles the rejection; this keeps a late one from going unhandled.
@@ -56,12 +57,16 @@ export async function gather(ctx: GatherContext): Promise<void> {
     }
     observer.onReject?.(reason, worker.workerId);
     if (reason !== 'non_finite') return;
-    // Once may be a faulty worker: recompute elsewhere. Twice, at the same weights, is divergence.
-    if (poisoned.has(message.microBatchId)) {
+    // One worker may be faulty: recompute elsewhere. Two workers at the same weights: divergence.
+    const culprits = poisoned.get(message.microBatchId) ?? new Set<number>();
+    const repeated = culprits.has(worker.workerId);
+    culprits.add(worker.workerId);
+    poisoned.set(message.microBatchId, culprits);
+    const untried = membership.readyWorkers().filter((w) => !culprits.has(w.workerId));
+    if (culprits.size >= 2 || (repeated && untried.length === 0)) {
       fail(new BatchlabError('NON_FINITE', `step ${round.step}: micro-batch ${message.microBatchId} gave non-finite values on two workers; the run diverged (lower --lr?)`));
       return;
     }
-    poisoned.add(message.microBatchId);
     log(`step ${round.step}: worker ${worker.workerId} (${worker.name}) sent non-finite values for micro-batch ${message.microBatchId}; re-issuing it`);
     reissue(round.release(message.microBatchId), 'non_finite', worker.workerId);
   };

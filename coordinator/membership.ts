@@ -132,12 +132,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   private readonly onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     if (this.closed || (this.options.token !== null && !isAuthorized(request, this.options.token))) {
+      const from = request.socket.remoteAddress ?? 'an unknown address';
       const why = this.closed ? '503 Service Unavailable' : '401 Unauthorized';
       socket.write(`HTTP/1.1 ${why}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       socket.destroy();
       if (!this.closed) {
-        this.options.log(`refused a connection from ${request.socket.remoteAddress}: missing or wrong token`);
-        this.emit('rejected', 'auth', String(request.socket.remoteAddress));
+        this.options.log(`refused a connection from ${from}: missing or wrong token`);
+        this.emit('rejected', 'auth', from);
       }
       return;
     }
@@ -147,10 +148,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private onConnection(socket: WebSocket, remoteAddress: string): void {
     const workerId = this.nextWorkerId++;
     let worker: WorkerConnection | null = null;
+    // After a bad frame the connection is closing: nothing more it sends is believed.
+    let dropped = false;
     const handshakeTimer = setTimeout(() => this.drop(socket, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${this.options.handshakeTimeoutMs} ms`)), this.options.handshakeTimeoutMs);
 
     socket.on('message', (data: Buffer, isBinary: boolean) => {
       this.options.onBytes?.('in', data.length);
+      if (dropped) return;
       try {
         if (!isBinary) throw new ProtocolError('BAD_FRAME', 'text frame; batchlab speaks binary frames only');
         const { message, body } = decodeFrame(data);
@@ -177,7 +181,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
           return;
         }
         if (message.type === 'gradient' && worker.ready) {
-          this.emit('gradient', worker, message, body!);
+          // Between steps (evaluation, a checkpoint write) no round listens: the reply is late.
+          if (this.listenerCount('gradient') === 0) this.emit('rejected', 'stale_step', `worker ${workerId}: reply for step ${message.step} between steps`);
+          else this.emit('gradient', worker, message, body!);
           return;
         }
         if (message.type === 'error') {
@@ -186,6 +192,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
         }
         throw new ProtocolError('BAD_MESSAGE', `unexpected ${message.type} from worker ${workerId} (ready: ${worker.ready})`);
       } catch (error) {
+        dropped = true;
         this.drop(socket, error);
       }
     });
@@ -203,7 +210,16 @@ export class Membership extends EventEmitter<MembershipEvents> {
         this.emit('lost', worker, why);
       }
     });
-    socket.on('error', (error) => this.options.log(`worker ${workerId} socket error: ${error.message}`));
+    socket.on('error', (error) => {
+      const code = (error as { code?: string }).code;
+      if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        // ws has already closed with 1009; count it like any other bad frame.
+        this.options.log(`worker ${workerId}: frame larger than the ${this.options.maxPayloadBytes}-byte limit; connection closed (1009)`);
+        this.emit('rejected', 'bad_frame', `worker ${workerId}: oversized frame`);
+        return;
+      }
+      this.options.log(`worker ${workerId} socket error: ${error.message}`);
+    });
   }
 
   /** Tells the peer why, counts it, and closes with the error's close code. */
