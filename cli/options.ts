@@ -80,7 +80,8 @@ export const LOCAL_OPTIONS = {
 export const SWEEP_OPTIONS = {
   ...TRAINING_OPTIONS,
   'global-batch': s('global batch sizes, comma-separated, e.g. 64,256,1024', { default: '32,512' }),
-  'micro-batch': s('per-worker micro-batch (default: B / the largest worker count, the same for every point of a batch)'),
+  'micro-batch': s('micro-batch size for every point (default: B / --micro-batches)'),
+  'micro-batches': s('micro-batches per step, K (default: the largest worker count); K >= 2 lets the noise scale be estimated'),
   workers: s('worker counts, comma-separated, e.g. 1,2', { default: '1,2' }),
   'lr-grid': s('learning rates to try at every point, comma-separated; the best (fewest steps to target, else lowest loss) is reported'),
   'eval-every': s('evaluate every N steps (0: only at the end)', { default: '25' }),
@@ -300,6 +301,8 @@ export function parseSweepSettings(raw: Raw): SweepSettings {
   // The shared checks see the smallest batch, so --micro-batch is checked against it.
   const training = parseTrainingSettings({ ...raw, 'global-batch': String(smallest), 'metrics-port': raw['metrics-port'] ?? 'off' });
   const microBatch = integer(raw, 'micro-batch', 1, 1_000_000) ?? null;
+  const microBatchCount = integer(raw, 'micro-batches', 1, 1_000_000) ?? null;
+  if (microBatch !== null && microBatchCount !== null) throw new OptionError('micro-batches', String(microBatchCount), 'either --micro-batch or --micro-batches, not both');
   const grid = decimalList(raw, 'lr-grid');
   if (grid && raw.lr !== undefined) throw new OptionError('lr-grid', text(raw, 'lr-grid'), 'either --lr or --lr-grid, not both');
   const html = text(raw, 'html');
@@ -309,6 +312,7 @@ export function parseSweepSettings(raw: Raw): SweepSettings {
     globalBatches,
     workerCounts,
     microBatch,
+    microBatchCount,
     lrGrid: grid ?? [lr],
     ...(report ? { report } : {}),
     ...(html ? { html } : {}),

@@ -15,8 +15,10 @@ import { ProgressReporter } from './progress.js';
 export interface SweepSettings extends Omit<RunConfig, 'globalBatchSize' | 'microBatch' | 'lr' | 'report' | 'saveModel' | 'trace'> {
   globalBatches: number[];
   workerCounts: number[];
-  /** Per-worker micro-batch; null: B / (largest worker count), so every point of a batch uses the same one. */
+  /** Per-worker micro-batch; null: B / micro-batch count. */
   microBatch: number | null;
+  /** Micro-batches per step when --micro-batch is not given; null: the largest worker count. */
+  microBatchCount: number | null;
   lrGrid: number[];
   report?: string;
   html?: string;
@@ -68,7 +70,8 @@ export async function runSweep(settings: SweepSettings, command: string, out: No
   const points: SweepPoint[] = [];
   let index = 0;
   for (const globalBatchSize of batches) {
-    const microBatch = settings.microBatch ?? Math.max(1, Math.floor(globalBatchSize / maxWorkers));
+    // Every point of a batch uses the same micro-batches, so only the worker count varies.
+    const microBatch = settings.microBatch ?? Math.max(1, Math.floor(globalBatchSize / (settings.microBatchCount ?? maxWorkers)));
     for (const workers of workerCounts) {
       const runs: { lr: number; report: RunReport | null; status: PointStatus; error: string | null }[] = [];
       for (const lr of settings.lrGrid) {

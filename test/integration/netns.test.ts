@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startCli } from '../support/cli.js';
 import { exitWithin, NetnsLab, netnsUnavailableReason, removeLeftoverNamespaces, track, type LabProcess } from '../support/netns.js';
+import { maxRelativeDifference } from '../support/tensors.js';
 
 const inCi = process.env.CI === 'true';
 const unavailable = netnsUnavailableReason();
@@ -97,16 +98,6 @@ function stepTimes(tracePath: string): { stepMs: Map<number, number>; replyMs: M
 function readWeights(modelDir: string): { bytes: Buffer; values: Float32Array } {
   const bytes = readFileSync(join(modelDir, 'weights.bin'));
   return { bytes, values: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) };
-}
-
-function maxRelativeDifference(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(a[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
 }
 
 const what =
