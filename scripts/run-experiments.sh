@@ -19,8 +19,8 @@ for experiment in ${which[@]}; do
     steps-to-target)
       # Steps to 80% test accuracy vs B, best LR of a small grid per B, 1 worker (the result does not
       # depend on the worker count); fits S = S_min + E_min/B and sets B_crit beside B_simple.
-      bl sweep --global-batch 32,64,128,256,512,1024 --workers 1 --micro-batches 4 --optimizer sgd --momentum 0.9 --lr-grid 0.05,0.1,0.2 \
-        --target-accuracy 0.80 --steps 2000 --eval-every 5 \
+      bl sweep --global-batch 32,64,128,256,512,1024 --workers 1 --micro-batches 4 --optimizer sgd --momentum 0.9 --lr-grid 0.05,0.1 \
+        --target-accuracy 0.80 --steps 600 --eval-every 10 \
         --report "$out/steps-to-target.json" --html "$out/steps-to-target.html" ;;
     temperature)
       # Temperature law: LR / 4 for steps 300-600; B_simple should rise 2-8x, then come back.
