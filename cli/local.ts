@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { runCoordinator } from '../coordinator/coordinator.js';
 import type { RunReport } from '../coordinator/report.js';
 import { generateToken } from '../shared/auth.js';
+import { BatchlabError } from '../shared/errors.js';
 import type { LocalSettings } from './options.js';
 import { ProgressReporter } from './progress.js';
 
@@ -67,10 +68,10 @@ export async function runLocal(settings: LocalSettings, command: string, progres
             const child = spawnWorker(i, port, token, settings, log);
             children.push(child);
             child.on('exit', (code, signal) => {
-              if (finished || code === 0) return;
-              log(`worker ${i} exited (${signal ?? `code ${code}`}) before the run ended`);
+              if (finished) return;
+              if (code !== 0) log(`worker ${i} exited (${signal ?? `code ${code}`}) before the run ended`);
               if (children.every((c) => c.exitCode !== null || c.signalCode !== null)) {
-                controller.abort(new Error('every worker process exited before the run ended; see their output above'));
+                controller.abort(new BatchlabError('NO_WORKERS', 'every worker process exited before the run ended; see their output above'));
               }
             });
           }

@@ -195,6 +195,14 @@ function lrWindows(raw: Raw): LrWindow[] {
   });
 }
 
+/** Node timers hold at most 2^31 − 1 ms. */
+const MAX_TIMER_SECONDS = 2_147_483;
+
+/** A duration option in seconds, returned in whole milliseconds. */
+function seconds(raw: Raw, option: string, fallback: number): number {
+  return Math.round((decimal(raw, option, 0, false, MAX_TIMER_SECONDS) ?? fallback) * 1000);
+}
+
 /** Validates the training options; throws OptionError on the first bad one. */
 export function parseTrainingSettings(raw: Raw): TrainingSettings {
   const model = oneOf(raw, 'model', MODEL_NAMES) ?? 'mlp';
@@ -213,6 +221,9 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
   const checkpointDir = text(raw, 'checkpoint-dir');
   if (raw.resume === true && !checkpointDir) throw new OptionError('resume', true, '--checkpoint-dir DIR naming where the checkpoint is');
   if (decay === 'step' && decayBoundaries.length === 0) throw new OptionError('decay-steps', '', 'at least one step for --decay step, e.g. 1000,2000');
+  const floorMs = seconds(raw, 'step-deadline-floor', 10);
+  const capMs = seconds(raw, 'step-deadline-cap', 300);
+  if (floorMs > capMs) throw new OptionError('step-deadline-floor', String(floorMs / 1000), `at most --step-deadline-cap (${capMs / 1000})`);
   return {
     model,
     hidden: integerList(raw, 'hidden') ?? DEFAULT_HIDDEN[model],
@@ -246,10 +257,10 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
     ...(text(raw, 'targets-file') ? { targetsFile: text(raw, 'targets-file') } : {}),
     backend: oneOf(raw, 'backend', BACKEND_NAMES) ?? 'auto',
     minWorkers: integer(raw, 'min-workers', 1, 10_000) ?? 1,
-    workerWaitTimeoutMs: (decimal(raw, 'worker-wait', 0, false) ?? 600) * 1000,
-    heartbeatIntervalMs: (decimal(raw, 'heartbeat-interval', 0.05, true, 3600) ?? 5) * 1000,
-    stepDeadlineFloorMs: (decimal(raw, 'step-deadline-floor', 0, false) ?? 10) * 1000,
-    stepDeadlineCapMs: (decimal(raw, 'step-deadline-cap', 0, false) ?? 300) * 1000,
+    workerWaitTimeoutMs: seconds(raw, 'worker-wait', 600),
+    heartbeatIntervalMs: Math.round((decimal(raw, 'heartbeat-interval', 0.5, true, 3600) ?? 5) * 1000),
+    stepDeadlineFloorMs: seconds(raw, 'step-deadline-floor', 10),
+    stepDeadlineCapMs: seconds(raw, 'step-deadline-cap', 300),
     ...(checkpointDir ? { checkpointDir } : {}),
     checkpointEvery: integer(raw, 'checkpoint-every', 0) ?? 100,
     resume: raw.resume === true,
@@ -306,6 +317,10 @@ export function parseSweepSettings(raw: Raw): SweepSettings {
   const grid = decimalList(raw, 'lr-grid');
   if (grid && raw.lr !== undefined) throw new OptionError('lr-grid', text(raw, 'lr-grid'), 'either --lr or --lr-grid, not both');
   const html = text(raw, 'html');
+  for (const option of ['checkpoint-dir', 'targets-file', 'trace', 'save-model'] as const) {
+    if (text(raw, option) !== undefined) throw new OptionError(option, text(raw, option), 'nothing: sweep runs many jobs, which cannot share one file or directory');
+  }
+  if (raw.resume === true) throw new OptionError('resume', true, 'nothing: sweep does not resume');
   const { globalBatchSize: _b, microBatch: _m, lr, report, saveModel: _s, trace: _t, ...rest } = training;
   return {
     ...rest,
@@ -354,7 +369,7 @@ export function parseWorkerSettings(raw: Raw, env: NodeJS.ProcessEnv): WorkerSet
     ...(dataDir ? { dataDir } : {}),
     maxChunk: integer(raw, 'max-chunk', 1, 1_000_000) ?? 1024,
     ...(name ? { name } : {}),
-    connectTimeoutMs: (decimal(raw, 'connect-timeout', 0, false) ?? 60) * 1000,
+    connectTimeoutMs: seconds(raw, 'connect-timeout', 60),
     metricsPort: port(raw, 'metrics-port', true) ?? 0,
     metricsHost: text(raw, 'metrics-host') || '0.0.0.0',
     ...(text(raw, 'ca') ? { ca: text(raw, 'ca') } : {}),

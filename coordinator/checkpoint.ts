@@ -2,7 +2,7 @@
 // weights, optimizer state, step and sample count (the sampler is a function of seed and step),
 // and the noise-scale EMAs — in one file written atomically (temp file, fsync, rename).
 // Layout: "BLCKPT01" | u32 LE header length | JSON header | pad to 4 | float32 arrays.
-// The header carries a SHA-256 of the array bytes; a torn or edited file is refused.
+// The header carries a SHA-256 of itself and the array bytes; a torn or edited file is refused.
 
 import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
@@ -55,6 +55,11 @@ interface Header {
   sha256: string;
 }
 
+/** SHA-256 over the header (with its own hash field empty) and the array bytes. */
+function digestOf(header: Header, body: Uint8Array): string {
+  return createHash('sha256').update(JSON.stringify({ ...header, sha256: '' })).update(body).digest('hex');
+}
+
 function corrupt(path: string, why: string): BatchlabError {
   return new BatchlabError('SHAPE_MISMATCH', `checkpoint ${path} is unusable: ${why}; delete it or point --checkpoint-dir elsewhere`);
 }
@@ -84,8 +89,9 @@ export async function saveCheckpoint(dir: string, checkpoint: Checkpoint): Promi
     optimizerScalars,
     noiseState: checkpoint.noiseState,
     arrays: entries,
-    sha256: createHash('sha256').update(body).digest('hex'),
+    sha256: '',
   };
+  header.sha256 = digestOf(header, body);
   const json = Buffer.from(JSON.stringify(header));
   const prefix = Buffer.alloc((8 + 4 + json.length + 3) & ~3);
   prefix.write(MAGIC, 0, 'latin1');
@@ -123,10 +129,11 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   } catch (error) {
     throw corrupt(path, `header is not JSON (${(error as Error).message})`);
   }
-  if (header.version !== 1) throw corrupt(path, `version ${header.version}, this batchlab reads version 1`);
+  if (header === null || typeof header !== 'object' || header.version !== 1) throw corrupt(path, `version ${header?.version}, this batchlab reads version 1`);
+  if (!Array.isArray(header.arrays)) throw corrupt(path, 'its header lists no arrays');
   const bodyStart = (12 + jsonLength + 3) & ~3;
   const body = data.subarray(bodyStart);
-  if (createHash('sha256').update(body).digest('hex') !== header.sha256) throw corrupt(path, 'the array bytes do not match their SHA-256 (torn write or edited file)');
+  if (digestOf(header, body) !== header.sha256) throw corrupt(path, 'its contents do not match their SHA-256 (torn write or edited file)');
   const aligned = new Float32Array(body.length / 4);
   new Uint8Array(aligned.buffer).set(body);
   const take = (entry: ArrayEntry): Float32Array => {

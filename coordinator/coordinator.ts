@@ -142,9 +142,18 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   const updateTargets = (): void => {
     if (!options.targetsFile || !coordinatorTarget) return;
     const workers = membership.readyWorkers().filter((w) => w.metricsTarget);
-    writeTargetsFile(options.targetsFile, [coordinatorTarget, ...workers.map((w): ScrapeTarget => ({ address: w.metricsTarget!, role: 'worker', worker: String(w.workerId) }))]);
+    try {
+      writeTargetsFile(options.targetsFile, [coordinatorTarget, ...workers.map((w): ScrapeTarget => ({ address: w.metricsTarget!, role: 'worker', worker: String(w.workerId) }))]);
+    } catch (error) {
+      log(`could not update ${options.targetsFile}: ${(error as Error).message}`);
+    }
   };
   membership.on('joined', updateTargets);
+  membership.on('joined', (worker) => {
+    // Chunked accumulation sums in float32 per chunk: equal chunking keeps results exact.
+    const chunks = new Set(membership.readyWorkers().map((w) => Math.min(w.maxChunk, options.microBatch)));
+    if (chunks.size > 1) log(`warning: workers split micro-batches of ${options.microBatch} into different chunks (--max-chunk); results stay correct but may differ in the last bits from a run with equal --max-chunk (worker ${worker.workerId}: ${worker.maxChunk})`);
+  });
   membership.on('lost', updateTargets);
 
   const optimizer = createOptimizer(
@@ -164,6 +173,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     Object.assign(progress, { stepsDone: checkpoint.stepsDone, samples: checkpoint.samples });
     log(`resuming from ${options.checkpointDir} at step ${checkpoint.stepsDone} (written ${checkpoint.writtenAt})`);
   }
+  const resumedFrom = { ...progress };
   const writeCheckpoint = async (at: TrainingProgress): Promise<void> => {
     if (!options.checkpointDir) return;
     const path = await saveCheckpoint(options.checkpointDir, {
@@ -246,6 +256,9 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     }
     if (options.checkpointDir) await writeCheckpoint(progress);
     const trainSeconds = totals.trainSeconds();
+    // Throughput and phase times describe this session only, not steps before a resume.
+    const sessionSteps = outcome.stepsDone - resumedFrom.stepsDone;
+    const sessionSamples = outcome.samples - resumedFrom.samples;
     writeWeights(model, weights);
     // Train-split accuracy in inference mode, for the generalization gap.
     const trainSubset = { ...dataset.train, count: Math.min(TRAIN_EVAL_SAMPLES, dataset.train.count) };
@@ -267,8 +280,8 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       evalLoss: outcome.lastEval?.loss ?? null,
       trainAccuracy: trainEval.accuracy,
       generalizationGap: evalAccuracy === null ? null : trainEval.accuracy - evalAccuracy,
-      samplesPerSecond: trainSeconds > 0 ? outcome.samples / trainSeconds : null,
-      phaseSeconds: totals.meanPhaseSeconds(outcome.stepsDone),
+      samplesPerSecond: trainSeconds > 0 ? sessionSamples / trainSeconds : null,
+      phaseSeconds: totals.meanPhaseSeconds(sessionSteps),
       scalingEfficiency: totals.scalingEfficiency(),
       gradientNoiseScale: totals.noiseScale,
       gradientNoiseScaleReliable: totals.noiseScaleReliable,

@@ -19,6 +19,8 @@ export interface GatherContext {
   globalBatchSize: number;
   /** Re-issue whatever is still out after this long. */
   deadlineMs: number;
+  /** With no live worker left, how long to wait for one before stopping the run. */
+  workerWaitTimeoutMs: number;
   observer: TrainerObserver;
   log: (line: string) => void;
   signal?: AbortSignal;
@@ -34,6 +36,7 @@ export async function gather(ctx: GatherContext): Promise<void> {
   // Promise.race below handles the rejection; this keeps a late one from going unhandled.
   failed.catch(() => {});
 
+  const waiting: { listener: () => void; timer: NodeJS.Timeout }[] = [];
   /** Sends `specs` to live workers, avoiding `avoid` when anyone else is there. */
   const reissue = (specs: MicroBatchSpec[], reason: ReassignReason, avoid: number | null): void => {
     if (specs.length === 0) return;
@@ -41,8 +44,19 @@ export async function gather(ctx: GatherContext): Promise<void> {
     const others = live.filter((w) => w.workerId !== avoid);
     const targets = others.length > 0 ? others : live;
     if (targets.length === 0) {
-      log(`step ${round.step}: no live worker for micro-batches ${ids(specs)}; paused until one joins`);
-      membership.once('joined', () => reissue(specs, reason, null));
+      log(`step ${round.step}: no live worker for micro-batches ${ids(specs)}; paused until one joins (--worker-wait ${Math.round(ctx.workerWaitTimeoutMs / 1000)} s)`);
+      const entry = {
+        listener: () => {
+          clearTimeout(entry.timer);
+          reissue(specs, reason, null);
+        },
+        timer: setTimeout(() => {
+          membership.off('joined', entry.listener);
+          fail(new BatchlabError('NO_WORKERS', `step ${round.step}: no worker came back within ${Math.round(ctx.workerWaitTimeoutMs / 1000)} s (--worker-wait)`));
+        }, ctx.workerWaitTimeoutMs),
+      };
+      waiting.push(entry);
+      membership.once('joined', entry.listener);
       return;
     }
     observer.onReassign?.(reason, specs.length);
@@ -80,7 +94,10 @@ export async function gather(ctx: GatherContext): Promise<void> {
   let timer: NodeJS.Timeout | null = null;
   const armDeadline = (): void => {
     timer = setTimeout(() => {
+      const live = membership.readyWorkers();
       for (const workerId of round.outstandingOwners()) {
+        // Nobody else to hand it to: taking the work back would only queue it twice.
+        if (live.every((w) => w.workerId === workerId)) continue;
         const late = round.orphan(workerId);
         const worker = membership.workers.get(workerId);
         log(`step ${round.step}: worker ${workerId}${worker ? ` (${worker.name})` : ''} did not answer micro-batches ${ids(late)} within ${(ctx.deadlineMs / 1000).toFixed(1)} s; re-issuing them`);
@@ -100,6 +117,10 @@ export async function gather(ctx: GatherContext): Promise<void> {
     await Promise.race([round.done, failed]);
   } finally {
     if (timer) clearTimeout(timer);
+    for (const { listener, timer: waitTimer } of waiting) {
+      clearTimeout(waitTimer);
+      membership.off('joined', listener);
+    }
     membership.off('gradient', onGradient);
     membership.off('lost', onLost);
     ctx.signal?.removeEventListener('abort', onAbort);

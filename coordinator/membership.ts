@@ -155,6 +155,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     socket.on('message', (data: Buffer, isBinary: boolean) => {
       this.options.onBytes?.('in', data.length);
       if (dropped) return;
+      // Any frame is a sign of life, as good as a pong.
+      if (worker) worker.lastPongMs = Date.now();
       try {
         if (!isBinary) throw new ProtocolError('BAD_FRAME', 'text frame; batchlab speaks binary frames only');
         const { message, body } = decodeFrame(data);
@@ -177,13 +179,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
           clearTimeout(handshakeTimer);
           worker.ready = true;
           this.options.log(`worker ${workerId} joined (${worker.name}, backend ${worker.backend}, device ${worker.device})`);
-          this.emit('joined', worker);
+          this.emitSafely('joined', worker);
           return;
         }
         if (message.type === 'gradient' && worker.ready) {
           // Between steps (evaluation, a checkpoint write) no round listens: the reply is late.
           if (this.listenerCount('gradient') === 0) this.emit('rejected', 'stale_step', `worker ${workerId}: reply for step ${message.step} between steps`);
-          else this.emit('gradient', worker, message, body!);
+          else this.emitSafely('gradient', worker, message, body!);
           return;
         }
         if (message.type === 'error') {
@@ -207,7 +209,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (!this.closed) {
         const why = worker.lostReason ?? `connection closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`;
         if (worker.ready) this.options.log(`worker ${workerId} (${worker.name}) lost: ${why}`);
-        this.emit('lost', worker, why);
+        this.emitSafely('lost', worker, why);
       }
     });
     socket.on('error', (error) => {
@@ -220,6 +222,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
       }
       this.options.log(`worker ${workerId} socket error: ${error.message}`);
     });
+  }
+
+  /** Emits to the coordinator's own listeners; their failure is a coordinator bug, not the worker's. */
+  private emitSafely<K extends keyof MembershipEvents>(event: K, ...args: MembershipEvents[K]): void {
+    try {
+      this.emit(event, ...(args as never));
+    } catch (error) {
+      this.options.log(`internal error while handling ${String(event)}: ${describeError(error)}`);
+    }
   }
 
   /** Tells the peer why, counts it, and closes with the error's close code. */

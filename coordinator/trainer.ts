@@ -2,6 +2,7 @@
 // Everything else (membership, reduction, the optimizer, metrics, evaluation) lives in its own file.
 
 import { performance } from 'node:perf_hooks';
+import { BatchlabError } from '../shared/errors.js';
 import { cutMicroBatches } from '../shared/micro-batches.js';
 import type { Optimizer } from '../shared/optimizers/index.js';
 import type { GradientMessage } from '../shared/protocol.js';
@@ -124,7 +125,7 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     dispatch(membership, round, splitMicroBatches(microBatches, workers.map((w) => w.workerId)), weights, config.globalBatchSize);
     const t1 = performance.now();
     const deadlineMs = stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs);
-    await gather({ membership, round, weights, globalBatchSize: config.globalBatchSize, deadlineMs, observer, log, signal: parts.signal });
+    await gather({ membership, round, weights, globalBatchSize: config.globalBatchSize, deadlineMs, workerWaitTimeoutMs: config.workerWaitTimeoutMs, observer, log, signal: parts.signal });
     const t2 = performance.now();
     const { meanGrad, samples: stepSamples } = reducer.finish();
     const t3 = performance.now();
@@ -151,13 +152,14 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
       workers: workers.length,
       phases: { dispatch: (t1 - t0) / 1000, 'gather-wait': (t2 - t1) / 1000, reduce: (t3 - t2) / 1000, apply: (t4 - t3) / 1000 },
     });
-    const isLast = step === config.steps - 1;
+    const stopping = parts.shouldStop?.() ?? false;
+    const isLast = step === config.steps - 1 || stopping;
     if ((config.evalEvery > 0 && (step + 1) % config.evalEvery === 0) || isLast) {
       lastEval = parts.evaluate(weights);
       observer.onEval?.(step, lastEval);
     }
     if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast) await parts.onCheckpoint(progress);
-    if (parts.shouldStop?.()) break;
+    if (stopping) break;
   }
   return { stepsDone: progress.stepsDone, samples: progress.samples, lastEval };
 }
@@ -189,7 +191,7 @@ async function waitForWorkers(membership: Membership, minWorkers: number, timeou
     };
     const timer = setTimeout(() => {
       cleanup();
-      reject(new Error(`only ${membership.readyWorkers().length} of ${minWorkers} workers connected within ${Math.round(timeoutMs / 1000)} s`));
+      reject(new BatchlabError('NO_WORKERS', `only ${membership.readyWorkers().length} of ${minWorkers} workers connected within ${Math.round(timeoutMs / 1000)} s (--worker-wait)`));
     }, timeoutMs);
     const onJoin = (): void => {
       if (membership.readyWorkers().length < minWorkers) return;

@@ -56,7 +56,7 @@ export function decodeFrame(data: Uint8Array): Frame {
   }
   const bodyLength = (raw as { bodyLength?: unknown } | null)?.bodyLength;
   if (typeof bodyLength !== 'number' || !Number.isSafeInteger(bodyLength) || bodyLength < -1) {
-    throw new ProtocolError('BAD_FRAME', `header.bodyLength: expected an integer >= -1, got ${JSON.stringify(bodyLength)}`);
+    throw new ProtocolError('BAD_FRAME', `header.bodyLength: expected an integer >= -1, got ${typeof bodyLength === 'bigint' ? String(bodyLength) : JSON.stringify(bodyLength)}`);
   }
   const message = validateMessage(raw);
   const rule = BODY_RULE[message.type];

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'NON_FINITE'
   | 'WORKER_LOST'
   | 'TIMEOUT'
+  | 'NO_WORKERS'
   | 'CONNECT_FAILED';
 
 const RECOVERY: Record<ErrorCode, Recovery> = {
@@ -29,6 +30,7 @@ const RECOVERY: Record<ErrorCode, Recovery> = {
   NON_FINITE: 'stop-run',
   WORKER_LOST: 'retry-step',
   TIMEOUT: 'retry-step',
+  NO_WORKERS: 'stop-run',
   CONNECT_FAILED: 'stop-run',
 };
 

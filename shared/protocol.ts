@@ -125,7 +125,12 @@ export const BODY_RULE: Record<MessageType, 'required' | 'optional' | 'none'> = 
 type Obj = Record<string, unknown>;
 
 function fail(type: string, field: string, expected: string, got: unknown): never {
-  const shown = typeof got === 'string' ? JSON.stringify(got.slice(0, 60)) : typeof got === 'number' ? String(got) : (JSON.stringify(got) ?? String(got));
+  let shown: string;
+  try {
+    shown = typeof got === 'string' ? JSON.stringify(got.slice(0, 60)) : typeof got === 'number' || typeof got === 'bigint' ? String(got) : (JSON.stringify(got) ?? String(got));
+  } catch {
+    shown = Object.prototype.toString.call(got);
+  }
   throw new ProtocolError('BAD_MESSAGE', `${type}.${field}: expected ${expected}, got ${String(shown).slice(0, 80)}`);
 }
 

@@ -17,7 +17,7 @@ import { modelFromTopology } from '../shared/models/index.js';
 import { assertLayout, countParams, writeWeights } from '../shared/param-layout.js';
 import { PROTOCOL_VERSION, type Message, type WelcomeMessage, type WorkMessage } from '../shared/protocol.js';
 import { EpochSampler } from '../shared/sampler.js';
-import { computeMicroBatch, type GradientModel } from './gradient.js';
+import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
 
 export interface WorkerOptions {
   connect: string;
@@ -278,7 +278,7 @@ async function computeWork(
     const t0 = performance.now();
     const indices = state.sampler.indicesFor(work.step, work.globalBatchSize, spec.start, spec.end);
     const { images, labels } = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
-    const result = computeMicroBatch(state.gm, images, labels, maxChunk);
+    const result = await computeMicroBatchYielding(state.gm, images, labels, maxChunk);
     const computeMs = performance.now() - t0;
     metrics.microBatchesTotal.inc();
     metrics.microBatchSamplesTotal.inc(result.samples);

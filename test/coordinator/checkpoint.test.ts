@@ -68,6 +68,14 @@ describe('checkpoints', () => {
     await expect(loadCheckpoint(dir)).rejects.toThrow(/SHA-256 \(torn write or edited file\)/);
   });
 
+  it('refuses a file whose header was edited (a step count changed by hand)', async () => {
+    const dir = freshDir();
+    const path = await saveCheckpoint(dir, sample());
+    const text = readFileSync(path).toString('latin1').replace('"stepsDone":12', '"stepsDone":99');
+    writeFileSync(path, Buffer.from(text, 'latin1'));
+    await expect(loadCheckpoint(dir)).rejects.toThrow(/torn write or edited file/);
+  });
+
   it('refuses a truncated file and a file that is not a checkpoint', async () => {
     const dir = freshDir();
     const path = await saveCheckpoint(dir, sample());

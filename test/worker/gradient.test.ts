@@ -6,7 +6,7 @@ import { buildModel, type ModelName } from '../../shared/models/index.js';
 import { paramSpecsOf, readWeights, writeWeights } from '../../shared/param-layout.js';
 import { EpochSampler } from '../../shared/sampler.js';
 import { initialWeights } from '../../shared/weight-init.js';
-import { computeMicroBatch } from '../../worker/gradient.js';
+import { computeMicroBatch, computeMicroBatchYielding } from '../../worker/gradient.js';
 import { expectNoLeaks, maxRelativeDifference } from '../support/tensors.js';
 
 let dataset: Dataset;
@@ -63,6 +63,17 @@ describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend)
     expect(maxRelativeDifference(whole.gradSum, chunked.gradSum)).toBeLessThan(1e-5);
     expect(chunked.samples).toBe(40);
     expect(chunked.sqNorm).toBeCloseTo(whole.sqNorm, 6);
+    gm.model.dispose();
+  });
+
+  it('gives the same bits when it yields to the event loop between chunks', async () => {
+    const gm = setup('mlp', [32]);
+    const indices = new EpochSampler(dataset.train.count, 4).indicesFor(0, 40);
+    const { images, labels } = gatherSamples(dataset.train, dataset.sampleShape, indices);
+    const blocking = computeMicroBatch(gm, images, labels, 7);
+    const yielding = await computeMicroBatchYielding(gm, images, labels, 7);
+    expect(Buffer.from(yielding.gradSum.buffer).equals(Buffer.from(blocking.gradSum.buffer))).toBe(true);
+    expect(yielding.lossSum).toBe(blocking.lossSum);
     gm.model.dispose();
   });
 
