@@ -50,6 +50,12 @@ async function renderSvg(spec: TopLevelSpec): Promise<string> {
 const WIDTH = 420;
 const HEIGHT = 260;
 const ok = (p: SweepPoint): boolean => p.status === 'ok';
+const pointLabel = (p: SweepPoint): string => `B=${p.globalBatchSize} N=${p.workers}`;
+
+/** A one-layer chart of the standard size. */
+function singleChart(title: string, note: string, values: unknown[], mark: unknown, encoding: unknown): { title: string; note: string; spec: TopLevelSpec } {
+  return { title, note, spec: { width: WIDTH, height: HEIGHT, data: { values }, mark, encoding } as TopLevelSpec };
+}
 
 /** The Vega-Lite specs of the report's charts, by title. Exported for tests. */
 export function sweepCharts(report: SweepReport): { title: string; note: string; spec: TopLevelSpec }[] {
@@ -69,16 +75,15 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
       ],
     } as TopLevelSpec,
   });
-  charts.push({
-    title: 'Throughput vs batch size',
-    note: 'Samples per second of wall time, per worker count.',
-    spec: {
-      width: WIDTH, height: HEIGHT,
-      data: { values: points.map((p) => ({ globalBatchSize: p.globalBatchSize, workers: `${p.workers} workers`, samplesPerSecond: p.samplesPerSecond })) },
-      mark: { type: 'line', point: true },
-      encoding: { x: batchAxis, y: { field: 'samplesPerSecond', type: 'quantitative', title: 'samples / s' }, color: { field: 'workers', type: 'nominal' } },
-    } as TopLevelSpec,
-  });
+  charts.push(
+    singleChart(
+      'Throughput vs batch size',
+      'Samples per second of wall time, per worker count.',
+      points.map((p) => ({ globalBatchSize: p.globalBatchSize, workers: `${p.workers} workers`, samplesPerSecond: p.samplesPerSecond })),
+      { type: 'line', point: true },
+      { x: batchAxis, y: { field: 'samplesPerSecond', type: 'quantitative', title: 'samples / s' }, color: { field: 'workers', type: 'nominal' } },
+    ),
+  );
   const reached = points.filter((p) => p.stepsToTarget !== null && p.workers === Math.min(...points.map((q) => q.workers)));
   if (reached.length > 0) {
     const bs = reached.map((p) => p.globalBatchSize);
@@ -102,46 +107,46 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
       spec: { width: WIDTH, height: HEIGHT, layer: layers } as TopLevelSpec,
     });
   }
-  const noise = points.flatMap((p) => (p.history ?? []).filter((h) => h.bSimple !== null).map((h) => ({ step: h.step, bSimple: h.bSimple, run: `B=${p.globalBatchSize} N=${p.workers}` })));
+  const noise = points.flatMap((p) => (p.history ?? []).filter((h) => h.bSimple !== null).map((h) => ({ step: h.step, bSimple: h.bSimple, run: pointLabel(p) })));
   if (noise.length > 0) {
-    charts.push({
-      title: 'Gradient noise scale over training',
-      note: 'B_simple = tr(Σ)/|G|² (McCandlish et al. 2018), smoothed; a heuristic for the critical batch size.',
-      spec: {
-        width: WIDTH, height: HEIGHT,
-        data: { values: noise },
-        mark: 'line',
-        encoding: { x: { field: 'step', type: 'quantitative' }, y: { field: 'bSimple', type: 'quantitative', title: 'B_simple', scale: { type: 'symlog' } }, color: { field: 'run', type: 'nominal' } },
-      } as TopLevelSpec,
-    });
+    charts.push(
+      singleChart(
+        'Gradient noise scale over training',
+        'B_simple = tr(Σ)/|G|² (McCandlish et al. 2018), smoothed; a heuristic for the critical batch size.',
+        noise,
+        'line',
+        { x: { field: 'step', type: 'quantitative' }, y: { field: 'bSimple', type: 'quantitative', title: 'B_simple', scale: { type: 'symlog' } }, color: { field: 'run', type: 'nominal' } },
+      ),
+    );
   }
   const phases = points.flatMap((p) =>
-    Object.entries(p.phaseSeconds ?? {}).filter(([phase]) => phase !== 'compute').map(([phase, seconds]) => ({ point: `B=${p.globalBatchSize} N=${p.workers}`, phase, ms: seconds * 1000 })),
+    Object.entries(p.phaseSeconds ?? {}).filter(([phase]) => phase !== 'compute').map(([phase, seconds]) => ({ point: pointLabel(p), phase, ms: seconds * 1000 })),
   );
   if (phases.length > 0) {
-    charts.push({
-      title: 'Step time breakdown',
-      note: 'Mean milliseconds per step by coordinator phase; gather-wait includes the workers\u2019 compute.',
-      spec: {
-        width: WIDTH, height: HEIGHT,
-        data: { values: phases },
-        mark: 'bar',
-        encoding: { x: { field: 'point', type: 'nominal', sort: null, title: null }, y: { field: 'ms', type: 'quantitative', title: 'ms per step', stack: 'zero' }, color: { field: 'phase', type: 'nominal' } },
-      } as TopLevelSpec,
-    });
+    charts.push(
+      singleChart(
+        'Step time breakdown',
+        'Mean milliseconds per step by coordinator phase; gather-wait includes the workers\u2019 compute.',
+        phases,
+        'bar',
+        { x: { field: 'point', type: 'nominal', sort: null, title: null }, y: { field: 'ms', type: 'quantitative', title: 'ms per step', stack: 'zero' }, color: { field: 'phase', type: 'nominal' } },
+      ),
+    );
   }
   const gap = points.filter((p) => p.trainAccuracy != null && p.evalAccuracy != null);
   if (gap.length > 0) {
-    charts.push({
-      title: 'Generalization: train vs eval accuracy',
-      note: 'Accuracy on training samples (inference mode) and on the test split at the end of each run.',
-      spec: {
-        width: WIDTH, height: HEIGHT,
-        data: { values: gap.flatMap((p) => [{ globalBatchSize: p.globalBatchSize, workers: p.workers, split: 'train', accuracy: p.trainAccuracy }, { globalBatchSize: p.globalBatchSize, workers: p.workers, split: 'eval', accuracy: p.evalAccuracy }]) },
-        mark: { type: 'line', point: true },
-        encoding: { x: batchAxis, y: { field: 'accuracy', type: 'quantitative', scale: { zero: false } }, color: { field: 'split', type: 'nominal' }, detail: { field: 'workers' } },
-      } as TopLevelSpec,
-    });
+    charts.push(
+      singleChart(
+        'Generalization: train vs eval accuracy',
+        'Accuracy on training samples (inference mode) and on the test split at the end of each run.',
+        gap.flatMap((p) => [
+          { globalBatchSize: p.globalBatchSize, workers: p.workers, split: 'train', accuracy: p.trainAccuracy },
+          { globalBatchSize: p.globalBatchSize, workers: p.workers, split: 'eval', accuracy: p.evalAccuracy },
+        ]),
+        { type: 'line', point: true },
+        { x: batchAxis, y: { field: 'accuracy', type: 'quantitative', scale: { zero: false } }, color: { field: 'split', type: 'nominal' }, detail: { field: 'workers' } },
+      ),
+    );
   }
   return charts;
 }

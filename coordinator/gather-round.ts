@@ -20,6 +20,12 @@ export interface StepStats {
   sqNorms: { samples: number; sqNorm: number }[];
 }
 
+/** Mean over the step's workers of their compute seconds (0 when none replied). */
+export function meanComputeSeconds(stats: StepStats): number {
+  const computes = [...stats.computeMsByWorker.values()];
+  return computes.reduce((a, b) => a + b, 0) / Math.max(1, computes.length) / 1000;
+}
+
 export class GatherRound {
   readonly step: number;
   private readonly owner = new Map<number, number>();

@@ -6,6 +6,7 @@ import { liveScalingEfficiency } from '../shared/efficiency.js';
 import { goodput, statisticalEfficiency } from '../shared/statistics/statistical-efficiency.js';
 import type { Evaluation } from '../shared/evaluate.js';
 import { defineCoordinatorMetrics, type CoordinatorMetrics, type CoordinatorMetricsConfig } from '../shared/metrics.js';
+import { meanComputeSeconds } from './gather-round.js';
 import type { StepRecord, TrainerObserver } from './trainer.js';
 
 /** Reasons a frame, reply or connection is refused (see docs/PROTOCOL.md). */
@@ -35,9 +36,7 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     m.samplesTotal.inc(stats.samples);
     m.stepDuration.observe(labels, record.wallSeconds);
     for (const [phase, seconds] of Object.entries(record.phases)) m.stepPhase.observe({ phase }, seconds);
-    const computeSeconds = [...stats.computeMsByWorker.values()].map((ms) => ms / 1000);
-    const meanCompute = computeSeconds.reduce((a, b) => a + b, 0) / Math.max(1, computeSeconds.length);
-    m.stepPhase.observe({ phase: 'compute' }, meanCompute);
+    m.stepPhase.observe({ phase: 'compute' }, meanComputeSeconds(stats));
     for (const [workerId, ms] of stats.computeMsByWorker) {
       const worker = String(workerId);
       m.workerCompute.observe({ worker }, ms / 1000);
@@ -51,7 +50,7 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     m.noiseScale.set(bSimple ?? NaN);
     m.statisticalEfficiency.set(efficiency);
     m.goodput.set(goodput(throughput, efficiency));
-    m.scalingEfficiency.set(labels, liveScalingEfficiency(computeSeconds, record.wallSeconds));
+    m.scalingEfficiency.set(labels, liveScalingEfficiency([...stats.computeMsByWorker.values()].map((ms) => ms / 1000), record.wallSeconds));
     m.globalBatchSize.set(stats.samples);
     m.workers.set(record.workers);
     m.trainLoss.set(record.loss);

@@ -4,6 +4,7 @@
 
 import { performance } from 'node:perf_hooks';
 import type { Evaluation } from '../shared/evaluate.js';
+import { meanComputeSeconds } from './gather-round.js';
 import type { StepRecord, TrainerObserver } from './trainer.js';
 
 /** One row of the per-run history (noise scale over training, loss curves). */
@@ -46,8 +47,7 @@ export class RunTotals implements TrainerObserver {
       this.startMs = performance.now() - record.wallSeconds * 1000;
     }
     this.last = record;
-    const computes = [...record.stats.computeMsByWorker.values()];
-    const meanCompute = computes.reduce((a, b) => a + b, 0) / Math.max(1, computes.length) / 1000;
+    const meanCompute = meanComputeSeconds(record.stats);
     this.computeSeconds += meanCompute;
     for (const [phase, seconds] of [...Object.entries(record.phases), ['compute', meanCompute] as const]) this.phaseSeconds[phase] = (this.phaseSeconds[phase] ?? 0) + seconds;
     this.wallSeconds += record.wallSeconds;
