@@ -19,6 +19,8 @@ function spawnWorker(index: number, port: number, token: string, settings: Local
   // Workers serve metrics when the coordinator does (each on a free port, found through --targets-file).
   args.push('--metrics-port', settings.metricsPort === null ? 'off' : '0');
   if (settings.dataDir) args.push('--data-dir', settings.dataDir);
+  const slowdown = settings.debugSlowdown[index - 1] ?? 1;
+  if (slowdown !== 1) args.push('--debug-slowdown', String(slowdown));
   // The token travels in the environment, not argv, so `ps` does not show it.
   // Own process group: a terminal's Ctrl-C reaches only this process, which then stops the
   // workers in order (shutdown frame) instead of them dying mid-step.

@@ -10,6 +10,9 @@ import { OptionError } from '../shared/errors.js';
 import { DECAY_KINDS, LR_SCALING_RULES, WARMUP_KINDS, type LrWindow } from '../shared/lr-schedule.js';
 import { DEFAULT_HIDDEN, MODEL_NAMES, type ModelName } from '../shared/models/index.js';
 import { OPTIMIZER_NAMES, type OptimizerName } from '../shared/optimizers/index.js';
+import { WIRE_DTYPES, type WireDtype } from '../shared/codec.js';
+import { BALANCE_MODES, type BalanceMode } from '../coordinator/split.js';
+import { CLIENT_MASKS, type ClientMask } from '../shared/transport.js';
 
 /** Default learning rate per optimizer when --lr is not given. */
 export const DEFAULT_LR: Record<OptimizerName, number> = { sgd: 0.05, adam: 0.001, adamw: 0.001, lars: 1, lamb: 0.01 };
@@ -60,6 +63,8 @@ export const TRAINING_OPTIONS = {
   'checkpoint-dir': s('directory for checkpoints (weights, optimizer state, step, noise-scale EMAs)'),
   'checkpoint-every': s('write a checkpoint every N steps (0: only when stopped by a signal)', { default: '100' }),
   resume: { type: 'boolean', describe: 'continue from the checkpoint in --checkpoint-dir', default: false } as Options,
+  'wire-dtype': s(`number format of gradients and weights on the wire: ${WIRE_DTYPES.join(' | ')} (f16: half the bytes, rounded to nearest even with a per-frame power-of-two scale; sums stay float64)`, { default: 'f32' }),
+  balance: s(`how micro-batches are shared out: ${BALANCE_MODES.join(' | ')} (throughput: in proportion to each worker's measured samples/s, capped by its --max-micro-batches)`, { default: 'throughput' }),
 } as const;
 
 export const COORDINATOR_OPTIONS = {
@@ -75,6 +80,7 @@ export const COORDINATOR_OPTIONS = {
 export const LOCAL_OPTIONS = {
   ...TRAINING_OPTIONS,
   workers: s('worker processes to start on this machine', { default: '2' }),
+  'debug-slowdown': s('slow workers down for load-balancing experiments: factors >= 1 per worker in order, comma-separated, e.g. 1,3'),
 } as const;
 
 export const SWEEP_OPTIONS = {
@@ -101,6 +107,15 @@ export const WORKER_OPTIONS = {
   ca: s('PEM certificate(s) to trust for wss:// (e.g. the coordinator\'s self-signed certificate)'),
   'metrics-port': s('port for /metrics and /healthz (0: any free port; "off": none)', { default: '0' }),
   'metrics-host': s('address for /metrics and /healthz', { default: '0.0.0.0' }),
+  'client-mask': s(`WebSocket client masking: ${CLIENT_MASKS.join(' | ')} (auto: all-zero mask on loopback or wss://, random otherwise; see docs/PERFORMANCE.md)`, { default: 'auto' }),
+  'max-micro-batches': s('most micro-batches this worker takes per step (its memory limit; default: no limit)'),
+  'debug-slowdown': s('pretend to be FACTOR times slower (sleeps after each micro-batch) to test load balancing', { default: '1' }),
+} as const;
+
+export const BENCH_OPTIONS = {
+  quick: { type: 'boolean', describe: 'fewer and shorter runs: about a minute and a half instead of several', default: false } as Options,
+  json: s('also write the results as JSON to FILE'),
+  only: s('run only these sections, comma-separated: transport, reduce, scaling, balance, backends, peer'),
 } as const;
 
 type Raw = Record<string, unknown>;
@@ -264,6 +279,8 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
     ...(checkpointDir ? { checkpointDir } : {}),
     checkpointEvery: integer(raw, 'checkpoint-every', 0) ?? 100,
     resume: raw.resume === true,
+    wireDtype: oneOf(raw, 'wire-dtype', WIRE_DTYPES) ?? 'f32',
+    balance: oneOf(raw, 'balance', BALANCE_MODES) ?? 'throughput',
   };
 }
 
@@ -288,12 +305,25 @@ export function parseCoordinatorSettings(raw: Raw): CoordinatorSettings {
 
 export interface LocalSettings extends TrainingSettings {
   workers: number;
+  /** Slowdown factor per worker (index 0 = worker 1); missing entries are 1. */
+  debugSlowdown: number[];
 }
 
 export function parseLocalSettings(raw: Raw): LocalSettings {
   const training = parseTrainingSettings(raw);
   const workers = integer(raw, 'workers', 1, 64) ?? 2;
-  return { ...training, workers, minWorkers: Math.max(training.minWorkers, workers) };
+  const debugSlowdown = slowdownList(raw, workers);
+  return { ...training, workers, minWorkers: Math.max(training.minWorkers, workers), debugSlowdown };
+}
+
+function slowdownList(raw: Raw, workers: number): number[] {
+  const t = text(raw, 'debug-slowdown');
+  if (t === undefined || t === '') return [];
+  const values = t.split(',').map((p) => (p.trim() === '' ? NaN : Number(p)));
+  if (values.length > workers || values.some((v) => !Number.isFinite(v) || v < 1 || v > 1000)) {
+    throw new OptionError('debug-slowdown', t, `at most ${workers} comma-separated factors from 1 to 1000 (one per worker), e.g. 1,3`);
+  }
+  return values;
 }
 
 function decimalList(raw: Raw, option: string): number[] | undefined {
@@ -346,6 +376,9 @@ export interface WorkerSettings {
   metricsHost: string;
   /** PEM file of certificates to trust for wss://. */
   ca?: string;
+  clientMask: ClientMask;
+  maxMicroBatches: number | null;
+  debugSlowdown: number;
 }
 
 /** Validates `worker` options; the address may come from MASTER_ADDR/MASTER_PORT as launchers set them. */
@@ -373,5 +406,8 @@ export function parseWorkerSettings(raw: Raw, env: NodeJS.ProcessEnv): WorkerSet
     metricsPort: port(raw, 'metrics-port', true) ?? 0,
     metricsHost: text(raw, 'metrics-host') || '0.0.0.0',
     ...(text(raw, 'ca') ? { ca: text(raw, 'ca') } : {}),
+    clientMask: oneOf(raw, 'client-mask', CLIENT_MASKS) ?? 'auto',
+    maxMicroBatches: integer(raw, 'max-micro-batches', 1, 1_000_000) ?? null,
+    debugSlowdown: decimal(raw, 'debug-slowdown', 1, true, 1000.000001) ?? 1,
   };
 }

@@ -77,7 +77,7 @@ export async function runSweep(settings: SweepSettings, command: string, out: No
       for (const lr of settings.lrGrid) {
         index++;
         out.write(`\n[${index}/${total}] global batch ${globalBatchSize}, ${workers} worker${workers > 1 ? 's' : ''}, micro-batch ${microBatch}, lr ${lr}\n`);
-        const local: LocalSettings = { ...settings, globalBatchSize, microBatch: Math.min(microBatch, globalBatchSize), lr, workers, minWorkers: workers };
+        const local: LocalSettings = { ...settings, globalBatchSize, microBatch: Math.min(microBatch, globalBatchSize), lr, workers, minWorkers: workers, debugSlowdown: [] };
         delete (local as Partial<SweepSettings>).report;
         const progress = new ProgressReporter(out);
         try {

@@ -116,6 +116,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     log,
     onBytes: (direction, bytes) => metricsObserver.onBytes(direction, bytes),
+    wireDtype: options.wireDtype,
     welcome: (workerId) => ({
       type: 'welcome',
       protocolVersion: PROTOCOL_VERSION,
@@ -132,6 +133,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
         ...(options.dataset === 'synthetic' ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count } : {}),
       },
       heartbeatIntervalMs: options.heartbeatIntervalMs,
+      wireDtype: options.wireDtype,
     }),
   });
 
@@ -234,6 +236,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
         workerWaitTimeoutMs: options.workerWaitTimeoutMs,
         stepDeadlineFloorMs: options.stepDeadlineFloorMs,
         stepDeadlineCapMs: options.stepDeadlineCapMs,
+        balance: options.balance,
       },
       membership,
       reducer: new StarReducer(paramCount),

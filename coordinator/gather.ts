@@ -7,7 +7,7 @@ import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
 import { dispatch } from './dispatch.js';
 import type { GatherRound } from './gather-round.js';
 import type { Membership, WorkerConnection } from './membership.js';
-import { splitMicroBatches } from './split.js';
+import { splitMicroBatches, type BalanceMode } from './split.js';
 import type { TrainerObserver } from './trainer.js';
 
 export type ReassignReason = 'worker_lost' | 'timeout' | 'non_finite';
@@ -17,6 +17,8 @@ export interface GatherContext {
   round: GatherRound;
   weights: Float32Array;
   globalBatchSize: number;
+  /** How re-issued micro-batches are shared among the remaining workers. */
+  balance: BalanceMode;
   /** Re-issue whatever is still out after this long. */
   deadlineMs: number;
   /** With no live worker left, how long to wait for one before stopping the run. */
@@ -60,7 +62,7 @@ export async function gather(ctx: GatherContext): Promise<void> {
       return;
     }
     observer.onReassign?.(reason, specs.length);
-    dispatch(membership, round, splitMicroBatches(specs, targets.map((w) => w.workerId)), ctx.weights, ctx.globalBatchSize);
+    dispatch(membership, round, splitMicroBatches(specs, targets, ctx.balance), ctx.weights, ctx.globalBatchSize);
   };
 
   const onGradient = (worker: WorkerConnection, message: GradientMessage, body: Float32Array): void => {

@@ -7,7 +7,8 @@ import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { isAuthorized } from '../shared/auth.js';
-import { decodeFrame, encodeFrame } from '../shared/codec.js';
+import { decodeFrame, encodeFrame, FrameEncoder, type WireDtype } from '../shared/codec.js';
+import { updateThroughput } from './split.js';
 import { BatchlabError, closeCodeFor, describeError, ProtocolError } from '../shared/errors.js';
 import { PROTOCOL_VERSION, type GradientMessage, type Message, type WelcomeMessage } from '../shared/protocol.js';
 
@@ -29,6 +30,12 @@ export interface WorkerConnection {
   lastPingMs: number;
   /** Why the coordinator ended the connection, for the loss log line. */
   lostReason: string | null;
+  /** Measured compute samples/s (EMA over micro-batch replies after the first); null until then. */
+  samplesPerSecond: number | null;
+  /** Its memory limit in micro-batches per step (hello); null: none. */
+  maxMicroBatches: number | null;
+  /** Gradient replies received (the first, with warm-up in it, is not measured). */
+  replies: number;
 }
 
 export interface MembershipEvents {
@@ -50,11 +57,15 @@ export interface MembershipOptions {
   log: (line: string) => void;
   /** Counts frame bytes sent (`out`) and received (`in`). */
   onBytes?: (direction: 'in' | 'out', bytes: number) => void;
+  /** Number format of weight bodies sent (gradients come back in the format the welcome names). */
+  wireDtype?: WireDtype;
 }
 
 export class Membership extends EventEmitter<MembershipEvents> {
   readonly workers = new Map<number, WorkerConnection>();
   private readonly wss: WebSocketServer;
+  /** Reuses model-sized frame buffers across steps and workers. */
+  private readonly encoder: FrameEncoder;
   private nextWorkerId = 1;
   private closed = false;
 
@@ -63,6 +74,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     private readonly options: MembershipOptions,
   ) {
     super();
+    this.encoder = new FrameEncoder(options.wireDtype ?? 'f32');
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxPayloadBytes });
     http.on('upgrade', this.onUpgrade);
     // Checked four times per interval, so a silent worker is found within 2.25 intervals.
@@ -98,9 +110,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Sends one frame; false when the socket is gone. */
   send(worker: WorkerConnection, message: Message, body: Float32Array | null = null): boolean {
     if (worker.socket.readyState !== worker.socket.OPEN) return false;
-    const frame = encodeFrame(message, body);
-    this.options.onBytes?.('out', frame.length);
-    worker.socket.send(frame, { binary: true });
+    const frame = this.encoder.encode(message, body);
+    this.options.onBytes?.('out', frame.bytes.length);
+    // The buffer goes back to the pool once ws has handed it to the kernel (or failed to).
+    worker.socket.send(frame.bytes, { binary: true }, () => frame.release());
     return true;
   }
 
@@ -167,7 +180,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
           }
           const host = remoteAddress.replace(/^::ffff:/, '');
           const metricsTarget = message.metricsPort ? `${host.includes(':') ? `[${host}]` : host}:${message.metricsPort}` : null;
-          worker = { workerId, name: message.workerName, backend: message.backend, device: message.device, maxChunk: message.maxChunk, ready: false, weightsStep: -1, socket, metricsTarget, lastPongMs: Date.now(), lastPingMs: 0, lostReason: null };
+          worker = { workerId, name: message.workerName, backend: message.backend, device: message.device, maxChunk: message.maxChunk, ready: false, weightsStep: -1, socket, metricsTarget, lastPongMs: Date.now(), lastPingMs: 0, lostReason: null, samplesPerSecond: null, maxMicroBatches: message.maxMicroBatches ?? null, replies: 0 };
           this.workers.set(workerId, worker);
           this.send(worker, this.options.welcome(workerId));
           return;
@@ -183,6 +196,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
           return;
         }
         if (message.type === 'gradient' && worker.ready) {
+          worker.replies++;
+          if (worker.replies > 1) worker.samplesPerSecond = updateThroughput(worker.samplesPerSecond, message.samples, message.computeMs);
           // Between steps (evaluation, a checkpoint write) no round listens: the reply is late.
           if (this.listenerCount('gradient') === 0) this.emit('rejected', 'stale_step', `worker ${workerId}: reply for step ${message.step} between steps`);
           else this.emitSafely('gradient', worker, message, body!);

@@ -10,17 +10,27 @@ export interface Reducer {
   begin(microBatchIds: readonly number[]): void;
   /** Adds one micro-batch's gradient sum; replies may arrive in any order. */
   add(microBatchId: number, gradSum: Float32Array, samples: number): void;
-  /** The mean gradient (sum / total samples). Throws if a micro-batch is missing. */
-  finish(): { meanGrad: Float32Array; samples: number };
+  /**
+   * The mean gradient (sum / total samples) and its squared L2 norm. The array is the reducer's
+   * own and is overwritten by the next step. Throws if a micro-batch is missing.
+   */
+  finish(): { meanGrad: Float32Array; samples: number; sqNorm: number };
 }
 
-/** The coordinator sums everything (simple and exact; inbound traffic is N × model size). */
+/**
+ * The coordinator sums everything (simple and exact; inbound traffic is N × model size).
+ * Replies are folded as soon as their turn in id order comes, so reduction overlaps with waiting
+ * for the rest. All memory is allocated once: the first reply is copied into the float64
+ * accumulator (no zero-fill pass), middle replies are added, and the last is added, scaled,
+ * rounded to float32 and squared in one pass: two passes in all for two replies.
+ */
 export class StarReducer implements Reducer {
   private readonly accumulator: Float64Array;
   private readonly mean: Float32Array;
   private order: number[] = [];
   private next = 0;
   private samples = 0;
+  private sqNorm = 0;
   private readonly pending = new Map<number, { gradSum: Float32Array; samples: number }>();
 
   constructor(readonly paramCount: number) {
@@ -32,32 +42,55 @@ export class StarReducer implements Reducer {
     this.order = [...microBatchIds].sort((a, b) => a - b);
     this.next = 0;
     this.samples = 0;
+    this.sqNorm = 0;
     this.pending.clear();
-    this.accumulator.fill(0);
   }
 
   add(microBatchId: number, gradSum: Float32Array, samples: number): void {
     if (gradSum.length !== this.paramCount) throw new Error(`micro-batch ${microBatchId}: gradient has ${gradSum.length} values, expected ${this.paramCount}`);
     this.pending.set(microBatchId, { gradSum, samples });
-    // Fold every reply whose turn has come, so reduction overlaps with waiting for the rest.
     while (this.next < this.order.length && this.pending.has(this.order[this.next]!)) {
       const id = this.order[this.next]!;
       const part = this.pending.get(id)!;
       this.pending.delete(id);
-      const acc = this.accumulator;
-      const g = part.gradSum;
-      for (let i = 0; i < acc.length; i++) acc[i] = acc[i]! + g[i]!;
       this.samples += part.samples;
+      this.fold(part.gradSum, this.next === 0, this.next === this.order.length - 1);
       this.next++;
     }
   }
 
-  finish(): { meanGrad: Float32Array; samples: number } {
-    if (this.next !== this.order.length) {
-      throw new Error(`reduce finished with micro-batch ${this.order[this.next]} missing (${this.order.length - this.next} of ${this.order.length})`);
+  /** acc = g (first), acc += g (middle); the last also writes mean = f32(acc / samples) and its norm. */
+  private fold(g: Float32Array, first: boolean, last: boolean): void {
+    const acc = this.accumulator;
+    const n = acc.length;
+    if (!last) {
+      if (first) for (let i = 0; i < n; i++) acc[i] = g[i]!;
+      else for (let i = 0; i < n; i++) acc[i] = acc[i]! + g[i]!;
+      return;
     }
     const inv = 1 / this.samples;
-    for (let i = 0; i < this.mean.length; i++) this.mean[i] = this.accumulator[i]! * inv;
-    return { meanGrad: this.mean, samples: this.samples };
+    const mean = this.mean;
+    let sq = 0;
+    if (first) {
+      for (let i = 0; i < n; i++) {
+        const m = Math.fround(g[i]! * inv);
+        mean[i] = m;
+        sq += m * m;
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const m = Math.fround((acc[i]! + g[i]!) * inv);
+        mean[i] = m;
+        sq += m * m;
+      }
+    }
+    this.sqNorm = sq;
+  }
+
+  finish(): { meanGrad: Float32Array; samples: number; sqNorm: number } {
+    if (this.next !== this.order.length || this.order.length === 0) {
+      throw new Error(`reduce finished with micro-batch ${this.order[this.next]} missing (${this.order.length - this.next} of ${this.order.length})`);
+    }
+    return { meanGrad: this.mean, samples: this.samples, sqNorm: this.sqNorm };
   }
 }

@@ -6,6 +6,8 @@ import type { DatasetName } from '../shared/data/dataset.js';
 import type { DecayKind, LrScaling, LrWindow, WarmupKind } from '../shared/lr-schedule.js';
 import type { ModelName } from '../shared/models/index.js';
 import type { OptimizerName } from '../shared/optimizers/index.js';
+import type { WireDtype } from '../shared/codec.js';
+import type { BalanceMode } from './split.js';
 
 export interface RunConfig {
   model: ModelName;
@@ -63,4 +65,8 @@ export interface RunConfig {
   trace?: string;
   /** Prometheus file_sd JSON of the /metrics endpoints. */
   targetsFile?: string;
+  /** Number format of gradient and weight bodies on the wire. */
+  wireDtype: WireDtype;
+  /** How micro-batches are shared among workers. */
+  balance: BalanceMode;
 }

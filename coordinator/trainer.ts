@@ -14,7 +14,7 @@ import type { Membership, WorkerConnection } from './membership.js';
 import type { Reducer } from './reducer.js';
 import { dispatch } from './dispatch.js';
 import { gather } from './gather.js';
-import { splitMicroBatches } from './split.js';
+import { splitMicroBatches, type BalanceMode } from './split.js';
 
 export interface TrainerConfig {
   globalBatchSize: number;
@@ -32,6 +32,8 @@ export interface TrainerConfig {
   /** Step deadline = clamp(5 × median of recent step times, floor, cap). */
   stepDeadlineFloorMs: number;
   stepDeadlineCapMs: number;
+  /** How micro-batches are shared among workers. */
+  balance: BalanceMode;
 }
 
 /** What one applied step produced; observers (progress, metrics, trace) read it. */
@@ -122,12 +124,12 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
     const t0 = performance.now();
     const round = new GatherRound(step, microBatches, reducer);
-    dispatch(membership, round, splitMicroBatches(microBatches, workers.map((w) => w.workerId)), weights, config.globalBatchSize);
+    dispatch(membership, round, splitMicroBatches(microBatches, workers, config.balance), weights, config.globalBatchSize);
     const t1 = performance.now();
     const deadlineMs = stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs);
-    await gather({ membership, round, weights, globalBatchSize: config.globalBatchSize, deadlineMs, workerWaitTimeoutMs: config.workerWaitTimeoutMs, observer, log, signal: parts.signal });
+    await gather({ membership, round, weights, globalBatchSize: config.globalBatchSize, balance: config.balance, deadlineMs, workerWaitTimeoutMs: config.workerWaitTimeoutMs, observer, log, signal: parts.signal });
     const t2 = performance.now();
-    const { meanGrad, samples: stepSamples } = reducer.finish();
+    const { meanGrad, samples: stepSamples, sqNorm: gradSqNorm } = reducer.finish();
     const t3 = performance.now();
     const lr = config.lrAt(step);
     optimizer.apply(weights, meanGrad, lr);
@@ -137,7 +139,6 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     recentStepMs.push(t4 - t0);
     if (recentStepMs.length > 10) recentStepMs.shift();
     const stats = round.stats();
-    const gradSqNorm = squaredNorm(meanGrad);
     const noise = parts.noise?.update({ microBatches: stats.sqNorms, globalSqNorm: gradSqNorm, lr, globalBatchSize: stats.samples, momentum: config.momentum }) ?? null;
     observer.onStep?.({
       step,
@@ -170,12 +171,6 @@ export function stepDeadline(recentStepMs: readonly number[], floorMs: number, c
   const sorted = [...recentStepMs].sort((a, b) => a - b);
   const median = sorted[Math.floor(sorted.length / 2)]!;
   return Math.min(capMs, Math.max(floorMs, 5 * median));
-}
-
-function squaredNorm(v: Float32Array): number {
-  let sum = 0;
-  for (let i = 0; i < v.length; i++) sum += v[i]! * v[i]!;
-  return sum;
 }
 
 /** Waits until at least `minWorkers` are ready; says so when it has to wait. */

@@ -1,15 +1,22 @@
 // Frame codec: one WebSocket binary frame = [u32 LE header length][msgpack header][pad to 4]
-// [float32 LE body]. The body is aligned so the receiver can view it as a Float32Array without a
-// copy (it copies only when ws hands over an unaligned slice). Mirrors tfjs io_utils framing.
+// [body]. The body is little-endian float32, aligned so the receiver can view it as a
+// Float32Array without a copy (it copies only when ws hands over an unaligned slice), or float16
+// with a power-of-two scale when the run uses `--wire-dtype f16` (header fields bodyDtype and
+// bodyScale). Mirrors tfjs io_utils framing.
 
 import { Packr } from 'msgpackr';
 import { ProtocolError } from './errors.js';
+import { decodeFloat16, encodeFloat16, float16ScaleExponent } from './float16.js';
 import { BODY_RULE, validateMessage, type Message } from './protocol.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 const LENGTH_BYTES = 4;
 /** Largest header we accept; headers are small, tensors travel in the body. */
 export const MAX_HEADER_BYTES = 16 * 1024 * 1024;
+
+/** How a frame's body travels: float32 as is, or float16 with a power-of-two scale (`--wire-dtype`). */
+export type WireDtype = 'f32' | 'f16';
+export const WIRE_DTYPES: readonly WireDtype[] = ['f32', 'f16'];
 
 /** A decoded frame: the validated message and its float32 body, if it has one. */
 export interface Frame<M extends Message = Message> {
@@ -21,19 +28,85 @@ function align4(n: number): number {
   return (n + 3) & ~3;
 }
 
-/**
- * Encodes a message and an optional float32 body into one frame. Reverse of `decodeFrame`.
- * Little-endian is assumed for the body (every platform Node runs on today).
- */
-export function encodeFrame(message: Message, body: Float32Array | null = null): Buffer {
-  const header = packr.pack({ ...message, bodyLength: body ? body.length : -1 });
+function bodyBytesFor(length: number, dtype: WireDtype): number {
+  return length * (dtype === 'f16' ? 2 : 4);
+}
+
+/** Header, padding and body written into `frame`, which must be exactly `frameBytes(...)` long. */
+function writeFrame(frame: Buffer, header: Buffer, body: Float32Array | null, dtype: WireDtype, scaleExponent: number): void {
   const bodyOffset = align4(LENGTH_BYTES + header.length);
-  const frame = Buffer.allocUnsafe(bodyOffset + (body ? body.byteLength : 0));
   frame.writeUInt32LE(header.length, 0);
   header.copy(frame, LENGTH_BYTES);
   frame.fill(0, LENGTH_BYTES + header.length, bodyOffset);
-  if (body) frame.set(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), bodyOffset);
+  if (!body) return;
+  if (dtype === 'f16') encodeFloat16(body, new Uint16Array(frame.buffer, frame.byteOffset + bodyOffset, body.length), scaleExponent);
+  else frame.set(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), bodyOffset);
+}
+
+function packHeader(message: Message, body: Float32Array | null, dtype: WireDtype): { header: Buffer; scaleExponent: number } {
+  if (!body || dtype === 'f32') return { header: packr.pack({ ...message, bodyLength: body ? body.length : -1 }), scaleExponent: 0 };
+  const scaleExponent = float16ScaleExponent(body);
+  return { header: packr.pack({ ...message, bodyLength: body.length, bodyDtype: 'f16', bodyScale: scaleExponent }), scaleExponent };
+}
+
+/**
+ * Encodes a message and an optional body into one freshly allocated frame. Reverse of
+ * `decodeFrame`. Little-endian is assumed for the body (every platform Node runs on today).
+ */
+export function encodeFrame(message: Message, body: Float32Array | null = null, dtype: WireDtype = 'f32'): Buffer {
+  const { header, scaleExponent } = packHeader(message, body, dtype);
+  const frame = Buffer.allocUnsafe(align4(LENGTH_BYTES + header.length) + (body ? bodyBytesFor(body.length, dtype) : 0));
+  writeFrame(frame, header, body, dtype, scaleExponent);
   return frame;
+}
+
+/** A frame in a reused buffer; `release()` once the socket has written it (the send callback). */
+export interface PooledFrame {
+  bytes: Buffer;
+  release(): void;
+}
+
+/**
+ * Encodes frames into buffers it keeps and reuses, so a steady stream of model-sized frames
+ * allocates nothing after the first few. A buffer returns to the pool on `release()`; until then
+ * the socket may still be reading it, so it is never handed out twice.
+ */
+export class FrameEncoder {
+  private readonly free: Buffer[] = [];
+  /** Buffers ever allocated (for tests and the benchmark: it stops growing in steady state). */
+  allocations = 0;
+
+  constructor(readonly dtype: WireDtype = 'f32') {}
+
+  encode(message: Message, body: Float32Array | null = null): PooledFrame {
+    const { header, scaleExponent } = packHeader(message, body, this.dtype);
+    const size = align4(LENGTH_BYTES + header.length) + (body ? bodyBytesFor(body.length, this.dtype) : 0);
+    // Small frames (control messages) are not worth pooling.
+    if (size < 64 * 1024) {
+      const bytes = Buffer.allocUnsafe(size);
+      writeFrame(bytes, header, body, this.dtype, scaleExponent);
+      return { bytes, release: () => {} };
+    }
+    const index = this.free.findIndex((b) => b.length >= size);
+    let backing: Buffer;
+    if (index >= 0) backing = this.free.splice(index, 1)[0]!;
+    else {
+      // Headroom for headers that grow a little (more micro-batch descriptors) without a new buffer.
+      backing = Buffer.allocUnsafeSlow(size + 4096);
+      this.allocations++;
+    }
+    const bytes = backing.subarray(0, size);
+    writeFrame(bytes, header, body, this.dtype, scaleExponent);
+    let released = false;
+    return {
+      bytes,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (this.free.length < 8) this.free.push(backing);
+      },
+    };
+  }
 }
 
 /**
@@ -68,12 +141,26 @@ export function decodeFrame(data: Uint8Array): Frame {
     return { message, body: null };
   }
   if (rule === 'none') throw new ProtocolError('BAD_FRAME', `${message.type} frame carries a body; none is allowed`);
+  const { bodyDtype, bodyScale } = raw as { bodyDtype?: unknown; bodyScale?: unknown };
+  if (bodyDtype !== undefined && bodyDtype !== 'f16') throw new ProtocolError('BAD_FRAME', `header.bodyDtype: expected "f16" or absent (float32), got ${JSON.stringify(bodyDtype)}`);
+  const dtype: WireDtype = bodyDtype === 'f16' ? 'f16' : 'f32';
+  const scaleExponent = bodyScale ?? 0;
+  if (typeof scaleExponent !== 'number' || !Number.isInteger(scaleExponent) || Math.abs(scaleExponent) > 100) {
+    throw new ProtocolError('BAD_FRAME', `header.bodyScale: expected an integer in [-100, 100], got ${JSON.stringify(bodyScale)}`);
+  }
   const bodyOffset = align4(LENGTH_BYTES + headerLength);
-  const bodyBytes = bodyLength * 4;
+  const bodyBytes = bodyBytesFor(bodyLength, dtype);
   if (data.length !== bodyOffset + bodyBytes) {
-    throw new ProtocolError('BAD_FRAME', `body: header says ${bodyLength} float32 (${bodyBytes} bytes), frame holds ${data.length - bodyOffset}`);
+    throw new ProtocolError('BAD_FRAME', `body: header says ${bodyLength} ${dtype === 'f16' ? 'float16' : 'float32'} (${bodyBytes} bytes), frame holds ${data.length - bodyOffset}`);
   }
   const start = data.byteOffset + bodyOffset;
+  if (dtype === 'f16') {
+    // Widening to float32 needs new memory anyway; an unaligned slice is copied first.
+    const halves = start % 2 === 0 ? new Uint16Array(data.buffer, start, bodyLength) : new Uint16Array(Uint8Array.from(data.subarray(bodyOffset, bodyOffset + bodyBytes)).buffer);
+    const body = new Float32Array(bodyLength);
+    decodeFloat16(halves, body, scaleExponent);
+    return { message, body };
+  }
   if (start % 4 === 0) return { message, body: new Float32Array(data.buffer, start, bodyLength) };
   // Unaligned: copy into fresh memory. (Buffer#slice would return a view, not a copy.)
   const copy = new Uint8Array(bodyBytes);

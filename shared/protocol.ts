@@ -39,6 +39,8 @@ export interface HelloMessage {
   maxChunk: number;
   /** Port of the worker's /metrics endpoint, if it serves one (for Prometheus discovery). */
   metricsPort?: number;
+  /** Most micro-batches it takes per step (`--max-micro-batches`); absent: no limit. */
+  maxMicroBatches?: number;
 }
 
 /** Coordinator → worker: everything needed to compute gradients for this run. */
@@ -54,6 +56,8 @@ export interface WelcomeMessage {
   dataset: DatasetSpec;
   /** The coordinator pings this often; a worker that hears nothing for ~2.5 intervals reconnects. */
   heartbeatIntervalMs: number;
+  /** How gradient and weight bodies travel (`--wire-dtype`); absent means 'f32'. */
+  wireDtype?: 'f32' | 'f16';
 }
 
 /** Worker → coordinator: dataset and model are loaded; the fingerprint proves it is the same data. */
@@ -222,6 +226,7 @@ export function validateMessage(raw: unknown): Message {
         maxChunk: int(o, type, 'maxChunk', 1),
       };
       if (o.metricsPort !== undefined) hello.metricsPort = int(o, type, 'metricsPort', 1);
+      if (o.maxMicroBatches !== undefined) hello.maxMicroBatches = int(o, type, 'maxMicroBatches', 1);
       return hello;
     }
     case 'welcome': {
@@ -235,7 +240,7 @@ export function validateMessage(raw: unknown): Message {
       };
       if (ds.syntheticTrain !== undefined) dataset.syntheticTrain = int(ds, where, 'syntheticTrain', 1);
       if (ds.syntheticTest !== undefined) dataset.syntheticTest = int(ds, where, 'syntheticTest', 1);
-      return {
+      const welcome: WelcomeMessage = {
         type,
         protocolVersion: int(o, type, 'protocolVersion'),
         runId: str(o, type, 'runId', 64),
@@ -246,6 +251,11 @@ export function validateMessage(raw: unknown): Message {
         dataset,
         heartbeatIntervalMs: int(o, type, 'heartbeatIntervalMs', 1),
       };
+      if (o.wireDtype !== undefined) {
+        if (o.wireDtype !== 'f32' && o.wireDtype !== 'f16') fail(type, 'wireDtype', '"f32" or "f16"', o.wireDtype);
+        welcome.wireDtype = o.wireDtype;
+      }
+      return welcome;
     }
     case 'ready':
       return { type, datasetFingerprint: str(o, type, 'datasetFingerprint', 64) };

@@ -9,7 +9,8 @@ import { authorizationHeader } from '../shared/auth.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../shared/backend.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
 import { createRegistry, defineWorkerMetrics, type WorkerMetrics } from '../shared/metrics.js';
-import { decodeFrame, encodeFrame } from '../shared/codec.js';
+import { decodeFrame, FrameEncoder } from '../shared/codec.js';
+import { useZeroMask, zeroMask, type ClientMask } from '../shared/transport.js';
 import { gatherSamples, type Dataset, type DatasetName } from '../shared/data/dataset.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
 import { BatchlabError, closeCodeFor, describeError, exitCodeFor, ProtocolError } from '../shared/errors.js';
@@ -32,6 +33,12 @@ export interface WorkerOptions {
   metricsHost: string;
   /** PEM file of certificates to trust for wss://. */
   ca?: string;
+  /** Client masking key: all-zero ('zero'), random, or zero only on loopback/wss ('auto'). */
+  clientMask?: ClientMask;
+  /** Most micro-batches per step this worker takes (reported in hello); null: no limit. */
+  maxMicroBatches?: number | null;
+  /** >= 1: sleep (factor − 1) × compute time after each micro-batch, to test load balancing. */
+  debugSlowdown?: number;
   log: (line: string) => void;
 }
 
@@ -121,11 +128,19 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
     }, 2.5 * heartbeatMs);
   };
 
-  const send = (message: Message, body: Float32Array | null = null): void => {
-    if (socket.readyState !== WebSocket.OPEN) return;
-    const frame = encodeFrame(message, body);
-    metrics.wireBytes.inc({ direction: 'out' }, frame.length);
-    socket.send(frame, { binary: true });
+  // Gradient frames are encoded into reused buffers, in the number format the welcome names.
+  let encoder = new FrameEncoder('f32');
+  /** Sends one frame; resolves once ws has passed it to the kernel (or the socket is gone). */
+  const send = (message: Message, body: Float32Array | null = null): Promise<void> => {
+    if (socket.readyState !== WebSocket.OPEN) return Promise.resolve();
+    const frame = encoder.encode(message, body);
+    metrics.wireBytes.inc({ direction: 'out' }, frame.bytes.length);
+    return new Promise((resolve) => {
+      socket.send(frame.bytes, { binary: true }, () => {
+        frame.release();
+        resolve();
+      });
+    });
   };
 
   const handle = async (data: Buffer): Promise<void> => {
@@ -135,11 +150,12 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
         heartbeatMs = message.heartbeatIntervalMs;
         feedWatchdog();
         session.state = await prepare(message, options, session.datasets);
-        send({ type: 'ready', datasetFingerprint: session.state.dataset.fingerprint });
+        encoder = new FrameEncoder(message.wireDtype ?? 'f32');
+        void send({ type: 'ready', datasetFingerprint: session.state.dataset.fingerprint });
         return;
       case 'work':
         if (!session.state) throw new ProtocolError('BAD_MESSAGE', 'work before welcome');
-        await computeWork(session.state, message, body, options.maxChunk, send, metrics, () => socket.readyState !== WebSocket.OPEN);
+        await computeWork(session.state, message, body, options, send, metrics, () => socket.readyState !== WebSocket.OPEN);
         return;
       case 'shutdown':
         ending = { kind: 'shutdown' };
@@ -161,7 +177,7 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
         log(describeError(error));
         const code = error instanceof BatchlabError ? error.code : 'BAD_MESSAGE';
         ending ??= { kind: 'refused', error };
-        send({ type: 'error', code, message: String((error as Error).message ?? error) });
+        void send({ type: 'error', code, message: String((error as Error).message ?? error) });
         socket.close(closeCodeFor(code), code);
       });
     });
@@ -174,7 +190,16 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
       resolve(ending ?? { kind: 'lost', why: `closed with code ${code}${reason.length ? `, ${reason.toString()}` : ''}` });
     });
     socket.on('error', (error) => log(`socket error: ${error.message}`));
-    send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: options.name ?? `${hostname()}:${process.pid}`, backend: choice.backend, device: choice.device, maxChunk: options.maxChunk, ...(metricsPort ? { metricsPort } : {}) });
+    void send({
+      type: 'hello',
+      protocolVersion: PROTOCOL_VERSION,
+      workerName: options.name ?? `${hostname()}:${process.pid}`,
+      backend: choice.backend,
+      device: choice.device,
+      maxChunk: options.maxChunk,
+      ...(metricsPort ? { metricsPort } : {}),
+      ...(options.maxMicroBatches ? { maxMicroBatches: options.maxMicroBatches } : {}),
+    });
   });
 }
 
@@ -195,6 +220,8 @@ async function openSocket(options: WorkerOptions, isStopping: () => boolean): Pr
           maxPayload: 1024 * 1024 * 1024,
           headers: options.token ? { authorization: authorizationHeader(options.token) } : {},
           ...(ca ? { ca } : {}),
+          // The all-zero key lets ws skip masking on both ends (see shared/transport.ts for when it is safe).
+          ...(useZeroMask(options.clientMask ?? 'auto', options.connect) ? { generateMask: zeroMask } : {}),
         });
         socket.once('open', () => {
           socket.removeAllListeners('error');
@@ -255,13 +282,15 @@ async function prepare(welcome: WelcomeMessage, options: WorkerOptions, datasets
 /**
  * Computes every micro-batch of a work message in order and sends one reply per micro-batch,
  * yielding to the event loop in between so heartbeats are answered and replies leave early.
+ * The next micro-batch's samples are gathered while the previous gradient is being written, and
+ * a new gradient waits until the previous one has left (backpressure: one frame queued at a time).
  */
 async function computeWork(
   state: RunState,
   work: WorkMessage,
   body: Float32Array | null,
-  maxChunk: number,
-  send: (m: Message, b: Float32Array) => void,
+  options: WorkerOptions,
+  send: (m: Message, b: Float32Array) => Promise<void>,
   metrics: WorkerMetrics,
   isClosed: () => boolean,
 ): Promise<void> {
@@ -272,21 +301,40 @@ async function computeWork(
   }
   if (state.weightsStep !== work.weightsStep) throw new ProtocolError('BAD_MESSAGE', `work for step ${work.step} needs weights of step ${work.weightsStep}, worker holds step ${state.weightsStep}`);
   for (const spec of work.microBatches) {
+    if (spec.end > work.globalBatchSize) throw new ProtocolError('BAD_MESSAGE', `micro-batch ${spec.id} ends at ${spec.end}, past the global batch of ${work.globalBatchSize}`);
+  }
+  const gatherFor = (index: number): { images: Float32Array; labels: Int32Array; gatherMs: number } => {
+    const t0 = performance.now();
+    const spec = work.microBatches[index]!;
+    const indices = state.sampler.indicesFor(work.step, work.globalBatchSize, spec.start, spec.end);
+    return { ...gatherSamples(state.dataset.train, state.dataset.sampleShape, indices), gatherMs: performance.now() - t0 };
+  };
+  const slowdown = options.debugSlowdown ?? 1;
+  let inFlight: Promise<void> = Promise.resolve();
+  let next = work.microBatches.length > 0 ? gatherFor(0) : null;
+  for (let i = 0; i < work.microBatches.length; i++) {
     await new Promise((resolve) => setImmediate(resolve));
     if (isClosed()) return;
-    if (spec.end > work.globalBatchSize) throw new ProtocolError('BAD_MESSAGE', `micro-batch ${spec.id} ends at ${spec.end}, past the global batch of ${work.globalBatchSize}`);
+    const spec = work.microBatches[i]!;
+    const { images, labels, gatherMs } = next!;
     const t0 = performance.now();
-    const indices = state.sampler.indicesFor(work.step, work.globalBatchSize, spec.start, spec.end);
-    const { images, labels } = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
-    const result = await computeMicroBatchYielding(state.gm, images, labels, maxChunk);
-    const computeMs = performance.now() - t0;
+    const result = await computeMicroBatchYielding(state.gm, images, labels, options.maxChunk);
+    let computeMs = gatherMs + performance.now() - t0;
+    if (slowdown > 1) {
+      // A slower device: the extra time is spent idle, as a worker waiting on a slow GPU would.
+      await new Promise((resolve) => setTimeout(resolve, (slowdown - 1) * computeMs));
+      computeMs *= slowdown;
+    }
     metrics.microBatchesTotal.inc();
     metrics.microBatchSamplesTotal.inc(result.samples);
     metrics.microBatchCompute.observe(computeMs / 1000);
     metrics.step.set(work.step);
-    send(
+    await inFlight;
+    inFlight = send(
       { type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm },
       result.gradSum,
     );
+    // Prefetch: gather the next micro-batch's samples while this gradient is on its way.
+    next = i + 1 < work.microBatches.length ? gatherFor(i + 1) : null;
   }
 }

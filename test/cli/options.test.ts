@@ -23,6 +23,8 @@ describe('option validation (in process)', () => {
     [{ momentum: '1' }, /--momentum: got "1"; expected a number >= 0 and < 1/],
     [{ backend: 'tpu' }, /--backend: got "tpu"; expected one of auto, tensorflow-gpu, tensorflow, wasm, cpu/],
     [{ 'metrics-port': '70000' }, /--metrics-port: got "70000"; expected an integer from 0 to 65535/],
+    [{ 'wire-dtype': 'bf16' }, /--wire-dtype: got "bf16"; expected one of f32, f16/],
+    [{ balance: 'random' }, /--balance: got "random"; expected one of throughput, equal/],
   ])('refuses %o', (raw, message) => {
     expect(() => parseTrainingSettings(raw)).toThrow(OptionError);
     expect(() => parseTrainingSettings(raw)).toThrow(message);
@@ -35,6 +37,20 @@ describe('option validation (in process)', () => {
 
   it('caps the default micro-batch at a small global batch', () => {
     expect(parseTrainingSettings({ 'global-batch': '8' }).microBatch).toBe(8);
+  });
+
+  it('refuses slowdown factors below 1 or more factors than workers', () => {
+    expect(() => parseLocalSettings({ workers: '2', 'debug-slowdown': '1,3,2' })).toThrow(/--debug-slowdown: got "1,3,2"; expected at most 2 comma-separated factors/);
+    expect(() => parseLocalSettings({ 'debug-slowdown': '0.5' })).toThrow(/--debug-slowdown: got "0.5"/);
+    expect(parseLocalSettings({ workers: '3', 'debug-slowdown': '1,2.5' }).debugSlowdown).toEqual([1, 2.5]);
+  });
+
+  it('validates the worker transport and load-balancing options', () => {
+    const base = { connect: 'ws://127.0.0.1:7070' };
+    expect(parseWorkerSettings(base, {})).toMatchObject({ clientMask: 'auto', maxMicroBatches: null, debugSlowdown: 1 });
+    expect(() => parseWorkerSettings({ ...base, 'client-mask': 'none' }, {})).toThrow(/--client-mask: got "none"; expected one of auto, random, zero/);
+    expect(() => parseWorkerSettings({ ...base, 'max-micro-batches': '0' }, {})).toThrow(/--max-micro-batches: got "0"/);
+    expect(() => parseWorkerSettings({ ...base, 'debug-slowdown': '0.9' }, {})).toThrow(/--debug-slowdown: got "0.9"/);
   });
 
   it('builds the worker address from MASTER_ADDR and MASTER_PORT', () => {
@@ -54,6 +70,7 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
     [['local', '--no-such-option', '1'], {}, /Unknown argument/],
     [['worker', '--connect', 'localhost:7070'], {}, /--connect: got "localhost:7070"/],
     [['frobnicate'], {}, /Unknown argument: frobnicate|Name a command/],
+    [['bench', '--only', 'transport,gpu'], {}, /--only: got "transport,gpu"; expected comma-separated sections from transport, reduce, scaling, balance, backends, peer/],
     [['coordinator', '--port', '0'], { BATCHLAB_INSECURE: 'maybe' }, /--insecure: got "maybe"; expected true or false \(from BATCHLAB_INSECURE\)/],
   ])('batchlab %s', async (args, env, message) => {
     const result = await runCli(args as string[], env as Record<string, string>, 30_000);

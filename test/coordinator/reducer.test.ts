@@ -37,6 +37,52 @@ describe('StarReducer', () => {
     expect(samples).toBe(4);
   });
 
+  it('returns the squared norm of the float32 mean it returns', () => {
+    const reducer = new StarReducer(5);
+    reducer.begin([0, 1, 2]);
+    reducer.add(2, new Float32Array([0.1, -7, 3e-3, 1e4, 0]), 1);
+    reducer.add(0, new Float32Array([0.3, 2, 1, -3, 5]), 2);
+    reducer.add(1, new Float32Array([1 / 3, 0.5, -1, 2, 1e-8]), 3);
+    const { meanGrad, sqNorm } = reducer.finish();
+    let expected = 0;
+    for (const m of meanGrad) expected += m * m;
+    expect(sqNorm).toBe(expected);
+  });
+
+  it('handles a step of one micro-batch (no accumulation pass)', () => {
+    const reducer = new StarReducer(3);
+    reducer.begin([4]);
+    reducer.add(4, new Float32Array([3, -6, 1]), 3);
+    const { meanGrad, samples, sqNorm } = reducer.finish();
+    expect(Array.from(meanGrad)).toEqual([1, -2, Math.fround(1 / 3)]);
+    expect(samples).toBe(3);
+    expect(sqNorm).toBeCloseTo(5 + 1 / 9, 6);
+  });
+
+  it('starts every step afresh: nothing of the previous step leaks into the next', () => {
+    const reused = new StarReducer(4);
+    reused.begin([0, 1, 2]);
+    reused.add(0, new Float32Array([1e6, 1e6, 1e6, 1e6]), 1);
+    reused.add(1, new Float32Array([5, 5, 5, 5]), 1);
+    reused.add(2, new Float32Array([7, 7, 7, 7]), 1);
+    reused.finish();
+    const grads = [new Float32Array([0.1, 0.2, 0.3, 0.4]), new Float32Array([-1, 2, -3, 4])];
+    reused.begin([0, 1]);
+    grads.forEach((g, id) => reused.add(id, g, 2));
+    const fresh = new StarReducer(4);
+    fresh.begin([0, 1]);
+    grads.forEach((g, id) => fresh.add(id, g, 2));
+    expect(Array.from(reused.finish().meanGrad)).toEqual(Array.from(fresh.finish().meanGrad));
+  });
+
+  it('refuses to finish while a micro-batch is missing', () => {
+    const reducer = new StarReducer(2);
+    reducer.begin([0, 1, 2]);
+    reducer.add(0, new Float32Array(2), 1);
+    reducer.add(2, new Float32Array(2), 1);
+    expect(() => reducer.finish()).toThrow(/micro-batch 1 missing/);
+  });
+
   it('weights micro-batches by sample count, not by micro-batch', () => {
     const reducer = new StarReducer(1);
     reducer.begin([0, 1]);
@@ -151,7 +197,7 @@ class RecordingReducer implements Reducer {
   add(id: number, gradSum: Float32Array, samples: number): void {
     this.added.push({ id, gradSum, samples });
   }
-  finish(): { meanGrad: Float32Array; samples: number } {
+  finish(): { meanGrad: Float32Array; samples: number; sqNorm: number } {
     throw new Error('not used');
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { splitMicroBatches } from '../../coordinator/split.js';
+import { splitMicroBatches, updateThroughput, type SplitWorker } from '../../coordinator/split.js';
 import { cutMicroBatches } from '../../shared/micro-batches.js';
 import type { MicroBatchSpec } from '../../shared/protocol.js';
 
@@ -62,6 +62,11 @@ function checkPlan(microBatches: MicroBatchSpec[], workerIds: number[], plan: Ma
   return sizes;
 }
 
+/** Workers with no throughput measured yet and no memory limit. */
+function unmeasured(ids: number[]): SplitWorker[] {
+  return ids.map((workerId) => ({ workerId, samplesPerSecond: null, maxMicroBatches: null }));
+}
+
 describe('splitMicroBatches', () => {
   it.each([
     [1, 1],
@@ -75,14 +80,14 @@ describe('splitMicroBatches', () => {
   ])('gives each of %i micro-batches to exactly one of %i workers in contiguous shares differing by at most one', (k, n) => {
     const microBatches = cutMicroBatches(k * 4, 4);
     const workerIds = Array.from({ length: n }, (_, j) => 100 + j * 3);
-    const sizes = checkPlan(microBatches, workerIds, splitMicroBatches(microBatches, workerIds));
+    const sizes = checkPlan(microBatches, workerIds, splitMicroBatches(microBatches, unmeasured(workerIds)));
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(k);
   });
 
   it('leaves workers beyond the micro-batch count without work', () => {
     const microBatches = cutMicroBatches(12, 4);
     const workerIds = [1, 2, 3, 4, 5, 6, 7];
-    const plan = splitMicroBatches(microBatches, workerIds);
+    const plan = splitMicroBatches(microBatches, unmeasured(workerIds));
     checkPlan(microBatches, workerIds, plan);
     expect(plan.size).toBe(3);
     expect([...plan.values()].every((share) => share.length === 1)).toBe(true);
@@ -93,12 +98,12 @@ describe('splitMicroBatches', () => {
   });
 
   it('returns an empty plan when there are no micro-batches', () => {
-    expect(splitMicroBatches([], [1, 2, 3]).size).toBe(0);
+    expect(splitMicroBatches([], unmeasured([1, 2, 3])).size).toBe(0);
   });
 
   it('hands the first block to the first worker in the list, whatever its id', () => {
     const microBatches = cutMicroBatches(16, 4);
-    const plan = splitMicroBatches(microBatches, [9, 2]);
+    const plan = splitMicroBatches(microBatches, unmeasured([9, 2]));
     expect(plan.get(9)!.map((s) => s.id)).toEqual([0, 1]);
     expect(plan.get(2)!.map((s) => s.id)).toEqual([2, 3]);
   });
@@ -107,7 +112,69 @@ describe('splitMicroBatches', () => {
     const all = cutMicroBatches(40, 4);
     const orphans = [all[1]!, all[4]!, all[5]!, all[8]!, all[9]!];
     const workerIds = [3, 5];
-    const plan = splitMicroBatches(orphans, workerIds);
+    const plan = splitMicroBatches(orphans, unmeasured(workerIds));
     checkPlan(orphans, workerIds, plan);
+  });
+});
+
+describe('splitMicroBatches by throughput', () => {
+  const w = (workerId: number, samplesPerSecond: number | null, maxMicroBatches: number | null = null): SplitWorker => ({ workerId, samplesPerSecond, maxMicroBatches });
+  const sizesOf = (plan: Map<number, unknown[]>, ids: number[]): number[] => ids.map((id) => plan.get(id)?.length ?? 0);
+
+  it('is the equal split until some worker is measured', () => {
+    const microBatches = cutMicroBatches(64, 8);
+    expect(sizesOf(splitMicroBatches(microBatches, [w(1, null), w(2, null)], 'throughput'), [1, 2])).toEqual([4, 4]);
+  });
+
+  it('shares micro-batches in proportion to samples/s, in contiguous id order', () => {
+    const microBatches = cutMicroBatches(16 * 4, 4);
+    const plan = splitMicroBatches(microBatches, [w(1, 3000), w(2, 1000)], 'throughput');
+    expect(sizesOf(plan, [1, 2])).toEqual([12, 4]);
+    expect(plan.get(1)!.map((s) => s.id)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    expect(plan.get(2)!.map((s) => s.id)).toEqual([12, 13, 14, 15]);
+  });
+
+  it('keeps at least one micro-batch for a very slow worker so it stays measured', () => {
+    const microBatches = cutMicroBatches(8 * 4, 4);
+    expect(sizesOf(splitMicroBatches(microBatches, [w(1, 10_000), w(2, 1)], 'throughput'), [1, 2])).toEqual([7, 1]);
+  });
+
+  it('counts an unmeasured worker as the mean of the measured ones', () => {
+    const microBatches = cutMicroBatches(12, 1);
+    expect(sizesOf(splitMicroBatches(microBatches, [w(1, 100), w(2, 300), w(3, null)], 'throughput'), [1, 2, 3])).toEqual([2, 6, 4]);
+  });
+
+  it('caps a worker at its memory limit and gives the excess to the others', () => {
+    const microBatches = cutMicroBatches(20, 1);
+    const sizes = sizesOf(splitMicroBatches(microBatches, [w(1, 1000, 3), w(2, 100), w(3, 100)], 'throughput'), [1, 2, 3]);
+    expect(sizes).toEqual([3, 9, 8]);
+  });
+
+  it('exceeds the caps only when every worker is full, and still covers every micro-batch', () => {
+    const microBatches = cutMicroBatches(10, 1);
+    const sizes = sizesOf(splitMicroBatches(microBatches, [w(1, 100, 2), w(2, 100, 3)], 'throughput'), [1, 2]);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(10);
+    expect(sizes[0]).toBeGreaterThanOrEqual(2);
+    expect(sizes[1]).toBeGreaterThanOrEqual(3);
+  });
+
+  it.each([
+    [5, [1, 2, 3]],
+    [17, [5, 0.5, 2, 9]],
+    [64, [1, 1, 1, 1, 1, 1, 7]],
+    [3, [1, 10, 100, 1000]],
+  ])('covers all %i micro-batches exactly once for rates %j', (k, rates) => {
+    const microBatches = cutMicroBatches(k * 2, 2);
+    const workers = rates.map((r, j) => w(j + 1, r));
+    const plan = splitMicroBatches(microBatches, workers, 'throughput');
+    const ids = [...plan.values()].flat().map((s) => s.id);
+    expect(ids).toEqual(microBatches.map((m) => m.id));
+  });
+
+  it('updates the throughput EMA from replies and ignores empty ones', () => {
+    expect(updateThroughput(null, 100, 50)).toBe(2000);
+    expect(updateThroughput(2000, 100, 100)).toBeCloseTo(2000 + 0.3 * (1000 - 2000));
+    expect(updateThroughput(2000, 100, 0)).toBe(2000);
+    expect(updateThroughput(null, 0, 10)).toBeNull();
   });
 });
