@@ -5,7 +5,11 @@ import '@tensorflow/tfjs-backend-wasm';
 import * as tfl from '@tensorflow/tfjs-layers';
 import type { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { registerWasmConvFilterGrad } from '../../shared/wasm-conv-filter-grad.js';
+import {
+  registerWasmConvFilterGrad,
+  wasmConvFilterGradStats,
+  wasmConvFilterGradTuning,
+} from '../../shared/wasm-conv-filter-grad.js';
 
 type Pad = 'same' | 'valid';
 type Shape4 = [number, number, number, number];
@@ -265,6 +269,250 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       for (let i = 1; i < losses.length; i++) expect(losses[i]!).toBeLessThan(losses[i - 1]!);
       model.dispose();
       tf.dispose([xs, ys]);
+    });
+  });
+
+  describe('im2col + XNNPACK fast path against the cpu kernel', () => {
+    beforeAll(async () => {
+      await useBackend('wasm');
+      registerWasmConvFilterGrad();
+    });
+
+    /**
+     * Tolerance. cpu accumulates each dW entry in float64 (JS numbers) and rounds once; wasm sums the
+     * M = batch·oh·ow products in float32 inside XNNPACK's GEMM, in a blocked SIMD order, so the two
+     * differ by float32 summation error. For a dot product that error is, in practice (rounding
+     * errors accumulate like a random walk), about eps·sqrt(M)·S[k, o], where S[k, o] = Σ_m |x·dy|
+     * is the magnitude of the entry's terms and eps = 2^-23; the worst case, M·eps·S, would be too
+     * loose to catch indexing bugs at large M. We require, per entry,
+     *   |wasm − cpu| <= 4·eps·sqrt(M)·S[k, o]
+     * (observed: at most ~0.06 of this bound over these cases). A wrong tap, offset or missing row
+     * shows up as an error of order S/sqrt(M) (the entry's own size for zero-mean data), which is
+     * 2^23 / (4·M) >= 48 times the bound for every M used here (M <= 43264).
+     */
+    const EPS32 = 2 ** -23;
+    const SUM_ORDER_FACTOR = 4;
+
+    interface FastCase {
+      name: string;
+      xShape: Shape4;
+      filterShape: Shape4;
+      strides: [number, number];
+      pad: Pad | number | [[number, number], [number, number], [number, number], [number, number]];
+    }
+
+    /** Output size and leading padding for any padding form (mirrors TF's conv_util, floor rounding). */
+    function outAndPadAny(inSize: number, k: number, stride: number, pad: FastCase['pad'], dim: 1 | 2): [number, number] {
+      if (pad === 'same' || pad === 'valid') return outAndPad(inSize, k, stride, pad);
+      const [before, after] = typeof pad === 'number' ? [pad, pad] : pad[dim];
+      return [Math.floor((inSize + before + after - k) / stride) + 1, before];
+    }
+
+    /** Per-entry magnitude S[k, o] = sum over m of |x·dy|, in float64. */
+    function termMagnitudes(x: Float32Array, dy: Float32Array, c: FastCase, dyShape: Shape4): Float64Array {
+      const [b, h, w, ci] = c.xShape;
+      const [fh, fw, , co] = c.filterShape;
+      const [, oh, ow] = dyShape;
+      const [, top] = outAndPadAny(h, fh, c.strides[0], c.pad, 1);
+      const [, left] = outAndPadAny(w, fw, c.strides[1], c.pad, 2);
+      const mag = new Float64Array(size(c.filterShape));
+      for (let n = 0; n < b; n++)
+        for (let yr = 0; yr < oh; yr++)
+          for (let yc = 0; yc < ow; yc++)
+            for (let r = 0; r < fh; r++) {
+              const xr = yr * c.strides[0] + r - top;
+              if (xr < 0 || xr >= h) continue;
+              for (let cc = 0; cc < fw; cc++) {
+                const xc = yc * c.strides[1] + cc - left;
+                if (xc < 0 || xc >= w) continue;
+                for (let i = 0; i < ci; i++) {
+                  const xv = Math.abs(x[((n * h + xr) * w + xc) * ci + i]!);
+                  const row = ((r * fw + cc) * ci + i) * co;
+                  const dyAt = ((n * oh + yr) * ow + yc) * co;
+                  for (let o = 0; o < co; o++) mag[row + o]! += xv * Math.abs(dy[dyAt + o]!);
+                }
+              }
+            }
+      return mag;
+    }
+
+    function runFilterGradKernel(c: FastCase, xv: Float32Array, dyv: Float32Array, dyShape: Shape4, dataFormat: 'NHWC' | 'NCHW' = 'NHWC'): Float32Array {
+      return tf.tidy(() => {
+        const out = tf.engine().runKernel(
+          tf.Conv2DBackpropFilter,
+          { x: tf.tensor4d(xv, c.xShape), dy: tf.tensor4d(dyv, dyShape) },
+          { strides: c.strides, pad: c.pad, dataFormat, filterShape: c.filterShape } as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor;
+        expect(out.shape).toEqual(c.filterShape);
+        return out.dataSync().slice() as Float32Array;
+      });
+    }
+
+    /** Runs the case on cpu and wasm and returns the worst |wasm − cpu| / bound (must be <= 1). */
+    async function compareWithCpu(c: FastCase): Promise<{ ratio: number; maxAbsDiff: number; m: number }> {
+      const [oh] = outAndPadAny(c.xShape[1], c.filterShape[0], c.strides[0], c.pad, 1);
+      const [ow] = outAndPadAny(c.xShape[2], c.filterShape[1], c.strides[1], c.pad, 2);
+      const dyShape: Shape4 = [c.xShape[0], oh, ow, c.filterShape[3]];
+      const xv = seededValues(size(c.xShape), 101);
+      const dyv = seededValues(size(dyShape), 202);
+      await useBackend('cpu');
+      const cpu = runFilterGradKernel(c, xv, dyv, dyShape);
+      await useBackend('wasm');
+      const before = wasmConvFilterGradStats.im2col;
+      const wasm = runFilterGradKernel(c, xv, dyv, dyShape);
+      expect(wasmConvFilterGradStats.im2col).toBe(before + 1);
+      const mag = termMagnitudes(xv, dyv, c, dyShape);
+      const m = c.xShape[0] * oh * ow;
+      let ratio = 0;
+      let maxAbsDiff = 0;
+      for (let j = 0; j < cpu.length; j++) {
+        const diff = Math.abs(wasm[j]! - cpu[j]!);
+        maxAbsDiff = Math.max(maxAbsDiff, diff);
+        // The floor only matters for entries whose every term is exactly zero (then both are 0).
+        const bound = Math.max(SUM_ORDER_FACTOR * EPS32 * Math.sqrt(m) * mag[j]!, 1e-30);
+        ratio = Math.max(ratio, diff / bound);
+      }
+      return { ratio, maxAbsDiff, m };
+    }
+
+    const fastCases: FastCase[] = [
+      // The default cnn's real shapes (3x3 valid, 8 and 16 filters) at a worker's micro-batch size.
+      { name: 'cnn conv1 b64 28x28x1 -> 8', xShape: [64, 28, 28, 1], filterShape: [3, 3, 1, 8], strides: [1, 1], pad: 'valid' },
+      { name: 'cnn conv2 b64 13x13x8 -> 16', xShape: [64, 13, 13, 8], filterShape: [3, 3, 8, 16], strides: [1, 1], pad: 'valid' },
+      { name: 'b1 1x1 s1 valid c3 -> 8', xShape: [1, 9, 9, 3], filterShape: [1, 1, 3, 8], strides: [1, 1], pad: 'valid' },
+      { name: 'b1 5x5 s1 same c1 -> 1', xShape: [1, 12, 12, 1], filterShape: [5, 5, 1, 1], strides: [1, 1], pad: 'same' },
+      { name: 'b64 1x1 s2 valid c16 -> 3', xShape: [64, 7, 7, 16], filterShape: [1, 1, 16, 3], strides: [2, 2], pad: 'valid' },
+      { name: 'b64 5x5 s2 same c1 -> 8', xShape: [64, 14, 14, 1], filterShape: [5, 5, 1, 8], strides: [2, 2], pad: 'same' },
+    ];
+    const batches = [1, 3, 8, 17];
+    const channels = [1, 3, 8, 16];
+    let idx = 0;
+    for (const kSize of [1, 3, 5]) {
+      for (const stride of [1, 2, 3]) {
+        for (const pad of ['valid', 'same'] as const) {
+          const b = batches[idx % batches.length]!;
+          const ci = channels[idx % channels.length]!;
+          const co = channels[(idx + 1) % channels.length]!;
+          const h = 11 + (idx % 3); // odd and even sizes, non-square below
+          fastCases.push({
+            name: `b${b} ${kSize}x${kSize} s${stride} ${pad} ${h}x${h + 2}x${ci} -> ${co}`,
+            xShape: [b, h, h + 2, ci], filterShape: [kSize, kSize, ci, co], strides: [stride, stride], pad,
+          });
+          idx++;
+        }
+      }
+    }
+    fastCases.push(
+      { name: 'strides [1,3] same c3 -> 16', xShape: [4, 10, 16, 3], filterShape: [3, 5, 3, 16], strides: [1, 3], pad: 'same' },
+      { name: 'numeric pad 2, 3x3 s2', xShape: [3, 9, 10, 8], filterShape: [3, 3, 8, 3], strides: [2, 2], pad: 2 },
+      { name: 'explicit pads [[1,2],[0,1]], 3x2 s[2,1]', xShape: [5, 8, 7, 3], filterShape: [3, 2, 3, 8], strides: [2, 1], pad: [[0, 0], [1, 2], [0, 1], [0, 0]] },
+      { name: 'kernel larger than the stride gap (4x4 s3 same)', xShape: [2, 10, 10, 2], filterShape: [4, 4, 2, 5], strides: [3, 3], pad: 'same' },
+    );
+
+    it.each(fastCases)('$name', async (c) => {
+      const { ratio } = await compareWithCpu(c);
+      expect(ratio).toBeLessThanOrEqual(1);
+    }, 30_000);
+
+    it('splits large problems along the batch and still matches the cpu kernel', async () => {
+      const saved = wasmConvFilterGradTuning.maxIm2colBytes;
+      // 3 images per chunk for this shape (per image: K·oh·ow·4 = 27·81·4 bytes), 7 images: chunks 3,3,1.
+      wasmConvFilterGradTuning.maxIm2colBytes = 27 * 81 * 4 * 3;
+      try {
+        const { ratio } = await compareWithCpu({ name: 'chunked', xShape: [7, 11, 11, 3], filterShape: [3, 3, 3, 4], strides: [1, 1], pad: 'valid' });
+        expect(ratio).toBeLessThanOrEqual(1);
+        await useBackend('wasm');
+        const wasmBackend = tf.findBackend('wasm') as BackendWasm;
+        const x = tf.tensor4d(seededValues(7 * 11 * 11 * 3, 5), [7, 11, 11, 3]);
+        const dy = tf.tensor4d(seededValues(7 * 9 * 9 * 4, 6), [7, 9, 9, 4]);
+        const run = (): void => {
+          tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy }, { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', filterShape: [3, 3, 3, 4] } as unknown as tf.NamedAttrMap);
+        };
+        tf.tidy(run);
+        const tensors = tf.memory().numTensors;
+        const ids = wasmBackend.numDataIds();
+        for (let i = 0; i < 3; i++) tf.tidy(run);
+        expect(tf.memory().numTensors).toBe(tensors);
+        expect(wasmBackend.numDataIds()).toBe(ids);
+        tf.dispose([x, dy]);
+      } finally {
+        wasmConvFilterGradTuning.maxIm2colBytes = saved;
+      }
+    });
+
+    it('the default cnn trains through the fast path without leaking', async () => {
+      await useBackend('wasm');
+      const wasmBackend = tf.findBackend('wasm') as BackendWasm;
+      const x = tf.tensor4d(seededValues(16 * 28 * 28, 7), [16, 28, 28, 1]);
+      const w1 = tf.variable(tf.tensor4d(seededValues(3 * 3 * 1 * 8, 8), [3, 3, 1, 8]));
+      const w2 = tf.variable(tf.tensor4d(seededValues(3 * 3 * 8 * 16, 9), [3, 3, 8, 16]));
+      const loss = (): tf.Scalar => {
+        const h = tf.maxPool(tf.relu(tf.conv2d(x, w1, 1, 'valid')), 2, 2, 'valid');
+        return tf.sum(tf.square(tf.conv2d(h, w2, 1, 'valid')));
+      };
+      const step = (): void => {
+        const { value, grads } = tf.variableGrads(loss, [w1, w2]);
+        tf.dispose([value, ...Object.values(grads)]);
+      };
+      step();
+      const tensors = tf.memory().numTensors;
+      const ids = wasmBackend.numDataIds();
+      const before = { ...wasmConvFilterGradStats };
+      for (let i = 0; i < 4; i++) step();
+      expect(wasmConvFilterGradStats.im2col - before.im2col).toBe(8);
+      expect(wasmConvFilterGradStats.cpuFallback).toBe(before.cpuFallback);
+      expect(tf.memory().numTensors).toBe(tensors);
+      expect(wasmBackend.numDataIds()).toBe(ids);
+      tf.dispose([x, w1, w2]);
+    });
+  });
+
+  describe('cpu fallback for what the fast path does not handle', () => {
+    beforeAll(async () => {
+      await useBackend('wasm');
+      registerWasmConvFilterGrad();
+    });
+
+    it('NCHW goes to the cpu kernel, matches it, and frees its cpu-side buffers', async () => {
+      const xShape: Shape4 = [2, 3, 9, 8]; // [N, C, H, W]
+      const dyShape: Shape4 = [2, 4, 4, 3]; // 3x3 s2 valid: [N, Co, 4, 3]
+      const attrs = { strides: [2, 2], pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 3, 4] } as unknown as tf.NamedAttrMap;
+      const xv = seededValues(size(xShape), 12);
+      const dyv = seededValues(size(dyShape), 13);
+      const run = (): Float32Array =>
+        tf.tidy(() => (tf.engine().runKernel(tf.Conv2DBackpropFilter, { x: tf.tensor4d(xv, xShape), dy: tf.tensor4d(dyv, dyShape) }, attrs) as tf.Tensor).dataSync().slice() as Float32Array);
+      await useBackend('cpu');
+      const cpu = run();
+      await useBackend('wasm');
+      const cpuBackend = tf.findBackend('cpu') as MathBackendCPU;
+      const wasmBackend = tf.findBackend('wasm') as BackendWasm;
+      const before = { ...wasmConvFilterGradStats };
+      const wasm = run();
+      expect(wasmConvFilterGradStats.cpuFallback).toBe(before.cpuFallback + 1);
+      expect(wasmConvFilterGradStats.im2col).toBe(before.im2col);
+      // Same reference kernel on the same float32 inputs: identical bits.
+      expect(Array.from(wasm)).toEqual(Array.from(cpu));
+      const tensors = tf.memory().numTensors;
+      const cpuIds = cpuBackend.numDataIds();
+      const wasmIds = wasmBackend.numDataIds();
+      run();
+      expect(tf.memory().numTensors).toBe(tensors);
+      expect(cpuBackend.numDataIds()).toBe(cpuIds);
+      expect(wasmBackend.numDataIds()).toBe(wasmIds);
+    });
+
+    it('int32 inputs go to the cpu kernel', async () => {
+      await useBackend('wasm');
+      const before = wasmConvFilterGradStats.cpuFallback;
+      const dW = tf.tidy(() =>
+        (tf.engine().runKernel(
+          tf.Conv2DBackpropFilter,
+          { x: tf.ones([1, 3, 3, 1], 'int32'), dy: tf.ones([1, 2, 2, 1], 'int32') },
+          { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', filterShape: [2, 2, 1, 1] } as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor).dataSync().slice(),
+      );
+      expect(wasmConvFilterGradStats.cpuFallback).toBe(before + 1);
+      expect(Array.from(dW)).toEqual([4, 4, 4, 4]);
     });
   });
 });
