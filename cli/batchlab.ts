@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `batchlab` command: local | coordinator | worker | sweep. Parsing and the one place where errors
+// The `batchlab` command: local | coordinator | worker | sweep | bench. Parsing and the one place where errors
 // become messages and exit codes.
 
 import yargs from 'yargs';
@@ -8,7 +8,8 @@ import { runCoordinator } from '../coordinator/coordinator.js';
 import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
 import { runWorker } from '../worker/worker.js';
 import { runLocal } from './local.js';
-import { COORDINATOR_OPTIONS, LOCAL_OPTIONS, withEnvironmentDefaults, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
+import { formatBench, parseBenchSettings, runBench } from './bench.js';
+import { BENCH_OPTIONS, COORDINATOR_OPTIONS, LOCAL_OPTIONS, withEnvironmentDefaults, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
 import { runSweep } from './sweep.js';
 import { writeSweepHtml, writeSweepReport } from './sweep-report.js';
 import { ProgressReporter } from './progress.js';
@@ -98,7 +99,20 @@ try {
         return runWorker({ ...settings, log: (line) => process.stderr.write(`${line}\n`) });
       }, 'worker'),
   )
-  .demandCommand(1, 'Name a command: local, coordinator, worker or sweep.')
+  .command(
+    'bench',
+    'measure transport, reduce, scaling, load balancing and backends side by side (and PyTorch DDP when installed)',
+    (y) => y.options(withEnvironmentDefaults(BENCH_OPTIONS, process.env)),
+    (argv) =>
+      execute(async () => {
+        const settings = parseBenchSettings(argv);
+        const report = await runBench(settings, (line) => process.stderr.write(`${line}\n`));
+        process.stdout.write(`${formatBench(report)}\n`);
+        if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
+        return 0;
+      }, 'bench'),
+  )
+  .demandCommand(1, 'Name a command: local, coordinator, worker, sweep or bench.')
   .strict()
   .help()
   .wrap(Math.min(110, process.stdout.columns ?? 110))

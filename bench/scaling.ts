@@ -1,0 +1,166 @@
+// Scaling benchmark: real `batchlab local` runs (coordinator in this process, workers as child
+// processes over loopback WebSockets) on Fashion-MNIST, timed per step after a warm-up.
+// Scaling efficiency follows the issue's definition: throughput(N workers, B) ÷ (N ×
+// throughput(1 worker, B/N)), each measured in this same run. Every run uses one micro-batch
+// per worker (micro-batch = B/N), as DDP gives each process B/N samples.
+//
+// The load-balancing point runs 2 workers with the second slowed 3× (`--debug-slowdown 1,3`)
+// and 16 micro-batches per step, once with the equal split and once with the throughput split.
+//
+// Standalone: node dist/bench/scaling.js [--quick]
+
+import { Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import type { StepRecord } from '../coordinator/trainer.js';
+import { runLocal } from '../cli/local.js';
+import { parseLocalSettings } from '../cli/options.js';
+import { ProgressReporter } from '../cli/progress.js';
+import type { ModelName } from '../shared/models/index.js';
+
+export interface RunMeasurement {
+  model: ModelName;
+  globalBatchSize: number;
+  workers: number;
+  microBatch: number;
+  samplesPerSecond: number;
+  /** Mean seconds per timed step. */
+  stepSeconds: number;
+  backend: string;
+}
+
+export interface ScalingPoint {
+  model: ModelName;
+  globalBatchSize: number;
+  workers: number;
+  samplesPerSecond: number;
+  /** null for 1 worker (its own reference). */
+  scalingEfficiency: number | null;
+}
+
+export interface BalancePoint {
+  balance: 'equal' | 'throughput';
+  slowdown: number[];
+  globalBatchSize: number;
+  microBatch: number;
+  samplesPerSecond: number;
+  /** samples/s ÷ the sum of each worker's own capacity (1-worker samples/s at B/2 ÷ its slowdown). */
+  efficiencyVsCapacity: number;
+}
+
+/** Records step times and drops everything else a run prints. */
+class StepCollector extends ProgressReporter {
+  readonly steps: StepRecord[] = [];
+  constructor() {
+    super(new Writable({ write: (_chunk, _encoding, done) => done() }), false);
+  }
+  override onStep(record: StepRecord): void {
+    this.steps.push(record);
+  }
+}
+
+export interface RunSpec {
+  model: ModelName;
+  globalBatchSize: number;
+  workers: number;
+  microBatch: number;
+  warmupSteps: number;
+  timedSteps: number;
+  backend?: string;
+  slowdown?: number[];
+  balance?: 'equal' | 'throughput';
+  wireDtype?: 'f32' | 'f16';
+  dataset?: string;
+}
+
+/** One local run; samples/s over the steps after the warm-up (step time only, not start-up or eval). */
+export async function measureRun(spec: RunSpec): Promise<RunMeasurement> {
+  const settings = parseLocalSettings({
+    model: spec.model,
+    dataset: spec.dataset ?? 'fashion-mnist',
+    'global-batch': String(spec.globalBatchSize),
+    'micro-batch': String(spec.microBatch),
+    workers: String(spec.workers),
+    steps: String(spec.warmupSteps + spec.timedSteps),
+    'eval-every': '0',
+    'metrics-port': 'off',
+    backend: spec.backend ?? 'auto',
+    balance: spec.balance ?? 'throughput',
+    'wire-dtype': spec.wireDtype ?? 'f32',
+    ...(spec.slowdown ? { 'debug-slowdown': spec.slowdown.join(',') } : {}),
+  });
+  const collector = new StepCollector();
+  const report = await runLocal(settings, 'bench', collector, true);
+  const timed = collector.steps.slice(spec.warmupSteps);
+  const seconds = timed.reduce((a, r) => a + r.wallSeconds, 0);
+  const samples = timed.reduce((a, r) => a + r.stats.samples, 0);
+  return {
+    model: spec.model,
+    globalBatchSize: spec.globalBatchSize,
+    workers: spec.workers,
+    microBatch: spec.microBatch,
+    samplesPerSecond: samples / seconds,
+    stepSeconds: seconds / timed.length,
+    backend: report.backend,
+  };
+}
+
+export interface ScalingOptions {
+  quick: boolean;
+  log?: (line: string) => void;
+}
+
+/** Efficiency points for MLP and CNN at 1 and 2 workers. */
+export async function benchScaling(options: ScalingOptions): Promise<{ scaling: ScalingPoint[]; runs: RunMeasurement[] }> {
+  const log = options.log ?? (() => {});
+  const plan: { model: ModelName; batches: number[]; warmup: number; timed: number }[] = options.quick
+    ? [
+        { model: 'mlp', batches: [64, 512], warmup: 3, timed: 12 },
+        { model: 'cnn', batches: [64], warmup: 2, timed: 5 },
+      ]
+    : [
+        { model: 'mlp', batches: [64, 512], warmup: 5, timed: 60 },
+        { model: 'cnn', batches: [64, 256], warmup: 3, timed: 20 },
+      ];
+  const scaling: ScalingPoint[] = [];
+  const runs: RunMeasurement[] = [];
+  for (const { model, batches, warmup, timed } of plan) {
+    for (const b of batches) {
+      const half = b / 2;
+      // Alternate the order across batch sizes so drift on a shared machine does not favour one side.
+      const one = await measureRun({ model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed });
+      const two = await measureRun({ model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed });
+      runs.push(one, two);
+      const efficiency = two.samplesPerSecond / (2 * one.samplesPerSecond);
+      scaling.push({ model, globalBatchSize: half, workers: 1, samplesPerSecond: one.samplesPerSecond, scalingEfficiency: null });
+      scaling.push({ model, globalBatchSize: b, workers: 2, samplesPerSecond: two.samplesPerSecond, scalingEfficiency: efficiency });
+      log(`scaling ${model} B=${b}: 1 worker @${half} ${one.samplesPerSecond.toFixed(0)}/s, 2 workers @${b} ${two.samplesPerSecond.toFixed(0)}/s, efficiency ${(efficiency * 100).toFixed(1)}%`);
+    }
+  }
+  return { scaling, runs };
+}
+
+/** A 3× slower second worker: equal split vs throughput split, against the workers' capacity. */
+export async function benchBalance(options: ScalingOptions): Promise<BalancePoint[]> {
+  const log = options.log ?? (() => {});
+  const b = 512;
+  const micro = 32;
+  const slowdown = [1, 3];
+  const warmup = options.quick ? 3 : 5;
+  const timed = options.quick ? 10 : 40;
+  const single = await measureRun({ model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed });
+  const capacity = slowdown.reduce((a, f) => a + single.samplesPerSecond / f, 0);
+  const points: BalancePoint[] = [];
+  for (const balance of ['equal', 'throughput'] as const) {
+    const run = await measureRun({ model: 'mlp', globalBatchSize: b, workers: 2, microBatch: micro, warmupSteps: warmup, timedSteps: timed, slowdown, balance });
+    points.push({ balance, slowdown, globalBatchSize: b, microBatch: micro, samplesPerSecond: run.samplesPerSecond, efficiencyVsCapacity: run.samplesPerSecond / capacity });
+    log(`balance ${balance} (slowdown ${slowdown.join(',')}): ${run.samplesPerSecond.toFixed(0)}/s = ${((run.samplesPerSecond / capacity) * 100).toFixed(1)}% of capacity`);
+  }
+  return points;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const quick = process.argv.includes('--quick');
+  const log = (line: string): void => console.log(line);
+  await benchScaling({ quick, log });
+  await benchBalance({ quick, log });
+}

@@ -1,0 +1,234 @@
+// `batchlab bench`: the performance numbers of docs/PERFORMANCE.md, measured side by side in one
+// run on this machine (it is shared and noisy, so only ratios taken in the same run are
+// compared): transport vs raw TCP, reduce+apply vs an add loop, scaling on 1 and 2 workers for
+// the MLP and the CNN, load balancing with a slowed worker, backends, and PyTorch DDP (gloo) on
+// the same MLP and data when python3-torch is installed.
+
+import { writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { benchBackends, type BackendPoint } from '../bench/backends.js';
+import { predictedEfficiency, predictedThroughput, starStep, type StepModelInputs } from '../bench/model.js';
+import { runPeer, type PeerResult } from '../bench/peer.js';
+import { benchReduce, type ReduceResult } from '../bench/reduce.js';
+import { benchBalance, benchScaling, type BalancePoint, type ScalingPoint } from '../bench/scaling.js';
+import { benchTransport, type TransportResult } from '../bench/transport.js';
+import { OptionError } from '../shared/errors.js';
+
+export const BENCH_SECTIONS = ['transport', 'reduce', 'scaling', 'balance', 'backends', 'peer'] as const;
+export type BenchSection = (typeof BENCH_SECTIONS)[number];
+
+export interface BenchSettings {
+  quick: boolean;
+  json?: string;
+  sections: BenchSection[];
+}
+
+export interface Comparison {
+  globalBatchSize: number;
+  batchlabSamplesPerSecond: number;
+  batchlabScalingEfficiency: number | null;
+  peerSamplesPerSecond: number;
+  peerScalingEfficiency: number | null;
+  /** batchlab samples/s ÷ DDP samples/s, 2 workers at this B. */
+  throughputRatio: number;
+}
+
+export interface BenchReport {
+  quick: boolean;
+  startedAt: string;
+  machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string };
+  transport?: TransportResult;
+  reduce?: ReduceResult;
+  scaling?: ScalingPoint[];
+  balance?: BalancePoint[];
+  backends?: BackendPoint[];
+  peer?: PeerResult;
+  /** batchlab vs DDP for the MLP with 2 workers, when both were measured. */
+  comparison?: Comparison[];
+  /** The step model's predictions from this run's transport, reduce and backend numbers, beside the measured scaling. */
+  model?: { inputs: Omit<StepModelInputs, 'computeSecondsPerSample'> & { computeSecondsPerSample: Record<string, number> }; points: ModelCheck[] };
+  wallSeconds: number;
+}
+
+export interface ModelCheck {
+  globalBatchSize: number;
+  workers: number;
+  predictedEfficiency: number;
+  measuredEfficiency: number | null;
+  predictedSamplesPerSecond: number;
+  measuredSamplesPerSecond: number;
+}
+
+/** Parameters of the default MLP 784-256-128-10. */
+const MLP_PARAMS = 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10;
+
+/** Predicts the MLP scaling points from the separately measured terms, when all were measured. */
+function checkModel(report: BenchReport): BenchReport['model'] {
+  const { transport, reduce, backends, scaling } = report;
+  if (!transport || !reduce || !backends || !scaling) return undefined;
+  const mlp = backends.filter((p) => p.backend === 'wasm' && p.model === 'mlp');
+  if (mlp.length === 0) return undefined;
+  const perSample: Record<string, number> = Object.fromEntries(mlp.map((p) => [String(p.batch), 1 / p.samplesPerSecond]));
+  // c(b): the measured batch nearest to b.
+  const c = (b: number): number => 1 / mlp.reduce((best, p) => (Math.abs(Math.log(p.batch / b)) < Math.abs(Math.log(best.batch / b)) ? p : best)).samplesPerSecond;
+  const mlpSized = transport.points.reduce((best, p) => (Math.abs(p.messageBytes - MLP_PARAMS * 4) < Math.abs(best.messageBytes - MLP_PARAMS * 4) ? p : best));
+  const adam = reduce.points.find((p) => p.params === MLP_PARAMS && p.optimizer === 'adam') ?? reduce;
+  const inputs: StepModelInputs = {
+    params: MLP_PARAMS,
+    bytesPerValue: 4,
+    computeSecondsPerSample: c,
+    alphaSeconds: transport.wsRoundTripSeconds,
+    betaBytesPerSecond: mlpSized.wsBytesPerSecond,
+    reduceValuesPerSecond: adam.reduceValuesPerSecond,
+    applyParamsPerSecond: adam.applyParamsPerSecond,
+  };
+  const points: ModelCheck[] = scaling
+    .filter((p) => p.model === 'mlp' && p.workers > 1)
+    .map((p) => ({
+      globalBatchSize: p.globalBatchSize,
+      workers: p.workers,
+      predictedEfficiency: predictedEfficiency(starStep, inputs, p.workers, p.globalBatchSize),
+      measuredEfficiency: p.scalingEfficiency,
+      predictedSamplesPerSecond: predictedThroughput(starStep, inputs, p.workers, p.globalBatchSize),
+      measuredSamplesPerSecond: p.samplesPerSecond,
+    }));
+  return { inputs: { ...inputs, computeSecondsPerSample: perSample }, points };
+}
+
+export function parseBenchSettings(raw: Record<string, unknown>): BenchSettings {
+  const only = raw.only === undefined ? undefined : String(raw.only).trim();
+  let sections: BenchSection[] = [...BENCH_SECTIONS];
+  if (only !== undefined) {
+    const names = only.split(',').map((s) => s.trim());
+    const bad = names.find((n) => !(BENCH_SECTIONS as readonly string[]).includes(n));
+    if (bad !== undefined || names.length === 0) throw new OptionError('only', only, `comma-separated sections from ${BENCH_SECTIONS.join(', ')}`);
+    sections = names as BenchSection[];
+  }
+  const json = raw.json === undefined ? undefined : String(raw.json).trim();
+  if (json === '') throw new OptionError('json', '', 'a file name for the JSON report');
+  return { quick: raw.quick === true, sections, ...(json ? { json } : {}) };
+}
+
+const pct = (x: number | null | undefined): string => (x === null || x === undefined ? '—' : `${(x * 100).toFixed(1)}%`);
+const rate = (x: number): string => Math.round(x).toLocaleString('en-US');
+
+/** The human-readable tables printed at the end. */
+export function formatBench(report: BenchReport): string {
+  const lines: string[] = [];
+  const m = report.machine;
+  lines.push(`batchlab bench${report.quick ? ' --quick' : ''}: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${report.wallSeconds.toFixed(0)} s`);
+  if (report.transport) {
+    lines.push('', 'transport (loopback, one message in flight)   raw TCP     ws (zero mask)  ratio   ws (random mask)  ratio');
+    for (const p of report.transport.points) {
+      lines.push(
+        `  ${(p.messageBytes / 1e6).toFixed(2).padStart(6)} MB messages                      ${(p.rawTcpBytesPerSecond / 1e9).toFixed(2)} GB/s   ${(p.wsBytesPerSecond / 1e9).toFixed(2)} GB/s       ${p.ratio.toFixed(2)}    ${(p.wsRandomMaskBytesPerSecond / 1e9).toFixed(2)} GB/s         ${p.randomMaskRatio.toFixed(2)}`,
+      );
+    }
+    lines.push(`  bufferutil ${report.transport.bufferutil ? 'loaded' : 'absent'}`);
+  }
+  if (report.reduce) {
+    lines.push('', 'reduce + apply (values/s)        ours          add loop      ratio');
+    for (const p of report.reduce.points) {
+      lines.push(`  ${String(p.params).padStart(8)} params × ${p.replies} replies, ${p.optimizer.padEnd(4)}  ${(p.paramsPerSecond / 1e6).toFixed(0).padStart(5)} M/s     ${(p.addLoopParamsPerSecond / 1e6).toFixed(0).padStart(5)} M/s     ${p.vsJsAddLoopRatio.toFixed(2)}`);
+    }
+  }
+  if (report.scaling) {
+    lines.push('', 'scaling (Fashion-MNIST, micro-batch B/N)   samples/s   efficiency');
+    for (const p of report.scaling) lines.push(`  ${p.model.padEnd(4)} B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} worker${p.workers > 1 ? 's' : ' '}                ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.scalingEfficiency)}`);
+  }
+  if (report.balance) {
+    lines.push('', 'load balancing (MLP, B=512, micro-batch 32, second worker slowed)   samples/s   of capacity');
+    for (const p of report.balance) lines.push(`  ${p.balance.padEnd(10)} slowdown ${p.slowdown.join(',')}                                    ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.efficiencyVsCapacity)}`);
+  }
+  if (report.backends) {
+    lines.push('', 'backends (gradient computation only)   samples/s');
+    for (const p of report.backends) lines.push(`  ${p.backend.padEnd(6)} ${p.model.padEnd(4)} batch ${String(p.batch).padEnd(4)}              ${rate(p.samplesPerSecond).padStart(9)}`);
+    for (const model of ['mlp', 'cnn'] as const) {
+      const wasm = report.backends.find((p) => p.model === model && p.backend === 'wasm');
+      const cpu = report.backends.find((p) => p.model === model && p.backend === 'cpu');
+      if (wasm && cpu) lines.push(`  ${model}: wasm is ${(wasm.samplesPerSecond / cpu.samplesPerSecond).toFixed(1)}× cpu`);
+    }
+  }
+  if (report.peer) {
+    if (!report.peer.available) lines.push('', `peer (PyTorch DDP): not run: ${report.peer.reason}`);
+    else {
+      lines.push('', `peer: PyTorch ${report.peer.torchVersion} DDP (gloo, 1 thread per process)   samples/s   efficiency`);
+      for (const p of report.peer.points) lines.push(`  mlp  B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} process${p.workers > 1 ? 'es' : '  '}                        ${rate(p.samplesPerSecond).padStart(9)}   ${p.workers > 1 ? pct(p.scalingEfficiency) : '—'}`);
+    }
+  }
+  if (report.comparison?.length) {
+    lines.push('', 'batchlab vs DDP, MLP, 2 workers   efficiency (ours / DDP)   samples/s (ours / DDP = ratio)');
+    for (const c of report.comparison) {
+      lines.push(`  B=${String(c.globalBatchSize).padEnd(5)}                        ${pct(c.batchlabScalingEfficiency)} / ${pct(c.peerScalingEfficiency)}           ${rate(c.batchlabSamplesPerSecond)} / ${rate(c.peerSamplesPerSecond)} = ${c.throughputRatio.toFixed(2)}`);
+    }
+  }
+  if (report.model) {
+    const i = report.model.inputs;
+    lines.push(
+      '',
+      `step model (star): α ${(i.alphaSeconds * 1e6).toFixed(0)} µs, β ${(i.betaBytesPerSecond / 1e9).toFixed(2)} GB/s, reduce ${(i.reduceValuesPerSecond / 1e6).toFixed(0)} M values/s, apply ${(i.applyParamsPerSecond / 1e6).toFixed(0)} M params/s, c(b) ${Object.entries(i.computeSecondsPerSample).map(([b, c]) => `${b}: ${(c * 1e6).toFixed(0)} µs`).join(', ')}`,
+      '  MLP, 2 workers     predicted efficiency / measured     predicted samples/s / measured',
+    );
+    for (const p of report.model.points) lines.push(`  B=${String(p.globalBatchSize).padEnd(5)}             ${pct(p.predictedEfficiency)} / ${pct(p.measuredEfficiency)}                    ${rate(p.predictedSamplesPerSecond)} / ${rate(p.measuredSamplesPerSecond)}`);
+  }
+  return lines.join('\n');
+}
+
+/** Runs the selected sections in order, logging progress to `log`. */
+export async function runBench(settings: BenchSettings, log: (line: string) => void): Promise<BenchReport> {
+  const t0 = performance.now();
+  const cpu = cpus();
+  const report: BenchReport = {
+    quick: settings.quick,
+    startedAt: new Date().toISOString(),
+    machine: { cpus: cpu.length, cpuModel: cpu[0]?.model.trim() ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.versions.node, platform: `${process.platform}-${process.arch}` },
+    wallSeconds: 0,
+  };
+  const quick = settings.quick;
+  const has = (s: BenchSection): boolean => settings.sections.includes(s);
+  if (has('transport')) {
+    log('transport: raw TCP vs ws on loopback …');
+    report.transport = await benchTransport({ quick });
+  }
+  if (has('reduce')) {
+    log('reduce: reduce+apply vs a plain add loop …');
+    report.reduce = await benchReduce({ quick });
+  }
+  if (has('scaling')) {
+    log('scaling: local runs on 1 and 2 workers …');
+    report.scaling = (await benchScaling({ quick, log: (line) => log(`  ${line}`) })).scaling;
+  }
+  if (has('balance')) {
+    log('balance: a slowed worker, equal vs throughput split …');
+    report.balance = await benchBalance({ quick, log: (line) => log(`  ${line}`) });
+  }
+  if (has('backends')) {
+    log('backends: wasm vs cpu …');
+    report.backends = await benchBackends({ quick, log: (line) => log(`  ${line}`) });
+  }
+  if (has('peer')) {
+    log('peer: PyTorch DDP (gloo) on the same MLP and data …');
+    report.peer = await runPeer({ globalBatchSizes: [64, 512], workers: [2], steps: quick ? 30 : 100, warmupSteps: quick ? 5 : 10 });
+    if (!report.peer.available) log(`  not run: ${report.peer.reason}`);
+  }
+  if (report.peer?.available && report.scaling) {
+    const peer = report.peer;
+    report.comparison = [];
+    for (const ours of report.scaling.filter((p) => p.model === 'mlp' && p.workers === 2)) {
+      const theirs = peer.points.find((p) => p.globalBatchSize === ours.globalBatchSize && p.workers === 2);
+      if (!theirs) continue;
+      report.comparison.push({
+        globalBatchSize: ours.globalBatchSize,
+        batchlabSamplesPerSecond: ours.samplesPerSecond,
+        batchlabScalingEfficiency: ours.scalingEfficiency,
+        peerSamplesPerSecond: theirs.samplesPerSecond,
+        peerScalingEfficiency: theirs.scalingEfficiency,
+        throughputRatio: ours.samplesPerSecond / theirs.samplesPerSecond,
+      });
+    }
+  }
+  report.model = checkModel(report);
+  report.wallSeconds = (performance.now() - t0) / 1000;
+  if (settings.json) await writeFile(settings.json, `${JSON.stringify(report, null, 2)}\n`);
+  return report;
+}
