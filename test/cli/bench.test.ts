@@ -1,0 +1,55 @@
+// `batchlab bench` end to end for its fast sections: real child processes and sockets, JSON with
+// the fields the issue names. Only structure and consistency are asserted, never speeds.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { BenchReport } from '../../cli/bench.js';
+import { formatBench } from '../../cli/bench.js';
+import { runCli } from '../support/cli.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'batchlab-bench-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('batchlab bench --quick --only transport,reduce', () => {
+  it('measures raw TCP and ws side by side and reduce+apply against an add loop, and writes the JSON', async () => {
+    const file = join(dir, 'bench.json');
+    const result = await runCli(['bench', '--quick', '--only', 'transport,reduce', '--json', file], {}, 120_000);
+    expect(result.code, result.stderr).toBe(0);
+    const report = JSON.parse(readFileSync(file, 'utf8')) as BenchReport;
+    const t = report.transport!;
+    expect(t.rawTcpBytesPerSecond).toBeGreaterThan(0);
+    expect(t.wsBytesPerSecond).toBeGreaterThan(0);
+    expect(t.ratio).toBeCloseTo(t.wsBytesPerSecond / t.rawTcpBytesPerSecond, 10);
+    expect(t.points.map((p) => p.messageBytes)).toEqual([940_000, 20_000_000]);
+    expect(t.wsRoundTripSeconds).toBeGreaterThan(0);
+    const r = report.reduce!;
+    expect(r.params).toBe(235_146);
+    expect(r.vsJsAddLoopRatio).toBeCloseTo(r.paramsPerSecond / r.addLoopParamsPerSecond, 10);
+    expect(r.points.length).toBeGreaterThanOrEqual(3);
+    // Sections not asked for are absent, and so is the model check that needs them.
+    expect(report.scaling).toBeUndefined();
+    expect(report.peer).toBeUndefined();
+    expect(report.model).toBeUndefined();
+    expect(result.stdout).toContain('transport (loopback, one message in flight)');
+    expect(result.stdout).toContain('reduce + apply');
+  }, 150_000);
+});
+
+describe('formatBench', () => {
+  it('prints the DDP comparison and the model check when the report has them', () => {
+    const report: BenchReport = {
+      quick: true,
+      startedAt: '2026-11-28T00:00:00Z',
+      machine: { cpus: 2, cpuModel: 'test cpu', memoryGiB: 24, node: '20', platform: 'linux-x64' },
+      scaling: [{ model: 'mlp', globalBatchSize: 512, workers: 2, samplesPerSecond: 5000, scalingEfficiency: 0.9 }],
+      peer: { available: false, reason: 'python3 cannot import torch' },
+      comparison: [{ globalBatchSize: 512, batchlabSamplesPerSecond: 5000, batchlabScalingEfficiency: 0.9, peerSamplesPerSecond: 4000, peerScalingEfficiency: 0.85, throughputRatio: 1.25 }],
+      wallSeconds: 1,
+    };
+    const text = formatBench(report);
+    expect(text).toContain('peer (PyTorch DDP): not run: python3 cannot import torch');
+    expect(text).toMatch(/B=512 .*90\.0% \/ 85\.0% .*5,000 \/ 4,000 = 1\.25/);
+  });
+});
