@@ -194,6 +194,12 @@ function port(raw: Raw, option: string, allowOff: boolean): number | null | unde
   return integer(raw, option, 0, 65535);
 }
 
+/** --metrics-port: a port, 0 (any free port, the default) or null for "off". */
+function metricsPort(raw: Raw): number | null {
+  const value = port(raw, 'metrics-port', true);
+  return value === undefined ? 0 : value;
+}
+
 /** The validated training configuration shared by `coordinator` and `local`. */
 export type TrainingSettings = RunConfig;
 
@@ -265,7 +271,7 @@ export function parseTrainingSettings(raw: Raw): TrainingSettings {
     targetLoss: decimal(raw, 'target-loss', 0, false) ?? null,
     seed: integer(raw, 'seed', 0, 2 ** 32 - 1) ?? 1,
     evalEvery: integer(raw, 'eval-every', 0) ?? 50,
-    metricsPort: port(raw, 'metrics-port', true) ?? 0,
+    metricsPort: metricsPort(raw),
     ...(text(raw, 'report') ? { report: text(raw, 'report') } : {}),
     ...(text(raw, 'save-model') ? { saveModel: text(raw, 'save-model') } : {}),
     ...(text(raw, 'trace') ? { trace: text(raw, 'trace') } : {}),
@@ -403,7 +409,7 @@ export function parseWorkerSettings(raw: Raw, env: NodeJS.ProcessEnv): WorkerSet
     maxChunk: integer(raw, 'max-chunk', 1, 1_000_000) ?? 1024,
     ...(name ? { name } : {}),
     connectTimeoutMs: seconds(raw, 'connect-timeout', 60),
-    metricsPort: port(raw, 'metrics-port', true) ?? 0,
+    metricsPort: metricsPort(raw),
     metricsHost: text(raw, 'metrics-host') || '0.0.0.0',
     ...(text(raw, 'ca') ? { ca: text(raw, 'ca') } : {}),
     clientMask: oneOf(raw, 'client-mask', CLIENT_MASKS) ?? 'auto',

@@ -35,6 +35,13 @@ describe('option validation (in process)', () => {
     expect(s).toMatchObject({ workers: 2, model: 'mlp', hidden: [256, 128], dataset: 'fashion-mnist', globalBatchSize: 128, microBatch: 32, steps: 300, optimizer: 'adam', lr: 0.001 });
   });
 
+  it('turns --metrics-port off into no endpoint, and defaults to any free port', () => {
+    expect(parseTrainingSettings({ 'metrics-port': 'off' }).metricsPort).toBeNull();
+    expect(parseTrainingSettings({}).metricsPort).toBe(0);
+    expect(parseTrainingSettings({ 'metrics-port': '9400' }).metricsPort).toBe(9400);
+    expect(parseWorkerSettings({ connect: 'ws://127.0.0.1:1', 'metrics-port': 'off' }, {}).metricsPort).toBeNull();
+  });
+
   it('caps the default micro-batch at a small global batch', () => {
     expect(parseTrainingSettings({ 'global-batch': '8' }).microBatch).toBe(8);
   });
