@@ -1,12 +1,13 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { selectBackend } from '../../shared/backend.js';
 import { gatherSamples, loadDataset, type Dataset } from '../../shared/data/index.js';
 import { buildModel, type ModelName } from '../../shared/models/index.js';
 import { paramSpecsOf, readWeights, writeWeights } from '../../shared/param-layout.js';
 import { EpochSampler } from '../../shared/sampler.js';
 import { initialWeights } from '../../shared/weight-init.js';
-import { computeMicroBatch, computeMicroBatchYielding } from '../../worker/gradient.js';
+import { computeMicroBatch, computeMicroBatchYielding, type GradientModel } from '../../worker/gradient.js';
 import { expectNoLeaks, maxRelativeDifference } from '../support/tensors.js';
 
 let dataset: Dataset;
@@ -17,13 +18,208 @@ beforeAll(async () => {
 
 function setup(name: ModelName, hidden: number[]) {
   const model = buildModel(name, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden });
+  return withWeights(model);
+}
+
+function withWeights(model: tfl.LayersModel): GradientModel {
   writeWeights(model, initialWeights(paramSpecsOf(model), 3));
   return { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses };
 }
 
+/**
+ * The gradient sum, loss sum and correct count by plain tf.variableGrads over model.apply, in one
+ * piece: the generic computation, written independently of worker/gradient.ts, that any faster
+ * path must reproduce.
+ */
+function reference(gm: GradientModel, images: Float32Array, labels: Int32Array) {
+  const vars = gm.model.trainableWeights.map((w) => w.read() as tf.Variable);
+  return tf.tidy(() => {
+    const x = tf.tensor(images, [labels.length, ...gm.sampleShape]);
+    const y = tf.oneHot(tf.tensor1d(labels, 'int32'), gm.numClasses);
+    let logits!: tf.Tensor;
+    const { value, grads } = tf.variableGrads(() => {
+      logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor);
+      return tf.losses.softmaxCrossEntropy(y, logits, undefined, 0, tf.Reduction.SUM) as tf.Scalar;
+    }, vars);
+    const gradSum = tf.concat(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))).dataSync() as Float32Array;
+    const predicted = tf.argMax(logits, 1).dataSync();
+    logits.dispose();
+    return { gradSum: Float32Array.from(gradSum), lossSum: value.dataSync()[0]!, correct: labels.filter((l, i) => predicted[i] === l).length };
+  });
+}
+
+/** Spies on the engine's gradient computation: tf.variableGrads goes through it, the dense fast path does not. */
+function spyOnGradients() {
+  return vi.spyOn(tf.engine(), 'gradients');
+}
+
+function batch(seed: number, n: number) {
+  return gatherSamples(dataset.train, dataset.sampleShape, new EpochSampler(dataset.train.count, seed).indicesFor(0, n));
+}
+
+type ModelMaker = (inputShape: number[], classes: number) => tfl.LayersModel;
+
+/** Dense-only models the fast path should recognise, beyond the stock MLP. */
+const DENSE_VARIANTS: Record<string, ModelMaker> = {
+  'no bias, relu logits': (inputShape, classes) =>
+    tfl.sequential({
+      layers: [
+        tfl.layers.flatten({ inputShape }),
+        tfl.layers.dense({ units: 12, activation: 'relu', useBias: false }),
+        tfl.layers.dense({ units: classes, activation: 'relu' }),
+      ],
+    }),
+  'functional, linear hidden layer': (inputShape, classes) => {
+    const input = tfl.input({ shape: inputShape });
+    const flat = tfl.layers.flatten().apply(input) as tfl.SymbolicTensor;
+    const h = tfl.layers.dense({ units: 9 }).apply(flat) as tfl.SymbolicTensor;
+    const out = tfl.layers.dense({ units: classes }).apply(h) as tfl.SymbolicTensor;
+    return tfl.model({ inputs: input, outputs: out });
+  },
+  'single dense layer': (inputShape, classes) => tfl.sequential({ layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: classes })] }),
+};
+
+/** Models the fast path must leave to the generic one. */
+const GENERIC_ONLY: Record<string, ModelMaker> = {
+  cnn: (inputShape, classes) => buildModel('cnn', { inputShape, numClasses: classes, hidden: [4, 4] }),
+  'tanh activation': (inputShape, classes) =>
+    tfl.sequential({ layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: 8, activation: 'tanh' }), tfl.layers.dense({ units: classes })] }),
+  'dropout between dense layers': (inputShape, classes) =>
+    tfl.sequential({
+      layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: 8, activation: 'relu' }), tfl.layers.dropout({ rate: 0 }), tfl.layers.dense({ units: classes })],
+    }),
+  'frozen first layer': (inputShape, classes) => {
+    const model = tfl.sequential({ layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: 8, activation: 'relu' }), tfl.layers.dense({ units: classes })] });
+    model.layers[1]!.trainable = false;
+    return model;
+  },
+};
+
 describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend) => {
   beforeAll(async () => {
     await selectBackend(backend);
+  });
+
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  // Tolerance of the dense fast path against the generic one: max |a - b| / max |a| < 2e-6 over the
+  // gradient (float32 sums in a different order: XNNPACK vs the naive kernel), loss sums within
+  // 1e-6 relative (the fast path sums the loss in float64), identical correct counts.
+  it.each([
+    [1, 1024],
+    [7, 1024],
+    [32, 1024],
+    [100, 1024],
+    [100, 13],
+    [64, 64],
+    [65, 32],
+  ])('the dense fast path matches the generic gradient (batch %i, maxChunk %i)', (n, maxChunk) => {
+    const gm = setup('mlp', [32, 16]);
+    const { images, labels } = batch(n + maxChunk, n);
+    const gradients = spyOnGradients();
+    const fast = computeMicroBatch(gm, images, labels, maxChunk);
+    expect(gradients).not.toHaveBeenCalled();
+    const want = reference(gm, images, labels);
+    expect(fast.samples).toBe(n);
+    expect(fast.gradSum.length).toBe(want.gradSum.length);
+    expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
+    expect(Math.abs(fast.lossSum - want.lossSum) / Math.abs(want.lossSum)).toBeLessThan(1e-6);
+    expect(fast.correct).toBe(want.correct);
+    const sq = want.gradSum.reduce((acc, v) => acc + (v / n) * (v / n), 0);
+    expect(Math.abs(fast.sqNorm - sq) / sq).toBeLessThan(1e-5);
+    gm.model.dispose();
+  });
+
+  // Chunks of 40, 40 and 16 run the first two layers' forward transposed; 96 only the first; 160 neither.
+  it.each([
+    [96, 40],
+    [96, 96],
+    [160, 160],
+  ])('the dense fast path matches the generic gradient on the default 784-256-128-10 MLP (batch %i, maxChunk %i)', (n, maxChunk) => {
+    const gm = setup('mlp', [256, 128]);
+    const { images, labels } = batch(11, n);
+    const fast = computeMicroBatch(gm, images, labels, maxChunk);
+    const want = reference(gm, images, labels);
+    expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
+    expect(Math.abs(fast.lossSum - want.lossSum) / Math.abs(want.lossSum)).toBeLessThan(1e-6);
+    expect(fast.correct).toBe(want.correct);
+    gm.model.dispose();
+  });
+
+  it.each(Object.keys(DENSE_VARIANTS))('the dense fast path handles a %s model', (variant) => {
+    const gm = withWeights(DENSE_VARIANTS[variant]!(dataset.sampleShape, dataset.numClasses));
+    const { images, labels } = batch(5, 24);
+    const gradients = spyOnGradients();
+    const fast = computeMicroBatch(gm, images, labels, 10);
+    expect(gradients).not.toHaveBeenCalled();
+    const want = reference(gm, images, labels);
+    expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
+    expect(Math.abs(fast.lossSum - want.lossSum) / Math.abs(want.lossSum)).toBeLessThan(1e-6);
+    expect(fast.correct).toBe(want.correct);
+    gm.model.dispose();
+  });
+
+  it.each(Object.keys(GENERIC_ONLY))('a %s model takes the generic path', (variant) => {
+    const gm = withWeights(GENERIC_ONLY[variant]!(dataset.sampleShape, dataset.numClasses));
+    const { images, labels } = batch(6, 12);
+    const gradients = spyOnGradients();
+    const result = computeMicroBatch(gm, images, labels, 5);
+    expect(gradients).toHaveBeenCalledTimes(3);
+    gradients.mockRestore();
+    const want = reference(gm, images, labels);
+    expect(maxRelativeDifference(want.gradSum, result.gradSum)).toBeLessThan(1e-5);
+    expect(result.correct).toBe(want.correct);
+    gm.model.dispose();
+  });
+
+  it('leaves samples or classes of the wrong size to the generic path, which rejects them', () => {
+    const gm = setup('mlp', [8]);
+    const { images, labels } = batch(10, 6);
+    expect(() => computeMicroBatch({ ...gm, numClasses: gm.numClasses - 1 }, images, labels, 4)).toThrow();
+    expect(() => computeMicroBatch(gm, images.subarray(0, images.length - 6), labels, 4)).toThrow();
+    gm.model.dispose();
+  });
+
+  it.skipIf(backend !== 'wasm')('the dense fast path reads weights that still live on another backend', async () => {
+    await tf.setBackend('cpu');
+    const gm = setup('mlp', [24, 12]);
+    await tf.setBackend(backend);
+    const { images, labels } = batch(12, 10);
+    const fast = computeMicroBatch(gm, images, labels, 10);
+    const want = reference(gm, images, labels);
+    expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
+    gm.model.dispose();
+  });
+
+  it('the dense fast path follows new weights and leaves no tensors behind', () => {
+    const gm = setup('mlp', [32, 16]);
+    const { images, labels } = batch(8, 30);
+    let weights = readWeights(gm.model);
+    expectNoLeaks(() => {
+      writeWeights(gm.model, weights);
+      const r = computeMicroBatch(gm, images, labels, 8);
+      // The reference reads the weights just written: a stale plan or cached transpose would differ.
+      expect(maxRelativeDifference(reference(gm, images, labels).gradSum, r.gradSum)).toBeLessThan(2e-6);
+      weights = weights.map((w, i) => w - 0.01 * r.gradSum[i]!);
+    });
+    gm.model.dispose();
+  });
+
+  // The cnn takes the generic path; the MLP's chunks of 130 and 10 run its forward plain and transposed.
+  it.each([
+    ['cnn', [4, 4], 20, 6],
+    ['mlp', [256, 128], 140, 130],
+  ] as const)('gives the same bits when it yields between chunks (%s %j, batch %i, maxChunk %i)', async (name, hidden, n, maxChunk) => {
+    const gm = setup(name, [...hidden]);
+    const { images, labels } = batch(9, n);
+    const blocking = computeMicroBatch(gm, images, labels, maxChunk);
+    const yielding = await computeMicroBatchYielding(gm, images, labels, maxChunk);
+    expect(Buffer.from(yielding.gradSum.buffer).equals(Buffer.from(blocking.gradSum.buffer))).toBe(true);
+    expect(yielding.lossSum).toBe(blocking.lossSum);
+    expect(yielding.correct).toBe(blocking.correct);
+    gm.model.dispose();
   });
 
   it.each([
