@@ -152,9 +152,12 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
       const raw: number[] = [];
       const ws: number[] = [];
       const wsRandom: number[] = [];
-      await rawRound(socket, payload, 2); // warm-up
-      await wsRound(zero, encoder, body, 2);
-      await wsRound(random, encoder, body, 2);
+      // Warm-up: JIT, TCP buffer autotuning and the frame pool all take a few dozen messages;
+      // without it the first connection measured looks several times slower than it is.
+      const warm = Math.max(8, Math.round(0.5e9 / bytes));
+      await rawRound(socket, payload, warm);
+      await wsRound(zero, encoder, body, warm);
+      await wsRound(random, encoder, body, warm);
       for (let r = 0; r < rounds; r++) {
         raw.push(await rawRound(socket, payload, count));
         ws.push(await wsRound(zero, encoder, body, count));
