@@ -1,5 +1,7 @@
 // Scaling benchmark: real `batchlab local` runs (coordinator in this process, workers as child
-// processes over loopback WebSockets) on Fashion-MNIST, timed per step after a warm-up.
+// processes over loopback WebSockets) on Fashion-MNIST, timed per step after a warm-up (JIT,
+// XNNPACK weight packing and TCP buffer growth settle within a few dozen steps; the DDP peer
+// gets the same number of warm-up steps).
 // Scaling efficiency follows the issue's definition: throughput(N workers, B) ÷ (N ×
 // throughput(1 worker, B/N)), each measured in this same run. Every run uses one micro-batch
 // per worker (micro-batch = B/N), as DDP gives each process B/N samples.
@@ -114,12 +116,12 @@ export async function benchScaling(options: ScalingOptions): Promise<{ scaling: 
   const log = options.log ?? (() => {});
   const plan: { model: ModelName; batches: number[]; warmup: number; timed: number }[] = options.quick
     ? [
-        { model: 'mlp', batches: [64, 512], warmup: 3, timed: 12 },
-        { model: 'cnn', batches: [64], warmup: 2, timed: 5 },
+        { model: 'mlp', batches: [64, 512], warmup: 20, timed: 30 },
+        { model: 'cnn', batches: [64], warmup: 5, timed: 10 },
       ]
     : [
-        { model: 'mlp', batches: [64, 512], warmup: 5, timed: 60 },
-        { model: 'cnn', batches: [64, 256], warmup: 3, timed: 20 },
+        { model: 'mlp', batches: [64, 512], warmup: 30, timed: 150 },
+        { model: 'cnn', batches: [64, 256], warmup: 10, timed: 30 },
       ];
   const scaling: ScalingPoint[] = [];
   const runs: RunMeasurement[] = [];
@@ -145,8 +147,8 @@ export async function benchBalance(options: ScalingOptions): Promise<BalancePoin
   const b = 512;
   const micro = 32;
   const slowdown = [1, 3];
-  const warmup = options.quick ? 3 : 5;
-  const timed = options.quick ? 10 : 40;
+  const warmup = options.quick ? 10 : 30;
+  const timed = options.quick ? 15 : 60;
   const single = await measureRun({ model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed });
   const capacity = slowdown.reduce((a, f) => a + single.samplesPerSecond / f, 0);
   const points: BalancePoint[] = [];
