@@ -10,6 +10,7 @@
 // Standalone: `node dist/bench/conv-filter-grad.js [--quick] [--json]`.
 
 import { pathToFileURL } from 'node:url';
+import { maxRelativeDifference, seededUniform } from './support.js';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { selectBackend } from '../shared/backend.js';
@@ -68,19 +69,6 @@ const INPUT_SHAPE = [28, 28, 1];
 const NUM_CLASSES = 10;
 const BATCHES = [64, 128];
 
-/** mulberry32 in [-1, 1): the same inputs on every run and every backend. */
-function seeded(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  }
-  return out;
-}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -88,15 +76,6 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-function maxRelDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
-}
 
 /** Times both kernels on one shape, alternating calls so drift affects both alike. */
 function timeKernels(layer: 'conv1' | 'conv2', batch: number, inHW: number, inC: number, outC: number, calls: number): KernelTiming {
@@ -105,8 +84,8 @@ function timeKernels(layer: 'conv1' | 'conv2', batch: number, inHW: number, inC:
   const xShape = [batch, inHW, inHW, inC];
   const dyShape = [batch, outHW, outHW, outC];
   const filterShape = [3, 3, inC, outC] as [number, number, number, number];
-  const x = tf.tensor4d(seeded(batch * inHW * inHW * inC, 1), xShape as [number, number, number, number]);
-  const dy = tf.tensor4d(seeded(batch * outHW * outHW * outC, 2), dyShape as [number, number, number, number]);
+  const x = tf.tensor4d(seededUniform(batch * inHW * inHW * inC, 1), xShape as [number, number, number, number]);
+  const dy = tf.tensor4d(seededUniform(batch * outHW * outHW * outC, 2), dyShape as [number, number, number, number]);
   const args = {
     inputs: { x, dy },
     backend,
@@ -134,7 +113,7 @@ function timeKernels(layer: 'conv1' | 'conv2', batch: number, inHW: number, inC:
     return {
       layer, batch, xShape, dyShape, filterShape,
       cpuDelegateMs, im2colMs: fastMs, speedup: cpuDelegateMs / fastMs,
-      maxRelDiff: maxRelDiff(fast, reference), calls,
+      maxRelDiff: maxRelativeDifference(reference, fast), calls,
     };
   } finally {
     tf.dispose([x, dy]);
@@ -146,7 +125,7 @@ function trainingThroughput(batch: number, steps: number): number {
   const model = buildModel('cnn', { inputShape: INPUT_SHAPE, numClasses: NUM_CLASSES, hidden: DEFAULT_HIDDEN.cnn });
   try {
     const gm: GradientModel = { model, sampleShape: INPUT_SHAPE, numClasses: NUM_CLASSES };
-    const images = seeded(batch * 28 * 28, 3).map((v) => (v + 1) / 2);
+    const images = seededUniform(batch * 28 * 28, 3).map((v) => (v + 1) / 2);
     const labels = Int32Array.from({ length: batch }, (_, i) => (i * 7) % NUM_CLASSES);
     computeMicroBatch(gm, images, labels, batch);
     const start = performance.now();

@@ -23,7 +23,8 @@ import { gatherSamples, loadDataset, type Dataset } from '../shared/data/index.j
 import { buildModel, DEFAULT_HIDDEN } from '../shared/models/index.js';
 import { paramSpecsOf, writeWeights } from '../shared/param-layout.js';
 import { initialWeights } from '../shared/weight-init.js';
-import { computeMicroBatch, type GradientModel } from '../worker/gradient.js';
+import { computeMicroBatch, transposeInto, type GradientModel } from '../worker/gradient.js';
+import { maxRelativeDifference } from './support.js';
 
 export type BenchBackend = 'wasm' | 'cpu';
 
@@ -173,35 +174,10 @@ async function profile(fn: () => void, runs: number, before: () => void): Promis
   return { kernelMs: kernels.reduce((sum, k) => sum + k.ms, 0), kernels, topCalls };
 }
 
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(a[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
-}
 
-/** JS transpose of [rows, cols] into [cols, rows], 8 rows at a time (as worker/gradient.ts does). */
+/** JS transpose of [rows, cols] into [cols, rows]: the one worker/gradient.ts uses. */
 function jsTranspose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
-  const full = rows - (rows % 8);
-  let i0 = 0;
-  for (; i0 < full; i0 += 8) {
-    const s0 = i0 * cols;
-    const [s1, s2, s3, s4, s5, s6, s7] = [1, 2, 3, 4, 5, 6, 7].map((j) => s0 + j * cols) as [number, number, number, number, number, number, number];
-    for (let k = 0, d = i0; k < cols; k++, d += rows) {
-      dst[d] = src[s0 + k]!;
-      dst[d + 1] = src[s1 + k]!;
-      dst[d + 2] = src[s2 + k]!;
-      dst[d + 3] = src[s3 + k]!;
-      dst[d + 4] = src[s4 + k]!;
-      dst[d + 5] = src[s5 + k]!;
-      dst[d + 6] = src[s6 + k]!;
-      dst[d + 7] = src[s7 + k]!;
-    }
-  }
-  for (let i = i0; i < rows; i++) for (let k = 0; k < cols; k++) dst[k * rows + i] = src[i * cols + k]!;
+  transposeInto(src, 0, rows, cols, dst, rows);
 }
 
 /** Single ops at the MLP's shapes for micro-batch `b`. */
@@ -282,7 +258,7 @@ async function benchBackend(backend: BenchBackend, ds: Dataset, batches: number[
     const stock = options.fastOnly
       ? { medianMs: NaN, minMs: NaN, cpuMs: NaN }
       : time(() => stockMicroBatch(gm, images, labels), quick || slow ? Math.max(3, reps >> 2) : reps >> 2, 2, newWeights);
-    const diff = options.fastOnly ? NaN : maxRelDiff(stockMicroBatch(gm, images, labels).gradSum, computeMicroBatch(gm, images, labels, b).gradSum);
+    const diff = options.fastOnly ? NaN : maxRelativeDifference(stockMicroBatch(gm, images, labels).gradSum, computeMicroBatch(gm, images, labels, b).gradSum);
     const point: StepPoint = {
       batch: b,
       stock,

@@ -196,7 +196,7 @@ function densePlanOf(model: tfl.LayersModel): DensePlan | null {
  * Writes the transpose of `rows` rows of `cols` values from `src` (starting at `from`) into
  * `dst`: dst[k * stride + i] = src[from + i * cols + k].
  */
-function transposeInto(src: ArrayLike<number>, from: number, rows: number, cols: number, dst: Float32Array, stride: number): void {
+export function transposeInto(src: ArrayLike<number>, from: number, rows: number, cols: number, dst: Float32Array, stride: number): void {
   // Eight source rows at a time, unrolled: eight read streams, eight contiguous writes
   // (~0.6 ns per value, 2.7x the plain triple loop).
   const full = rows - (rows % 8);

@@ -1,3 +1,4 @@
+import { seededUniform } from '../../bench/support.js';
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -24,19 +25,7 @@ interface Case {
 
 const TOLERANCE = 1e-4;
 
-/** mulberry32: identical inputs on every backend and every run, independent of tf's RNG. */
-function seededValues(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 4294967296 * 2 - 1;
-  }
-  return out;
-}
+const seededValues = seededUniform;
 
 const size = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 
