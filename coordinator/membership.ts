@@ -84,13 +84,17 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   private readonly heartbeat: NodeJS.Timeout;
 
-  /** Terminates workers silent for two heartbeat intervals; pings each once per interval. */
+  /**
+   * Terminates ready workers silent for two heartbeat intervals; pings each once per interval.
+   * A worker still loading its data (before `ready`) may block its event loop for seconds on a
+   * busy host; it holds no work, and the handshake timeout bounds that phase instead.
+   */
   private beat(): void {
     const now = Date.now();
     const interval = this.options.heartbeatIntervalMs;
     for (const worker of this.workers.values()) {
       const silentMs = now - worker.lastPongMs;
-      if (silentMs > 2 * interval) {
+      if (worker.ready && silentMs > 2 * interval) {
         worker.lostReason = `no pong for 2 heartbeats (${(silentMs / 1000).toFixed(1)} s silent)`;
         worker.socket.terminate();
         continue;
