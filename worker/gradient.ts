@@ -432,14 +432,15 @@ function sumOfSquares(v: Float32Array): number {
  * The chunks of a micro-batch, in order, summed as they come: float32 addition in chunk order,
  * so any consumer of this generator gets the same bits.
  */
-function* accumulateChunks(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number): Generator<void, MicroBatchResult> {
+function* accumulateChunks(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number, out?: Float32Array): Generator<void, MicroBatchResult> {
   const n = labels.length;
   const found = densePlanOf(gm.model);
   // Samples or classes of the wrong size go the generic way, which reports the shape error.
   const fits = found !== null && images.length === n * found.stages[0]!.inDim && found.stages[found.stages.length - 1]!.outDim === gm.numClasses;
   const plan = fits ? found : null;
   const numParams = plan ? plan.numParams : gm.model.trainableWeights.reduce((p, w) => p + tf.util.sizeFromShape(w.shape as number[]), 0);
-  const gradSum = new Float32Array(numParams);
+  // The first chunk overwrites every value, so a reused `out` needs no clearing.
+  const gradSum = out && out.length === numParams ? out : new Float32Array(numParams);
   let lossSum = 0;
   let correct = 0;
   for (let start = 0; start < n; start += maxChunk) {
@@ -457,9 +458,12 @@ function* accumulateChunks(gm: GradientModel, images: Float32Array, labels: Int3
 /**
  * Computes the gradient sum, loss sum and correct count of `labels.length` samples whose pixels
  * are `images` (row-major [n, ...sampleShape]), in chunks of at most `maxChunk`. Leaves no tensors behind.
+ * `out`, when it has the model's parameter count, receives the gradient sum (and is returned as
+ * `gradSum`) instead of a new array: a worker reuses one, sparing a model-sized allocation and
+ * its page faults per micro-batch.
  */
-export function computeMicroBatch(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number): MicroBatchResult {
-  const chunks = accumulateChunks(gm, images, labels, maxChunk);
+export function computeMicroBatch(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number, out?: Float32Array): MicroBatchResult {
+  const chunks = accumulateChunks(gm, images, labels, maxChunk, out);
   for (;;) {
     const next = chunks.next();
     if (next.done) return next.value;
@@ -470,8 +474,8 @@ export function computeMicroBatch(gm: GradientModel, images: Float32Array, label
  * The same computation and the same bits as `computeMicroBatch`, but it yields to the event loop
  * between chunks, so a worker answers heartbeats during a long micro-batch.
  */
-export async function computeMicroBatchYielding(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number): Promise<MicroBatchResult> {
-  const chunks = accumulateChunks(gm, images, labels, maxChunk);
+export async function computeMicroBatchYielding(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number, out?: Float32Array): Promise<MicroBatchResult> {
+  const chunks = accumulateChunks(gm, images, labels, maxChunk, out);
   for (;;) {
     const next = chunks.next();
     if (next.done) return next.value;

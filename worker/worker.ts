@@ -50,6 +50,8 @@ interface RunState {
   gm: GradientModel;
   paramCount: number;
   weightsStep: number;
+  /** Reused for every micro-batch's gradient sum: send() copies it into a frame at once. */
+  gradBuffer: Float32Array;
 }
 
 /** How a connection ended. */
@@ -276,6 +278,7 @@ async function prepare(welcome: WelcomeMessage, options: WorkerOptions, datasets
     gm: { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses },
     paramCount: countParams(welcome.params),
     weightsStep: -1,
+    gradBuffer: new Float32Array(countParams(welcome.params)),
   };
 }
 
@@ -318,7 +321,7 @@ async function computeWork(
     const spec = work.microBatches[i]!;
     const { images, labels, gatherMs } = next!;
     const t0 = performance.now();
-    const result = await computeMicroBatchYielding(state.gm, images, labels, options.maxChunk);
+    const result = await computeMicroBatchYielding(state.gm, images, labels, options.maxChunk, state.gradBuffer);
     let computeMs = gatherMs + performance.now() - t0;
     if (slowdown > 1) {
       // A slower device: the extra time is spent idle, as a worker waiting on a slow GPU would.
@@ -330,6 +333,8 @@ async function computeWork(
     metrics.microBatchCompute.observe(computeMs / 1000);
     metrics.step.set(work.step);
     await inFlight;
+    // send() encodes (copies) the gradient into its frame before returning, so gradBuffer is
+    // free for the next micro-batch as soon as this call returns.
     inFlight = send(
       { type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm },
       result.gradSum,

@@ -262,6 +262,23 @@ describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend)
     gm.model.dispose();
   });
 
+  it.each([
+    ['mlp', [32]],
+    ['cnn', [4, 8]],
+  ] as const)('%s: writes into a reused output buffer, whatever it held, with the same bits as a fresh array', async (name, hidden) => {
+    const gm = setup(name, [...hidden]);
+    const indices = new EpochSampler(dataset.train.count, 5).indicesFor(0, 24);
+    const { images, labels } = gatherSamples(dataset.train, dataset.sampleShape, indices);
+    const fresh = computeMicroBatch(gm, images, labels, 10);
+    const out = new Float32Array(fresh.gradSum.length).fill(Number.NaN);
+    const reused = await computeMicroBatchYielding(gm, images, labels, 10, out);
+    expect(reused.gradSum).toBe(out);
+    expect(Buffer.from(out.buffer).equals(Buffer.from(fresh.gradSum.buffer))).toBe(true);
+    // A buffer of the wrong size is not used.
+    expect(computeMicroBatch(gm, images, labels, 10, new Float32Array(3)).gradSum.length).toBe(fresh.gradSum.length);
+    gm.model.dispose();
+  });
+
   it('gives the same bits when it yields to the event loop between chunks', async () => {
     const gm = setup('mlp', [32]);
     const indices = new EpochSampler(dataset.train.count, 4).indicesFor(0, 40);
