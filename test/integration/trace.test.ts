@@ -39,10 +39,13 @@ it('writes a Chrome trace with spans for every worker and every step', async () 
     expect(stepSpan, `step ${step} span`).toBeDefined();
     const phases = spans.filter((e) => e.tid === 0 && e.cat === 'phase' && e.args!.step === step).map((e) => e.name);
     expect(phases).toEqual(['dispatch', 'gather-wait', 'reduce', 'apply']);
+    // 4 micro-batches of 16 over 2 workers: the throughput split may give 1 and 3 or 2 and 2, but
+    // every micro-batch once, and every worker at least one.
+    const perStep = spans.filter((e) => e.tid !== 0 && e.cat === 'compute' && e.args!.step === step);
+    expect(perStep, `step ${step}`).toHaveLength(4);
     for (const tid of workerTids) {
       const computes = spans.filter((e) => e.tid === tid && e.cat === 'compute' && e.args!.step === step);
-      // 4 micro-batches of 16 split over 2 workers: 2 each.
-      expect(computes, `worker ${tid} step ${step}`).toHaveLength(2);
+      expect(computes.length, `worker ${tid} step ${step}`).toBeGreaterThanOrEqual(1);
       for (const c of computes) {
         // A micro-batch is computed inside its step (1 ms of rounding allowed).
         expect(c.ts).toBeGreaterThanOrEqual(stepSpan!.ts - 1000);
