@@ -10,7 +10,7 @@
 // Standalone: `node dist/bench/conv-filter-grad.js [--quick] [--json]`.
 
 import { pathToFileURL } from 'node:url';
-import { maxRelativeDifference, seededUniform } from './support.js';
+import { maxRelativeDifference, median, seededUniform } from './support.js';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { selectBackend } from '../shared/backend.js';
@@ -70,11 +70,6 @@ const NUM_CLASSES = 10;
 const BATCHES = [64, 128];
 
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 
 /** Times both kernels on one shape, alternating calls so drift affects both alike. */

@@ -24,7 +24,7 @@ import { buildModel, DEFAULT_HIDDEN } from '../shared/models/index.js';
 import { paramSpecsOf, writeWeights } from '../shared/param-layout.js';
 import { initialWeights } from '../shared/weight-init.js';
 import { computeMicroBatch, transposeInto, type GradientModel } from '../worker/gradient.js';
-import { maxRelativeDifference } from './support.js';
+import { maxRelativeDifference, median } from './support.js';
 
 export type BenchBackend = 'wasm' | 'cpu';
 
@@ -168,7 +168,6 @@ async function profile(fn: () => void, runs: number, before: () => void): Promis
       if (run === runs >> 1) calls.push({ name: k.name, inputShapes: k.inputShapes.map((shape) => `[${shape?.join('×') ?? ''}]`).join(' '), ms });
     }
   }
-  const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1]!;
   const kernels = [...totals.entries()].map(([name, e]) => ({ name, ms: median(e.ms), calls: e.calls })).sort((a, b) => b.ms - a.ms);
   const topCalls = calls.sort((a, b) => b.ms - a.ms).slice(0, 6);
   return { kernelMs: kernels.reduce((sum, k) => sum + k.ms, 0), kernels, topCalls };

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { StarReducer } from '../coordinator/reducer.js';
 import { createOptimizer, type OptimizerName } from '../shared/optimizers/index.js';
 import { DEFAULT_OPTIMIZER_CONFIG } from '../shared/optimizers/optimizer.js';
+import { DEFAULT_MLP_PARAMS, median } from './support.js';
 
 export interface ReducePoint {
   params: number;
@@ -29,10 +30,6 @@ export interface ReduceResult extends ReducePoint {
   points: ReducePoint[];
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
 
 /** dst += src for each src, the loop a user would write without any of batchlab's guarantees. */
 function addLoop(dst: Float32Array, sources: readonly Float32Array[]): void {
@@ -92,7 +89,7 @@ function measure(params: number, replies: number, optimizerName: OptimizerName, 
  */
 export async function benchReduce(options: { quick: boolean }): Promise<ReduceResult> {
   const rounds = options.quick ? 5 : 9;
-  const points: ReducePoint[] = [measure(235_146, 2, 'adam', rounds), measure(235_146, 8, 'adam', rounds), measure(235_146, 2, 'sgd', rounds)];
+  const points: ReducePoint[] = [measure(DEFAULT_MLP_PARAMS, 2, 'adam', rounds), measure(DEFAULT_MLP_PARAMS, 8, 'adam', rounds), measure(DEFAULT_MLP_PARAMS, 2, 'sgd', rounds)];
   if (!options.quick) points.push(measure(25_000_000, 2, 'adam', 3));
   return { ...points[0]!, points };
 }

@@ -17,6 +17,7 @@ import type { StepRecord } from '../coordinator/trainer.js';
 import { runLocal } from '../cli/local.js';
 import { parseLocalSettings } from '../cli/options.js';
 import { ProgressReporter } from '../cli/progress.js';
+import { measuredScalingEfficiency } from '../shared/efficiency.js';
 import type { ModelName } from '../shared/models/index.js';
 
 export interface RunMeasurement {
@@ -132,7 +133,7 @@ export async function benchScaling(options: ScalingOptions): Promise<{ scaling: 
       const one = await measureRun({ model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed });
       const two = await measureRun({ model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed });
       runs.push(one, two);
-      const efficiency = two.samplesPerSecond / (2 * one.samplesPerSecond);
+      const efficiency = measuredScalingEfficiency(two.samplesPerSecond, 2, one.samplesPerSecond);
       scaling.push({ model, globalBatchSize: half, workers: 1, samplesPerSecond: one.samplesPerSecond, scalingEfficiency: null });
       scaling.push({ model, globalBatchSize: b, workers: 2, samplesPerSecond: two.samplesPerSecond, scalingEfficiency: efficiency });
       log(`scaling ${model} B=${b}: 1 worker @${half} ${one.samplesPerSecond.toFixed(0)}/s, 2 workers @${b} ${two.samplesPerSecond.toFixed(0)}/s, efficiency ${(efficiency * 100).toFixed(1)}%`);

@@ -1,6 +1,18 @@
 // Small numeric helpers shared by the benchmarks and the tests (which import them from here,
 // since dist/ is built from bench/ but not from test/).
 
+import { DEFAULT_HIDDEN } from '../shared/models/index.js';
+
+/** Parameters of the default MLP (784 inputs, DEFAULT_HIDDEN.mlp, 10 classes): 235,146. */
+export const DEFAULT_MLP_PARAMS = [784, ...DEFAULT_HIDDEN.mlp, 10].reduce((sum, width, i, dims) => (i === 0 ? 0 : sum + dims[i - 1]! * width + width), 0);
+
+/** The median (the mean of the two middle values for an even count). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 /** max |a − b| / max |a| (the absolute difference when a is all zeros): the oracle's tolerance measure. */
 export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
   if (a.length !== b.length) throw new RangeError(`arrays differ in length: ${a.length} vs ${b.length}`);

@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import WebSocket, { WebSocketServer } from 'ws';
 import { decodeFrame, FrameEncoder } from '../shared/codec.js';
 import { zeroMask } from '../shared/transport.js';
+import { median } from './support.js';
 
 export interface TransportPoint {
   /** Bytes per message (the float32 body; frames add a small header). */
@@ -106,10 +107,6 @@ async function wsRound(ws: WebSocket, encoder: FrameEncoder, body: Float32Array,
   return (body.byteLength * count) / ((performance.now() - t0) / 1000);
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
 
 async function hasBufferutil(): Promise<boolean> {
   if (process.env.WS_NO_BUFFER_UTIL) return false;

@@ -11,6 +11,7 @@ import { predictedEfficiency, predictedThroughput, starStep, type StepModelInput
 import { runPeer, type PeerResult } from '../bench/peer.js';
 import { benchReduce, type ReduceResult } from '../bench/reduce.js';
 import { benchBalance, benchScaling, type BalancePoint, type ScalingPoint } from '../bench/scaling.js';
+import { DEFAULT_MLP_PARAMS } from '../bench/support.js';
 import { benchTransport, type TransportResult } from '../bench/transport.js';
 import { OptionError } from '../shared/errors.js';
 
@@ -61,8 +62,6 @@ export interface ModelCheck {
   measuredSamplesPerSecond: number;
 }
 
-/** Parameters of the default MLP 784-256-128-10. */
-const MLP_PARAMS = 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10;
 
 /** Predicts the MLP scaling points from the separately measured terms, when all were measured. */
 function checkModel(report: BenchReport): BenchReport['model'] {
@@ -73,10 +72,10 @@ function checkModel(report: BenchReport): BenchReport['model'] {
   const perSample: Record<string, number> = Object.fromEntries(mlp.map((p) => [String(p.batch), 1 / p.samplesPerSecond]));
   // c(b): the measured batch nearest to b.
   const c = (b: number): number => 1 / mlp.reduce((best, p) => (Math.abs(Math.log(p.batch / b)) < Math.abs(Math.log(best.batch / b)) ? p : best)).samplesPerSecond;
-  const mlpSized = transport.points.reduce((best, p) => (Math.abs(p.messageBytes - MLP_PARAMS * 4) < Math.abs(best.messageBytes - MLP_PARAMS * 4) ? p : best));
-  const adam = reduce.points.find((p) => p.params === MLP_PARAMS && p.optimizer === 'adam') ?? reduce;
+  const mlpSized = transport.points.reduce((best, p) => (Math.abs(p.messageBytes - DEFAULT_MLP_PARAMS * 4) < Math.abs(best.messageBytes - DEFAULT_MLP_PARAMS * 4) ? p : best));
+  const adam = reduce.points.find((p) => p.params === DEFAULT_MLP_PARAMS && p.optimizer === 'adam') ?? reduce;
   const inputs: StepModelInputs = {
-    params: MLP_PARAMS,
+    params: DEFAULT_MLP_PARAMS,
     bytesPerValue: 4,
     computeSecondsPerSample: c,
     alphaSeconds: transport.wsRoundTripSeconds,
