@@ -271,14 +271,15 @@ async function prepare(welcome: WelcomeMessage, options: WorkerOptions, datasets
   const model = await modelFromTopology(welcome.modelTopology);
   assertLayout(model, welcome.params);
   options.log(`worker ${welcome.workerId} of run ${welcome.runId}: ${describeDataset(dataset)}`);
+  const paramCount = countParams(welcome.params);
   return {
     welcome,
     dataset,
     sampler: new EpochSampler(dataset.train.count, welcome.seed),
     gm: { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses },
-    paramCount: countParams(welcome.params),
+    paramCount,
     weightsStep: -1,
-    gradBuffer: new Float32Array(countParams(welcome.params)),
+    gradBuffer: new Float32Array(paramCount),
   };
 }
 
