@@ -8,7 +8,10 @@ export interface Reducer {
   readonly paramCount: number;
   /** Starts a step that expects exactly these micro-batch ids. */
   begin(microBatchIds: readonly number[]): void;
-  /** Adds one micro-batch's gradient sum; replies may arrive in any order. */
+  /**
+   * Adds one micro-batch's gradient sum; replies may arrive in any order. The reducer may read
+   * `gradSum` until `finish()`, so the caller must not change it before then.
+   */
   add(microBatchId: number, gradSum: Float32Array, samples: number): void;
   /**
    * The mean gradient (sum / total samples) and its squared L2 norm. The array is the reducer's
@@ -20,9 +23,11 @@ export interface Reducer {
 /**
  * The coordinator sums everything (simple and exact; inbound traffic is N × model size).
  * Replies are folded as soon as their turn in id order comes, so reduction overlaps with waiting
- * for the rest. All memory is allocated once: the first reply is copied into the float64
- * accumulator (no zero-fill pass), middle replies are added, and the last is added, scaled,
- * rounded to float32 and squared in one pass: two passes in all for two replies.
+ * for the rest. All memory is allocated once. The first reply in id order is only held (a received
+ * reply is never overwritten) and is added to the second in the second's pass, which writes the
+ * float64 accumulator: no copy or zero-fill pass. Middle replies are added; the last is added,
+ * scaled, rounded to float32 and squared in the same pass. K replies take K - 1 passes (one for
+ * two replies, or one for a single reply).
  */
 export class StarReducer implements Reducer {
   private readonly accumulator: Float64Array;
@@ -31,6 +36,8 @@ export class StarReducer implements Reducer {
   private next = 0;
   private samples = 0;
   private sqNorm = 0;
+  /** The first reply in id order, until the second arrives. */
+  private held: Float32Array | null = null;
   private readonly pending = new Map<number, { gradSum: Float32Array; samples: number }>();
 
   constructor(readonly paramCount: number) {
@@ -43,6 +50,7 @@ export class StarReducer implements Reducer {
     this.next = 0;
     this.samples = 0;
     this.sqNorm = 0;
+    this.held = null;
     this.pending.clear();
   }
 
@@ -54,26 +62,41 @@ export class StarReducer implements Reducer {
       const part = this.pending.get(id)!;
       this.pending.delete(id);
       this.samples += part.samples;
-      this.fold(part.gradSum, this.next === 0, this.next === this.order.length - 1);
+      this.fold(part.gradSum, this.next, this.next === this.order.length - 1);
       this.next++;
     }
   }
 
-  /** acc = g (first), acc += g (middle); the last also writes mean = f32(acc / samples) and its norm. */
-  private fold(g: Float32Array, first: boolean, last: boolean): void {
+  /**
+   * The reply at position `index` in id order. Sums are float64, left to right, so holding the
+   * first reply changes no bit: f64(a) + f64(b) is the same whether or not f64(a) was stored first.
+   */
+  private fold(g: Float32Array, index: number, last: boolean): void {
+    if (index === 0 && !last) {
+      this.held = g;
+      return;
+    }
     const acc = this.accumulator;
+    const first = this.held;
+    this.held = null;
     const n = acc.length;
     if (!last) {
-      if (first) for (let i = 0; i < n; i++) acc[i] = g[i]!;
+      if (first) for (let i = 0; i < n; i++) acc[i] = first[i]! + g[i]!;
       else for (let i = 0; i < n; i++) acc[i] = acc[i]! + g[i]!;
       return;
     }
     const inv = 1 / this.samples;
     const mean = this.mean;
     let sq = 0;
-    if (first) {
+    if (index === 0) {
       for (let i = 0; i < n; i++) {
         const m = Math.fround(g[i]! * inv);
+        mean[i] = m;
+        sq += m * m;
+      }
+    } else if (first) {
+      for (let i = 0; i < n; i++) {
+        const m = Math.fround((first[i]! + g[i]!) * inv);
         mean[i] = m;
         sq += m * m;
       }

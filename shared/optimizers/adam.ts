@@ -3,6 +3,7 @@
 // Weight decay is coupled (g += wd*w), as in torch.optim.Adam; adamw.ts decouples it.
 
 import type { Optimizer, OptimizerConfig, OptimizerState } from './optimizer.js';
+import { adamUpdate } from '../kernels/optimizer-kernels.js';
 import { ensureStateArray, readMoments, snapshotMoments } from './optimizer-state.js';
 
 /** State `{ t, m, v }`; `m` and `v` appear with the first step. */
@@ -25,20 +26,8 @@ export class Adam implements Optimizer {
     const coupled = this.decoupledDecay ? 0 : wd;
     const shrink = this.decoupledDecay ? 1 - lr * wd : 1;
     // m_hat / (sqrt(v_hat) + eps) = (m / c1) / (sqrt(v) / sqrt(c2) + eps): one division and one
-    // square root per parameter instead of three divisions (the update is the hot loop of a step).
-    const stepSize = lr / c1;
-    const invSqrtC2 = 1 / Math.sqrt(c2);
-    const a1 = 1 - b1;
-    const a2 = 1 - b2;
-    for (let i = 0; i < weights.length; i++) {
-      const w = weights[i]!;
-      const g = grad[i]! + coupled * w;
-      const mi = b1 * m[i]! + a1 * g;
-      const vi = b2 * v[i]! + a2 * g * g;
-      m[i] = mi;
-      v[i] = vi;
-      weights[i] = w * shrink - (stepSize * mi) / (Math.sqrt(vi) * invSqrtC2 + eps);
-    }
+    // square root per parameter instead of three, two parameters per SIMD instruction.
+    adamUpdate(weights, grad, m, v, { b1, b2, coupled, shrink, stepSize: lr / c1, invSqrtC2: 1 / Math.sqrt(c2), eps });
   }
 
   state(): OptimizerState {

@@ -2,6 +2,7 @@
 // v = mu*v + g;  w -= lr * v   (Nesterov: w -= lr * (g + mu*v)). Weight decay is coupled (g += wd*w).
 
 import type { Optimizer, OptimizerConfig, OptimizerState } from './optimizer.js';
+import { sgdMomentumUpdate } from '../kernels/optimizer-kernels.js';
 import { ensureStateArray, readVelocity, snapshotVelocity } from './optimizer-state.js';
 
 /** State `{ velocity }`, absent before the first step and when momentum is 0. */
@@ -17,12 +18,7 @@ export class Sgd implements Optimizer {
       return;
     }
     const v = (this.velocity = ensureStateArray(this.name, 'velocity', this.velocity, weights.length));
-    for (let i = 0; i < weights.length; i++) {
-      const g = grad[i]! + wd * weights[i]!;
-      const vi = mu * v[i]! + g;
-      v[i] = vi;
-      weights[i] = weights[i]! - lr * (nesterov ? g + mu * vi : vi);
-    }
+    sgdMomentumUpdate(weights, grad, v, mu, wd, lr, nesterov);
   }
 
   state(): OptimizerState {

@@ -126,6 +126,34 @@ describe('StarReducer', () => {
     }
   });
 
+  it('equals a left-to-right float64 sum in id order for 1, 2 and 3 micro-batches, and leaves the replies untouched', () => {
+    const n = 301;
+    for (const count of [1, 2, 3]) {
+      const ids = Array.from({ length: count }, (_, k) => 10 + k);
+      const grads = ids.map((id) => mixedMagnitudes(n, 7000 + id));
+      const copies = grads.map((g) => Float32Array.from(g));
+      const samples = ids.map((_, k) => 2 + k);
+      const total = samples.reduce((a, b) => a + b, 0);
+      const expected = new Float32Array(n);
+      let expectedSq = 0;
+      for (let i = 0; i < n; i++) {
+        let sum = 0;
+        for (const g of grads) sum += g[i]!;
+        expected[i] = sum / total;
+        expectedSq += expected[i]! * expected[i]!;
+      }
+      const reducer = new StarReducer(n);
+      for (const order of permutations(ids.map((_, k) => k))) {
+        reducer.begin(ids);
+        for (const k of order) reducer.add(ids[k]!, grads[k]!, samples[k]!);
+        const { meanGrad, sqNorm } = reducer.finish();
+        expect(Buffer.compare(bytesOf(meanGrad), bytesOf(expected)), `${count} replies, order ${order.join(',')}`).toBe(0);
+        expect(sqNorm).toBe(expectedSq);
+      }
+      grads.forEach((g, k) => expect(Buffer.compare(bytesOf(g), bytesOf(copies[k]!))).toBe(0));
+    }
+  });
+
   it('gives the same bits for the same ids whatever order begin() lists them in', () => {
     const grads = [0, 1, 2].map((id) => mixedMagnitudes(64, 50 + id));
     const run = (ids: number[]): Buffer => {
