@@ -28,6 +28,8 @@ export interface RunMeasurement {
   samplesPerSecond: number;
   /** Mean seconds per timed step. */
   stepSeconds: number;
+  /** Mean seconds per timed step in each coordinator phase (StepRecord.phases). */
+  phaseSeconds: StepRecord['phases'];
   backend: string;
 }
 
@@ -103,8 +105,20 @@ export async function measureRun(spec: RunSpec): Promise<RunMeasurement> {
     microBatch: spec.microBatch,
     samplesPerSecond: samples / seconds,
     stepSeconds: seconds / timed.length,
+    phaseSeconds: {
+      dispatch: timed.reduce((a, r) => a + r.phases.dispatch, 0) / timed.length,
+      'gather-wait': timed.reduce((a, r) => a + r.phases['gather-wait'], 0) / timed.length,
+      reduce: timed.reduce((a, r) => a + r.phases.reduce, 0) / timed.length,
+      apply: timed.reduce((a, r) => a + r.phases.apply, 0) / timed.length,
+    },
     backend: report.backend,
   };
+}
+
+/** "step 31.8 ms = dispatch 0.8 + gather-wait 29.5 + reduce 0.0 + apply 1.6": where a step's time goes. */
+export function describePhases(run: RunMeasurement): string {
+  const ms = (seconds: number): string => (seconds * 1000).toFixed(1);
+  return `step ${ms(run.stepSeconds)} ms = ${Object.entries(run.phaseSeconds).map(([phase, seconds]) => `${phase} ${ms(seconds)}`).join(' + ')}`;
 }
 
 export interface ScalingOptions {
@@ -126,17 +140,28 @@ export async function benchScaling(options: ScalingOptions): Promise<{ scaling: 
       ];
   const scaling: ScalingPoint[] = [];
   const runs: RunMeasurement[] = [];
+  let pair = 0;
   for (const { model, batches, warmup, timed } of plan) {
     for (const b of batches) {
       const half = b / 2;
-      // Alternate the order across batch sizes so drift on a shared machine does not favour one side.
-      const one = await measureRun({ model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed });
-      const two = await measureRun({ model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed });
+      // Alternate the order across pairs so drift on a shared machine does not favour one side.
+      const runOne = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed });
+      const runTwo = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed });
+      let one: RunMeasurement;
+      let two: RunMeasurement;
+      if (pair++ % 2 === 0) {
+        one = await runOne();
+        two = await runTwo();
+      } else {
+        two = await runTwo();
+        one = await runOne();
+      }
       runs.push(one, two);
       const efficiency = measuredScalingEfficiency(two.samplesPerSecond, 2, one.samplesPerSecond);
       scaling.push({ model, globalBatchSize: half, workers: 1, samplesPerSecond: one.samplesPerSecond, scalingEfficiency: null });
       scaling.push({ model, globalBatchSize: b, workers: 2, samplesPerSecond: two.samplesPerSecond, scalingEfficiency: efficiency });
       log(`scaling ${model} B=${b}: 1 worker @${half} ${one.samplesPerSecond.toFixed(0)}/s, 2 workers @${b} ${two.samplesPerSecond.toFixed(0)}/s, efficiency ${(efficiency * 100).toFixed(1)}%`);
+      for (const run of [one, two]) log(`  ${run.workers} worker${run.workers > 1 ? 's' : ''}: ${describePhases(run)}`);
     }
   }
   return { scaling, runs };

@@ -2,7 +2,7 @@
 // the same run. A sink *process* receives both (so sender and receiver do not share a core's
 // event loop), acknowledges each whole message with one byte, and the sender keeps one message
 // in flight, as a worker does with gradients. Rounds alternate raw / ws so machine noise hits
-// both alike; ws with a random mask is measured after them; the median round is reported.
+// both alike (the ratio is the median of each adjacent pair's); ws with a random mask is measured after.
 //
 // Standalone: node dist/bench/transport.js [--quick]
 
@@ -24,7 +24,10 @@ export interface TransportPoint {
   wsBytesPerSecond: number;
   /** Same with ws's default random mask (what a plain ws:// network path uses). */
   wsRandomMaskBytesPerSecond: number;
+  /** Median of `roundRatios`. */
   ratio: number;
+  /** ws ÷ raw TCP for each pair of adjacent rounds, in the order they ran. */
+  roundRatios: number[];
   randomMaskRatio: number;
 }
 
@@ -95,13 +98,20 @@ async function rawRound(socket: Socket, payload: Buffer, count: number): Promise
   return ((payload.length - 4) * count) / ((performance.now() - t0) / 1000);
 }
 
-/** Same over ws with batchlab frames (a gradient message + float32 body from a FrameEncoder). */
-async function wsRound(ws: WebSocket, encoder: FrameEncoder, body: Float32Array, count: number): Promise<number> {
+/**
+ * Same over ws with batchlab frames, as a worker sends gradients: a pooled frame whose body the
+ * gradient was computed into (`FrameEncoder.bodyFrame`), sealed with its header. Computing the
+ * gradient is not transport, so the body is filled only when `fill` is set (the warm-up, which
+ * fills every pooled buffer; the pool then hands the same buffers back).
+ */
+async function wsRound(ws: WebSocket, encoder: FrameEncoder, body: Float32Array, count: number, fill = false): Promise<number> {
   const t0 = performance.now();
   for (let i = 0; i < count; i++) {
     const acked = once(ws, 'message');
-    const frame = encoder.encode({ type: 'gradient', step: i, microBatchId: 0, samples: 1, lossSum: 0, correct: 0, computeMs: 1, sqNorm: 0 }, body);
-    ws.send(frame.bytes, { binary: true }, () => frame.release());
+    const frame = encoder.bodyFrame(body.length);
+    if (fill) frame.body.set(body);
+    const sealed = frame.seal({ type: 'gradient', step: i, microBatchId: 0, samples: 1, lossSum: 0, correct: 0, computeMs: 1, sqNorm: 0 });
+    ws.send(sealed.bytes, { binary: true }, () => sealed.release());
     await acked;
   }
   return (body.byteLength * count) / ((performance.now() - t0) / 1000);
@@ -143,9 +153,11 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
       const payload = Buffer.alloc(4 + body.byteLength);
       payload.writeUInt32LE(body.byteLength, 0);
       Buffer.from(body.buffer).copy(payload, 4);
-      // About 0.25 s (quick) or 1 s of traffic per round at ~1 GB/s.
-      const count = Math.max(3, Math.round((options.quick ? 0.25e9 : 1e9) / bytes));
-      const rounds = options.quick ? 3 : 5;
+      // Short rounds, many of them, alternating: about 0.12 s (quick) or 0.4 s of traffic per
+      // round at ~1 GB/s. The ratio is the median of each adjacent pair's ratio, so a slow spell
+      // on this shared machine hits both sides of a pair instead of one side of the comparison.
+      const count = Math.max(3, Math.round((options.quick ? 0.12e9 : 0.4e9) / bytes));
+      const rounds = options.quick ? 6 : 10;
       const raw: number[] = [];
       const ws: number[] = [];
       const wsRandom: number[] = [];
@@ -153,14 +165,14 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
       // without it the first connection measured looks several times slower than it is.
       const warm = Math.max(8, Math.round(0.5e9 / bytes));
       await rawRound(socket, payload, warm);
-      await wsRound(zero, encoder, body, warm);
+      await wsRound(zero, encoder, body, warm, true);
       for (let r = 0; r < rounds; r++) {
         raw.push(await rawRound(socket, payload, count));
         ws.push(await wsRound(zero, encoder, body, count));
       }
       // The random mask makes ws allocate a masked copy of every frame on both ends; its rounds
       // come after, so that garbage does not land on the rounds compared above.
-      await wsRound(random, encoder, body, warm);
+      await wsRound(random, encoder, body, warm, true);
       for (let r = 0; r < rounds; r++) wsRandom.push(await wsRound(random, encoder, body, count));
       const rawTcpBytesPerSecond = median(raw);
       const wsBytesPerSecond = median(ws);
@@ -170,17 +182,18 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
         rawTcpBytesPerSecond,
         wsBytesPerSecond,
         wsRandomMaskBytesPerSecond,
-        ratio: wsBytesPerSecond / rawTcpBytesPerSecond,
+        ratio: median(ws.map((w, r) => w / raw[r]!)),
+        roundRatios: ws.map((w, r) => w / raw[r]!),
         randomMaskRatio: wsRandomMaskBytesPerSecond / rawTcpBytesPerSecond,
       });
     }
     // Latency: small frames (a control message's size), one at a time.
     const tiny = new Float32Array(16);
-    await wsRound(zero, encoder, tiny, 20);
+    await wsRound(zero, encoder, tiny, 20, true);
     const trips: number[] = [];
     for (let i = 0; i < (options.quick ? 200 : 1000); i++) {
       const t0 = performance.now();
-      await wsRound(zero, encoder, tiny, 1);
+      await wsRound(zero, encoder, tiny, 1, true);
       trips.push((performance.now() - t0) / 1000);
     }
     socket.destroy();

@@ -49,6 +49,8 @@ export interface BenchReport {
   /** The step model's predictions from this run's transport, reduce and backend numbers, beside the measured scaling. */
   model?: { inputs: Omit<StepModelInputs, 'computeSecondsPerSample'> & { computeSecondsPerSample: Record<string, number> }; points: ModelCheck[] };
   wallSeconds: number;
+  /** Wall seconds each section took, by section name. */
+  sectionSeconds: Partial<Record<BenchSection, number>>;
 }
 
 export interface ModelCheck {
@@ -155,9 +157,9 @@ export function formatBench(report: BenchReport): string {
     lines.push('', 'backends (gradient computation only)   samples/s');
     for (const p of report.backends) lines.push(`  ${p.backend.padEnd(6)} ${p.model.padEnd(4)} batch ${String(p.batch).padEnd(4)}              ${rate(p.samplesPerSecond).padStart(9)}`);
     for (const model of ['mlp', 'cnn'] as const) {
-      const wasm = report.backends.find((p) => p.model === model && p.backend === 'wasm');
       const cpu = report.backends.find((p) => p.model === model && p.backend === 'cpu');
-      if (wasm && cpu) lines.push(`  ${model}: wasm is ${(wasm.samplesPerSecond / cpu.samplesPerSecond).toFixed(1)}× cpu`);
+      const wasm = report.backends.find((p) => p.model === model && p.backend === 'wasm' && p.batch === cpu?.batch);
+      if (wasm && cpu) lines.push(`  ${model}: wasm is ${(wasm.samplesPerSecond / cpu.samplesPerSecond).toFixed(1)}× cpu at batch ${cpu.batch}`);
     }
   }
   if (report.peer) {
@@ -196,9 +198,24 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
     startedAt: new Date().toISOString(),
     machine: { cpus: cpu.length, cpuModel: cpu[0]?.model.trim() ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.versions.node, platform: `${process.platform}-${process.arch}` },
     wallSeconds: 0,
+    sectionSeconds: {},
   };
   const quick = settings.quick;
-  const has = (s: BenchSection): boolean => settings.sections.includes(s);
+  let current: { section: BenchSection; startedMs: number } | null = null;
+  /** Whether `section` was asked for; if so, it becomes the one being timed. */
+  const has = (section: BenchSection): boolean => {
+    endSection();
+    if (!settings.sections.includes(section)) return false;
+    current = { section, startedMs: performance.now() };
+    return true;
+  };
+  const endSection = (): void => {
+    if (!current) return;
+    const seconds = (performance.now() - current.startedMs) / 1000;
+    report.sectionSeconds[current.section] = seconds;
+    log(`  (${current.section}: ${seconds.toFixed(0)} s)`);
+    current = null;
+  };
   if (has('transport')) {
     log('transport: raw TCP vs ws on loopback …');
     report.transport = await benchTransport({ quick });
@@ -225,6 +242,7 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
     report.peer = await runPeer({ globalBatchSizes: [64, 512], workers: [2], steps: quick ? 30 : 150, warmupSteps: quick ? 20 : 30 });
     if (!report.peer.available) log(`  not run: ${report.peer.reason}`);
   }
+  endSection();
   if (report.peer?.available && report.scaling) {
     const peer = report.peer;
     report.comparison = [];

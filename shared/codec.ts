@@ -67,12 +67,31 @@ export interface PooledFrame {
 }
 
 /**
+ * A frame whose float32 body is filled in place before its header is known (`FrameEncoder.bodyFrame`):
+ * write `body`, then `seal` it with its message, or `release` it unsent.
+ */
+export interface BodyFrame {
+  readonly body: Float32Array;
+  /** The frame with `message` as its header; `body` must not change until the frame is released. */
+  seal(message: Message): PooledFrame;
+  release(): void;
+}
+
+/**
+ * Bytes kept in front of a pooled frame's body for its header, so a body written in place can be
+ * given its header afterwards (headers are a few hundred bytes; a larger one takes the copy path).
+ */
+const HEADER_ROOM = 4096;
+
+/**
  * Encodes frames into buffers it keeps and reuses, so a steady stream of model-sized frames
  * allocates nothing after the first few. A buffer returns to the pool on `release()`; until then
  * the socket may still be reading it, so it is never handed out twice.
  */
 export class FrameEncoder {
   private readonly free: Buffer[] = [];
+  /** float32 staging for `bodyFrame` under f16, whose frame body cannot hold float32. */
+  private staging: Float32Array | null = null;
   /** Buffers ever allocated (for tests and the benchmark: it stops growing in steady state). */
   allocations = 0;
 
@@ -87,24 +106,63 @@ export class FrameEncoder {
       writeFrame(bytes, header, body, this.dtype, scaleExponent);
       return { bytes, release: () => {} };
     }
-    const index = this.free.findIndex((b) => b.length >= size);
-    let backing: Buffer;
-    if (index >= 0) backing = this.free.splice(index, 1)[0]!;
-    else {
-      // Headroom for headers that grow a little (more micro-batch descriptors) without a new buffer.
-      backing = Buffer.allocUnsafeSlow(size + 4096);
-      this.allocations++;
-    }
+    const backing = this.take(size);
     const bytes = backing.subarray(0, size);
     writeFrame(bytes, header, body, this.dtype, scaleExponent);
-    let released = false;
+    return { bytes, release: this.releaser(backing) };
+  }
+
+  /**
+   * A pooled frame with room for `length` float32 values that the caller writes directly (a
+   * worker computes its gradient into it), sparing the model-sized copy `encode` makes. The body
+   * sits at a fixed offset and `seal` writes the header just in front of it, so the frame on the
+   * wire is exactly what `encode` would produce. Under f16 the body is a float32 staging array
+   * that `seal` converts (a copy is needed there anyway).
+   */
+  bodyFrame(length: number): BodyFrame {
+    if (this.dtype === 'f16') {
+      const body = this.staging?.length === length ? this.staging : (this.staging = new Float32Array(length));
+      return { body, seal: (message) => this.encode(message, body), release: () => {} };
+    }
+    const backing = this.take(HEADER_ROOM + length * 4);
+    const body = new Float32Array(backing.buffer, backing.byteOffset + HEADER_ROOM, length);
+    const release = this.releaser(backing);
     return {
-      bytes,
-      release: () => {
-        if (released) return;
-        released = true;
-        if (this.free.length < 8) this.free.push(backing);
+      body,
+      release,
+      seal: (message) => {
+        const { header } = packHeader(message, body, 'f32');
+        const headBytes = align4(LENGTH_BYTES + header.length);
+        if (headBytes > HEADER_ROOM) {
+          const copied = this.encode(message, body);
+          release();
+          return copied;
+        }
+        const start = HEADER_ROOM - headBytes;
+        const bytes = backing.subarray(start, HEADER_ROOM + length * 4);
+        writeFrame(bytes, header, null, 'f32', 0);
+        return { bytes, release };
       },
+    };
+  }
+
+  /** A free buffer of at least `size` bytes, or a new one. */
+  private take(size: number): Buffer {
+    const index = this.free.findIndex((b) => b.length >= size);
+    if (index >= 0) return this.free.splice(index, 1)[0]!;
+    this.allocations++;
+    // Header room on every buffer, so `encode` and `bodyFrame` share one pool, and headers that
+    // grow a little (more micro-batch descriptors) need no new buffer.
+    return Buffer.allocUnsafeSlow(size + HEADER_ROOM);
+  }
+
+  /** Returns `backing` to the pool, once however often it is called. */
+  private releaser(backing: Buffer): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (this.free.length < 8) this.free.push(backing);
     };
   }
 }

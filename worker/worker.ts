@@ -9,7 +9,7 @@ import { authorizationHeader } from '../shared/auth.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../shared/backend.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
 import { createRegistry, defineWorkerMetrics, type WorkerMetrics } from '../shared/metrics.js';
-import { decodeFrame, FrameEncoder } from '../shared/codec.js';
+import { decodeFrame, FrameEncoder, type BodyFrame, type PooledFrame } from '../shared/codec.js';
 import { useZeroMask, zeroMask, type ClientMask } from '../shared/transport.js';
 import { gatherSamples, type Dataset, type DatasetName } from '../shared/data/dataset.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
@@ -50,8 +50,6 @@ interface RunState {
   gm: GradientModel;
   paramCount: number;
   weightsStep: number;
-  /** Reused for every micro-batch's gradient sum: send() copies it into a frame at once. */
-  gradBuffer: Float32Array;
 }
 
 /** How a connection ended. */
@@ -133,9 +131,13 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
   // Gradient frames are encoded into reused buffers, in the number format the welcome names.
   let encoder = new FrameEncoder('f32');
   /** Sends one frame; resolves once ws has passed it to the kernel (or the socket is gone). */
-  const send = (message: Message, body: Float32Array | null = null): Promise<void> => {
-    if (socket.readyState !== WebSocket.OPEN) return Promise.resolve();
-    const frame = encoder.encode(message, body);
+  const send = (message: Message, body: Float32Array | null = null): Promise<void> => sendFrame(encoder.encode(message, body));
+  /** Sends an encoded frame and releases it once written; released unsent if the socket is gone. */
+  const sendFrame = (frame: PooledFrame): Promise<void> => {
+    if (socket.readyState !== WebSocket.OPEN) {
+      frame.release();
+      return Promise.resolve();
+    }
     metrics.wireBytes.inc({ direction: 'out' }, frame.bytes.length);
     return new Promise((resolve) => {
       socket.send(frame.bytes, { binary: true }, () => {
@@ -157,7 +159,7 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
         return;
       case 'work':
         if (!session.state) throw new ProtocolError('BAD_MESSAGE', 'work before welcome');
-        await computeWork(session.state, message, body, options, send, metrics, () => socket.readyState !== WebSocket.OPEN);
+        await computeWork(session.state, message, body, options, { bodyFrame: (length) => encoder.bodyFrame(length), send: sendFrame }, metrics, () => socket.readyState !== WebSocket.OPEN);
         return;
       case 'shutdown':
         ending = { kind: 'shutdown' };
@@ -279,7 +281,6 @@ async function prepare(welcome: WelcomeMessage, options: WorkerOptions, datasets
     gm: { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses },
     paramCount,
     weightsStep: -1,
-    gradBuffer: new Float32Array(paramCount),
   };
 }
 
@@ -294,7 +295,7 @@ async function computeWork(
   work: WorkMessage,
   body: Float32Array | null,
   options: WorkerOptions,
-  send: (m: Message, b: Float32Array) => Promise<void>,
+  out: { bodyFrame(length: number): BodyFrame; send(frame: PooledFrame): Promise<void> },
   metrics: WorkerMetrics,
   isClosed: () => boolean,
 ): Promise<void> {
@@ -322,7 +323,15 @@ async function computeWork(
     const spec = work.microBatches[i]!;
     const { images, labels, gatherMs } = next!;
     const t0 = performance.now();
-    const result = await computeMicroBatchYielding(state.gm, images, labels, options.maxChunk, state.gradBuffer);
+    // The gradient is computed straight into its frame's body: no model-sized copy to send it.
+    const frame = out.bodyFrame(state.paramCount);
+    let result;
+    try {
+      result = await computeMicroBatchYielding(state.gm, images, labels, options.maxChunk, frame.body);
+    } catch (error) {
+      frame.release();
+      throw error;
+    }
     let computeMs = gatherMs + performance.now() - t0;
     if (slowdown > 1) {
       // A slower device: the extra time is spent idle, as a worker waiting on a slow GPU would.
@@ -333,12 +342,10 @@ async function computeWork(
     metrics.microBatchSamplesTotal.inc(result.samples);
     metrics.microBatchCompute.observe(computeMs / 1000);
     metrics.step.set(work.step);
+    if (result.gradSum !== frame.body) frame.body.set(result.gradSum);
     await inFlight;
-    // send() encodes (copies) the gradient into its frame before returning, so gradBuffer is
-    // free for the next micro-batch as soon as this call returns.
-    inFlight = send(
-      { type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm },
-      result.gradSum,
+    inFlight = out.send(
+      frame.seal({ type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm }),
     );
     // Prefetch: gather the next micro-batch's samples while this gradient is on its way.
     next = i + 1 < work.microBatches.length ? gatherFor(i + 1) : null;

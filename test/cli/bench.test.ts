@@ -21,13 +21,19 @@ describe('batchlab bench --quick --only transport,reduce', () => {
     const t = report.transport!;
     expect(t.rawTcpBytesPerSecond).toBeGreaterThan(0);
     expect(t.wsBytesPerSecond).toBeGreaterThan(0);
-    expect(t.ratio).toBeCloseTo(t.wsBytesPerSecond / t.rawTcpBytesPerSecond, 10);
+    // The ratio is the median of the adjacent rounds' ratios (6 pairs in --quick).
+    expect(t.roundRatios).toHaveLength(6);
+    const sorted = [...t.roundRatios].sort((a, b) => a - b);
+    expect(t.ratio).toBeCloseTo((sorted[2]! + sorted[3]!) / 2, 10);
     expect(t.points.map((p) => p.messageBytes)).toEqual([940_000, 20_000_000]);
     expect(t.wsRoundTripSeconds).toBeGreaterThan(0);
     const r = report.reduce!;
     expect(r.params).toBe(235_146);
     expect(r.vsJsAddLoopRatio).toBeCloseTo(r.paramsPerSecond / r.addLoopParamsPerSecond, 10);
     expect(r.points.length).toBeGreaterThanOrEqual(3);
+    // Each section asked for is timed, and only those.
+    expect(Object.keys(report.sectionSeconds).sort()).toEqual(['reduce', 'transport']);
+    expect(report.sectionSeconds.transport! + report.sectionSeconds.reduce!).toBeLessThanOrEqual(report.wallSeconds);
     // Sections not asked for are absent, and so is the model check that needs them.
     expect(report.scaling).toBeUndefined();
     expect(report.peer).toBeUndefined();
@@ -47,6 +53,7 @@ describe('formatBench', () => {
       peer: { available: false, reason: 'python3 cannot import torch' },
       comparison: [{ globalBatchSize: 512, batchlabSamplesPerSecond: 5000, batchlabScalingEfficiency: 0.9, peerSamplesPerSecond: 4000, peerScalingEfficiency: 0.85, throughputRatio: 1.25 }],
       wallSeconds: 1,
+      sectionSeconds: { scaling: 1 },
     };
     const text = formatBench(report);
     expect(text).toContain('peer (PyTorch DDP): not run: python3 cannot import torch');

@@ -3,7 +3,7 @@ import { Packr } from 'msgpackr';
 import { decodeFrame, encodeFrame, FrameEncoder } from '../../shared/codec.js';
 import { ProtocolError } from '../../shared/errors.js';
 import { decodeFloat16, encodeFloat16, float16Bits, float16ScaleExponent } from '../../shared/float16.js';
-import type { GradientMessage } from '../../shared/protocol.js';
+import type { GradientMessage, WorkMessage } from '../../shared/protocol.js';
 
 /** Reference float16 value of a bit pattern, straight from the IEEE 754 definition. */
 function halfValue(h: number): number {
@@ -175,5 +175,50 @@ describe('FrameEncoder', () => {
     const decoded = decodeFrame(frame.bytes).body!;
     expect(decoded.buffer).toBe(frame.bytes.buffer);
     expect(decoded).toEqual(body);
+  });
+
+  it('bodyFrame: a body written in place and sealed gives encodeFrame\'s bytes, for both dtypes', () => {
+    const values = new Float32Array(50_001).map((_, i) => Math.sin(i) * 1e-3);
+    for (const dtype of ['f32', 'f16'] as const) {
+      const encoder = new FrameEncoder(dtype);
+      for (let round = 0; round < 3; round++) {
+        const frame = encoder.bodyFrame(values.length);
+        frame.body.set(values);
+        const message = { ...gradient, step: round };
+        const sealed = frame.seal(message);
+        expect(Buffer.compare(sealed.bytes, encodeFrame(message, values, dtype)), `${dtype} round ${round}`).toBe(0);
+        const decoded = decodeFrame(sealed.bytes);
+        expect(decoded.message).toMatchObject(message);
+        if (dtype === 'f32') expect(decoded.body!.buffer).toBe(sealed.bytes.buffer);
+        sealed.release();
+      }
+      expect(encoder.allocations).toBeLessThanOrEqual(1);
+    }
+  });
+
+  it('bodyFrame: two frames in use never share memory, and a released one is reused', () => {
+    const encoder = new FrameEncoder('f32');
+    const a = encoder.bodyFrame(30_000);
+    const b = encoder.bodyFrame(30_000);
+    a.body.fill(1);
+    b.body.fill(2);
+    expect(a.body.every((x) => x === 1)).toBe(true);
+    const sealedA = a.seal(gradient);
+    sealedA.release();
+    b.release();
+    const c = encoder.bodyFrame(30_000);
+    expect([a.body.buffer, b.body.buffer]).toContain(c.body.buffer);
+    expect(encoder.allocations).toBe(2);
+  });
+
+  it('bodyFrame: a header too large for the room in front of the body falls back to a copy, same bytes', () => {
+    const encoder = new FrameEncoder('f32');
+    const big: WorkMessage = { type: 'work', step: 3, weightsStep: 3, hasWeights: true, globalBatchSize: 4000, microBatches: Array.from({ length: 1000 }, (_, id) => ({ id, start: id * 4, end: id * 4 + 4 })) };
+    const values = new Float32Array(20_000).map((_, i) => i);
+    const frame = encoder.bodyFrame(values.length);
+    frame.body.set(values);
+    const sealed = frame.seal(big);
+    expect(Buffer.compare(sealed.bytes, encodeFrame(big, values))).toBe(0);
+    expect(decodeFrame(sealed.bytes).body).toEqual(values);
   });
 });
