@@ -15,6 +15,8 @@ export function dispatch(membership: Membership, round: GatherRound, plan: Map<n
       worker,
       { type: 'work', step: round.step, weightsStep: round.step, hasWeights, globalBatchSize, microBatches: specs },
       hasWeights ? weights : null,
+      // The weights do not change within a step: under f16 they are converted once for all workers.
+      round.step,
     );
     if (sent) worker.weightsStep = round.step;
   }

@@ -111,10 +111,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return [...this.workers.values()].filter((w) => w.ready).sort((a, b) => a.workerId - b.workerId);
   }
 
-  /** Sends one frame; false when the socket is gone. */
-  send(worker: WorkerConnection, message: Message, body: Float32Array | null = null): boolean {
+  /** Sends one frame; false when the socket is gone. `bodyKey`: see `FrameEncoder.encode`. */
+  send(worker: WorkerConnection, message: Message, body: Float32Array | null = null, bodyKey?: number): boolean {
     if (worker.socket.readyState !== worker.socket.OPEN) return false;
-    const frame = this.encoder.encode(message, body);
+    const frame = this.encoder.encode(message, body, bodyKey);
     this.options.onBytes?.('out', frame.bytes.length);
     // The buffer goes back to the pool once ws has handed it to the kernel (or failed to).
     worker.socket.send(frame.bytes, { binary: true }, () => frame.release());

@@ -68,6 +68,51 @@ describe('float16Bits (round to nearest, ties to even)', () => {
   });
 });
 
+describe('float16 rounding, exhaustively at every tie', () => {
+  it('sends each midpoint between neighbouring halves to the even one, and a float32 step either side to the nearer', () => {
+    const f = new Float32Array(1);
+    const u = new Uint32Array(f.buffer);
+    const step = (x: number, by: number): number => {
+      f[0] = x;
+      u[0]! += by;
+      return f[0]!;
+    };
+    for (let h = 0; h < 0x7bff; h++) {
+      const mid = (halfValue(h) + halfValue(h + 1)) / 2; // 12 significant bits: exact in float32
+      expect(Math.fround(mid)).toBe(mid);
+      const even = h % 2 === 0 ? h : h + 1;
+      expect(float16Bits(mid), `tie above 0x${h.toString(16)}`).toBe(even);
+      expect(float16Bits(-mid)).toBe(even | 0x8000);
+      expect(float16Bits(step(mid, -1))).toBe(h);
+      expect(float16Bits(step(mid, 1))).toBe(h + 1);
+    }
+  });
+});
+
+describe('encodeFloat16 with a scale', () => {
+  it('gives the bits of float16(float32(x × 2^k)) for every k it may meet, over all float32 exponents, NaN and infinities', () => {
+    const f = new Float32Array(4000);
+    const u = new Uint32Array(f.buffer);
+    let seed = 99;
+    const random = (): number => (seed = (seed * 1103515245 + 12345) >>> 0);
+    for (let i = 0; i < u.length; i++) u[i] = random();
+    f.set([0, -0, Infinity, -Infinity, NaN, 1e-45, -1.1754942e-38, 3.4028235e38, 1 + 2 ** -11, 65520], 0);
+    const out = new Uint16Array(f.length);
+    for (const k of [-100, -37, -5, -1, 0, 1, 7, 29, 64, 100]) {
+      encodeFloat16(f, out, k);
+      for (let i = 0; i < f.length; i++) {
+        const expected = float16Bits(Math.fround(f[i]! * 2 ** k));
+        if (Number.isNaN(f[i]!)) expect(out[i]! & 0x7c00, `NaN at ${i}`).toBe(0x7c00);
+        else expect(out[i], `k=${k}: 0x${u[i]!.toString(16)}`).toBe(expected);
+      }
+    }
+  });
+
+  it('refuses a scale exponent outside [-100, 100]', () => {
+    expect(() => encodeFloat16(new Float32Array(1), new Uint16Array(1), 101)).toThrow(/scale exponent 101/);
+  });
+});
+
 describe('float16 arrays with a power-of-two scale', () => {
   it('chooses the scale that puts the largest magnitude in [2^14, 2^15)', () => {
     for (const max of [1e-6, 0.37, 1, 3000, 1e7]) {
@@ -175,6 +220,18 @@ describe('FrameEncoder', () => {
     const decoded = decodeFrame(frame.bytes).body!;
     expect(decoded.buffer).toBe(frame.bytes.buffer);
     expect(decoded).toEqual(body);
+  });
+
+  it('with a body key, converts a float16 body once and gives encodeFrame\'s bytes for each frame; a new key converts again', () => {
+    const encoder = new FrameEncoder('f16');
+    const weights = new Float32Array(60_001).map((_, i) => Math.cos(i) * 0.05);
+    const work = (step: number, first: number): WorkMessage => ({ type: 'work', step, weightsStep: step, hasWeights: true, globalBatchSize: 64, microBatches: [{ id: first, start: first * 32, end: first * 32 + 32 }] });
+    for (const [step, worker] of [[7, 0], [7, 1], [8, 0], [8, 1]] as const) {
+      if (worker === 0) weights.forEach((w, i) => (weights[i] = w * 0.5 + step * 1e-3)); // the optimizer's update between steps
+      const frame = encoder.encode(work(step, worker), weights, step);
+      expect(Buffer.compare(frame.bytes, encodeFrame(work(step, worker), weights, 'f16')), `step ${step} worker ${worker}`).toBe(0);
+      frame.release();
+    }
   });
 
   it('bodyFrame: a body written in place and sealed gives encodeFrame\'s bytes, for both dtypes', () => {
