@@ -29,8 +29,9 @@ async function probe(backend: BackendName, seconds: number, specs: [ModelName, n
     const gm = { model: buildModel(model, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden: DEFAULT_HIDDEN[model] }), sampleShape: dataset.sampleShape, numClasses: dataset.numClasses };
     const sampler = new EpochSampler(dataset.train.count, 1);
     const batchAt = (step: number): { images: Float32Array; labels: Int32Array } => gatherSamples(dataset.train, dataset.sampleShape, sampler.indicesFor(step, batch, 0, batch));
-    // One call compiles and packs (XNNPACK weight packing, JIT); a second settles the fast backend.
-    const warmup = backend === 'cpu' ? 1 : 2;
+    // One call compiles and packs (XNNPACK weight packing, JIT); a second settles it. The same
+    // count for every backend (1 under --quick), so leftover warm-up cost favours none.
+    const warmup = seconds < 2 ? 1 : 2;
     for (let i = 0; i < warmup; i++) {
       const { images, labels } = batchAt(i);
       computeMicroBatch(gm, images, labels, batch);

@@ -115,10 +115,16 @@ export async function measureRun(spec: RunSpec): Promise<RunMeasurement> {
   };
 }
 
-/** "step 31.8 ms = dispatch 0.8 + gather-wait 29.5 + reduce 0.0 + apply 1.6": where a step's time goes. */
+/**
+ * "step 31.8 ms = dispatch 0.8 + gather-wait (reduce overlaps it) 29.5 + finish 0.0 + apply 1.6":
+ * where a step's time goes. Replies are checked and folded as they arrive, inside gather-wait;
+ * the trainer's "reduce" phase is only `finish()`, which returns the result, so it is printed as
+ * "finish".
+ */
 export function describePhases(run: RunMeasurement): string {
   const ms = (seconds: number): string => (seconds * 1000).toFixed(1);
-  return `step ${ms(run.stepSeconds)} ms = ${Object.entries(run.phaseSeconds).map(([phase, seconds]) => `${phase} ${ms(seconds)}`).join(' + ')}`;
+  const p = run.phaseSeconds;
+  return `step ${ms(run.stepSeconds)} ms = dispatch ${ms(p.dispatch)} + gather-wait (reduce overlaps it) ${ms(p['gather-wait'])} + finish ${ms(p.reduce)} + apply ${ms(p.apply)}`;
 }
 
 export interface ScalingOptions {

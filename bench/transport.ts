@@ -22,12 +22,13 @@ export interface TransportPoint {
   rawTcpBytesPerSecond: number;
   /** batchlab's frames over ws with the all-zero client mask (the loopback default). */
   wsBytesPerSecond: number;
-  /** Same with ws's default random mask (what a plain ws:// network path uses). */
+  /** Same with ws's default random mask (what a plain ws:// network path uses); its rounds run after the paired ones. */
   wsRandomMaskBytesPerSecond: number;
   /** Median of `roundRatios`. */
   ratio: number;
   /** ws ÷ raw TCP for each pair of adjacent rounds, in the order they ran. */
   roundRatios: number[];
+  /** wsRandomMaskBytesPerSecond ÷ rawTcpBytesPerSecond: medians of unpaired rounds, so noisier than `ratio`. */
   randomMaskRatio: number;
 }
 
@@ -166,9 +167,16 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
       const warm = Math.max(8, Math.round(0.5e9 / bytes));
       await rawRound(socket, payload, warm);
       await wsRound(zero, encoder, body, warm, true);
+      // Within a pair the order alternates (raw first, then ws first), so drift over the run
+      // does not always land on the same side.
       for (let r = 0; r < rounds; r++) {
-        raw.push(await rawRound(socket, payload, count));
-        ws.push(await wsRound(zero, encoder, body, count));
+        if (r % 2 === 0) {
+          raw.push(await rawRound(socket, payload, count));
+          ws.push(await wsRound(zero, encoder, body, count));
+        } else {
+          ws.push(await wsRound(zero, encoder, body, count));
+          raw.push(await rawRound(socket, payload, count));
+        }
       }
       // The random mask makes ws allocate a masked copy of every frame on both ends; its rounds
       // come after, so that garbage does not land on the rounds compared above.

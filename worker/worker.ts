@@ -344,9 +344,14 @@ async function computeWork(
     metrics.step.set(work.step);
     if (result.gradSum !== frame.body) frame.body.set(result.gradSum);
     await inFlight;
-    inFlight = out.send(
-      frame.seal({ type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm }),
-    );
+    let sealed;
+    try {
+      sealed = frame.seal({ type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm });
+    } catch (error) {
+      frame.release();
+      throw error;
+    }
+    inFlight = out.send(sealed);
     // Prefetch: gather the next micro-batch's samples while this gradient is on its way.
     next = i + 1 < work.microBatches.length ? gatherFor(i + 1) : null;
   }
