@@ -61,20 +61,9 @@ export interface AdamCoefficients {
  * w = w*shrink - stepSize*m / (sqrt(v)*invSqrtC2 + eps), all in float64, rounded on store.
  */
 export function adamUpdate(weights: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, c: AdamCoefficients): void {
-  assertLengths('adam', weights, [grad, m, v]);
-  const { kernel, windows } = instance();
-  const [w, g, mw, vw] = windows;
-  for (let start = 0; start < weights.length; start += WINDOW) {
-    const end = Math.min(weights.length, start + WINDOW);
-    w.set(weights.subarray(start, end));
-    g.set(grad.subarray(start, end));
-    mw.set(m.subarray(start, end));
-    vw.set(v.subarray(start, end));
-    kernel.adam(0, WINDOW_BYTES, 2 * WINDOW_BYTES, 3 * WINDOW_BYTES, end - start, c.b1, 1 - c.b1, c.b2, 1 - c.b2, c.coupled, c.shrink, c.stepSize, c.invSqrtC2, c.eps);
-    weights.set(w.subarray(0, end - start), start);
-    m.set(mw.subarray(0, end - start), start);
-    v.set(vw.subarray(0, end - start), start);
-  }
+  streamWindows('adam', [weights, grad, m, v], (kernel, n) =>
+    kernel.adam(0, WINDOW_BYTES, 2 * WINDOW_BYTES, 3 * WINDOW_BYTES, n, c.b1, 1 - c.b1, c.b2, 1 - c.b2, c.coupled, c.shrink, c.stepSize, c.invSqrtC2, c.eps),
+  );
 }
 
 /**
@@ -82,22 +71,24 @@ export function adamUpdate(weights: Float32Array, grad: Float32Array, m: Float32
  * all in float64, rounded on store.
  */
 export function sgdMomentumUpdate(weights: Float32Array, grad: Float32Array, velocity: Float32Array, mu: number, wd: number, lr: number, nesterov: boolean): void {
-  assertLengths('sgd', weights, [grad, velocity]);
-  const { kernel, windows } = instance();
-  const [w, g, vw] = windows;
-  for (let start = 0; start < weights.length; start += WINDOW) {
-    const end = Math.min(weights.length, start + WINDOW);
-    w.set(weights.subarray(start, end));
-    g.set(grad.subarray(start, end));
-    vw.set(velocity.subarray(start, end));
-    kernel.sgd(0, WINDOW_BYTES, 2 * WINDOW_BYTES, end - start, mu, wd, lr, nesterov ? 1 : 0);
-    weights.set(w.subarray(0, end - start), start);
-    velocity.set(vw.subarray(0, end - start), start);
-  }
+  streamWindows('sgd', [weights, grad, velocity], (kernel, n) => kernel.sgd(0, WINDOW_BYTES, 2 * WINDOW_BYTES, n, mu, wd, lr, nesterov ? 1 : 0));
 }
 
-function assertLengths(rule: string, weights: Float32Array, others: Float32Array[]): void {
-  for (const other of others) {
-    if (other.length !== weights.length) throw new Error(`${rule} update: an array holds ${other.length} values but the weights have ${weights.length}`);
+/**
+ * Streams `arrays` (weights, gradient, then state; all as long as the weights) through the
+ * kernel's windows, array k in window k, `run` on each window of n values. Every array but the
+ * gradient (index 1) is updated, so those are copied back.
+ */
+function streamWindows(rule: string, arrays: Float32Array[], run: (kernel: KernelExports, n: number) => void): void {
+  const length = arrays[0]!.length;
+  for (const array of arrays) {
+    if (array.length !== length) throw new Error(`${rule} update: an array holds ${array.length} values but the weights have ${length}`);
+  }
+  const { kernel, windows } = instance();
+  for (let start = 0; start < length; start += WINDOW) {
+    const end = Math.min(length, start + WINDOW);
+    for (let k = 0; k < arrays.length; k++) windows[k]!.set(arrays[k]!.subarray(start, end));
+    run(kernel, end - start);
+    for (let k = 0; k < arrays.length; k++) if (k !== 1) arrays[k]!.set(windows[k]!.subarray(0, end - start), start);
   }
 }
