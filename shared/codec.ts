@@ -32,20 +32,25 @@ function bodyBytesFor(length: number, dtype: WireDtype): number {
   return length * (dtype === 'f16' ? 2 : 4);
 }
 
-/** Header, padding and body written into `frame`, which must be exactly `frameBytes(...)` long. */
-function writeFrame(frame: Buffer, header: Buffer, body: Float32Array | null, dtype: WireDtype, scaleExponent: number): void {
+/**
+ * Header, padding and body written into `frame`, which must be exactly as long as they are.
+ * `halves`, when given, is `body` already converted to float16 with `scaleExponent`.
+ */
+function writeFrame(frame: Buffer, header: Buffer, body: Float32Array | null, dtype: WireDtype, scaleExponent: number, halves?: Uint16Array): void {
   const bodyOffset = align4(LENGTH_BYTES + header.length);
   frame.writeUInt32LE(header.length, 0);
   header.copy(frame, LENGTH_BYTES);
   frame.fill(0, LENGTH_BYTES + header.length, bodyOffset);
   if (!body) return;
-  if (dtype === 'f16') encodeFloat16(body, new Uint16Array(frame.buffer, frame.byteOffset + bodyOffset, body.length), scaleExponent);
-  else frame.set(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), bodyOffset);
+  const source = dtype === 'f32' ? body : halves;
+  if (source) frame.set(new Uint8Array(source.buffer, source.byteOffset, source.byteLength), bodyOffset);
+  else encodeFloat16(body, new Uint16Array(frame.buffer, frame.byteOffset + bodyOffset, body.length), scaleExponent);
 }
 
-function packHeader(message: Message, body: Float32Array | null, dtype: WireDtype): { header: Buffer; scaleExponent: number } {
+/** The header for `message` and `body`; under f16 with the body's scale, found unless `knownScale` is given. */
+function packHeader(message: Message, body: Float32Array | null, dtype: WireDtype, knownScale?: number): { header: Buffer; scaleExponent: number } {
   if (!body || dtype === 'f32') return { header: packr.pack({ ...message, bodyLength: body ? body.length : -1 }), scaleExponent: 0 };
-  const scaleExponent = float16ScaleExponent(body);
+  const scaleExponent = knownScale ?? float16ScaleExponent(body);
   return { header: packr.pack({ ...message, bodyLength: body.length, bodyDtype: 'f16', bodyScale: scaleExponent }), scaleExponent };
 }
 
@@ -106,29 +111,14 @@ export class FrameEncoder {
    * memcpy per frame.
    */
   encode(message: Message, body: Float32Array | null = null, bodyKey?: number): PooledFrame {
-    const cached = body && this.dtype === 'f16' && bodyKey !== undefined ? this.convertOnce(body, bodyKey) : null;
-    if (cached) {
-      const header = packr.pack({ ...message, bodyLength: cached.halves.length, bodyDtype: 'f16', bodyScale: cached.scaleExponent });
-      const bodyOffset = align4(LENGTH_BYTES + header.length);
-      const size = bodyOffset + cached.halves.byteLength;
-      const backing = size < 64 * 1024 ? null : this.take(size);
-      const bytes = backing ? backing.subarray(0, size) : Buffer.allocUnsafe(size);
-      writeFrame(bytes, header, null, 'f16', 0);
-      bytes.set(new Uint8Array(cached.halves.buffer, cached.halves.byteOffset, cached.halves.byteLength), bodyOffset);
-      return { bytes, release: backing ? this.releaser(backing) : () => {} };
-    }
-    const { header, scaleExponent } = packHeader(message, body, this.dtype);
+    const converted = body && this.dtype === 'f16' && bodyKey !== undefined ? this.convertOnce(body, bodyKey) : null;
+    const { header, scaleExponent } = packHeader(message, body, this.dtype, converted?.scaleExponent);
     const size = align4(LENGTH_BYTES + header.length) + (body ? bodyBytesFor(body.length, this.dtype) : 0);
     // Small frames (control messages) are not worth pooling.
-    if (size < 64 * 1024) {
-      const bytes = Buffer.allocUnsafe(size);
-      writeFrame(bytes, header, body, this.dtype, scaleExponent);
-      return { bytes, release: () => {} };
-    }
-    const backing = this.take(size);
-    const bytes = backing.subarray(0, size);
-    writeFrame(bytes, header, body, this.dtype, scaleExponent);
-    return { bytes, release: this.releaser(backing) };
+    const backing = size < 64 * 1024 ? null : this.take(size);
+    const bytes = backing ? backing.subarray(0, size) : Buffer.allocUnsafe(size);
+    writeFrame(bytes, header, body, this.dtype, scaleExponent, converted?.halves);
+    return { bytes, release: backing ? this.releaser(backing) : () => {} };
   }
 
   /**
