@@ -105,14 +105,15 @@ export async function measureRun(spec: RunSpec): Promise<RunMeasurement> {
     microBatch: spec.microBatch,
     samplesPerSecond: samples / seconds,
     stepSeconds: seconds / timed.length,
-    phaseSeconds: {
-      dispatch: timed.reduce((a, r) => a + r.phases.dispatch, 0) / timed.length,
-      'gather-wait': timed.reduce((a, r) => a + r.phases['gather-wait'], 0) / timed.length,
-      reduce: timed.reduce((a, r) => a + r.phases.reduce, 0) / timed.length,
-      apply: timed.reduce((a, r) => a + r.phases.apply, 0) / timed.length,
-    },
+    phaseSeconds: meanPhases(timed),
     backend: report.backend,
   };
+}
+
+/** The mean of each phase over `steps`. */
+function meanPhases(steps: readonly StepRecord[]): StepRecord['phases'] {
+  const mean = (phase: keyof StepRecord['phases']): number => steps.reduce((a, r) => a + r.phases[phase], 0) / steps.length;
+  return { dispatch: mean('dispatch'), 'gather-wait': mean('gather-wait'), reduce: mean('reduce'), apply: mean('apply') };
 }
 
 /**

@@ -182,6 +182,7 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
       // come after, so that garbage does not land on the rounds compared above.
       await wsRound(random, encoder, body, warm, true);
       for (let r = 0; r < rounds; r++) wsRandom.push(await wsRound(random, encoder, body, count));
+      const roundRatios = ws.map((w, r) => w / raw[r]!);
       const rawTcpBytesPerSecond = median(raw);
       const wsBytesPerSecond = median(ws);
       const wsRandomMaskBytesPerSecond = median(wsRandom);
@@ -190,8 +191,8 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
         rawTcpBytesPerSecond,
         wsBytesPerSecond,
         wsRandomMaskBytesPerSecond,
-        ratio: median(ws.map((w, r) => w / raw[r]!)),
-        roundRatios: ws.map((w, r) => w / raw[r]!),
+        ratio: median(roundRatios),
+        roundRatios,
         randomMaskRatio: wsRandomMaskBytesPerSecond / rawTcpBytesPerSecond,
       });
     }

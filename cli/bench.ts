@@ -201,48 +201,37 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
     sectionSeconds: {},
   };
   const quick = settings.quick;
-  let current: { section: BenchSection; startedMs: number } | null = null;
-  /** Whether `section` was asked for; if so, it becomes the one being timed. */
-  const has = (section: BenchSection): boolean => {
-    endSection();
-    if (!settings.sections.includes(section)) return false;
-    current = { section, startedMs: performance.now() };
-    return true;
+  const indented = (line: string): void => log(`  ${line}`);
+  /** Runs `body` if `section` was asked for, announcing it with `title` and timing it. */
+  const section = async (name: BenchSection, title: string, body: () => Promise<void>): Promise<void> => {
+    if (!settings.sections.includes(name)) return;
+    log(`${name}: ${title} …`);
+    const started = performance.now();
+    await body();
+    const seconds = (performance.now() - started) / 1000;
+    report.sectionSeconds[name] = seconds;
+    indented(`(${name}: ${seconds.toFixed(0)} s)`);
   };
-  const endSection = (): void => {
-    if (!current) return;
-    const seconds = (performance.now() - current.startedMs) / 1000;
-    report.sectionSeconds[current.section] = seconds;
-    log(`  (${current.section}: ${seconds.toFixed(0)} s)`);
-    current = null;
-  };
-  if (has('transport')) {
-    log('transport: raw TCP vs ws on loopback …');
+  await section('transport', 'raw TCP vs ws on loopback', async () => {
     report.transport = await benchTransport({ quick });
-  }
-  if (has('reduce')) {
-    log('reduce: reduce+apply vs a plain add loop …');
+  });
+  await section('reduce', 'reduce+apply vs a plain add loop', async () => {
     report.reduce = await benchReduce({ quick });
-  }
-  if (has('scaling')) {
-    log('scaling: local runs on 1 and 2 workers …');
-    report.scaling = (await benchScaling({ quick, log: (line) => log(`  ${line}`) })).scaling;
-  }
-  if (has('balance')) {
-    log('balance: a slowed worker, equal vs throughput split …');
-    report.balance = await benchBalance({ quick, log: (line) => log(`  ${line}`) });
-  }
-  if (has('backends')) {
-    log('backends: wasm vs cpu …');
-    report.backends = await benchBackends({ quick, log: (line) => log(`  ${line}`) });
-  }
-  if (has('peer')) {
-    log('peer: PyTorch DDP (gloo) on the same MLP and data …');
+  });
+  await section('scaling', 'local runs on 1 and 2 workers', async () => {
+    report.scaling = (await benchScaling({ quick, log: indented })).scaling;
+  });
+  await section('balance', 'a slowed worker, equal vs throughput split', async () => {
+    report.balance = await benchBalance({ quick, log: indented });
+  });
+  await section('backends', 'wasm vs cpu', async () => {
+    report.backends = await benchBackends({ quick, log: indented });
+  });
+  await section('peer', 'PyTorch DDP (gloo) on the same MLP and data', async () => {
     // The same warm-up and timed steps as the MLP scaling runs (bench/scaling.ts).
     report.peer = await runPeer({ globalBatchSizes: [64, 512], workers: [2], steps: quick ? 30 : 150, warmupSteps: quick ? 20 : 30 });
-    if (!report.peer.available) log(`  not run: ${report.peer.reason}`);
-  }
-  endSection();
+    if (!report.peer.available) indented(`not run: ${report.peer.reason}`);
+  });
   if (report.peer?.available && report.scaling) {
     const peer = report.peer;
     report.comparison = [];
