@@ -9,14 +9,20 @@ as one tensor and takes its slice of each global batch from a seeded permutation
 all processes see disjoint samples and the global batch is the same at every worker
 count, as in batchlab.
 
-For each point (global batch B, workers N) N processes are spawned with
-torch.multiprocessing (one thread each, gloo on 127.0.0.1 at a free port); each takes
-B/N samples per step and runs forward, backward (DDP all-reduces the gradients) and the
-optimizer step. `--warmup-steps` steps are not timed; the timed steps run between two
-barriers and rank 0 reports. With --json, one JSON line per point goes to stdout:
+One spawn of torch.multiprocessing serves every point: max(N) processes (one thread
+each, gloo on 127.0.0.1 at a free port) import torch and load the data once, then measure
+the points in the order given. For a point (global batch B, workers N), ranks 0..N-1 form
+a process group of exactly N ranks and train a fresh model (same seed), a fresh Adam and
+a fresh batch sequence, as N freshly spawned processes would; each takes B/N samples per
+step and runs forward, backward (DDP all-reduces the gradients) and the optimizer step.
+The ranks >= N sleep on a multiprocessing condition until the point is done, so they use
+no CPU. `--warmup-steps` steps are not timed; the timed steps run between two barriers on
+the point's group and rank 0 reports. With --json, one JSON line per point goes to stdout
+as soon as the point is done:
 
   {"globalBatchSize": B, "workers": N, "samplesPerSecond": ..., "stepsTimed": ..., "seconds": ...}
 
+If a process fails, the parent stops the others and exits with that process's error.
 Progress and losses go to stderr.
 
 Examples:
@@ -29,6 +35,7 @@ import argparse
 import gzip
 import json
 import os
+import queue
 import socket
 import struct
 import sys
@@ -45,6 +52,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn as nn  # noqa: E402
+from torch.multiprocessing.spawn import ProcessException  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -123,73 +131,119 @@ class GlobalBatches:
         return idx
 
 
-def run_worker(rank, world, port, data_dir, global_batch, steps, warmup, results):
+class PointDone:
+    """Where all ranks meet after each point, so that the next point starts with every rank
+    free. A rank that is idle for a point (not in its group), or done with it, sleeps on a
+    multiprocessing condition: a semaphore wait, which takes no CPU and sends nothing over
+    gloo while the others run their timed steps. The wait wakes every few seconds only to
+    check that the parent is still there: the parent stops every rank as soon as one fails,
+    so a vanished parent is the one way left to wait forever."""
+
+    def __init__(self, ctx, world):
+        self.world = world
+        self.arrived = ctx.Value("q", 0, lock=False)  # arrivals over all points; guarded by cond
+        self.cond = ctx.Condition()
+
+    def wait(self, points_done, parent):
+        """Blocks until every rank has finished `points_done` points."""
+        with self.cond:
+            self.arrived.value += 1
+            self.cond.notify_all()
+            while self.arrived.value < self.world * points_done:
+                if not self.cond.wait(timeout=5.0) and os.getppid() != parent:
+                    raise RuntimeError("the parent process exited; giving up")
+
+
+def measure_point(rank, group, x, y, global_batch, workers, steps, warmup):
+    """Trains at one point on ranks 0..workers-1 (`group`); rank 0 returns the result."""
+    if global_batch > x.shape[0]:
+        raise ValueError(f"global batch {global_batch} exceeds the {x.shape[0]} training samples")
+    local = global_batch // workers
+    # Everything a point trains is built afresh, so it computes exactly what a fresh spawn did.
+    torch.manual_seed(SEED)  # same initial weights everywhere (DDP also broadcasts rank 0's)
+    model = DDP(build_mlp(), process_group=group)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batches = GlobalBatches(x.shape[0], global_batch, SEED)
+
+    def step():
+        idx = batches.next()[rank * local : (rank + 1) * local]
+        xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()  # DDP all-reduces (averages) the gradients here
+        opt.step()
+        return loss
+
+    first = None
+    for i in range(warmup):
+        loss = step()
+        if i == 0:
+            first = loss.item()
+    dist.barrier(group=group)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        loss = step()
+        if first is None:
+            first = loss.item()  # no warm-up: costs one sync inside the timed steps
+    dist.barrier(group=group)
+    seconds = time.perf_counter() - t0
+    last = loss.item()
+    return {
+        "globalBatchSize": global_batch,
+        "workers": workers,
+        "samplesPerSecond": steps * global_batch / seconds,
+        "stepsTimed": steps,
+        "seconds": seconds,
+        "firstLoss": first,
+        "lastLoss": last,
+    }
+
+
+def run_worker(rank, world, port, parent, data_dir, points, steps, warmup, done, results):
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         x, y = load_train(data_dir)
-        if global_batch > x.shape[0]:
-            raise ValueError(f"global batch {global_batch} exceeds the {x.shape[0]} training samples")
-        local = global_batch // world
-        torch.manual_seed(SEED)  # same initial weights everywhere (DDP also broadcasts rank 0's)
-        model = DDP(build_mlp())
-        loss_fn = nn.CrossEntropyLoss()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        batches = GlobalBatches(x.shape[0], global_batch, SEED)
-
-        def step():
-            idx = batches.next()[rank * local : (rank + 1) * local]
-            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
-            loss.backward()  # DDP all-reduces (averages) the gradients here
-            opt.step()
-            return loss
-
-        first = None
-        for i in range(warmup):
-            loss = step()
-            if i == 0:
-                first = loss.item()
-        dist.barrier()
-        t0 = time.perf_counter()
-        for i in range(steps):
-            loss = step()
-            if first is None:
-                first = loss.item()  # no warm-up: costs one sync inside the timed steps
-        dist.barrier()
-        seconds = time.perf_counter() - t0
-        last = loss.item()
-        if rank == 0:
-            results.put(
-                {
-                    "globalBatchSize": global_batch,
-                    "workers": world,
-                    "samplesPerSecond": steps * global_batch / seconds,
-                    "stepsTimed": steps,
-                    "seconds": seconds,
-                    "firstLoss": first,
-                    "lastLoss": last,
-                }
-            )
+        # new_group is collective over all ranks, members or not, so every rank creates every
+        # group, once, up front. Non-members get GroupMember.NON_GROUP_MEMBER.
+        groups = {n: dist.new_group(ranks=list(range(n))) for n in sorted({n for _, n in points})}
+        for i, (b, n) in enumerate(points):
+            if rank < n:
+                r = measure_point(rank, groups[n], x, y, b, n, steps, warmup)
+                if rank == 0:
+                    results.put(r)
+            done.wait(i + 1, parent)
     finally:
         dist.destroy_process_group()
 
 
-def measure(data_dir, global_batch, workers, steps, warmup):
+def measure(data_dir, points, steps, warmup):
+    """Yields rank 0's result for each point, in order, as soon as the point is done.
+
+    Spawns max(N) processes once. Rather than block on the result queue, the parent polls it
+    once a second and, between polls, calls ProcessContext.join(timeout=0), which raises with
+    the failing process's error (after terminating the others) as soon as one has exited with
+    an error: a crashed rank cannot leave the rest blocked in a collective or in PointDone.
+    """
+    world = max(n for _, n in points)
     ctx = mp.get_context("spawn")
-    results = ctx.SimpleQueue()
-    port = free_port()
-    mp.spawn(
-        run_worker,
-        args=(workers, port, data_dir, global_batch, steps, warmup, results),
-        nprocs=workers,
-        join=True,
-    )
-    if results.empty():
-        raise RuntimeError(f"no result from rank 0 for B={global_batch}, workers={workers}")
-    return results.get()
+    results = ctx.Queue()
+    done = PointDone(ctx, world)
+    args = (world, free_port(), os.getpid(), data_dir, points, steps, warmup, done, results)
+    workers = mp.start_processes(run_worker, args=args, nprocs=world, join=False, start_method="spawn")
+    for b, n in points:
+        while True:
+            try:
+                r = results.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if workers.join(timeout=0) and results.empty():
+                    raise RuntimeError(f"the workers exited without a result for B={b}, workers={n}")
+        yield r
+    while not workers.join():
+        pass
 
 
 def int_list(text):
@@ -233,14 +287,20 @@ def main():
         find_idx_file(a.data_dir, base)
 
     measured = {}
-    for b, n in points:
-        print(f"measuring B={b} workers={n} ({a.warmup_steps} warm-up + {a.steps} timed steps)", file=sys.stderr, flush=True)
-        r = measure(a.data_dir, b, n, a.steps, a.warmup_steps)
-        measured[(b, n)] = r
-        print(f"  {r['samplesPerSecond']:.0f} samples/s, loss {r['firstLoss']:.3f} → {r['lastLoss']:.3f}", file=sys.stderr, flush=True)
-        out = {k: r[k] for k in ("globalBatchSize", "workers", "samplesPerSecond", "stepsTimed", "seconds")}
-        if a.json:
-            print(json.dumps(out), flush=True)
+    print(f"spawning {max(n for _, n in points)} processes for {len(points)} points", file=sys.stderr, flush=True)
+    results = measure(a.data_dir, points, a.steps, a.warmup_steps)
+    try:
+        for b, n in points:
+            print(f"measuring B={b} workers={n} ({a.warmup_steps} warm-up + {a.steps} timed steps)", file=sys.stderr, flush=True)
+            r = next(results)
+            measured[(b, n)] = r
+            print(f"  {r['samplesPerSecond']:.0f} samples/s, loss {r['firstLoss']:.3f} → {r['lastLoss']:.3f}", file=sys.stderr, flush=True)
+            out = {k: r[k] for k in ("globalBatchSize", "workers", "samplesPerSecond", "stepsTimed", "seconds")}
+            if a.json:
+                print(json.dumps(out), flush=True)
+        next(results, None)  # runs measure() to its end: the workers exit
+    except (ProcessException, RuntimeError) as e:
+        sys.exit(f"ddp_peer.py: {str(e).strip()}")
 
     if not a.json:
         print(f"{'B':>6} {'workers':>7} {'samples/s':>10} {'efficiency':>10}")

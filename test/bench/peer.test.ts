@@ -1,6 +1,6 @@
 // The PyTorch DDP peer benchmark (bench/peer.ts + bench/ddp_peer.py): which points it measures,
-// how it computes efficiencies, how it reports missing PyTorch or data, and a tiny real run.
-// The real run needs python3-torch: without it the test is skipped with the reason in its
+// how it computes efficiencies, how it reports missing PyTorch or data, and tiny real runs.
+// The real runs need python3-torch: without it those tests are skipped with the reason in their
 // name, except under CI=true, where the missing package is a failure.
 
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -68,16 +68,18 @@ describe('runPeer', () => {
     expect(r).toEqual({ available: false, reason: expect.stringMatching(/no-python3: not found.*apt-get install python3-torch/) });
   });
 
+  // Workers [2, 1] plan 32:1, 64:2, 64:1: the one spawn of two processes goes from one
+  // worker (rank 1 idle) to two and back.
   const what = 'trains with DDP at B=64 on 1 and 2 processes and computes the efficiency from the same run';
   const title = unavailable === null || inCi ? what : `${what} (skipped: ${unavailable})`;
   it.skipIf(unavailable !== null && !inCi)(title, { timeout: 300_000 }, async () => {
     expect(unavailable, 'python3-torch is required under CI=true (apt-get install python3-torch)').toBeNull();
-    const r = await runPeer({ globalBatchSizes: [64], workers: [1, 2], steps: 5, warmupSteps: 2 });
+    const r = await runPeer({ globalBatchSizes: [64], workers: [2, 1], steps: 5, warmupSteps: 2 });
     if (!r.available) throw new Error(r.reason);
     expect(r.points.map((p) => [p.globalBatchSize, p.workers, p.requested])).toEqual([
-      [64, 1, true],
       [32, 1, false],
       [64, 2, true],
+      [64, 1, true],
     ]);
     for (const p of r.points) {
       expect(p.samplesPerSecond).toBeGreaterThan(0);
@@ -90,5 +92,14 @@ describe('runPeer', () => {
     expect(at(32, 1).scalingEfficiency).toBe(1);
     expect(at(64, 2).scalingEfficiency).toBeCloseTo(at(64, 2).samplesPerSecond / (2 * at(32, 1).samplesPerSecond), 12);
     expect(at(64, 2).scalingEfficiency).toBeGreaterThan(0);
+  });
+
+  // The first point (120000:1) fails on rank 0 while rank 1, spawned for the later 2-worker
+  // point, waits idle: the run must end with rank 0's error instead of leaving rank 1 waiting.
+  const failing = 'fails with the reason, without hanging, when one process fails while another waits';
+  it.skipIf(unavailable !== null && !inCi)(unavailable === null || inCi ? failing : `${failing} (skipped: ${unavailable})`, { timeout: 120_000 }, async () => {
+    expect(unavailable, 'python3-torch is required under CI=true (apt-get install python3-torch)').toBeNull();
+    const run = runPeer({ globalBatchSizes: [120_000], workers: [1, 2], steps: 1, warmupSteps: 0, timeoutMs: 100_000 });
+    await expect(run).rejects.toThrow(/exited with 1:[\s\S]*global batch 120000 exceeds the \d+ training samples/);
   });
 });
