@@ -1,7 +1,7 @@
 // Loading an MNIST-format dataset (fashion-mnist, mnist) from one directory holding the four
 // standard IDX files, each gzip'd or plain.
 
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Dataset, DatasetName, Split } from './dataset.js';
 import { datasetFingerprint } from './fingerprint.js';
@@ -51,6 +51,28 @@ export function scanIdxDirectory(dir: string): IdxDirectoryScan {
  *   label counts differ, or a label is 10 or more
  */
 export async function loadIdxDataset(name: DatasetName, files: IdxFiles, source: string): Promise<Dataset> {
+  // A process that runs several trainings (sweep, bench) loads the same files each time: the
+  // last load is kept and reused while every file keeps its path, size and modification time
+  // (~0.9 s saved per run for Fashion-MNIST). A Dataset is never modified after loading.
+  const key = JSON.stringify([name, source, ...Object.values(files).map((path) => {
+    const stat = statSync(path);
+    return [path, stat.size, stat.mtimeMs];
+  })]);
+  if (lastLoaded?.key !== key) {
+    const loading = readIdxDataset(name, files, source);
+    lastLoaded = { key, loading };
+    // A failed load is not remembered: the next call reads the files again.
+    loading.catch(() => {
+      if (lastLoaded?.loading === loading) lastLoaded = null;
+    });
+  }
+  return lastLoaded.loading;
+}
+
+/** The last dataset loaded by `loadIdxDataset`, by its files' identity. */
+let lastLoaded: { key: string; loading: Promise<Dataset> } | null = null;
+
+async function readIdxDataset(name: DatasetName, files: IdxFiles, source: string): Promise<Dataset> {
   const [trainImages, trainLabels, testImages, testLabels] = await Promise.all([
     readIdxImages(files.trainImages),
     readIdxLabels(files.trainLabels),
