@@ -313,6 +313,8 @@ export interface LocalSettings extends TrainingSettings {
   workers: number;
   /** Slowdown factor per worker (index 0 = worker 1); missing entries are 1. */
   debugSlowdown: number[];
+  /** Benchmarks only (no option): skip every evaluation; see CoordinatorOptions.timingOnly. */
+  timingOnly?: boolean;
 }
 
 export function parseLocalSettings(raw: Raw): LocalSettings {

@@ -43,6 +43,11 @@ export interface CoordinatorOptions extends RunConfig {
   tlsKey?: string;
   /** Written into the report's `command` field. */
   command: string;
+  /**
+   * Benchmarks that time steps only: no evaluation at all (not the periodic one, the final one
+   * or the train-split one for the generalization gap); the report's accuracies are null.
+   */
+  timingOnly?: boolean;
 }
 
 export interface CoordinatorHooks {
@@ -230,7 +235,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
         microBatch: options.microBatch,
         steps,
         lrAt: createLrSchedule(schedule),
-        evalEvery: options.evalEvery,
+        evalEvery: options.timingOnly ? null : options.evalEvery,
         minWorkers: options.minWorkers,
         momentum: MOMENTUM_OPTIMIZERS.has(options.optimizer) ? options.momentum : 0,
         workerWaitTimeoutMs: options.workerWaitTimeoutMs,
@@ -265,7 +270,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     writeWeights(model, weights);
     // Train-split accuracy in inference mode, for the generalization gap.
     const trainSubset = { ...dataset.train, count: Math.min(TRAIN_EVAL_SAMPLES, dataset.train.count) };
-    const trainEval = evaluateModel(model, trainSubset, dataset.sampleShape, dataset.numClasses);
+    const trainAccuracy = options.timingOnly ? null : evaluateModel(model, trainSubset, dataset.sampleShape, dataset.numClasses).accuracy;
     const last = totals.last;
     const evalAccuracy = outcome.lastEval?.accuracy ?? null;
     if (target.isSet) log(target.reached ? `target reached after ${target.stepsToTarget} steps` : `target not reached in ${outcome.stepsDone} steps`);
@@ -281,8 +286,8 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       finalLoss: last ? last.loss : null,
       evalAccuracy,
       evalLoss: outcome.lastEval?.loss ?? null,
-      trainAccuracy: trainEval.accuracy,
-      generalizationGap: evalAccuracy === null ? null : trainEval.accuracy - evalAccuracy,
+      trainAccuracy,
+      generalizationGap: evalAccuracy === null || trainAccuracy === null ? null : trainAccuracy - evalAccuracy,
       samplesPerSecond: trainSeconds > 0 ? sessionSamples / trainSeconds : null,
       phaseSeconds: totals.meanPhaseSeconds(sessionSteps),
       scalingEfficiency: totals.scalingEfficiency(),

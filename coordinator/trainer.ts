@@ -22,8 +22,8 @@ export interface TrainerConfig {
   steps: number;
   /** Learning rate applied at each step (schedule, scaling rule, warmup). */
   lrAt: (step: number) => number;
-  /** Evaluate every this many steps (0: only at the end). */
-  evalEvery: number;
+  /** Evaluate every this many steps (0: only at the end; null: never, for benchmarks that time steps only). */
+  evalEvery: number | null;
   minWorkers: number;
   /** Momentum in the temperature lr / (B (1 − momentum)) the noise scale depends on (0 without momentum). */
   momentum: number;
@@ -155,7 +155,7 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     });
     const stopping = parts.shouldStop?.() ?? false;
     const isLast = step === config.steps - 1 || stopping;
-    if ((config.evalEvery > 0 && (step + 1) % config.evalEvery === 0) || isLast) {
+    if (config.evalEvery !== null && ((config.evalEvery > 0 && (step + 1) % config.evalEvery === 0) || isLast)) {
       lastEval = parts.evaluate(weights);
       observer.onEval?.(step, lastEval);
     }
