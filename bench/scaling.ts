@@ -182,7 +182,7 @@ export async function benchBalance(options: ScalingOptions): Promise<BalancePoin
   const micro = 32;
   const slowdown = [1, 3];
   const warmup = options.quick ? 10 : 30;
-  const timed = options.quick ? 15 : 60;
+  const timed = options.quick ? 10 : 60;
   const single = await measureRun({ model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed });
   const capacity = slowdown.reduce((a, f) => a + single.samplesPerSecond / f, 0);
   const points: BalancePoint[] = [];

@@ -154,17 +154,18 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
       const payload = Buffer.alloc(4 + body.byteLength);
       payload.writeUInt32LE(body.byteLength, 0);
       Buffer.from(body.buffer).copy(payload, 4);
-      // Short rounds, many of them, alternating: about 0.12 s (quick) or 0.4 s of traffic per
+      // Short rounds, many of them, alternating: about 0.08 s (quick) or 0.4 s of traffic per
       // round at ~1 GB/s. The ratio is the median of each adjacent pair's ratio, so a slow spell
       // on this shared machine hits both sides of a pair instead of one side of the comparison.
-      const count = Math.max(3, Math.round((options.quick ? 0.12e9 : 0.4e9) / bytes));
+      const count = Math.max(3, Math.round((options.quick ? 0.08e9 : 0.4e9) / bytes));
       const rounds = options.quick ? 6 : 10;
       const raw: number[] = [];
       const ws: number[] = [];
       const wsRandom: number[] = [];
       // Warm-up: JIT, TCP buffer autotuning and the frame pool all take a few dozen messages;
-      // without it the first connection measured looks several times slower than it is.
-      const warm = Math.max(8, Math.round(0.5e9 / bytes));
+      // without it the first connection measured looks several times slower than it is
+      // (0.25 GB under --quick is enough for that; 0.5 GB otherwise).
+      const warm = Math.max(8, Math.round((options.quick ? 0.25e9 : 0.5e9) / bytes));
       await rawRound(socket, payload, warm);
       await wsRound(zero, encoder, body, warm, true);
       // Within a pair the order alternates (raw first, then ws first), so drift over the run
