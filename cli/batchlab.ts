@@ -2,16 +2,13 @@
 // The `batchlab` command: local | coordinator | worker | sweep | bench. Parsing and the one place where errors
 // become messages and exit codes.
 
+// Each command imports what it runs when it runs: a worker process (started for every
+// `batchlab local` run and every bench point) then loads no coordinator, sweep or bench code.
+
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { runCoordinator } from '../coordinator/coordinator.js';
 import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
-import { runWorker } from '../worker/worker.js';
-import { runLocal } from './local.js';
-import { formatBench, parseBenchSettings, runBench } from './bench.js';
 import { BENCH_OPTIONS, COORDINATOR_OPTIONS, LOCAL_OPTIONS, withEnvironmentDefaults, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
-import { runSweep } from './sweep.js';
-import { writeSweepHtml, writeSweepReport } from './sweep-report.js';
 import { ProgressReporter } from './progress.js';
 import { formatSummary, formatSweepSummary } from './summary.js';
 
@@ -44,6 +41,7 @@ try {
     (argv) =>
       execute(async () => {
         const settings = parseLocalSettings(argv);
+        const { runLocal } = await import('./local.js');
         const progress = new ProgressReporter(process.stderr);
         const report = await runLocal(settings, commandLine, progress);
         progress.finish();
@@ -58,6 +56,7 @@ try {
     (argv) =>
       execute(async () => {
         const settings = parseCoordinatorSettings(argv);
+        const { runCoordinator } = await import('../coordinator/coordinator.js');
         const progress = new ProgressReporter(process.stderr);
         const controller = new AbortController();
         const stop = (signal: NodeJS.Signals): void => controller.abort(new Error(`interrupted by ${signal}`));
@@ -79,6 +78,8 @@ try {
     (argv) =>
       execute(async () => {
         const settings = parseSweepSettings(argv);
+        const { runSweep } = await import('./sweep.js');
+        const { writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
         const report = await runSweep(settings, commandLine, process.stderr);
         if (settings.report) process.stderr.write(`sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`);
         if (settings.html) {
@@ -96,6 +97,7 @@ try {
     (argv) =>
       execute(async () => {
         const settings = parseWorkerSettings(argv, process.env);
+        const { runWorker } = await import('../worker/worker.js');
         return runWorker({ ...settings, log: (line) => process.stderr.write(`${line}\n`) });
       }, 'worker'),
   )
@@ -105,6 +107,7 @@ try {
     (y) => y.options(withEnvironmentDefaults(BENCH_OPTIONS, process.env)),
     (argv) =>
       execute(async () => {
+        const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
         const settings = parseBenchSettings(argv);
         const report = await runBench(settings, (line) => process.stderr.write(`${line}\n`));
         process.stdout.write(`${formatBench(report)}\n`);
