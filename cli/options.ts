@@ -113,7 +113,7 @@ export const WORKER_OPTIONS = {
 } as const;
 
 export const BENCH_OPTIONS = {
-  quick: { type: 'boolean', describe: 'fewer and shorter runs: about two minutes instead of several', default: false } as Options,
+  quick: { type: 'boolean', describe: 'fewer and shorter runs: 1–1.5 minutes instead of about 5', default: false } as Options,
   json: s('also write the results as JSON to FILE'),
   only: s('run only these sections, comma-separated: transport, reduce, scaling, balance, backends, peer'),
 } as const;
