@@ -233,17 +233,27 @@ def measure(data_dir, points, steps, warmup):
     done = PointDone(ctx, world)
     args = (world, free_port(), os.getpid(), data_dir, points, steps, warmup, done, results)
     workers = mp.start_processes(run_worker, args=args, nprocs=world, join=False, start_method="spawn")
-    for b, n in points:
-        while True:
-            try:
-                r = results.get(timeout=1.0)
-                break
-            except queue.Empty:
-                if workers.join(timeout=0) and results.empty():
-                    raise RuntimeError(f"the workers exited without a result for B={b}, workers={n}")
-        yield r
-    while not workers.join():
-        pass
+    finished = False
+    try:
+        for b, n in points:
+            while True:
+                try:
+                    r = results.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    if workers.join(timeout=0) and results.empty():
+                        raise RuntimeError(f"the workers exited without a result for B={b}, workers={n}")
+            yield r
+        while not workers.join():
+            pass
+        finished = True
+    finally:
+        # Any other way out (an error here, a broken stdout pipe after the caller was stopped):
+        # the workers must not go on measuring the remaining points unwatched.
+        if not finished:
+            for p in workers.processes:
+                if p.is_alive():
+                    p.terminate()
 
 
 def int_list(text):
