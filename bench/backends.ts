@@ -79,9 +79,9 @@ function runProbes(backend: BackendName, seconds: number, specs: [ModelName, num
 
 /**
  * wasm and cpu for the MLP (batch 128) and the CNN (batch 64; 16 with --quick, as the cpu backend
- * needs about 3.5 s per CNN call of 64 and takes a warm-up and two timed calls at least); also the wasm MLP at the per-worker batches of the
- * scaling points (32 and 256), the compute term of the step model. Backends run one after
- * another so they do not compete for the cores.
+ * needs about 3.5 s per CNN call of 64 and takes a warm-up and two timed calls at least); also
+ * the wasm MLP at the per-worker batches of the scaling points (32 and 256), the compute term of
+ * the step model. Backends run one after another so they do not compete for the cores.
  */
 export async function benchBackends(options: { quick: boolean; log?: (line: string) => void }): Promise<BackendPoint[]> {
   const seconds = options.quick ? 0.75 : 6;

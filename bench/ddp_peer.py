@@ -233,7 +233,6 @@ def measure(data_dir, points, steps, warmup):
     done = PointDone(ctx, world)
     args = (world, free_port(), os.getpid(), data_dir, points, steps, warmup, done, results)
     workers = mp.start_processes(run_worker, args=args, nprocs=world, join=False, start_method="spawn")
-    finished = False
     try:
         for b, n in points:
             while True:
@@ -246,14 +245,12 @@ def measure(data_dir, points, steps, warmup):
             yield r
         while not workers.join():
             pass
-        finished = True
     finally:
-        # Any other way out (an error here, a broken stdout pipe after the caller was stopped):
-        # the workers must not go on measuring the remaining points unwatched.
-        if not finished:
-            for p in workers.processes:
-                if p.is_alive():
-                    p.terminate()
+        # After a normal end none is alive. Any other way out (an error here, a broken stdout
+        # pipe after the caller was stopped): the workers must not go on measuring unwatched.
+        for p in workers.processes:
+            if p.is_alive():
+                p.terminate()
 
 
 def int_list(text):
