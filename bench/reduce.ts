@@ -1,12 +1,13 @@
-// Reduce+apply benchmark: the coordinator's per-step work on gradients (StarReducer: K replies
-// summed in id order into float64, divided by the sample count; then the optimizer's one-pass
-// update), against a plain Float32Array add loop over the same K arrays, timed side by side in
+// Reduce+apply benchmark: the coordinator's per-step work on gradients through the star
+// reducer's seam (K replies summed in id order into float64 by OrderedSum, divided by the sample
+// count; then the optimizer's one-pass update), against a plain Float32Array add loop over the same K arrays, timed side by side in
 // alternating rounds. Both rates count gradient values consumed per second (P × K per step).
 //
 // Standalone: node dist/bench/reduce.js [--quick]
 
 import { fileURLToPath } from 'node:url';
-import { StarReducer } from '../coordinator/reducer.js';
+import { StarReducer } from '../coordinator/star-reducer.js';
+import { OrderedSum } from '../shared/ordered-sum.js';
 import { createOptimizer, type OptimizerName } from '../shared/optimizers/index.js';
 import { DEFAULT_OPTIMIZER_CONFIG } from '../shared/optimizers/optimizer.js';
 import { DEFAULT_MLP_PARAMS, median } from './support.js';
@@ -20,7 +21,7 @@ export interface ReducePoint {
   /** The plain add loop's values per second on the same arrays. */
   addLoopParamsPerSecond: number;
   vsJsAddLoopRatio: number;
-  /** The reducer alone (K replies folded, mean and norm): gradient values per second. */
+  /** The id-order sum alone (K replies folded, mean and norm): gradient values per second. */
   reduceValuesPerSecond: number;
   /** The optimizer alone: parameters updated per second. */
   applyParamsPerSecond: number;
@@ -40,14 +41,17 @@ function addLoop(dst: Float32Array, sources: readonly Float32Array[]): void {
 function measure(params: number, replies: number, optimizerName: OptimizerName, rounds: number): ReducePoint {
   const grads = Array.from({ length: replies }, (_, k) => new Float32Array(params).map((_, i) => Math.sin(i * 0.37 + k) * 1e-3));
   const weights = new Float32Array(params).map((_, i) => Math.cos(i) * 0.05);
-  const reducer = new StarReducer(params);
   const optimizer = createOptimizer(optimizerName, DEFAULT_OPTIMIZER_CONFIG, [{ name: 'w', shape: [params] }]);
+  const reducer = new StarReducer(weights, optimizer);
+  const sum = new OrderedSum(params);
   const ids = grads.map((_, k) => k);
+  const microBatches = ids.map((id) => ({ id, start: id * 32, end: id * 32 + 32 }));
   const dst = new Float32Array(params);
+  let step = 0;
+  // The last reply's add() sums, forms the mean and applies the update before it returns.
   const reduceApply = (): void => {
-    reducer.begin(ids);
-    grads.forEach((g, k) => reducer.add(k, g, 32));
-    optimizer.apply(weights, reducer.finish().meanGrad, 1e-3);
+    const reduction = reducer.beginStep({ step: step++, microBatches, lr: 1e-3 });
+    grads.forEach((g, k) => reduction.add(k, 32, g));
   };
   // Warm-up so both loops are optimized before timing.
   for (let i = 0; i < 3; i++) {
@@ -69,9 +73,9 @@ function measure(params: number, replies: number, optimizerName: OptimizerName, 
     plain.push((params * replies * repeats) / ((performance.now() - t0) / 1000));
     t0 = performance.now();
     for (let i = 0; i < repeats; i++) {
-      reducer.begin(ids);
-      grads.forEach((g, k) => reducer.add(k, g, 32));
-      reducer.finish();
+      sum.begin(ids);
+      grads.forEach((g, k) => sum.add(k, g, 32));
+      sum.finish();
     }
     reduceOnly.push((params * replies * repeats) / ((performance.now() - t0) / 1000));
     t0 = performance.now();

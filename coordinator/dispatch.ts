@@ -1,23 +1,29 @@
-// Dispatch: sending each worker its micro-batches for a step, with the weights when its copy is stale.
+// Dispatch: sending each worker its micro-batches for a step, with whatever the step's
+// reduction says it needs (the star: the weights, when its copy is stale).
 
 import type { MicroBatchSpec } from '../shared/protocol.js';
 import type { GatherRound } from './gather-round.js';
 import type { Membership } from './membership.js';
+import type { StepReduction } from './reducer.js';
 
-/** Sends `plan` (worker id → micro-batches) and records ownership in `round`. */
-export function dispatch(membership: Membership, round: GatherRound, plan: Map<number, MicroBatchSpec[]>, weights: Float32Array, globalBatchSize: number): void {
+/** What dispatch needs of the step in progress. */
+export interface DispatchTarget {
+  membership: Membership;
+  round: GatherRound;
+  reduction: StepReduction;
+  globalBatchSize: number;
+}
+
+/** Sends `plan` (worker id → micro-batches) and records ownership in the round. */
+export function dispatch(target: DispatchTarget, plan: ReadonlyMap<number, MicroBatchSpec[]>): void {
+  const { membership, round, reduction, globalBatchSize } = target;
+  const { step } = round;
   for (const [workerId, specs] of plan) {
-    const worker = membership.workers.get(workerId);
+    const worker = membership.get(workerId);
     if (!worker) continue;
     round.assign(workerId, specs);
-    const hasWeights = worker.weightsStep !== round.step;
-    const sent = membership.send(
-      worker,
-      { type: 'work', step: round.step, weightsStep: round.step, hasWeights, globalBatchSize, microBatches: specs },
-      hasWeights ? weights : null,
-      // The weights do not change within a step: under f16 they are converted once for all workers.
-      round.step,
-    );
-    if (sent) worker.weightsStep = round.step;
+    const { weights, bodyKey } = reduction.payloadFor(membership.schedule.weightsStep(workerId));
+    const work = { type: 'work', step, weightsStep: step, hasWeights: weights !== null, globalBatchSize, microBatches: specs } as const;
+    if (worker.send(work, weights, bodyKey)) membership.schedule.markWeights(workerId, step);
   }
 }

@@ -1,11 +1,11 @@
 // One step's gather: which micro-batches are out with which worker, which replies came back,
 // and the per-step statistics that travel with the gradients. Replies for another step, for a
-// micro-batch not assigned to the sender, or repeated, are refused with a reason.
+// micro-batch not assigned to the sender, or repeated, are refused with a reason; a reply's body
+// is checked and kept by the step's reduction, whichever reducer runs.
 
 import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
-import type { Reducer } from './reducer.js';
-
-export type RejectReason = 'stale_step' | 'unassigned' | 'duplicate' | 'bad_shape' | 'non_finite';
+import type { ReplyRejectReason } from '../shared/reasons.js';
+import type { StepReduction } from './reducer.js';
 
 /** Per-step totals gathered from the replies. */
 export interface StepStats {
@@ -32,16 +32,18 @@ export class GatherRound {
   private readonly received = new Map<number, GradientMessage>();
   private readonly specs: Map<number, MicroBatchSpec>;
   private resolve!: () => void;
-  /** Settles when every micro-batch has been reduced. */
+  /** Settles when every micro-batch's reply is in (the reduction may still be finishing). */
   readonly done: Promise<void>;
   readonly computeMsByWorker = new Map<number, number>();
   readonly samplesByWorker = new Map<number, number>();
 
-  constructor(step: number, microBatches: readonly MicroBatchSpec[], private readonly reducer: Reducer) {
-    this.step = step;
+  constructor(
+    microBatches: readonly MicroBatchSpec[],
+    private readonly reduction: StepReduction,
+  ) {
+    this.step = reduction.step;
     this.specs = new Map(microBatches.map((m) => [m.id, m]));
     this.done = new Promise((resolve) => (this.resolve = resolve));
-    reducer.begin(microBatches.map((m) => m.id));
   }
 
   /** Records that `workerId` is computing `specs`. */
@@ -75,19 +77,19 @@ export class GatherRound {
     return [...owners];
   }
 
-  /** Accepts a reply, or returns why it is refused. */
-  accept(workerId: number, message: GradientMessage, gradSum: Float32Array): RejectReason | null {
+  /** Accepts a reply and hands its body to the reduction, or returns why it is refused. */
+  accept(workerId: number, message: GradientMessage, body: Float32Array | null): ReplyRejectReason | null {
     if (message.step !== this.step) return 'stale_step';
     const spec = this.specs.get(message.microBatchId);
     if (!spec || this.owner.get(message.microBatchId) !== workerId || message.samples !== spec.end - spec.start) return 'unassigned';
     if (this.received.has(message.microBatchId)) return 'duplicate';
-    if (gradSum.length !== this.reducer.paramCount) return 'bad_shape';
+    const bodyProblem = this.reduction.check(body);
+    if (bodyProblem) return bodyProblem;
     if (!Number.isFinite(message.lossSum) || !Number.isFinite(message.sqNorm)) return 'non_finite';
-    if (!allFinite(gradSum)) return 'non_finite';
     this.received.set(message.microBatchId, message);
     this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) + message.computeMs);
     this.samplesByWorker.set(workerId, (this.samplesByWorker.get(workerId) ?? 0) + message.samples);
-    this.reducer.add(message.microBatchId, gradSum, message.samples);
+    this.reduction.add(message.microBatchId, message.samples, body);
     if (this.received.size === this.specs.size) this.resolve();
     return null;
   }
@@ -104,27 +106,4 @@ export class GatherRound {
       sqNorms: replies.map((r) => ({ samples: r.samples, sqNorm: r.sqNorm })),
     };
   }
-}
-
-/**
- * Whether every value is finite. x * 0 is ±0 for finite x and NaN for ±Inf and NaN, and a sum
- * with a NaN in it is NaN: so one multiply-add per value in four independent sums, about twice
- * as fast as testing each value (this runs on every reply, on the step's critical path).
- */
-export function allFinite(values: Float32Array): boolean {
-  let s0 = 0;
-  let s1 = 0;
-  let s2 = 0;
-  let s3 = 0;
-  const n = values.length;
-  const whole = n & ~3;
-  let i = 0;
-  for (; i < whole; i += 4) {
-    s0 += values[i]! * 0;
-    s1 += values[i + 1]! * 0;
-    s2 += values[i + 2]! * 0;
-    s3 += values[i + 3]! * 0;
-  }
-  for (; i < n; i++) s0 += values[i]! * 0;
-  return s0 + s1 + s2 + s3 === 0;
 }

@@ -1,119 +1,66 @@
-// Gradient reduction behind one interface (DESIGN.md "Reducer"). The star reducer sums on the
-// coordinator in micro-batch-id order into a float64 accumulator, so the result does not depend
-// on arrival order or on which worker computed what: N workers give 1 worker's bits.
+// The reduction seam: one step-scoped, asynchronous interface that owns everything between
+// "micro-batches assigned" and "new weights ready". The trainer begins a step with its plan,
+// feeds the step's reduction the checked replies, and awaits its result; it never learns where
+// the gradients were summed or where the update was applied. `StarReducer` (star-reducer.ts)
+// sums on the coordinator; a sharded reducer would sum shards on the workers (docs/ARCHITECTURE.md).
 
-/** Combines one step's per-micro-batch gradient sums into the mean gradient. */
-export interface Reducer {
-  /** Length of the flat gradient every reply must have. */
-  readonly paramCount: number;
-  /** Starts a step that expects exactly these micro-batch ids. */
-  begin(microBatchIds: readonly number[]): void;
-  /**
-   * Adds one micro-batch's gradient sum; replies may arrive in any order. The reducer may read
-   * `gradSum` until `finish()`, so the caller must not change it before then.
-   */
-  add(microBatchId: number, gradSum: Float32Array, samples: number): void;
-  /**
-   * The mean gradient (sum / total samples) and its squared L2 norm. The array is the reducer's
-   * own and is overwritten by the next step. Throws if a micro-batch is missing.
-   */
-  finish(): { meanGrad: Float32Array; samples: number; sqNorm: number };
+import type { OptimizerState } from '../shared/optimizers/index.js';
+import type { MicroBatchSpec } from '../shared/protocol.js';
+import type { ReplyRejectReason } from '../shared/reasons.js';
+
+/** One step as the trainer hands it to the reducer. */
+export interface StepPlan {
+  step: number;
+  /** Every micro-batch of the step (ids fix the samples, whoever computes them). */
+  microBatches: readonly MicroBatchSpec[];
+  /** The learning rate of this step's update. */
+  lr: number;
 }
 
-/**
- * The coordinator sums everything (simple and exact; inbound traffic is N × model size).
- * Replies are folded as soon as their turn in id order comes, so reduction overlaps with waiting
- * for the rest. All memory is allocated once. The first reply in id order is only held (a received
- * reply is never overwritten) and is added to the second in the second's pass, which writes the
- * float64 accumulator: no copy or zero-fill pass. Middle replies are added; the last is added,
- * scaled, rounded to float32 and squared in the same pass. K replies take K - 1 passes (one for
- * two replies, or one for a single reply).
- */
-export class StarReducer implements Reducer {
-  private readonly accumulator: Float64Array;
-  private readonly mean: Float32Array;
-  private order: number[] = [];
-  private next = 0;
-  private samples = 0;
-  private sqNorm = 0;
-  /** The first reply in id order, until the second arrives. */
-  private held: Float32Array | null = null;
-  private readonly pending = new Map<number, { gradSum: Float32Array; samples: number }>();
+/** What a worker's `work` message carries besides its micro-batches. */
+export interface WorkPayload {
+  /** The weights to compute at, when the worker's copy is stale; null: it holds them already. */
+  weights: Float32Array | null;
+  /** Same key, same body: the encoder converts it once for every worker (f16). */
+  bodyKey?: number;
+}
 
-  constructor(readonly paramCount: number) {
-    this.accumulator = new Float64Array(paramCount);
-    this.mean = new Float32Array(paramCount);
-  }
+/** The step's outcome once the new weights are ready. */
+export interface StepResult {
+  /** Samples that contributed. */
+  samples: number;
+  /** |mean gradient|², of the float32 mean the update used. */
+  sqNorm: number;
+  /** Seconds after the last contribution: forming the mean, then applying the update. */
+  reduceSeconds: number;
+  applySeconds: number;
+}
 
-  begin(microBatchIds: readonly number[]): void {
-    this.order = [...microBatchIds].sort((a, b) => a - b);
-    this.next = 0;
-    this.samples = 0;
-    this.sqNorm = 0;
-    this.held = null;
-    this.pending.clear();
-  }
-
-  add(microBatchId: number, gradSum: Float32Array, samples: number): void {
-    if (gradSum.length !== this.paramCount) throw new Error(`micro-batch ${microBatchId}: gradient has ${gradSum.length} values, expected ${this.paramCount}`);
-    this.pending.set(microBatchId, { gradSum, samples });
-    while (this.next < this.order.length && this.pending.has(this.order[this.next]!)) {
-      const id = this.order[this.next]!;
-      const part = this.pending.get(id)!;
-      this.pending.delete(id);
-      this.samples += part.samples;
-      this.fold(part.gradSum, this.next, this.next === this.order.length - 1);
-      this.next++;
-    }
-  }
-
+/** One step's reduction; created by `Reducer.beginStep`, abandoned when the step is. */
+export interface StepReduction {
+  readonly step: number;
+  /** The payload for a worker that holds the weights of step `weightsStep` (-1: none). */
+  payloadFor(weightsStep: number): WorkPayload;
+  /** Why a reply's body cannot be used (null: it can); called before `add`. */
+  check(body: Float32Array | null): Extract<ReplyRejectReason, 'bad_shape' | 'non_finite'> | null;
   /**
-   * The reply at position `index` in id order. Sums are float64, left to right, so holding the
-   * first reply changes no bit: f64(a) + f64(b) is the same whether or not f64(a) was stored first.
+   * Takes micro-batch `microBatchId`'s checked contribution; any order, each id once. The body
+   * must stay unchanged until `result` settles.
    */
-  private fold(g: Float32Array, index: number, last: boolean): void {
-    if (index === 0 && !last) {
-      this.held = g;
-      return;
-    }
-    const acc = this.accumulator;
-    const first = this.held;
-    this.held = null;
-    const n = acc.length;
-    if (!last) {
-      if (first) for (let i = 0; i < n; i++) acc[i] = first[i]! + g[i]!;
-      else for (let i = 0; i < n; i++) acc[i] = acc[i]! + g[i]!;
-      return;
-    }
-    const inv = 1 / this.samples;
-    const mean = this.mean;
-    let sq = 0;
-    if (index === 0) {
-      for (let i = 0; i < n; i++) {
-        const m = Math.fround(g[i]! * inv);
-        mean[i] = m;
-        sq += m * m;
-      }
-    } else if (first) {
-      for (let i = 0; i < n; i++) {
-        const m = Math.fround((first[i]! + g[i]!) * inv);
-        mean[i] = m;
-        sq += m * m;
-      }
-    } else {
-      for (let i = 0; i < n; i++) {
-        const m = Math.fround((acc[i]! + g[i]!) * inv);
-        mean[i] = m;
-        sq += m * m;
-      }
-    }
-    this.sqNorm = sq;
-  }
+  add(microBatchId: number, samples: number, body: Float32Array | null): void;
+  /** Settles once every micro-batch is in and the update is applied. */
+  readonly result: Promise<StepResult>;
+}
 
-  finish(): { meanGrad: Float32Array; samples: number; sqNorm: number } {
-    if (this.next !== this.order.length || this.order.length === 0) {
-      throw new Error(`reduce finished with micro-batch ${this.order[this.next]} missing (${this.order.length - this.next} of ${this.order.length})`);
-    }
-    return { meanGrad: this.mean, samples: this.samples, sqNorm: this.sqNorm };
-  }
+/** The reducer of a run: star (on the coordinator) or sharded (among the workers). */
+export interface Reducer {
+  readonly name: string;
+  /** Length of the flat parameter vector. */
+  readonly paramCount: number;
+  /** Starts `plan.step`; a reduction of an earlier step that has not finished is abandoned. */
+  beginStep(plan: StepPlan): StepReduction;
+  /** The weights after the last applied step (fetched from wherever they live). */
+  weights(): Promise<Float32Array>;
+  /** A copy of the optimizer state after the last applied step, for a checkpoint. */
+  optimizerState(): Promise<OptimizerState>;
 }

@@ -1,19 +1,20 @@
-// The training loop, read top to bottom: split → dispatch → gather → average → apply → record.
-// Everything else (membership, reduction, the optimizer, metrics, evaluation) lives in its own file.
+// The training loop, read top to bottom: split → dispatch → gather → reduce → apply → record.
+// The reducer (star or sharded) owns reduce and apply behind one seam; everything else
+// (membership, the optimizer, metrics, evaluation) lives in its own file.
 
 import { performance } from 'node:perf_hooks';
 import { BatchlabError } from '../shared/errors.js';
 import { cutMicroBatches } from '../shared/micro-batches.js';
-import type { Optimizer } from '../shared/optimizers/index.js';
-import type { GradientMessage } from '../shared/protocol.js';
+import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
+import type { ReassignReason, RejectReason } from '../shared/reasons.js';
 import type { Evaluation } from '../shared/evaluate.js';
 import type { NoiseScaleEstimator, NoiseScaleResult } from '../shared/statistics/noise-scale.js';
 import { GatherRound, type StepStats } from './gather-round.js';
-import type { ReassignReason } from './gather.js';
-import type { Membership, WorkerConnection } from './membership.js';
+import type { Membership } from './membership.js';
 import type { Reducer } from './reducer.js';
 import { dispatch } from './dispatch.js';
 import { gather } from './gather.js';
+import type { WorkerChannel } from './worker-channel.js';
 import { splitMicroBatches, type BalanceMode } from './split.js';
 
 export interface TrainerConfig {
@@ -59,7 +60,7 @@ export interface TrainerObserver {
   onStep?(record: StepRecord): void;
   onEval?(step: number, evaluation: Evaluation): void;
   /** A refused reply or frame: `reason` is a RejectReason or a membership refusal (auth, bad_frame, …). */
-  onReject?(reason: string, workerId: number): void;
+  onReject?(reason: RejectReason, workerId: number): void;
   onReassign?(reason: ReassignReason, count: number): void;
   /** A reply was accepted at `receivedAtMs` (performance.now()). */
   onReply?(workerId: number, message: GradientMessage, receivedAtMs: number): void;
@@ -80,12 +81,10 @@ export function combineObservers(observers: readonly (TrainerObserver | null | u
 export interface TrainerParts {
   config: TrainerConfig;
   membership: Membership;
+  /** Owns the reduction and the update; the loop does not know which one runs. */
   reducer: Reducer;
-  optimizer: Optimizer;
   /** Gradient noise scale from the micro-batch norms (McCandlish et al.); optional. */
   noise?: NoiseScaleEstimator;
-  /** The model's flat weights; updated in place every step. */
-  weights: Float32Array;
   evaluate: (weights: Float32Array) => Evaluation;
   observer: TrainerObserver;
   log: (line: string) => void;
@@ -116,53 +115,59 @@ export interface TrainingProgress {
 
 /** Runs steps until `config.steps` are applied (or `signal` aborts) and returns the totals. */
 export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
-  const { config, membership, reducer, optimizer, weights, observer, log, progress } = parts;
+  const { config, observer, progress } = parts;
   const microBatches = cutMicroBatches(config.globalBatchSize, config.microBatch);
   const recentStepMs: number[] = [];
   let lastEval: Evaluation | null = null;
   for (let step = progress.stepsDone; step < config.steps; step++) {
-    const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
-    const t0 = performance.now();
-    const round = new GatherRound(step, microBatches, reducer);
-    dispatch(membership, round, splitMicroBatches(microBatches, workers, config.balance), weights, config.globalBatchSize);
-    const t1 = performance.now();
-    const deadlineMs = stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs);
-    await gather({ membership, round, weights, globalBatchSize: config.globalBatchSize, balance: config.balance, deadlineMs, workerWaitTimeoutMs: config.workerWaitTimeoutMs, observer, log, signal: parts.signal });
-    const t2 = performance.now();
-    const { meanGrad, samples: stepSamples, sqNorm: gradSqNorm } = reducer.finish();
-    const t3 = performance.now();
-    const lr = config.lrAt(step);
-    optimizer.apply(weights, meanGrad, lr);
-    const t4 = performance.now();
+    const record = await runStep(parts, step, microBatches, stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs));
     progress.stepsDone = step + 1;
-    progress.samples += stepSamples;
-    recentStepMs.push(t4 - t0);
+    progress.samples += record.stats.samples;
+    recentStepMs.push(record.wallSeconds * 1000);
     if (recentStepMs.length > 10) recentStepMs.shift();
-    const stats = round.stats();
-    const noise = parts.noise?.update({ microBatches: stats.sqNorms, globalSqNorm: gradSqNorm, lr, globalBatchSize: stats.samples, momentum: config.momentum }) ?? null;
-    observer.onStep?.({
-      step,
-      startedAtMs: t0,
-      gradSqNorm,
-      noise,
-      lr,
-      loss: stats.lossSum / stats.samples,
-      accuracy: stats.correct / stats.samples,
-      stats,
-      wallSeconds: (t4 - t0) / 1000,
-      workers: workers.length,
-      phases: { dispatch: (t1 - t0) / 1000, 'gather-wait': (t2 - t1) / 1000, reduce: (t3 - t2) / 1000, apply: (t4 - t3) / 1000 },
-    });
+    observer.onStep?.(record);
     const stopping = parts.shouldStop?.() ?? false;
     const isLast = step === config.steps - 1 || stopping;
     if (config.evalEvery !== null && ((config.evalEvery > 0 && (step + 1) % config.evalEvery === 0) || isLast)) {
-      lastEval = parts.evaluate(weights);
+      lastEval = parts.evaluate(await parts.reducer.weights());
       observer.onEval?.(step, lastEval);
     }
     if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast) await parts.onCheckpoint(progress);
     if (stopping) break;
   }
   return { stepsDone: progress.stepsDone, samples: progress.samples, lastEval };
+}
+
+/** One step: split → dispatch → gather (the reducer sums and applies) → the step's record. */
+async function runStep(parts: TrainerParts, step: number, microBatches: readonly MicroBatchSpec[], deadlineMs: number): Promise<StepRecord> {
+  const { config, membership, reducer, observer, log } = parts;
+  const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
+  const t0 = performance.now();
+  const lr = config.lrAt(step);
+  const plan = splitMicroBatches(microBatches, membership.schedule.splitWorkers(workers.map((w) => w.workerId)), config.balance);
+  const reduction = reducer.beginStep({ step, microBatches, lr });
+  const round = new GatherRound(microBatches, reduction);
+  const target = { membership, round, reduction, globalBatchSize: config.globalBatchSize };
+  dispatch(target, plan);
+  const t1 = performance.now();
+  const result = await gather({ ...target, balance: config.balance, deadlineMs, workerWaitTimeoutMs: config.workerWaitTimeoutMs, observer, log, signal: parts.signal });
+  const t2 = performance.now();
+  const stats = round.stats();
+  const noise = parts.noise?.update({ microBatches: stats.sqNorms, globalSqNorm: result.sqNorm, lr, globalBatchSize: stats.samples, momentum: config.momentum }) ?? null;
+  const gatherWait = (t2 - t1) / 1000 - result.reduceSeconds - result.applySeconds;
+  return {
+    step,
+    startedAtMs: t0,
+    gradSqNorm: result.sqNorm,
+    noise,
+    lr,
+    loss: stats.lossSum / stats.samples,
+    accuracy: stats.correct / stats.samples,
+    stats,
+    wallSeconds: (t2 - t0) / 1000,
+    workers: workers.length,
+    phases: { dispatch: (t1 - t0) / 1000, 'gather-wait': gatherWait, reduce: result.reduceSeconds, apply: result.applySeconds },
+  };
 }
 
 /** 5 × the median of recent step times, within [floor, cap]; 3 × the floor before any step (warm-up). */
@@ -174,7 +179,7 @@ export function stepDeadline(recentStepMs: readonly number[], floorMs: number, c
 }
 
 /** Waits until at least `minWorkers` are ready; says so when it has to wait. */
-async function waitForWorkers(membership: Membership, minWorkers: number, timeoutMs: number, log: (line: string) => void, signal?: AbortSignal): Promise<WorkerConnection[]> {
+async function waitForWorkers(membership: Membership, minWorkers: number, timeoutMs: number, log: (line: string) => void, signal?: AbortSignal): Promise<WorkerChannel[]> {
   let ready = membership.readyWorkers();
   if (ready.length >= minWorkers) return ready;
   log(`waiting for workers: ${ready.length} of ${minWorkers} ready (timeout ${Math.round(timeoutMs / 1000)} s)`);

@@ -1,25 +1,12 @@
 // Coded errors, classified by the recovery they need (Horovod's elastic.py idea), and their one
-// translation to exit codes and WebSocket close codes.
+// translation to exit codes and WebSocket close codes. Callers decide by `code` and `recovery`,
+// never by message text.
 
 /** What a caller must do when an error of this class happens. */
-export type Recovery = 'retry-step' | 'close-connection' | 'stop-run' | 'fix-input';
+export type Recovery = 'retry-step' | 'close-connection' | 'stop-run' | 'fix-input' | 'interrupted';
 
-/** Stable error codes; they travel in `error` frames, close reasons and logs. */
-export type ErrorCode =
-  | 'BAD_OPTION'
-  | 'BAD_FRAME'
-  | 'BAD_MESSAGE'
-  | 'VERSION_MISMATCH'
-  | 'AUTH_FAILED'
-  | 'DATASET_MISMATCH'
-  | 'SHAPE_MISMATCH'
-  | 'NON_FINITE'
-  | 'WORKER_LOST'
-  | 'TIMEOUT'
-  | 'NO_WORKERS'
-  | 'CONNECT_FAILED';
-
-const RECOVERY: Record<ErrorCode, Recovery> = {
+/** Every error code with the recovery it needs; the codes travel in `error` frames, close reasons and logs. */
+const RECOVERY = {
   BAD_OPTION: 'fix-input',
   BAD_FRAME: 'close-connection',
   BAD_MESSAGE: 'close-connection',
@@ -28,11 +15,23 @@ const RECOVERY: Record<ErrorCode, Recovery> = {
   DATASET_MISMATCH: 'close-connection',
   SHAPE_MISMATCH: 'stop-run',
   NON_FINITE: 'stop-run',
+  /** A worker left mid-step: its micro-batches are computed again by others in the same step. */
   WORKER_LOST: 'retry-step',
+  /** A worker missed the step deadline: likewise. */
   TIMEOUT: 'retry-step',
+  /** One worker's reply had NaN or Inf values: computed again by another worker. */
+  NON_FINITE_REPLY: 'retry-step',
   NO_WORKERS: 'stop-run',
   CONNECT_FAILED: 'stop-run',
-};
+  /** SIGINT or SIGTERM: the run stops after saving what it can. */
+  INTERRUPTED: 'interrupted',
+} as const satisfies Record<string, Recovery>;
+
+/** Stable error codes. */
+export type ErrorCode = keyof typeof RECOVERY;
+
+/** Every error code, in the order of the table in docs/PROTOCOL.md. */
+export const ERROR_CODES = Object.keys(RECOVERY) as ErrorCode[];
 
 /** Base class: `code` survives JSON and crosses the wire; `recovery` follows from it. */
 export class BatchlabError extends Error {
@@ -63,19 +62,26 @@ export class ProtocolError extends BatchlabError {
   }
 }
 
+/** The run was stopped by a signal (`INTERRUPTED`; exit code 130, as a shell reports SIGINT). */
+export function interruptedBy(signal: NodeJS.Signals): BatchlabError {
+  return new BatchlabError('INTERRUPTED', `interrupted by ${signal}`);
+}
+
+/** The recovery `error` needs; anything that is not a BatchlabError is a crash (stop-run). */
+export function recoveryOf(error: unknown): Recovery {
+  return error instanceof BatchlabError ? error.recovery : 'stop-run';
+}
+
+/** Whether `error` is a BatchlabError with `code`. */
+export function hasCode(error: unknown, code: ErrorCode): boolean {
+  return error instanceof BatchlabError && error.code === code;
+}
+
+const EXIT_CODES: Record<Recovery, number> = { 'fix-input': 2, 'close-connection': 3, 'retry-step': 4, 'stop-run': 5, interrupted: 130 };
+
 /** Exit code for a process that stops because of `error` (0 is success, 1 is an unexpected crash). */
 export function exitCodeFor(error: unknown): number {
-  if (!(error instanceof BatchlabError)) return 1;
-  switch (error.recovery) {
-    case 'fix-input':
-      return 2;
-    case 'close-connection':
-      return 3;
-    case 'retry-step':
-      return 4;
-    case 'stop-run':
-      return 5;
-  }
+  return error instanceof BatchlabError ? EXIT_CODES[error.recovery] : 1;
 }
 
 /** WebSocket close code (4000–4999 is the application range) for an error that ends a connection. */

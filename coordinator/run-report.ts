@@ -1,0 +1,77 @@
+// Building a finished run's report from the trainer's outcome and the observers' totals.
+
+import { performance } from 'node:perf_hooks';
+import { describeDataset } from '../shared/data/index.js';
+import { evaluateModel } from '../shared/evaluate.js';
+import { writeWeights } from '../shared/param-layout.js';
+import type { CoordinatorOptions } from './coordinator.js';
+import type { PreparedRun } from './prepare-run.js';
+import type { RunReport } from './report.js';
+import type { RunTotals } from './run-totals.js';
+import type { TargetTracker } from './target.js';
+import type { TrainingOutcome, TrainingProgress } from './trainer.js';
+
+/** Training samples evaluated at the end for the generalization gap (the first N of the split). */
+const TRAIN_EVAL_SAMPLES = 10_000;
+
+export interface RunResults {
+  outcome: TrainingOutcome;
+  /** Where this session started (a resumed checkpoint, or step 0). */
+  resumedFrom: TrainingProgress;
+  totals: RunTotals;
+  target: TargetTracker;
+  /** The final weights. */
+  weights: Float32Array;
+  /** performance.now() when the run started. */
+  startedAtMs: number;
+}
+
+/** The report of a finished run; evaluates the train split for the generalization gap (unless timing only). */
+export function buildReport(options: CoordinatorOptions, run: PreparedRun, results: RunResults): RunReport {
+  const { outcome, totals, target } = results;
+  // Throughput and phase times describe this session only, not steps before a resume.
+  const sessionSteps = outcome.stepsDone - results.resumedFrom.stepsDone;
+  const sessionSamples = outcome.samples - results.resumedFrom.samples;
+  const trainSeconds = totals.trainSeconds();
+  const trainAccuracy = options.timingOnly ? null : evaluateTrainSplit(run, results.weights);
+  const evalAccuracy = outcome.lastEval?.accuracy ?? null;
+  return {
+    command: options.command,
+    backend: run.backend.backend,
+    workers: totals.maxWorkers,
+    globalBatchSize: options.globalBatchSize,
+    microBatchSize: options.microBatch,
+    steps: outcome.stepsDone,
+    samples: outcome.samples,
+    initialLoss: totals.initialLoss,
+    finalLoss: totals.last ? totals.last.loss : null,
+    evalAccuracy,
+    evalLoss: outcome.lastEval?.loss ?? null,
+    trainAccuracy,
+    generalizationGap: evalAccuracy === null || trainAccuracy === null ? null : trainAccuracy - evalAccuracy,
+    samplesPerSecond: trainSeconds > 0 ? sessionSamples / trainSeconds : null,
+    phaseSeconds: totals.meanPhaseSeconds(sessionSteps),
+    scalingEfficiency: totals.scalingEfficiency(),
+    gradientNoiseScale: totals.noiseScale,
+    gradientNoiseScaleReliable: totals.noiseScaleReliable,
+    learningRate: options.lr,
+    peakLearningRate: run.peakLr,
+    targetReached: target.isSet ? target.reached : null,
+    stepsToTarget: target.stepsToTarget,
+    samplesToTarget: target.stepsToTarget === null ? null : target.stepsToTarget * options.globalBatchSize,
+    wallSeconds: (performance.now() - results.startedAtMs) / 1000,
+    model: options.model,
+    dataset: describeDataset(run.dataset),
+    optimizer: options.optimizer,
+    seed: options.seed,
+    history: totals.history,
+  };
+}
+
+/** Train-split accuracy in inference mode, for the generalization gap. */
+function evaluateTrainSplit(run: PreparedRun, weights: Float32Array): number {
+  const { dataset, model } = run;
+  writeWeights(model, weights);
+  const subset = { ...dataset.train, count: Math.min(TRAIN_EVAL_SAMPLES, dataset.train.count) };
+  return evaluateModel(model, subset, dataset.sampleShape, dataset.numClasses).accuracy;
+}

@@ -1,0 +1,145 @@
+// The run's network side, started after preparation and stopped as one async-disposable: the
+// HTTP(S) server workers upgrade on, membership and the WebSocket worker server, the metrics
+// endpoint, and the Prometheus targets file.
+
+import { readFile } from 'node:fs/promises';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { describeDataset } from '../shared/data/index.js';
+import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
+import { createRegistry } from '../shared/metrics.js';
+import { PROTOCOL_VERSION, type WelcomeMessage } from '../shared/protocol.js';
+import type { CoordinatorHooks, CoordinatorOptions } from './coordinator.js';
+import { Membership } from './membership.js';
+import { createCoordinatorMetrics, type CoordinatorMetricsObserver } from './metrics.js';
+import type { PreparedRun } from './prepare-run.js';
+import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
+import { WorkerServer } from './worker-server.js';
+
+export interface RunServers extends AsyncDisposable {
+  membership: Membership;
+  metrics: CoordinatorMetricsObserver;
+  /** The port workers connect to (resolved when --port is 0). */
+  port: number;
+  metricsUrl: string | null;
+}
+
+/** Starts listening; the returned object stops everything (telling workers why) when disposed. */
+export async function startServers(options: CoordinatorOptions, run: PreparedRun, hooks: CoordinatorHooks): Promise<RunServers> {
+  const { log } = hooks;
+  const membership = new Membership(log);
+  const registry = createRegistry('coordinator');
+  const metrics = createCoordinatorMetrics(registry, { backend: run.backend.backend, baseBatch: run.schedule.baseBatch, workersConnected: () => membership.readyWorkers().length });
+  const http = await createHttpServer(options);
+  const paramCount = run.weights.length;
+  const workerServer = new WorkerServer(http, membership, {
+    token: options.token,
+    datasetFingerprint: run.dataset.fingerprint,
+    // A frame is the weights or one gradient plus a small header.
+    maxPayloadBytes: paramCount * 4 + 16 * 1024 * 1024,
+    handshakeTimeoutMs: 120_000,
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+    log,
+    onBytes: (direction, bytes) => metrics.onBytes(direction, bytes),
+    wireDtype: options.wireDtype,
+    welcome: (workerId) => welcomeFor(workerId, options, run),
+  });
+  warnOnUnequalChunks(membership, options.microBatch, log);
+  let metricsServer: MetricsServer | null = null;
+  const dispose = async (): Promise<void> => {
+    await workerServer.close(hooks.signal?.aborted ? 'coordinator interrupted' : 'run finished');
+    await new Promise<void>((resolve) => {
+      http.closeAllConnections();
+      http.close(() => resolve());
+    });
+    await metricsServer?.close();
+  };
+  try {
+    const port = await listen(http, options.port, options.host);
+    if (options.metricsPort !== null) {
+      const health = (): Record<string, unknown> => ({ role: 'coordinator', runId: run.runId, workers: membership.readyWorkers().length });
+      metricsServer = await startMetricsServer(registry, options.metricsPort, options.host, health);
+    }
+    const scheme = options.tlsCert ? 'wss' : 'ws';
+    log(`listening on ${scheme}://${options.host}:${port}${metricsServer ? `, metrics at ${metricsServer.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`);
+    if (metricsServer && options.targetsFile) keepTargetsFile(options.targetsFile, coordinatorTarget(options.host, metricsServer.port), membership, log);
+    const metricsUrl = metricsServer?.url ?? null;
+    hooks.onListening?.({ port, metricsUrl, steps: run.steps, backend: run.backend.backend, dataset: describeDataset(run.dataset) });
+    return { membership, metrics, port, metricsUrl, [Symbol.asyncDispose]: dispose };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}
+
+function answerPlainRequest(_req: unknown, res: ServerResponse): void {
+  res.statusCode = 426;
+  res.end('batchlab coordinator: connect with a WebSocket (batchlab worker --connect ws://host:port)\n');
+}
+
+async function createHttpServer(options: CoordinatorOptions): Promise<Server> {
+  if (!options.tlsCert || !options.tlsKey) return createServer(answerPlainRequest);
+  return createHttpsServer({ cert: await readFile(options.tlsCert), key: await readFile(options.tlsKey) }, answerPlainRequest);
+}
+
+function listen(http: Server, port: number, host: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(port, host, () => resolve((http.address() as AddressInfo).port));
+  });
+}
+
+function welcomeFor(workerId: number, options: CoordinatorOptions, run: PreparedRun): WelcomeMessage {
+  const { dataset } = run;
+  return {
+    type: 'welcome',
+    protocolVersion: PROTOCOL_VERSION,
+    runId: run.runId,
+    workerId,
+    seed: options.seed,
+    modelTopology: run.topology,
+    params: run.params,
+    dataset: {
+      name: dataset.name,
+      trainCount: dataset.train.count,
+      testCount: dataset.test.count,
+      fingerprint: dataset.fingerprint,
+      ...(options.dataset === 'synthetic' ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count } : {}),
+    },
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+    wireDtype: options.wireDtype,
+  };
+}
+
+/** Chunked accumulation sums in float32 per chunk: equal chunking keeps results exact. */
+function warnOnUnequalChunks(membership: Membership, microBatch: number, log: (line: string) => void): void {
+  membership.on('joined', (worker) => {
+    const chunks = new Set(membership.readyWorkers().map((w) => Math.min(w.info.maxChunk, microBatch)));
+    if (chunks.size > 1) {
+      log(`warning: workers split micro-batches of ${microBatch} into different chunks (--max-chunk); results stay correct but may differ in the last bits from a run with equal --max-chunk (worker ${worker.workerId}: ${worker.info.maxChunk})`);
+    }
+  });
+}
+
+function coordinatorTarget(listenHost: string, metricsPort: number): ScrapeTarget {
+  const host = listenHost === '0.0.0.0' || listenHost === '::' ? hostname() : listenHost;
+  return { address: `${host.includes(':') ? `[${host}]` : host}:${metricsPort}`, role: 'coordinator' };
+}
+
+/** Rewrites `file` with the coordinator's and every ready worker's /metrics address on each change. */
+function keepTargetsFile(file: string, coordinator: ScrapeTarget, membership: Membership, log: (line: string) => void): void {
+  const update = (): void => {
+    const workers = membership.readyWorkers().filter((w) => w.info.metricsTarget);
+    try {
+      writeTargetsFile(file, [coordinator, ...workers.map((w): ScrapeTarget => ({ address: w.info.metricsTarget!, role: 'worker', worker: String(w.workerId) }))]);
+    } catch (error) {
+      log(`could not update ${file}: ${(error as Error).message}`);
+    }
+  };
+  membership.on('joined', update);
+  membership.on('lost', update);
+  update();
+  log(`Prometheus targets in ${file}`);
+}

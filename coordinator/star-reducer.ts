@@ -1,0 +1,94 @@
+// The star reducer: the coordinator holds the weights and the optimizer, sends the weights to
+// each worker whose copy is stale, sums every reply in micro-batch-id order in float64
+// (OrderedSum) and applies the update itself. Simple and exact; its link carries N × model
+// bytes each way per step, so on a real cluster it saturates first.
+
+import { performance } from 'node:perf_hooks';
+import type { Optimizer, OptimizerState } from '../shared/optimizers/index.js';
+import { OrderedSum } from '../shared/ordered-sum.js';
+import { allFinite } from '../shared/finite.js';
+import type { Reducer, StepPlan, StepReduction, StepResult, WorkPayload } from './reducer.js';
+
+export class StarReducer implements Reducer {
+  readonly name = 'star';
+  readonly paramCount: number;
+  private readonly sum: OrderedSum;
+  /** The reduction of the step in progress; an abandoned one can no longer touch `sum`. */
+  private current: StarStepReduction | null = null;
+
+  /** `weights` are updated in place by `optimizer` after every step. */
+  constructor(
+    private readonly currentWeights: Float32Array,
+    private readonly optimizer: Optimizer,
+  ) {
+    this.paramCount = currentWeights.length;
+    this.sum = new OrderedSum(this.paramCount);
+  }
+
+  beginStep(plan: StepPlan): StepReduction {
+    this.sum.begin(plan.microBatches.map((m) => m.id));
+    this.current = new StarStepReduction(plan, this);
+    return this.current;
+  }
+
+  async weights(): Promise<Float32Array> {
+    return this.currentWeights;
+  }
+
+  async optimizerState(): Promise<OptimizerState> {
+    return this.optimizer.state();
+  }
+
+  /** For StarStepReduction: folds one reply when `reduction` is still the current step. */
+  fold(reduction: StarStepReduction, microBatchId: number, samples: number, body: Float32Array): boolean {
+    if (reduction !== this.current) return false;
+    this.sum.add(microBatchId, body, samples);
+    return this.sum.isComplete;
+  }
+
+  /** For StarStepReduction: the mean of the complete step, applied to the weights. */
+  finish(lr: number): StepResult {
+    const t0 = performance.now();
+    const { meanGrad, samples, sqNorm } = this.sum.finish();
+    const t1 = performance.now();
+    this.optimizer.apply(this.currentWeights, meanGrad, lr);
+    const t2 = performance.now();
+    this.current = null;
+    return { samples, sqNorm, reduceSeconds: (t1 - t0) / 1000, applySeconds: (t2 - t1) / 1000 };
+  }
+
+  /** For StarStepReduction: the weights every stale worker receives. */
+  get weightsForWorkers(): Float32Array {
+    return this.currentWeights;
+  }
+}
+
+class StarStepReduction implements StepReduction {
+  readonly step: number;
+  readonly result: Promise<StepResult>;
+  private settle!: (result: StepResult) => void;
+
+  constructor(
+    private readonly plan: StepPlan,
+    private readonly reducer: StarReducer,
+  ) {
+    this.step = plan.step;
+    this.result = new Promise((resolve) => (this.settle = resolve));
+  }
+
+  payloadFor(weightsStep: number): WorkPayload {
+    if (weightsStep === this.step) return { weights: null };
+    // The weights do not change within a step: under f16 they are converted once for all workers.
+    return { weights: this.reducer.weightsForWorkers, bodyKey: this.step };
+  }
+
+  check(body: Float32Array | null): 'bad_shape' | 'non_finite' | null {
+    if (!body || body.length !== this.reducer.paramCount) return 'bad_shape';
+    return allFinite(body) ? null : 'non_finite';
+  }
+
+  add(microBatchId: number, samples: number, body: Float32Array | null): void {
+    if (!body) throw new Error(`micro-batch ${microBatchId}: the star reducer needs the gradient body`);
+    if (this.reducer.fold(this, microBatchId, samples, body)) this.settle(this.reducer.finish(this.plan.lr));
+  }
+}
