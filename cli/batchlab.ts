@@ -7,7 +7,7 @@
 
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import { describeError, exitCodeFor, interruptedBy, OptionError } from '../shared/errors.js';
 import { BENCH_OPTIONS, COORDINATOR_OPTIONS, LOCAL_OPTIONS, withEnvironmentDefaults, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
 import { ProgressReporter } from './progress.js';
 import { formatSummary, formatSweepSummary } from './summary.js';
@@ -25,7 +25,7 @@ async function execute(body: () => Promise<number>, where: string): Promise<neve
     } else {
       process.stderr.write(`batchlab ${where}: ${describeError(error)}\n`);
     }
-    code = /interrupted by SIG/.test(String((error as Error)?.message)) ? 130 : exitCodeFor(error);
+    code = exitCodeFor(error);
   }
   process.exit(code);
 }
@@ -59,7 +59,7 @@ try {
         const { runCoordinator } = await import('../coordinator/coordinator.js');
         const progress = new ProgressReporter(process.stderr);
         const controller = new AbortController();
-        const stop = (signal: NodeJS.Signals): void => controller.abort(new Error(`interrupted by ${signal}`));
+        const stop = (signal: NodeJS.Signals): void => controller.abort(interruptedBy(signal));
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
         const report = await runCoordinator(

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { runCoordinator } from '../coordinator/coordinator.js';
 import type { RunReport } from '../coordinator/report.js';
 import { generateToken } from '../shared/auth.js';
-import { BatchlabError } from '../shared/errors.js';
+import { BatchlabError, interruptedBy } from '../shared/errors.js';
 import type { LocalSettings } from './options.js';
 import { ProgressReporter } from './progress.js';
 
@@ -52,7 +52,7 @@ export async function runLocal(settings: LocalSettings, command: string, progres
   };
   const onSignal = (signal: NodeJS.Signals): void => {
     log(`${signal} received: stopping the run and its workers`);
-    controller.abort(new Error(`interrupted by ${signal}`));
+    controller.abort(interruptedBy(signal));
   };
   process.on('exit', killAll);
   process.once('SIGINT', onSignal);

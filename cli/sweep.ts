@@ -6,7 +6,7 @@
 import type { RunReport } from '../coordinator/report.js';
 import type { RunConfig } from '../coordinator/run-config.js';
 import { measuredScalingEfficiency } from '../shared/efficiency.js';
-import { describeError } from '../shared/errors.js';
+import { describeError, hasCode, recoveryOf } from '../shared/errors.js';
 import { fitCriticalBatch } from '../shared/statistics/critical-batch.js';
 import { runLocal } from './local.js';
 import type { LocalSettings } from './options.js';
@@ -90,9 +90,9 @@ export async function runSweep(settings: SweepSettings, command: string, out: No
           );
         } catch (error) {
           progress.finish();
+          if (recoveryOf(error) === 'interrupted') throw error;
           const message = describeError(error);
-          if (/interrupted by SIG/.test(message)) throw error;
-          const status: PointStatus = /NON_FINITE|diverged/.test(message) ? 'diverged' : 'failed';
+          const status: PointStatus = hasCode(error, 'NON_FINITE') ? 'diverged' : 'failed';
           runs.push({ lr, report: null, status, error: message });
           out.write(`  → ${status}: ${message}\n`);
         }

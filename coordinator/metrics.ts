@@ -6,11 +6,10 @@ import { liveScalingEfficiency } from '../shared/efficiency.js';
 import { goodput, statisticalEfficiency } from '../shared/statistics/statistical-efficiency.js';
 import type { Evaluation } from '../shared/evaluate.js';
 import { defineCoordinatorMetrics, type CoordinatorMetrics, type CoordinatorMetricsConfig } from '../shared/metrics.js';
+import { REASSIGN_REASONS, REJECT_REASONS, type ReassignReason, type RejectReason } from '../shared/reasons.js';
 import { meanComputeSeconds } from './gather-round.js';
 import type { StepRecord, TrainerObserver } from './trainer.js';
 
-/** Reasons a frame, reply or connection is refused (see docs/PROTOCOL.md). */
-export const REJECT_REASONS = ['auth', 'bad_frame', 'version_mismatch', 'dataset_mismatch', 'stale_step', 'unassigned', 'duplicate', 'bad_shape', 'non_finite'] as const;
 
 /** Trainer observer that records every step into `metrics`. */
 export class CoordinatorMetricsObserver implements TrainerObserver {
@@ -23,7 +22,7 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     metrics.statisticalEfficiency.set(NaN);
     metrics.goodput.set(NaN);
     // Known label values start at 0, so "none yet" is a series at zero rather than no data.
-    for (const reason of ['worker_lost', 'timeout', 'non_finite']) metrics.reassignments.inc({ reason }, 0);
+    for (const reason of REASSIGN_REASONS) metrics.reassignments.inc({ reason }, 0);
     for (const reason of REJECT_REASONS) metrics.rejected.inc({ reason }, 0);
     for (const direction of ['in', 'out'] as const) metrics.gradientBytes.inc({ direction }, 0);
   }
@@ -66,11 +65,11 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     this.metrics.evalAccuracy.set(evaluation.accuracy);
   }
 
-  onReject(reason: string): void {
+  onReject(reason: RejectReason): void {
     this.metrics.rejected.inc({ reason });
   }
 
-  onReassign(reason: string, count: number): void {
+  onReassign(reason: ReassignReason, count: number): void {
     this.metrics.reassignments.inc({ reason }, count);
   }
 
