@@ -9,14 +9,12 @@
 // The load-balancing point runs 2 workers with the second slowed 3× (`--debug-slowdown 1,3`)
 // and 16 micro-batches per step, once with the equal split and once with the throughput split.
 //
-// Standalone: node dist/bench/scaling.js [--quick]
+// Runs are described in the CLI's own option names (what a user would pass to `batchlab local`)
+// and turned into a configuration by the caller's `configure` (the CLI's parser), so the bench
+// measures exactly what the command would run. `batchlab bench --only scaling,balance` runs it.
 
-import { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
+import { launchLocal, type LocalRunConfig } from '../coordinator/launch-local.js';
 import type { StepRecord } from '../coordinator/trainer.js';
-import { runLocal } from '../cli/local.js';
-import { parseLocalSettings } from '../cli/options.js';
-import { ProgressReporter } from '../cli/progress.js';
 import { measuredScalingEfficiency } from '../shared/efficiency.js';
 import type { ModelName } from '../shared/models/index.js';
 
@@ -52,16 +50,8 @@ export interface BalancePoint {
   efficiencyVsCapacity: number;
 }
 
-/** Records step times and drops everything else a run prints. */
-class StepCollector extends ProgressReporter {
-  readonly steps: StepRecord[] = [];
-  constructor() {
-    super(new Writable({ write: (_chunk, _encoding, done) => done() }), false);
-  }
-  override onStep(record: StepRecord): void {
-    this.steps.push(record);
-  }
-}
+/** Turns `batchlab local` options (name → text) into a run configuration; throws on a bad one. */
+export type ConfigureRun = (options: Record<string, string>) => LocalRunConfig;
 
 export interface RunSpec {
   model: ModelName;
@@ -78,8 +68,8 @@ export interface RunSpec {
 }
 
 /** One local run; samples/s over the steps after the warm-up (step time only, not start-up or eval). */
-export async function measureRun(spec: RunSpec): Promise<RunMeasurement> {
-  const settings = parseLocalSettings({
+export async function measureRun(spec: RunSpec, configure: ConfigureRun): Promise<RunMeasurement> {
+  const settings = configure({
     model: spec.model,
     dataset: spec.dataset ?? 'fashion-mnist',
     'global-batch': String(spec.globalBatchSize),
@@ -93,10 +83,11 @@ export async function measureRun(spec: RunSpec): Promise<RunMeasurement> {
     'wire-dtype': spec.wireDtype ?? 'f32',
     ...(spec.slowdown ? { 'debug-slowdown': spec.slowdown.join(',') } : {}),
   });
-  const collector = new StepCollector();
+  const steps: StepRecord[] = [];
   // Step times only: the evaluations a run ends with (~0.9 s) would only slow the benchmark.
-  const report = await runLocal({ ...settings, timingOnly: true }, 'bench', collector, true);
-  const timed = collector.steps.slice(spec.warmupSteps);
+  const observer = { onStep: (record: StepRecord): void => void steps.push(record) };
+  const report = await launchLocal({ ...settings, timingOnly: true }, { command: 'bench', observer, log: () => {} });
+  const timed = steps.slice(spec.warmupSteps);
   const seconds = timed.reduce((a, r) => a + r.wallSeconds, 0);
   const samples = timed.reduce((a, r) => a + r.stats.samples, 0);
   return {
@@ -132,6 +123,7 @@ export function describePhases(run: RunMeasurement): string {
 export interface ScalingOptions {
   quick: boolean;
   log?: (line: string) => void;
+  configure: ConfigureRun;
 }
 
 /** Efficiency points for MLP and CNN at 1 and 2 workers. */
@@ -153,8 +145,8 @@ export async function benchScaling(options: ScalingOptions): Promise<{ scaling: 
     for (const b of batches) {
       const half = b / 2;
       // Alternate the order across pairs so drift on a shared machine does not favour one side.
-      const runOne = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed });
-      const runTwo = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed });
+      const runOne = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed }, options.configure);
+      const runTwo = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed }, options.configure);
       let one: RunMeasurement;
       let two: RunMeasurement;
       if (pair++ % 2 === 0) {
@@ -183,20 +175,13 @@ export async function benchBalance(options: ScalingOptions): Promise<BalancePoin
   const slowdown = [1, 3];
   const warmup = options.quick ? 10 : 30;
   const timed = options.quick ? 10 : 60;
-  const single = await measureRun({ model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed });
+  const single = await measureRun({ model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed }, options.configure);
   const capacity = slowdown.reduce((a, f) => a + single.samplesPerSecond / f, 0);
   const points: BalancePoint[] = [];
   for (const balance of ['equal', 'throughput'] as const) {
-    const run = await measureRun({ model: 'mlp', globalBatchSize: b, workers: 2, microBatch: micro, warmupSteps: warmup, timedSteps: timed, slowdown, balance });
+    const run = await measureRun({ model: 'mlp', globalBatchSize: b, workers: 2, microBatch: micro, warmupSteps: warmup, timedSteps: timed, slowdown, balance }, options.configure);
     points.push({ balance, slowdown, globalBatchSize: b, microBatch: micro, samplesPerSecond: run.samplesPerSecond, efficiencyVsCapacity: run.samplesPerSecond / capacity });
     log(`balance ${balance} (slowdown ${slowdown.join(',')}): ${run.samplesPerSecond.toFixed(0)}/s = ${((run.samplesPerSecond / capacity) * 100).toFixed(1)}% of capacity`);
   }
   return points;
-}
-
-if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const quick = process.argv.includes('--quick');
-  const log = (line: string): void => console.log(line);
-  await benchScaling({ quick, log });
-  await benchBalance({ quick, log });
 }

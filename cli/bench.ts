@@ -14,6 +14,7 @@ import { benchBalance, benchScaling, type BalancePoint, type ScalingPoint } from
 import { DEFAULT_MLP_PARAMS } from '../bench/support.js';
 import { benchTransport, type TransportResult } from '../bench/transport.js';
 import { OptionError } from '../shared/errors.js';
+import { parseLocalSettings } from './options.js';
 
 export const BENCH_SECTIONS = ['transport', 'reduce', 'scaling', 'balance', 'backends', 'peer'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
@@ -219,10 +220,10 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
     report.reduce = await benchReduce({ quick });
   });
   await section('scaling', 'local runs on 1 and 2 workers', async () => {
-    report.scaling = (await benchScaling({ quick, log: indented })).scaling;
+    report.scaling = (await benchScaling({ quick, log: indented, configure: parseLocalSettings })).scaling;
   });
   await section('balance', 'a slowed worker, equal vs throughput split', async () => {
-    report.balance = await benchBalance({ quick, log: indented });
+    report.balance = await benchBalance({ quick, log: indented, configure: parseLocalSettings });
   });
   await section('backends', 'wasm vs cpu', async () => {
     report.backends = await benchBackends({ quick, log: indented });

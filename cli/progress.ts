@@ -2,7 +2,9 @@
 // otherwise plain lines about every 5% of the run. Log lines print above the progress line.
 
 import type { Evaluation } from '../shared/evaluate.js';
-import type { StepRecord, TrainerObserver } from '../coordinator/trainer.js';
+import type { RunStart } from '../coordinator/coordinator.js';
+import type { RunObserver } from '../coordinator/launch-local.js';
+import type { StepRecord } from '../coordinator/trainer.js';
 
 function formatSeconds(seconds: number): string {
   if (!Number.isFinite(seconds)) return '?';
@@ -11,7 +13,7 @@ function formatSeconds(seconds: number): string {
   return `${m}m${String(Math.round(seconds - 60 * m)).padStart(2, '0')}s`;
 }
 
-export class ProgressReporter implements TrainerObserver {
+export class ProgressReporter implements RunObserver {
   private totalSteps = 0;
   private samplesPerSecond = 0;
   private secondsPerStep = 0;
@@ -30,6 +32,10 @@ export class ProgressReporter implements TrainerObserver {
   /** Sets the run length once it is known. */
   start(totalSteps: number): void {
     this.totalSteps = totalSteps;
+  }
+
+  onRunStart({ steps }: RunStart): void {
+    this.start(steps);
   }
 
   onStep(record: StepRecord): void {

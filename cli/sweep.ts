@@ -9,7 +9,7 @@ import { measuredScalingEfficiency } from '../shared/efficiency.js';
 import { describeError, hasCode, recoveryOf } from '../shared/errors.js';
 import { fitCriticalBatch } from '../shared/statistics/critical-batch.js';
 import { runLocal } from './local.js';
-import type { LocalSettings } from './options.js';
+import type { LocalRunConfig } from '../coordinator/launch-local.js';
 import { ProgressReporter } from './progress.js';
 
 export interface SweepSettings extends Omit<RunConfig, 'globalBatchSize' | 'microBatch' | 'lr' | 'report' | 'saveModel' | 'trace'> {
@@ -77,7 +77,7 @@ export async function runSweep(settings: SweepSettings, command: string, out: No
       for (const lr of settings.lrGrid) {
         index++;
         out.write(`\n[${index}/${total}] global batch ${globalBatchSize}, ${workers} worker${workers > 1 ? 's' : ''}, micro-batch ${microBatch}, lr ${lr}\n`);
-        const local: LocalSettings = { ...settings, globalBatchSize, microBatch: Math.min(microBatch, globalBatchSize), lr, workers, minWorkers: workers, debugSlowdown: [] };
+        const local: LocalRunConfig = { ...settings, globalBatchSize, microBatch: Math.min(microBatch, globalBatchSize), lr, workers, minWorkers: workers, debugSlowdown: [] };
         delete (local as Partial<SweepSettings>).report;
         const progress = new ProgressReporter(out);
         try {

@@ -2,27 +2,21 @@
 // but no evaluation at all — not the periodic one, the final one or the train-split one — and a
 // report whose accuracies say so with null. The same run without the flag evaluates.
 
-import type { ChildProcess } from 'node:child_process';
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { parseLocalSettings } from '../../cli/options.js';
-import { ProgressReporter } from '../../cli/progress.js';
-import { runCoordinator } from '../../coordinator/coordinator.js';
+import { launchLocal } from '../../coordinator/launch-local.js';
 import type { RunReport } from '../../coordinator/report.js';
-import type { Evaluation } from '../../shared/evaluate.js';
-import { startCli, SUBSET_DIR } from '../support/cli.js';
-import { watch } from '../support/processes.js';
+import type { TrainerObserver } from '../../coordinator/trainer.js';
+import { CLI, SUBSET_DIR } from '../support/cli.js';
 
-class EvalCounter extends ProgressReporter {
+/** Counts steps and records the steps evaluated after. */
+class EvalCounter implements TrainerObserver {
   readonly evals: number[] = [];
   steps = 0;
-  constructor() {
-    super(new Writable({ write: (_chunk, _encoding, done) => done() }), false);
-  }
-  override onStep(): void {
+  onStep(): void {
     this.steps++;
   }
-  override onEval(step: number, _evaluation: Evaluation): void {
+  onEval(step: number): void {
     this.evals.push(step);
   }
 }
@@ -40,36 +34,13 @@ const settings = parseLocalSettings({
   backend: 'auto',
 });
 
-const TOKEN = 'timing-only-test-token';
-
 /** The coordinator in this process (what `batchlab local` runs), two real worker processes. */
 async function run(timingOnly: boolean, observer: EvalCounter): Promise<RunReport> {
-  const workers: { child: ChildProcess; output: () => string }[] = [];
-  // Workers that all exit (a refused handshake, a crash) end the run instead of leaving it waiting.
-  const controller = new AbortController();
+  const lines: string[] = [];
   try {
-    return await runCoordinator(
-      { ...settings, timingOnly, host: '127.0.0.1', port: 0, token: TOKEN, syntheticTrain: undefined, syntheticTest: undefined, command: 'test' },
-      {
-        log: () => {},
-        observer,
-        signal: controller.signal,
-        onListening: ({ port }) => {
-          for (const name of ['w1', 'w2']) {
-            const child = startCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--name', name, '--metrics-port', 'off', '--data-dir', SUBSET_DIR], { BATCHLAB_TOKEN: TOKEN });
-            const watched = watch(child);
-            workers.push({ child, output: watched.output });
-            void watched.exit.then(() => {
-              if (workers.every((w) => w.child.exitCode !== null || w.child.signalCode !== null)) controller.abort(new Error('every worker exited'));
-            });
-          }
-        },
-      },
-    );
+    return await launchLocal({ ...settings, timingOnly }, { command: 'test', observer, log: (line) => lines.push(line), cliPath: CLI });
   } catch (error) {
-    throw new Error(`${String(error)}\nworker output:\n${workers.map((w) => w.output()).join('\n')}`);
-  } finally {
-    for (const w of workers) if (w.child.exitCode === null) w.child.kill('SIGKILL');
+    throw new Error(`${String(error)}\nrun output:\n${lines.join('\n')}`);
   }
 }
 
