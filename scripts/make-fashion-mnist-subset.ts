@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     if (images.count < n || labels.length < n) throw new Error(`${s.images} holds ${images.count} samples, fewer than the ${n} requested`);
     const size = images.rows * images.cols;
     const subsetLabels = labels.subarray(0, n);
-    perClass[s.split] = classCounts(subsetLabels);
+    perClass[s.split] = classCounts(subsetLabels, s.labels);
     console.log(`${s.split}: first ${n} of ${images.count} samples; per class: ${perClass[s.split].join(' ')}`);
     checkBalance(s.split, perClass[s.split], n);
     await writeIdxFile(join(outDir, `${s.imageName}.gz`), { dims: [n, images.rows, images.cols], data: images.pixels.subarray(0, n * size) });
@@ -64,9 +64,15 @@ function positiveInt(flag: string, text: string | undefined): number {
   return n;
 }
 
-function classCounts(labels: Uint8Array): number[] {
+function classCounts(labels: Uint8Array, file: string): number[] {
   const counts = new Array<number>(CLASS_NAMES.length).fill(0);
-  for (const label of labels) counts[label]++;
+  for (let i = 0; i < labels.length; i++) {
+    const label = labels[i]!;
+    if (label >= counts.length) {
+      throw new Error(`IDX file ${file}: expected labels 0..${counts.length - 1}, found ${label} at sample ${i}; is this the Fashion-MNIST label file?`);
+    }
+    counts[label]! += 1;
+  }
   return counts;
 }
 

@@ -88,13 +88,13 @@ export function gatherSamples(
   const labels = new Int32Array(n);
   const src = split.images;
   for (let k = 0; k < n; k++) {
-    const i = indices[k];
+    const i = indices[k]!;
     if (!Number.isInteger(i) || i < 0 || i >= split.count) {
       throw new RangeError(`gatherSamples: index ${i} at position ${k} is outside [0, ${split.count})`);
     }
     const start = i * size;
     images.set(src.subarray(start, start + size), k * size);
-    labels[k] = split.labels[i];
+    labels[k] = split.labels[i]!;
   }
   return { images, labels };
 }

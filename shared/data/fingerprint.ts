@@ -20,7 +20,7 @@ export class Fnv1a32 {
   /** Hashes every byte of `bytes`. */
   bytes(bytes: Uint8Array): this {
     let h = this.hash;
-    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
+    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
     this.hash = h;
     return this;
   }
@@ -29,8 +29,8 @@ export class Fnv1a32 {
   strided(bytes: Uint8Array, maxSamples: number): this {
     const stride = Math.max(1, Math.floor(bytes.length / maxSamples)) | 1;
     let h = this.hash;
-    for (let i = 0; i < bytes.length; i += stride) h = Math.imul(h ^ bytes[i], 0x01000193);
-    if (bytes.length > 0) h = Math.imul(h ^ bytes[bytes.length - 1], 0x01000193);
+    for (let i = 0; i < bytes.length; i += stride) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+    if (bytes.length > 0) h = Math.imul(h ^ bytes[bytes.length - 1]!, 0x01000193);
     this.hash = h;
     return this;
   }

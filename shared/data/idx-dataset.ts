@@ -116,7 +116,7 @@ function checkSplit(imageFile: string, labelFile: string, images: IdxImages, lab
     throw new Error(`IDX file ${labelFile}: expected ${images.count} labels to match ${imageFile}, found ${labels.length}`);
   }
   for (let i = 0; i < labels.length; i++) {
-    if (labels[i] >= NUM_CLASSES) {
+    if (labels[i]! >= NUM_CLASSES) {
       throw new Error(`IDX file ${labelFile}: expected labels 0..${NUM_CLASSES - 1}, found ${labels[i]} at sample ${i}`);
     }
   }

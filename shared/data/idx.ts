@@ -71,9 +71,9 @@ export function parseIdx(raw: Uint8Array, file: string, expectedRank?: number): 
   if (raw.length < 4) {
     throw new Error(`IDX file ${file}: expected at least a 4-byte header, found ${raw.length} bytes`);
   }
-  const magic = ((raw[0] << 24) | (raw[1] << 16) | (raw[2] << 8) | raw[3]) >>> 0;
-  const type = raw[2];
-  const rank = raw[3];
+  const magic = ((raw[0]! << 24) | (raw[1]! << 16) | (raw[2]! << 8) | raw[3]!) >>> 0;
+  const type = raw[2]!;
+  const rank = raw[3]!;
   if (raw[0] !== 0 || raw[1] !== 0 || rank === 0) {
     throw new Error(`IDX file ${file}: expected magic number 0x0000080N (IDX, unsigned bytes, N dimensions), found ${hex(magic, 8)}; is this an IDX file?`);
   }
@@ -182,6 +182,9 @@ export async function writeIdxFile(path: string, tensor: IdxTensor, options: { g
 export async function readIdxImages(path: string): Promise<IdxImages> {
   const { dims, data } = await readIdxFile(path, 3);
   const [count, rows, cols] = dims;
+  if (count === undefined || rows === undefined || cols === undefined) {
+    throw new Error(`IDX file ${path}: expected 3 dimensions (count, rows, cols), found ${dims.length}`);
+  }
   if (rows === 0 || cols === 0) {
     throw new Error(`IDX file ${path}: expected images of at least 1 × 1 pixels, found ${rows} × ${cols}`);
   }

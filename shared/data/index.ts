@@ -51,7 +51,8 @@ async function loadFileDataset(name: FileDatasetName, opts: DatasetOptions): Pro
   const embedded = embeddedSubsetDir();
   const fileList = Object.values(IDX_FILE_NAMES).map((f) => `${f}.gz`).join(', ');
   if (opts.dataDir !== undefined) {
-    const dir = dirs[0];
+    // With --data-dir the search is that one resolved directory.
+    const dir = dirs[0]!;
     if (!existsSync(dir)) throw new Error(`${name}: data directory ${dir} (from --data-dir) does not exist; expected it to hold ${fileList}`);
     const scan = scanIdxDirectory(dir);
     if (!scan.complete) {

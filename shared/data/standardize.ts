@@ -15,16 +15,16 @@ export function byteStats(pixels: Uint8Array): PixelStats {
   const n = pixels.length;
   const whole = n - (n % 4);
   for (let i = 0; i < whole; i += 4) {
-    lanes[pixels[i]]++;
-    lanes[256 + pixels[i + 1]]++;
-    lanes[512 + pixels[i + 2]]++;
-    lanes[768 + pixels[i + 3]]++;
+    lanes[pixels[i]!]!++;
+    lanes[256 + pixels[i + 1]!]!++;
+    lanes[512 + pixels[i + 2]!]!++;
+    lanes[768 + pixels[i + 3]!]!++;
   }
-  for (let i = whole; i < n; i++) lanes[pixels[i]]++;
+  for (let i = whole; i < n; i++) lanes[pixels[i]!]!++;
   let sum = 0;
   let sumSquares = 0;
   for (let v = 0; v < 256; v++) {
-    const count = lanes[v] + lanes[256 + v] + lanes[512 + v] + lanes[768 + v];
+    const count = lanes[v]! + lanes[256 + v]! + lanes[512 + v]! + lanes[768 + v]!;
     const x = v / 255;
     sum += count * x;
     sumSquares += count * x * x;
@@ -35,11 +35,11 @@ export function byteStats(pixels: Uint8Array): PixelStats {
 /** Mean and standard deviation of float pixel values (accumulated in double precision). */
 export function floatStats(values: Float32Array): PixelStats {
   let sum = 0;
-  for (let i = 0; i < values.length; i++) sum += values[i];
+  for (let i = 0; i < values.length; i++) sum += values[i]!;
   const mean = values.length > 0 ? sum / values.length : 0;
   let squares = 0;
   for (let i = 0; i < values.length; i++) {
-    const d = values[i] - mean;
+    const d = values[i]! - mean;
     squares += d * d;
   }
   return { mean, std: safeStd(values.length > 0 ? Math.sqrt(squares / values.length) : 0) };
@@ -50,14 +50,14 @@ export function standardizeBytes(pixels: Uint8Array, stats: PixelStats): Float32
   const table = new Float32Array(256);
   for (let v = 0; v < 256; v++) table[v] = (v / 255 - stats.mean) / stats.std;
   const out = new Float32Array(pixels.length);
-  for (let i = 0; i < pixels.length; i++) out[i] = table[pixels[i]];
+  for (let i = 0; i < pixels.length; i++) out[i] = table[pixels[i]!]!;
   return out;
 }
 
 /** Standardizes float pixels in place: `(x - mean) / std`. Returns `values`. */
 export function standardizeFloatsInPlace(values: Float32Array, stats: PixelStats): Float32Array {
   const { mean, std } = stats;
-  for (let i = 0; i < values.length; i++) values[i] = (values[i] - mean) / std;
+  for (let i = 0; i < values.length; i++) values[i] = (values[i]! - mean) / std;
   return values;
 }
 

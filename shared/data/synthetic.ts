@@ -80,13 +80,13 @@ function makePrototypes(random: SeededRandom): Float32Array[] {
         for (let x = 0; x < SIDE; x++) {
           const dx = (x - cx) / sx;
           const dy = (y - cy) / sy;
-          image[y * SIDE + x] += weight * Math.exp(-0.5 * (dx * dx + dy * dy));
+          image[y * SIDE + x]! += weight * Math.exp(-0.5 * (dx * dx + dy * dy));
         }
       }
     }
     let peak = 0;
     for (const v of image) peak = Math.max(peak, v);
-    for (let i = 0; i < image.length; i++) image[i] /= peak;
+    for (let i = 0; i < image.length; i++) image[i]! /= peak;
     prototypes.push(image);
   }
   return prototypes;
@@ -99,13 +99,13 @@ function makeSplit(prototypes: Float32Array[], count: number, random: SeededRand
   for (let i = 0; i < count; i++) labels[i] = i % NUM_CLASSES;
   for (let i = count - 1; i > 0; i--) {
     const j = Math.floor(random.next() * (i + 1));
-    const t = labels[i];
-    labels[i] = labels[j];
+    const t = labels[i]!;
+    labels[i] = labels[j]!;
     labels[j] = t;
   }
   const images = new Float32Array(count * size);
   for (let i = 0; i < count; i++) {
-    const prototype = prototypes[labels[i]];
+    const prototype = prototypes[labels[i]!]!;
     const contrast = 1 + CONTRAST_JITTER * (2 * random.next() - 1);
     const dx = Math.floor(random.next() * (2 * MAX_SHIFT + 1)) - MAX_SHIFT;
     const dy = Math.floor(random.next() * (2 * MAX_SHIFT + 1)) - MAX_SHIFT;
@@ -114,7 +114,7 @@ function makeSplit(prototypes: Float32Array[], count: number, random: SeededRand
       const sy = y - dy;
       for (let x = 0; x < SIDE; x++) {
         const sx = x - dx;
-        const value = sy >= 0 && sy < SIDE && sx >= 0 && sx < SIDE ? contrast * prototype[sy * SIDE + sx] : 0;
+        const value = sy >= 0 && sy < SIDE && sx >= 0 && sx < SIDE ? contrast * prototype[sy * SIDE + sx]! : 0;
         images[offset + y * SIDE + x] = value + NOISE_STD * random.normal();
       }
     }

@@ -63,7 +63,7 @@ describe('checkpoints', () => {
     const dir = freshDir();
     const path = await saveCheckpoint(dir, sample());
     const bytes = readFileSync(path);
-    bytes[bytes.length - 3] ^= 0xff;
+    bytes[bytes.length - 3]! ^= 0xff;
     writeFileSync(path, bytes);
     await expect(loadCheckpoint(dir)).rejects.toThrow(/SHA-256 \(torn write or edited file\)/);
   });

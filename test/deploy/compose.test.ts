@@ -120,7 +120,9 @@ describe('deploy/compose.yaml', () => {
     // The datasource file reads its URL from BATCHLAB_PROMETHEUS_URL: point it at the prometheus service.
     const datasource = readFileSync(join(DEPLOY, '../grafana/provisioning/datasources/prometheus.yaml'), 'utf8');
     expect(datasource).toContain('BATCHLAB_PROMETHEUS_URL');
-    const url = new URL(serviceEnvironment(grafana).BATCHLAB_PROMETHEUS_URL);
+    const prometheusUrl = serviceEnvironment(grafana).BATCHLAB_PROMETHEUS_URL;
+    expect(prometheusUrl, 'BATCHLAB_PROMETHEUS_URL in the grafana service environment').toBeDefined();
+    const url = new URL(prometheusUrl!);
     expect(Object.keys(model.services)).toContain(url.hostname);
     expect(url.port).toBe('9090');
   });

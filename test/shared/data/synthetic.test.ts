@@ -21,8 +21,8 @@ function linearProbeAccuracy(ds: Dataset, steps: number, batch: number, lr: numb
   const random = createRandom(99);
   const logits = (x: Float32Array, offset: number) => {
     for (let k = 0; k < c; k++) {
-      let s = b[k];
-      for (let j = 0; j < d; j++) s += x[offset + j] * w[j * c + k];
+      let s = b[k]!;
+      for (let j = 0; j < d; j++) s += x[offset + j]! * w[j * c + k]!;
       z[k] = s;
     }
   };
@@ -34,21 +34,21 @@ function linearProbeAccuracy(ds: Dataset, steps: number, batch: number, lr: numb
       logits(ds.train.images, i * d);
       const max = Math.max(...z);
       let sum = 0;
-      for (let k = 0; k < c; k++) sum += (z[k] = Math.exp(z[k] - max));
+      for (let k = 0; k < c; k++) sum += (z[k] = Math.exp(z[k]! - max));
       for (let k = 0; k < c; k++) {
-        const g = z[k] / sum - (k === ds.train.labels[i] ? 1 : 0);
-        gb[k] += g;
-        for (let j = 0; j < d; j++) gw[j * c + k] += g * ds.train.images[i * d + j];
+        const g = z[k]! / sum - (k === ds.train.labels[i] ? 1 : 0);
+        gb[k]! += g;
+        for (let j = 0; j < d; j++) gw[j * c + k]! += g * ds.train.images[i * d + j]!;
       }
     }
-    for (let j = 0; j < w.length; j++) w[j] -= (lr * gw[j]) / batch;
-    for (let k = 0; k < c; k++) b[k] -= (lr * gb[k]) / batch;
+    for (let j = 0; j < w.length; j++) w[j]! -= (lr * gw[j]!) / batch;
+    for (let k = 0; k < c; k++) b[k]! -= (lr * gb[k]!) / batch;
   }
   let correct = 0;
   for (let i = 0; i < ds.test.count; i++) {
     logits(ds.test.images, i * d);
     let best = 0;
-    for (let k = 1; k < c; k++) if (z[k] > z[best]) best = k;
+    for (let k = 1; k < c; k++) if (z[k]! > z[best]!) best = k;
     if (best === ds.test.labels[i]) correct++;
   }
   return correct / ds.test.count;
