@@ -1,0 +1,38 @@
+// Docs that name code must match it: every source file is in ARCHITECTURE.md's table, every
+// reject and re-issue reason in METRICS.md, every error code in PROTOCOL.md's table.
+
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ERROR_CODES } from '../../shared/errors.js';
+import { REASSIGN_REASONS, REJECT_REASONS } from '../../shared/reasons.js';
+import { ROOT } from '../support/cli.js';
+
+const doc = (name: string): string => readFileSync(join(ROOT, 'docs', name), 'utf8');
+
+/** Source files directly in `folder` (sub-folders are named as a whole in the table). */
+function topLevelSources(folder: string): string[] {
+  return readdirSync(join(ROOT, folder), { withFileTypes: true })
+    .filter((e) => e.isFile() && e.name.endsWith('.ts'))
+    .map((e) => `${folder}/${e.name}`);
+}
+
+describe('docs that name code', () => {
+  it('ARCHITECTURE.md names every source file of cli/, coordinator/, worker/ and shared/', () => {
+    const table = doc('ARCHITECTURE.md').split('## The parts')[1]!.split('\n## ')[0]!;
+    const files = ['cli', 'coordinator', 'worker', 'shared'].flatMap(topLevelSources);
+    expect(files.length).toBeGreaterThan(40);
+    expect(files.filter((f) => !table.includes(`\`${f}\``))).toEqual([]);
+    expect(table).toContain('`bench/`');
+  });
+
+  it('METRICS.md lists every reject and re-issue reason', () => {
+    const metrics = doc('METRICS.md');
+    expect([...REJECT_REASONS, ...REASSIGN_REASONS].filter((r) => !metrics.includes(`\`${r}\``))).toEqual([]);
+  });
+
+  it("PROTOCOL.md's error table has every error code", () => {
+    const table = doc('PROTOCOL.md').split('## Error codes')[1]!.split('\n## ')[0]!;
+    expect(ERROR_CODES.filter((code) => !table.includes(`\`${code}\``))).toEqual([]);
+  });
+});
