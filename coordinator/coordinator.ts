@@ -20,7 +20,8 @@ import { TargetTracker } from './target.js';
 import { TraceRecorder } from './trace.js';
 import { combineObservers, train, type TrainerObserver, type TrainerParts, type TrainingOutcome, type TrainingProgress } from './trainer.js';
 
-export interface CoordinatorOptions extends RunConfig {
+/** A coordinator's validated configuration (what `batchlab coordinator` options parse into). */
+export interface CoordinatorConfig extends RunConfig {
   host: string;
   port: number;
   /** null: no token required (loopback demos only). */
@@ -28,6 +29,9 @@ export interface CoordinatorOptions extends RunConfig {
   /** PEM files: serve wss:// when both are given. */
   tlsCert?: string;
   tlsKey?: string;
+}
+
+export interface CoordinatorOptions extends CoordinatorConfig {
   /** Written into the report's `command` field. */
   command: string;
   /**

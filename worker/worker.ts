@@ -20,7 +20,8 @@ import { PROTOCOL_VERSION, type Message, type WelcomeMessage, type WorkMessage }
 import { EpochSampler } from '../shared/sampler.js';
 import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
 
-export interface WorkerOptions {
+/** A worker's validated configuration (what `batchlab worker` options parse into). */
+export interface WorkerConfig {
   connect: string;
   token: string | null;
   backend: BackendName;
@@ -34,11 +35,14 @@ export interface WorkerOptions {
   /** PEM file of certificates to trust for wss://. */
   ca?: string;
   /** Client masking key: all-zero ('zero'), random, or zero only on loopback/wss ('auto'). */
-  clientMask?: ClientMask;
+  clientMask: ClientMask;
   /** Most micro-batches per step this worker takes (reported in hello); null: no limit. */
-  maxMicroBatches?: number | null;
+  maxMicroBatches: number | null;
   /** >= 1: sleep (factor − 1) × compute time after each micro-batch, to test load balancing. */
-  debugSlowdown?: number;
+  debugSlowdown: number;
+}
+
+export interface WorkerOptions extends WorkerConfig {
   log: (line: string) => void;
 }
 
