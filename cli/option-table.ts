@@ -354,9 +354,16 @@ const LOCAL_WORKERS = {
   parse: (raw, name) => readInteger(raw, name, 1, MAX_LOCAL_WORKERS),
 } as const satisfies OptionSpec<number>;
 
-/** `local`: the training options and the worker processes to start. */
+/** `local`: the training options, the worker processes to start, and --min-workers raised to their count. */
 export const LOCAL_TABLE = {
   ...TRAINING_TABLE,
+  // Every started worker is waited for: parseLocalSettings raises --min-workers to --workers.
+  'min-workers': {
+    kind: 'string',
+    defaultText: '--workers',
+    help: 'live workers needed for a step; with fewer, the coordinator waits (never below --workers)',
+    parse: TRAINING_TABLE['min-workers'].parse,
+  },
   workers: LOCAL_WORKERS,
   'debug-slowdown': {
     kind: 'string',
