@@ -2,6 +2,7 @@
 // option table (cli/option-table.ts) gives for that command: `local --min-workers` is --workers, not 1.
 
 import { describe, expect, it } from 'vitest';
+import { BENCH_SECTIONS } from '../../cli/bench.js';
 import {
   BENCH_TABLE,
   COORDINATOR_TABLE,
@@ -82,5 +83,9 @@ describe('batchlab <command> --help', () => {
     const blocks = await help('local', { BATCHLAB_MICRO_BATCH: '16', BATCHLAB_MIN_WORKERS: '3' });
     expect(blocks.get('micro-batch')).toContain('[default: "16"]');
     expect(blocks.get('min-workers')).toContain('[default: "3"]');
+  });
+
+  it("bench --only names the sections cli/bench.ts runs (they live there, so the table's help repeats them)", () => {
+    expect(BENCH_TABLE.only.help).toMatch(new RegExp(`: ${BENCH_SECTIONS.join(', ')}$`));
   });
 });
