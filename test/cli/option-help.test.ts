@@ -48,7 +48,7 @@ function showDefault(value: string | boolean): string {
 const seen = new Map<string, Promise<Map<string, string>>>();
 
 /** The option texts of `batchlab <command> --help`, started once per command and environment. */
-function help(command: string, env: Record<string, string> = {}): Promise<Map<string, string>> {
+function readHelp(command: string, env: Record<string, string> = {}): Promise<Map<string, string>> {
   const key = JSON.stringify([command, env]);
   if (!seen.has(key)) {
     seen.set(
@@ -65,7 +65,7 @@ function help(command: string, env: Record<string, string> = {}): Promise<Map<st
 describe('batchlab <command> --help', () => {
   it.each(Object.keys(COMMANDS))('%s shows every option with the default of the option table', async (command) => {
     const table = COMMANDS[command]!;
-    const blocks = await help(command);
+    const blocks = await readHelp(command);
     expect([...blocks.keys()].filter((n) => n !== 'help' && n !== 'version')).toEqual(Object.keys(table));
     for (const [name, spec] of Object.entries(table)) {
       const shown = /\[default: ([^\]]*)\]/.exec(blocks.get(name)!)?.[1];
@@ -75,12 +75,12 @@ describe('batchlab <command> --help', () => {
   });
 
   it('local --min-workers: every started worker is waited for, so the default is --workers, not 1', async () => {
-    expect((await help('local')).get('min-workers')).toContain('[default: --workers]');
-    expect((await help('coordinator')).get('min-workers')).toContain('[default: "1"]');
+    expect((await readHelp('local')).get('min-workers')).toContain('[default: --workers]');
+    expect((await readHelp('coordinator')).get('min-workers')).toContain('[default: "1"]');
   });
 
   it('shows a BATCHLAB_<OPTION> value as the default, in place of a described one', async () => {
-    const blocks = await help('local', { BATCHLAB_MICRO_BATCH: '16', BATCHLAB_MIN_WORKERS: '3' });
+    const blocks = await readHelp('local', { BATCHLAB_MICRO_BATCH: '16', BATCHLAB_MIN_WORKERS: '3' });
     expect(blocks.get('micro-batch')).toContain('[default: "16"]');
     expect(blocks.get('min-workers')).toContain('[default: "3"]');
   });

@@ -45,7 +45,7 @@ function readCell(markdown: string): string | undefined {
   return text === '' || text === '–' ? undefined : text;
 }
 
-/** The rows of the markdown table that follows `caption`. A row of several options gives their defaults comma-separated. */
+/** The rows of the markdown table after `caption`; a row of several options gives their defaults comma-separated. */
 function readTable(reference: string, caption: string): Entry[] {
   const start = reference.indexOf(caption);
   expect(start, `README.md's CLI reference has "${caption}"`).toBeGreaterThan(-1);
