@@ -110,12 +110,12 @@ function stockMicroBatch(gm: GradientModel, images: Float32Array, labels: Int32A
     let logits: tf.Tensor | null = null;
     const { value, grads } = tf.variableGrads(() => {
       logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor);
-      return tf.losses.softmaxCrossEntropy(y, logits, undefined, 0, tf.Reduction.SUM) as tf.Scalar;
+      return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
     }, vars);
     lossSum = value.dataSync()[0]!;
     correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'int32')).dataSync()[0]!;
     (logits as tf.Tensor | null)?.dispose();
-    return tf.concat(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))) as tf.Tensor1D;
+    return tf.concat<tf.Tensor1D>(vars.map((v) => tf.reshape(grads[v.name]!, [-1])));
   });
   const gradSum = Float32Array.from(flat.dataSync() as Float32Array);
   flat.dispose();
@@ -200,10 +200,10 @@ function opTimings(b: number, reps: number): OpTiming[] {
     const k = dims[l]!;
     const n = dims[l + 1]!;
     const flops = 2 * b * k * n;
-    const x = tf.randomNormal([b, k]) as tf.Tensor2D;
-    const w = tf.randomNormal([k, n]) as tf.Tensor2D;
-    const bias = tf.randomNormal([n]) as tf.Tensor1D;
-    const dy = tf.randomNormal([b, n]) as tf.Tensor2D;
+    const x = tf.randomNormal<tf.Rank.R2>([b, k]);
+    const w = tf.randomNormal<tf.Rank.R2>([k, n]);
+    const bias = tf.randomNormal<tf.Rank.R1>([n]);
+    const dy = tf.randomNormal<tf.Rank.R2>([b, n]);
     const name = `L${l + 1}`;
     add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'matMul NN', flops, () => tf.matMul(x, w));
     add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'fused matMul + bias + relu', flops, () => tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }));
@@ -212,7 +212,7 @@ function opTimings(b: number, reps: number): OpTiming[] {
     add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'fused, new W tensor (repack)', flops, () =>
       tf.fused.matMul({ a: x, b: tf.tensor2d(wValues, [k, n]), bias, activation: 'relu' }),
     );
-    const wT = tf.randomNormal([n, k + 1]) as tf.Tensor2D;
+    const wT = tf.randomNormal<tf.Rank.R2>([n, k + 1]);
     const xTValues = tf.randomNormal([k + 1, b]).dataSync() as Float32Array;
     add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'transposed [Wᵀ|b]·[xᵀ;1], new xᵀ', flops, () =>
       tf.fused.matMul({ a: wT, b: tf.tensor2d(xTValues, [k + 1, b]), activation: 'relu' }),

@@ -91,7 +91,7 @@ function measure(params: number, replies: number, optimizerName: OptimizerName, 
  * The headline is the default MLP's size (235,146 parameters) with 2 replies and Adam; more points
  * show a 25M-parameter model, more replies and SGD.
  */
-export async function benchReduce(options: { quick: boolean }): Promise<ReduceResult> {
+export function benchReduce(options: { quick: boolean }): ReduceResult {
   const rounds = options.quick ? 5 : 9;
   const points: ReducePoint[] = [measure(DEFAULT_MLP_PARAMS, 2, 'adam', rounds), measure(DEFAULT_MLP_PARAMS, 8, 'adam', rounds), measure(DEFAULT_MLP_PARAMS, 2, 'sgd', rounds)];
   if (!options.quick) points.push(measure(25_000_000, 2, 'adam', 3));
@@ -99,7 +99,7 @@ export async function benchReduce(options: { quick: boolean }): Promise<ReduceRe
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const result = await benchReduce({ quick: process.argv.includes('--quick') });
+  const result = benchReduce({ quick: process.argv.includes('--quick') });
   for (const p of result.points) {
     console.log(`${p.params} params × ${p.replies} replies, ${p.optimizer}: reduce+apply ${(p.paramsPerSecond / 1e6).toFixed(0)}M/s, add loop ${(p.addLoopParamsPerSecond / 1e6).toFixed(0)}M/s, ratio ${p.vsJsAddLoopRatio.toFixed(3)}`);
   }

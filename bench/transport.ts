@@ -136,7 +136,7 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
   const sizes = options.messageBytes ?? [940_000, 20_000_000];
   const sink = spawn(process.execPath, [SELF, '--sink'], { stdio: ['pipe', 'pipe', 'inherit'] });
   try {
-    const [line] = (await once(createInterface({ input: sink.stdout! }), 'line')) as [string];
+    const [line] = (await once(createInterface({ input: sink.stdout }), 'line')) as [string];
     const { rawPort, wsPort } = JSON.parse(line) as { rawPort: number; wsPort: number };
     const socket = createConnection({ port: rawPort, host: '127.0.0.1', noDelay: true });
     await once(socket, 'connect');
@@ -212,7 +212,7 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
     // The headline is the largest message: a model-sized gradient (20 MB = 5M float32 parameters).
     return { ...points[points.length - 1]!, points, bufferutil: await hasBufferutil(), wsRoundTripSeconds: median(trips) };
   } finally {
-    sink.stdin!.end();
+    sink.stdin.end();
     sink.kill();
   }
 }

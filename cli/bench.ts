@@ -14,6 +14,7 @@ import { benchBalance, benchScaling, type BalancePoint, type ScalingPoint } from
 import { DEFAULT_MLP_PARAMS } from '../bench/support.js';
 import { benchTransport, type TransportResult } from '../bench/transport.js';
 import { OptionError } from '../shared/errors.js';
+import { readText } from './option-values.js';
 import { parseLocalSettings } from './options.js';
 
 export const BENCH_SECTIONS = ['transport', 'reduce', 'scaling', 'balance', 'backends', 'peer'] as const;
@@ -110,7 +111,7 @@ function checkModel(report: BenchReport): BenchReport['model'] {
 }
 
 export function parseBenchSettings(raw: Record<string, unknown>): BenchSettings {
-  const only = raw.only === undefined ? undefined : String(raw.only).trim();
+  const only = readText(raw, 'only');
   let sections: BenchSection[] = [...BENCH_SECTIONS];
   if (only !== undefined) {
     const names = only.split(',').map((s) => s.trim());
@@ -118,7 +119,7 @@ export function parseBenchSettings(raw: Record<string, unknown>): BenchSettings 
     if (bad !== undefined || names.length === 0) throw new OptionError('only', only, `comma-separated sections from ${BENCH_SECTIONS.join(', ')}`);
     sections = names as BenchSection[];
   }
-  const json = raw.json === undefined ? undefined : String(raw.json).trim();
+  const json = readText(raw, 'json');
   if (json === '') throw new OptionError('json', '', 'a file name for the JSON report');
   return { quick: raw.quick === true, sections, ...(json ? { json } : {}) };
 }
@@ -216,8 +217,9 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
   await section('transport', 'raw TCP vs ws on loopback', async () => {
     report.transport = await benchTransport({ quick });
   });
-  await section('reduce', 'reduce+apply vs a plain add loop', async () => {
-    report.reduce = await benchReduce({ quick });
+  await section('reduce', 'reduce+apply vs a plain add loop', () => {
+    report.reduce = benchReduce({ quick });
+    return Promise.resolve();
   });
   await section('scaling', 'local runs on 1 and 2 workers', async () => {
     report.scaling = (await benchScaling({ quick, log: indented, configure: parseLocalSettings })).scaling;

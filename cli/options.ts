@@ -51,7 +51,7 @@ export type TrainingSettings = RunConfig;
 
 /** Validates the training options; throws OptionError on the first bad one. */
 export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
-  const read = <K extends keyof typeof TRAINING_TABLE & string>(name: K) => readOption(TRAINING_TABLE, raw, name);
+  const read = <K extends keyof typeof TRAINING_TABLE>(name: K) => readOption(TRAINING_TABLE, raw, name);
   const model = read('model');
   const dataset = read('dataset');
   const globalBatchSize = read('global-batch');
@@ -132,7 +132,7 @@ export type CoordinatorSettings = CoordinatorConfig;
 
 /** Validates `coordinator` options: a token is required unless --insecure. */
 export function parseCoordinatorSettings(raw: RawOptions): CoordinatorSettings {
-  const read = <K extends keyof typeof COORDINATOR_TABLE & string>(name: K) => readOption(COORDINATOR_TABLE, raw, name);
+  const read = <K extends keyof typeof COORDINATOR_TABLE>(name: K) => readOption(COORDINATOR_TABLE, raw, name);
   const training = parseTrainingSettings(raw);
   const token = read('token');
   if (!token && !read('insecure')) {
@@ -166,7 +166,7 @@ export function parseLocalSettings(raw: RawOptions): LocalSettings {
 
 /** Validates `sweep` options: lists of batch sizes and worker counts, an optional LR grid. */
 export function parseSweepSettings(raw: RawOptions): SweepSettings {
-  const read = <K extends keyof typeof SWEEP_TABLE & string>(name: K) => readOption(SWEEP_TABLE, raw, name);
+  const read = <K extends keyof typeof SWEEP_TABLE>(name: K) => readOption(SWEEP_TABLE, raw, name);
   const globalBatches = read('global-batch');
   const workerCounts = read('workers');
   const smallest = Math.min(...globalBatches);
@@ -209,7 +209,7 @@ export type WorkerSettings = WorkerConfig;
 
 /** Validates `worker` options; the address may come from MASTER_ADDR/MASTER_PORT as launchers set them. */
 export function parseWorkerSettings(raw: RawOptions, env: NodeJS.ProcessEnv): WorkerSettings {
-  const read = <K extends keyof typeof WORKER_TABLE & string>(name: K) => readOption(WORKER_TABLE, raw, name);
+  const read = <K extends keyof typeof WORKER_TABLE>(name: K) => readOption(WORKER_TABLE, raw, name);
   let connect = read('connect');
   if (!connect && env.MASTER_ADDR) {
     connect = `ws://${env.MASTER_ADDR}:${env.MASTER_PORT ?? COORDINATOR_TABLE.port.default}`;

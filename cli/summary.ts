@@ -37,11 +37,11 @@ export function formatSweepSummary(report: SweepReport): string {
     String(p.workers),
     String(p.learningRate),
     p.status,
-    p.samplesPerSecond == null ? '-' : Math.round(p.samplesPerSecond).toLocaleString('en-US'),
+    p.samplesPerSecond === null || p.samplesPerSecond === undefined ? '-' : Math.round(p.samplesPerSecond).toLocaleString('en-US'),
     pct(p.measuredScalingEfficiency),
     p.stepsToTarget === null ? '-' : String(p.stepsToTarget),
     pct(p.evalAccuracy ?? null),
-    p.gradientNoiseScale == null ? '-' : String(Math.round(p.gradientNoiseScale)),
+    p.gradientNoiseScale === null || p.gradientNoiseScale === undefined ? '-' : String(Math.round(p.gradientNoiseScale)),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string => `  ${cells.map((c, i) => c.padStart(widths[i]!)).join('  ')}`;

@@ -23,7 +23,7 @@ async function writeAtomically(path: string, text: string): Promise<void> {
 export function sweepCsv(report: SweepReport): string {
   const cell = (v: unknown): string => {
     if (v === null || v === undefined) return '';
-    const s = typeof v === 'number' ? String(+v.toPrecision(8)) : String(v);
+    const s = typeof v === 'number' ? String(+v.toPrecision(8)) : typeof v === 'string' ? v : JSON.stringify(v);
     return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   };
   const rows = report.points.map((p) => CSV_COLUMNS.map((c) => cell((p as unknown as Record<string, unknown>)[c])).join(','));
@@ -73,7 +73,7 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
         { mark: { type: 'line', point: true }, encoding: { x: batchAxis, y: { field: 'efficiency', type: 'quantitative', title: 'scaling efficiency', scale: { domain: [0, 1.1] } }, color: { field: 'workers', type: 'nominal' } } },
         { mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { y: { datum: 1 } } },
       ],
-    } as TopLevelSpec,
+    },
   });
   charts.push(
     singleChart(
@@ -133,7 +133,7 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
       ),
     );
   }
-  const gap = points.filter((p) => p.trainAccuracy != null && p.evalAccuracy != null);
+  const gap = points.filter((p) => typeof p.trainAccuracy === 'number' && typeof p.evalAccuracy === 'number');
   if (gap.length > 0) {
     charts.push(
       singleChart(
@@ -151,8 +151,8 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
   return charts;
 }
 
-const escape = (s: unknown): string => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-const fmt = (v: unknown, digits = 3): string => (typeof v === 'number' && Number.isFinite(v) ? String(+v.toPrecision(digits)) : v === null || v === undefined ? '–' : escape(v));
+const escape = (s: string | number | boolean | null | undefined): string => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+const fmt = (v: string | number | boolean | null | undefined, digits = 3): string => (typeof v === 'number' && Number.isFinite(v) ? String(+v.toPrecision(digits)) : v === null || v === undefined ? '–' : escape(v));
 
 /** The self-contained HTML page: summary, charts as inline SVG, and the table of points. */
 export async function renderSweepHtml(report: SweepReport): Promise<string> {

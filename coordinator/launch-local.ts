@@ -90,7 +90,7 @@ function spawnWorker(index: number, port: number, token: string, config: LocalRu
   // Own process group: a terminal's Ctrl-C reaches only this process, which then stops the
   // workers in order (shutdown frame) instead of them dying mid-step.
   const child = spawn(process.execPath, args, { env: { ...process.env, BATCHLAB_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-  for (const stream of [child.stdout!, child.stderr!]) {
+  for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => options.log(`[worker ${index}] ${line}`));
   }
   return child;

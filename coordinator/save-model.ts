@@ -35,8 +35,8 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string): Prom
 
 /** Loads a model written by `saveLayersModel` (or any single-shard layers model) from `dir`. */
 export async function loadLayersModelFromDir(dir: string): Promise<tfl.LayersModel> {
-  const json = JSON.parse(await readFile(join(dir, 'model.json'), 'utf8'));
-  const manifest = json.weightsManifest as { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+  const json = JSON.parse(await readFile(join(dir, 'model.json'), 'utf8')) as { modelTopology: object; weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[] };
+  const manifest = json.weightsManifest;
   const buffers = await Promise.all(manifest.flatMap((group) => group.paths.map((p) => readFile(join(dir, p)))));
   const joined = Buffer.concat(buffers);
   const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);

@@ -31,12 +31,12 @@ export class StarReducer implements Reducer {
     return this.current;
   }
 
-  async weights(): Promise<Float32Array> {
-    return this.currentWeights;
+  weights(): Promise<Float32Array> {
+    return Promise.resolve(this.currentWeights);
   }
 
-  async optimizerState(): Promise<OptimizerState> {
-    return this.optimizer.state();
+  optimizerState(): Promise<OptimizerState> {
+    return Promise.resolve(this.optimizer.state());
   }
 
   /** For StarStepReduction: folds one reply when `reduction` is still the current step. */

@@ -18,7 +18,10 @@ export interface ScrapeTarget {
  * exports it as a default label, and a target label of the same name would rename it.
  */
 export function targetGroups(targets: readonly ScrapeTarget[]): { targets: string[]; labels: Record<string, string> }[] {
-  return targets.map((t) => ({ targets: [t.address], labels: (t.worker ? { worker: t.worker } : {}) as Record<string, string> }));
+  return targets.map((t) => {
+    const labels: Record<string, string> = t.worker ? { worker: t.worker } : {};
+    return { targets: [t.address], labels };
+  });
 }
 
 /** Writes the targets to `path` (temp file + rename, so Prometheus never reads half a file). */

@@ -200,7 +200,7 @@ async function waitForWorkers(membership: Membership, minWorkers: number, timeou
     };
     const onAbort = (): void => {
       cleanup();
-      reject(signal!.reason);
+      reject(signal!.reason as Error);
     };
     membership.on('joined', onJoin);
     signal?.addEventListener('abort', onAbort);

@@ -26,7 +26,7 @@ function read<T>(name: string): T | null {
   return existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as T) : null;
 }
 
-const pct = (v: number | null | undefined): string => (v == null ? '-' : `${(100 * v).toFixed(2)}%`);
+const pct = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : `${(100 * v).toFixed(2)}%`);
 
 function sweep(): void {
   const report = read<{ points: (Report & { globalBatchSize: number; workers: number; measuredScalingEfficiency: number | null })[] }>('sweep-32-512.json');

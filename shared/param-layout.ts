@@ -30,7 +30,7 @@ export function assertLayout(model: tfl.LayersModel, specs: readonly ParamSpec[]
   mine.forEach((p, i) => {
     const want = specs[i]!;
     if (p.name !== want.name || p.shape.join('x') !== want.shape.join('x')) {
-      throw new Error(`trainable tensor ${i}: model has ${p.name} [${p.shape}], expected ${want.name} [${want.shape}]`);
+      throw new Error(`trainable tensor ${i}: model has ${p.name} [${p.shape.join(', ')}], expected ${want.name} [${want.shape.join(', ')}]`);
     }
   });
 }

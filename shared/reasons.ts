@@ -50,7 +50,17 @@ export function rejectReasonForError(code: ErrorCode): RejectReason {
       return 'version_mismatch';
     case 'DATASET_MISMATCH':
       return 'dataset_mismatch';
-    default:
+    case 'BAD_FRAME':
+    case 'BAD_MESSAGE':
+    case 'BAD_OPTION':
+    case 'SHAPE_MISMATCH':
+    case 'NON_FINITE':
+    case 'NON_FINITE_REPLY':
+    case 'WORKER_LOST':
+    case 'TIMEOUT':
+    case 'NO_WORKERS':
+    case 'CONNECT_FAILED':
+    case 'INTERRUPTED':
       return 'bad_frame';
   }
 }

@@ -64,7 +64,7 @@ export const conv2DBackpropFilterViaCpu: KernelFunc = ({ inputs, backend, attrs 
   // Looked up per call rather than at registration so the order in which the backends are imported
   // and initialised does not matter; findBackend initialises the cpu backend synchronously if needed.
   const cpu = findBackend('cpu') as MathBackendCPU | null;
-  if (cpuKernel == null || cpu == null) {
+  if (!cpuKernel || !cpu) {
     throw new Error(
       "Conv2DBackpropFilter for 'wasm' delegates to the cpu backend, which is not available",
     );
@@ -166,7 +166,7 @@ function heapF32(wasm: BackendWasm): Float32Array {
 
 function heapIndex(wasm: BackendWasm, t: TensorInfo): number {
   // makeOutput/_malloc returns 8-byte aligned offsets, so the float index is exact.
-  return wasm.dataIdMap.get(t.dataId)!.memoryOffset >>> 2;
+  return wasm.dataIdMap.get(t.dataId).memoryOffset >>> 2;
 }
 
 /**
@@ -240,7 +240,7 @@ function im2colChunk(wasm: BackendWasm, matMul: KernelFunc, x: TensorInfo, dy: T
     return matMul({
       inputs: { a: colT, b: dyRows },
       backend: wasm,
-      attrs: { transposeA: false, transposeB: false } as unknown as NamedAttrMap,
+      attrs: { transposeA: false, transposeB: false },
     }) as TensorInfo;
   } finally {
     wasm.disposeData(colT.dataId);

@@ -87,12 +87,12 @@ function computeChunkGeneric(
     const { value, grads } = tf.variableGrads(() => {
       // Kept so accuracy reuses this forward pass; disposed just below.
       logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor); // [c, classes]
-      return tf.losses.softmaxCrossEntropy(y, logits, undefined, 0, tf.Reduction.SUM) as tf.Scalar;
+      return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
     }, vars);
     lossSum = value.dataSync()[0]!;
     correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'int32')).dataSync()[0]!;
     (logits as tf.Tensor | null)?.dispose();
-    return tf.concat(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))) as tf.Tensor1D; // [P]
+    return tf.concat<tf.Tensor1D>(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))); // [P]
   });
   accumulate(acc, peek(flat), 0, first);
   flat.dispose();
@@ -144,7 +144,7 @@ function makeDensePlan(model: tfl.LayersModel): DensePlan | null {
   if (model.inputs.length !== 1 || model.outputs.length !== 1) return null;
   const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
   if (model.layers.length - layers.length > 1) return null;
-  let previous: tfl.layers.Layer = model.inputs[0]!.sourceLayer as tfl.layers.Layer;
+  let previous: tfl.layers.Layer = model.inputs[0]!.sourceLayer;
   if (previous.getClassName() !== 'InputLayer') return null;
   const stages: DenseStage[] = [];
   const expected: tfl.LayerVariable[] = [];
@@ -353,7 +353,7 @@ function computeChunkDense(
         inT.fill(1, s.inDim * c);
         featureMajor[l] = tf.tensor2d(inT, [s.inDim + 1, c]);
       }
-      return featureMajor[l]!;
+      return featureMajor[l];
     };
     const rowMajorOf = (l: number): tf.Tensor2D => {
       const s = stages[l]!;
@@ -362,7 +362,7 @@ function computeChunkDense(
         transposeInto(peek(featureMajor[l]!), 0, s.inDim, c, rows, s.inDim);
         rowMajor[l] = tf.tensor2d(rows, [c, s.inDim]);
       }
-      return rowMajor[l]!;
+      return rowMajor[l];
     };
     // Forward.
     for (let l = 0; l < L; l++) {
@@ -380,7 +380,7 @@ function computeChunkDense(
         featureMajor[l + 1] = tf.fused.matMul({ a: tf.tensor2d(v, [s.outDim + 1, cols]), b: featureMajorOf(l), activation }) as tf.Tensor2D;
         rowMajor[l + 1] = null;
       } else {
-        rowMajor[l + 1] = tf.fused.matMul({ a: rowMajorOf(l), b: s.kernel.read() as tf.Tensor2D, bias: s.bias?.read(), activation }) as tf.Tensor2D;
+        rowMajor[l + 1] = tf.fused.matMul({ a: rowMajorOf(l), b: s.kernel.read(), bias: s.bias?.read(), activation }) as tf.Tensor2D;
         featureMajor[l + 1] = null;
       }
     }
@@ -400,7 +400,7 @@ function computeChunkDense(
       accumulate(acc, peek(grad).subarray(0, (s.inDim + (s.bias ? 1 : 0)) * s.outDim), s.offset, first);
       if (l > 0) {
         const below = stages[l - 1]!;
-        const dHT = tf.matMul(s.kernel.read() as tf.Tensor2D, tf.tensor2d(s.dZT.subarray(0, s.outDim * c), [s.outDim, c])); // [inDim, c]
+        const dHT = tf.matMul(s.kernel.read(), tf.tensor2d(s.dZT.subarray(0, s.outDim * c), [s.outDim, c])); // [inDim, c]
         const h = !below.relu ? null : transposed[l - 1] ? peek(featureMajor[l]!) : peek(rowMajor[l]!);
         maskedGradient(peek(dHT), h, transposed[l - 1]!, c, s.inDim, below.dZ, l > 1 ? below.dZT : null);
       }

@@ -173,7 +173,9 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
       case 'error':
         log(`coordinator reported [${message.code}] ${message.message}`);
         return;
-      default:
+      case 'hello':
+      case 'ready':
+      case 'gradient':
         throw new ProtocolError('BAD_MESSAGE', `unexpected ${message.type} from the coordinator`);
     }
   };

@@ -35,7 +35,7 @@ function instance(): Scratch {
   if (scratch) return scratch;
   const memory = new WebAssembly.Memory({ initial: Math.ceil((4 * WINDOW_BYTES) / 65536) });
   const module = new WebAssembly.Module(Buffer.from(OPTIMIZER_KERNELS_WASM_BASE64, 'base64'));
-  const kernel = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as KernelExports;
+  const kernel = new WebAssembly.Instance(module, { env: { memory } }).exports as KernelExports;
   const view = (k: number): Float32Array => new Float32Array(memory.buffer, k * WINDOW_BYTES, WINDOW);
   scratch = { kernel, windows: [view(0), view(1), view(2), view(3)] };
   return scratch;

@@ -238,7 +238,7 @@ export class NoiseScaleEstimator {
     this.g2Accumulator = s.g2Accumulator!;
     this.g2SquareAccumulator = s.g2SquareAccumulator!;
     this.stepsSinceReset = s.stepsSinceReset!;
-    this.anchor = anchor === null ? null : { lr: anchor!.lr, globalBatchSize: anchor!.globalBatchSize, temperature: anchor!.temperature };
+    this.anchor = anchor === null ? null : { lr: anchor.lr, globalBatchSize: anchor.globalBatchSize, temperature: anchor.temperature };
   }
 
   private movedTooFar(lr: number, globalBatchSize: number, temperature: number): boolean {
