@@ -61,7 +61,8 @@ describe('coordinator authentication', () => {
 
     const intruder = await runCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--token', 'wrong', '--connect-timeout', '5']);
     expect(intruder.code).not.toBe(0);
-    expect(intruder.stderr).toMatch(/401/);
+    // The refusal itself: a bare /401/ also matches a start-up line such as "metrics at http://0.0.0.0:34012/metrics".
+    expect(intruder.stderr).toMatch(/\[AUTH_FAILED\] coordinator refused the connection: HTTP 401\b/);
 
     // Launchers (torchrun, Kubeflow, Slurm recipes) set MASTER_ADDR/MASTER_PORT; the token comes from the environment.
     const worker = await runCli(['worker'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), BATCHLAB_TOKEN: 's3cret' });
