@@ -147,6 +147,8 @@ describe('deploy/k8s wiring', () => {
     // The Service routes that port to the coordinator's WebSocket port, on the coordinator's pods.
     const target = coordinator.ports.find((p: Json) => p.name === wsPort.targetPort);
     expect(String(target.containerPort)).toBe(envOf(coordinator).BATCHLAB_PORT.value);
+    // An empty selector would select every pod in the namespace (and make the loop below check nothing).
+    expect(Object.keys(service.spec.selector ?? {}), 'the Service selector').toEqual(expect.arrayContaining(['app.kubernetes.io/component']));
     for (const [k, v] of Object.entries(service.spec.selector)) expect(coordinatorJob.spec.template.metadata.labels[k], k).toBe(v);
     expect(workersJob.spec.template.metadata.labels['app.kubernetes.io/component']).not.toBe(service.spec.selector['app.kubernetes.io/component']);
   });
@@ -205,6 +207,8 @@ describe('deploy/k8s wiring', () => {
     }
     const podMonitor = find(docs, 'PodMonitor', 'batchlab');
     expect(podMonitor.spec.podMetricsEndpoints.map((e: Json) => e.port)).toEqual(['metrics']);
+    // An empty matchLabels would select every pod (and make the loop below check nothing).
+    expect(Object.keys(podMonitor.spec.selector.matchLabels ?? {}), 'the PodMonitor selector').toContain('app.kubernetes.io/name');
     for (const job of [coordinatorJob, workersJob]) {
       for (const [k, v] of Object.entries(podMonitor.spec.selector.matchLabels)) expect(job.spec.template.metadata.labels[k]).toBe(v);
     }

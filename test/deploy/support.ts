@@ -30,15 +30,21 @@ export function deployYamlFiles(): string[] {
 }
 
 /**
- * All documents of a YAML text, with merge keys (`<<: *anchor`) resolved as Compose does.
- * Throws on any parse error or warning, duplicate keys included.
+ * Every document of a YAML text as written, empty ones (null) included, with merge keys
+ * (`<<: *anchor`) resolved as Compose does. Throws on any parse error or warning, duplicate
+ * keys included.
  */
-export function parseYamlText(text: string, name = 'yaml'): unknown[] {
+export function parseYamlDocuments(text: string, name = 'yaml'): unknown[] {
   const docs = parseAllDocuments(text, { merge: true, uniqueKeys: true, prettyErrors: true });
   if (!Array.isArray(docs)) throw new Error(`${name}: not a YAML stream`);
   const problems = docs.flatMap((d) => [...d.errors, ...d.warnings].map((e) => e.message));
   if (problems.length > 0) throw new Error(`${name}: ${problems.join('\n')}`);
-  return docs.map((d) => d.toJS({ maxAliasCount: 1000 })).filter((d) => d !== null && d !== undefined);
+  return docs.map((d) => d.toJS({ maxAliasCount: 1000 }));
+}
+
+/** The non-empty documents of a YAML text (as kubectl and Compose read a stream); see parseYamlDocuments. */
+export function parseYamlText(text: string, name = 'yaml'): unknown[] {
+  return parseYamlDocuments(text, name).filter((d) => d !== null && d !== undefined);
 }
 
 export function readYaml(path: string): unknown[] {

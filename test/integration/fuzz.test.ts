@@ -4,7 +4,7 @@
 // the handshake honestly and then answer with wrong steps, unassigned ids, NaN/Infinity bodies,
 // bodies of the wrong length, broken frames, or nothing at all. The coordinator must not crash,
 // must re-issue the rogues' micro-batches to the honest workers, must count every refusal by
-// reason, and must end with the same weights as an undisturbed run.
+// reason, and must end with the same weights as an undisturbed run, bit for bit.
 
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createRandom, deriveSeed, type SeededRandom } from '../../shared/data/seeded-random.js';
 import { startCli, waitForOutput } from '../support/cli.js';
 import { counters, ending, frame, gradient, hello, open, ReplayProxy, Rogue, sample, type Ending, type Work } from '../support/fuzz-client.js';
-import { maxRelativeDifference } from '../support/tensors.js';
+import { expectBitIdentical, readSavedWeights } from '../support/tensors.js';
 
 const TOKEN = 'fuzz-token-T';
 const SEED = 20240605;
@@ -74,11 +74,6 @@ async function startCoordinator(tag: string): Promise<Run> {
 
 function startWorker(url: string): Proc {
   return track(startCli(['worker', '--connect', url, '--metrics-port', 'off'], { BATCHLAB_TOKEN: TOKEN }));
-}
-
-function weightsOf(modelDir: string): Float32Array {
-  const bytes = readFileSync(join(modelDir, 'weights.bin'));
-  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -492,11 +487,8 @@ describe('protocol fuzz against a live coordinator', () => {
     const totalReassigned = Object.values(reassigned).reduce((a, b) => a + b, 0);
     expect(totalReassigned, why).toBeGreaterThanOrEqual(tally.mustReissue);
 
-    // Nothing a hostile peer sent reached the weights.
-    const fuzzed = readFileSync(join(run.model, 'weights.bin'));
-    const undisturbed = readFileSync(join(reference.model, 'weights.bin'));
-    console.log(`weights: ${fuzzed.equals(undisturbed) ? 'identical bytes' : `max relative difference ${maxRelativeDifference(weightsOf(reference.model), weightsOf(run.model))}`}`);
-    expect(maxRelativeDifference(weightsOf(reference.model), weightsOf(run.model))).toBeLessThan(1e-5);
+    // Nothing a hostile peer sent reached the weights: they are the undisturbed run's, bit for bit.
+    expectBitIdentical(readSavedWeights(reference.model), readSavedWeights(run.model), 'fuzzed run vs undisturbed run');
     expect(JSON.parse(readFileSync(reference.report, 'utf8'))).toMatchObject({ steps: STEPS, samples: STEPS * GLOBAL_BATCH });
   }, 180_000);
 });

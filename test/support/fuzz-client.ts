@@ -83,14 +83,16 @@ export function ending(ws: WebSocket, timeoutMs: number, onFrame?: (h: Record<st
   ws.on('message', (data, isBinary) => {
     const buf = toBuffer(data);
     if (!isBinary || buf.length < 4) return void received.push('?');
+    // Only an unreadable header counts as '?': an error thrown by onFrame must reach the test.
+    let h: ReturnType<typeof header>;
     try {
-      const h = header(buf);
-      received.push(h.type);
-      if (h.type === 'error') errorCode = String(h.code);
-      onFrame?.(h, buf);
+      h = header(buf);
     } catch {
-      received.push('?');
+      return void received.push('?');
     }
+    received.push(h.type);
+    if (h.type === 'error') errorCode = String(h.code);
+    onFrame?.(h, buf);
   });
   return new Promise((resolve) => {
     if (ws.readyState === WebSocket.CLOSED) return resolve({ code: 1006, errorCode, received });

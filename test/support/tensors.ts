@@ -1,5 +1,8 @@
-// Tensor helpers shared by tests: relative closeness of flat arrays and a leak check.
+// Tensor helpers shared by tests: relative closeness of flat arrays, bit-for-bit comparison of
+// saved weights, and a leak check.
 
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { maxRelativeDifference as maxRelative } from '../../bench/support.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'vitest';
@@ -8,6 +11,47 @@ import { expect } from 'vitest';
 export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length);
   return maxRelative(a, b);
+}
+
+/** The flat float32 weights of a model saved with --save-model (its weights.bin), in a fresh buffer. */
+export function readSavedWeights(modelDir: string): Float32Array {
+  const bytes = readFileSync(join(modelDir, 'weights.bin'));
+  if (bytes.byteLength % 4 !== 0) throw new Error(`${modelDir}/weights.bin has ${bytes.byteLength} bytes, not a whole number of float32 values`);
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+}
+
+const bitsOf = (x: Float32Array): Uint32Array => new Uint32Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
+
+/**
+ * Null when `actual` has exactly the bits of `expected` (so -0 ≠ +0, and every NaN payload
+ * counts); otherwise how they differ: how many values, the first index with both values, and the
+ * max relative difference.
+ */
+export function bitDifference(expected: Float32Array, actual: Float32Array): string | null {
+  if (expected.length !== actual.length) return `${actual.length} values where ${expected.length} were expected`;
+  const a = bitsOf(expected);
+  const b = bitsOf(actual);
+  let first = -1;
+  let count = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== b[i]) {
+      if (first < 0) first = i;
+      count++;
+    }
+  }
+  if (count === 0) return null;
+  return (
+    `${count} of ${a.length} values differ in their bits; the first at index ${first}: ${expected[first]} expected, ${actual[first]} got; ` +
+    `max relative difference ${maxRelative(expected, actual).toExponential(3)}`
+  );
+}
+
+/** Asserts that `actual` is bit-for-bit `expected` and that there is something to compare. */
+export function expectBitIdentical(expected: Float32Array, actual: Float32Array, what: string): void {
+  expect(expected.length, `${what}: no values to compare`).toBeGreaterThan(0);
+  const why = bitDifference(expected, actual);
+  // The whole explanation goes into the message: vitest shortens long values in its diff.
+  expect(why === null, `${what}: not bit-identical: ${why}`).toBe(true);
 }
 
 /** Asserts that running `fn` `times` more times (after one warm-up) leaves no extra tensors. */
