@@ -156,8 +156,10 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
     switch (message.type) {
       case 'welcome':
         heartbeatMs = message.heartbeatIntervalMs;
-        feedWatchdog();
+        // Loading the data and model can block the event loop for seconds, and the coordinator
+        // does not expect pongs before `ready`: the watchdog starts once the worker can listen.
         session.state = await prepare(message, options, session.datasets);
+        feedWatchdog();
         encoder = new FrameEncoder(message.wireDtype ?? 'f32');
         void send({ type: 'ready', datasetFingerprint: session.state.dataset.fingerprint });
         return;
