@@ -26,9 +26,18 @@ async function probe(backend: BackendName, seconds: number, specs: [ModelName, n
   const choice = await selectBackend(backend);
   const dataset = await loadDataset({ name: 'fashion-mnist', seed: 1 });
   for (const [model, batch] of specs) {
-    const gm = { model: buildModel(model, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden: DEFAULT_HIDDEN[model] }), sampleShape: dataset.sampleShape, numClasses: dataset.numClasses };
+    const gm = {
+      model: buildModel(model, {
+        inputShape: dataset.sampleShape,
+        numClasses: dataset.numClasses,
+        hidden: DEFAULT_HIDDEN[model],
+      }),
+      sampleShape: dataset.sampleShape,
+      numClasses: dataset.numClasses,
+    };
     const sampler = new EpochSampler(dataset.train.count, 1);
-    const batchAt = (step: number): { images: Float32Array; labels: Int32Array } => gatherSamples(dataset.train, dataset.sampleShape, sampler.indicesFor(step, batch, 0, batch));
+    const batchAt = (step: number): { images: Float32Array; labels: Int32Array } =>
+      gatherSamples(dataset.train, dataset.sampleShape, sampler.indicesFor(step, batch, 0, batch));
     // One call compiles and packs (XNNPACK weight packing, JIT); a second settles it. The same
     // count for every backend (1 under --quick), so leftover warm-up cost favours none.
     const warmup = seconds < 2 ? 1 : 2;
@@ -46,14 +55,25 @@ async function probe(backend: BackendName, seconds: number, specs: [ModelName, n
     }
     const elapsed = (performance.now() - t0) / 1000;
     gm.model.dispose();
-    process.stdout.write(`${JSON.stringify({ backend: choice.backend, model, batch, samplesPerSecond: samples / elapsed })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ backend: choice.backend, model, batch, samplesPerSecond: samples / elapsed })}\n`,
+    );
   }
 }
 
 /** One child process per backend (each starts clean and loads the data once); a point per spec, as it comes. */
-function runProbes(backend: BackendName, seconds: number, specs: [ModelName, number][], onPoint: (point: BackendPoint) => void): Promise<void> {
+function runProbes(
+  backend: BackendName,
+  seconds: number,
+  specs: [ModelName, number][],
+  onPoint: (point: BackendPoint) => void,
+): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [SELF, '--probe', backend, String(seconds), ...specs.map(([model, batch]) => `${model}:${batch}`)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [SELF, '--probe', backend, String(seconds), ...specs.map(([model, batch]) => `${model}:${batch}`)],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let err = '';
     let got = 0;
@@ -72,7 +92,12 @@ function runProbes(backend: BackendName, seconds: number, specs: [ModelName, num
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
     child.on('exit', (code) => {
       if (code === 0 && got === specs.length) resolve();
-      else reject(new Error(`backend probe ${backend} exited with ${code} after ${got} of ${specs.length} points: ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      else
+        reject(
+          new Error(
+            `backend probe ${backend} exited with ${code} after ${got} of ${specs.length} points: ${err.trim().split('\n').slice(-3).join(' | ')}`,
+          ),
+        );
     });
   });
 }
@@ -83,18 +108,37 @@ function runProbes(backend: BackendName, seconds: number, specs: [ModelName, num
  * the wasm MLP at the per-worker batches of the scaling points (32 and 256), the compute term of
  * the step model. Backends run one after another so they do not compete for the cores.
  */
-export async function benchBackends(options: { quick: boolean; log?: (line: string) => void }): Promise<BackendPoint[]> {
+export async function benchBackends(options: {
+  quick: boolean;
+  log?: (line: string) => void;
+}): Promise<BackendPoint[]> {
   const seconds = options.quick ? 0.75 : 6;
   const cnnBatch = options.quick ? 16 : 64;
   const plan: [BackendName, [ModelName, number][]][] = [
-    ['wasm', [['mlp', 128], ['cnn', cnnBatch], ['mlp', 32], ['mlp', 256]]],
-    ['cpu', [['mlp', 128], ['cnn', cnnBatch]]],
+    [
+      'wasm',
+      [
+        ['mlp', 128],
+        ['cnn', cnnBatch],
+        ['mlp', 32],
+        ['mlp', 256],
+      ],
+    ],
+    [
+      'cpu',
+      [
+        ['mlp', 128],
+        ['cnn', cnnBatch],
+      ],
+    ],
   ];
   const points: BackendPoint[] = [];
   for (const [backend, specs] of plan) {
     await runProbes(backend, seconds, specs, (point) => {
       points.push(point);
-      options.log?.(`backend ${backend} ${point.model} batch ${point.batch}: ${point.samplesPerSecond.toFixed(0)} samples/s`);
+      options.log?.(
+        `backend ${backend} ${point.model} batch ${point.batch}: ${point.samplesPerSecond.toFixed(0)} samples/s`,
+      );
     });
   }
   return points;
@@ -104,10 +148,14 @@ if (process.argv[1] === SELF) {
   const at = process.argv.indexOf('--probe');
   if (at >= 0) {
     const [backend, seconds, ...specs] = process.argv.slice(at + 1);
-    await probe(backend as BackendName, Number(seconds), specs.map((spec) => {
-      const [model, batch] = spec.split(':');
-      return [model as ModelName, Number(batch)];
-    }));
+    await probe(
+      backend as BackendName,
+      Number(seconds),
+      specs.map((spec) => {
+        const [model, batch] = spec.split(':');
+        return [model as ModelName, Number(batch)];
+      }),
+    );
   } else {
     await benchBackends({ quick: process.argv.includes('--quick'), log: (line) => console.log(line) });
   }

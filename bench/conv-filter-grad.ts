@@ -69,11 +69,15 @@ const INPUT_SHAPE = [28, 28, 1];
 const NUM_CLASSES = 10;
 const BATCHES = [64, 128];
 
-
-
-
 /** Times both kernels on one shape, alternating calls so drift affects both alike. */
-function timeKernels(layer: 'conv1' | 'conv2', batch: number, inHW: number, inC: number, outC: number, calls: number): KernelTiming {
+function timeKernels(
+  layer: 'conv1' | 'conv2',
+  batch: number,
+  inHW: number,
+  inC: number,
+  outC: number,
+  calls: number,
+): KernelTiming {
   const backend = tf.backend() as BackendWasm;
   const outHW = inHW - 2; // 3×3, stride 1, valid
   const xShape = [batch, inHW, inHW, inC];
@@ -84,7 +88,13 @@ function timeKernels(layer: 'conv1' | 'conv2', batch: number, inHW: number, inC:
   const args = {
     inputs: { x, dy },
     backend,
-    attrs: { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', dimRoundingMode: undefined, filterShape } as unknown as tf.NamedAttrMap,
+    attrs: {
+      strides: [1, 1],
+      pad: 'valid',
+      dataFormat: 'NHWC',
+      dimRoundingMode: undefined,
+      filterShape,
+    } as unknown as tf.NamedAttrMap,
   };
   const run = (kernel: tf.KernelFunc): { ms: number; values: Float32Array } => {
     const start = performance.now();
@@ -106,9 +116,16 @@ function timeKernels(layer: 'conv1' | 'conv2', batch: number, inHW: number, inC:
     const cpuDelegateMs = median(cpuMs);
     const fastMs = median(im2colMs);
     return {
-      layer, batch, xShape, dyShape, filterShape,
-      cpuDelegateMs, im2colMs: fastMs, speedup: cpuDelegateMs / fastMs,
-      maxRelDiff: maxRelativeDifference(reference, fast), calls,
+      layer,
+      batch,
+      xShape,
+      dyShape,
+      filterShape,
+      cpuDelegateMs,
+      im2colMs: fastMs,
+      speedup: cpuDelegateMs / fastMs,
+      maxRelDiff: maxRelativeDifference(reference, fast),
+      calls,
     };
   } finally {
     tf.dispose([x, dy]);
@@ -167,13 +184,20 @@ export async function benchConvFilterGrad(options: ConvFilterGradBenchOptions): 
     await selectBackend('wasm');
     const fastBefore = wasmConvFilterGradStats.im2col;
     const wasmSamplesPerSecond = trainingThroughput(batch, steps.wasm);
-    if (wasmConvFilterGradStats.im2col === fastBefore) throw new Error('the wasm CNN step did not use the im2col kernel');
-    const wasmCpuDelegateSamplesPerSecond = withWasmKernel(conv2DBackpropFilterViaCpu, () => trainingThroughput(batch, steps.wasmCpuDelegate));
+    if (wasmConvFilterGradStats.im2col === fastBefore)
+      throw new Error('the wasm CNN step did not use the im2col kernel');
+    const wasmCpuDelegateSamplesPerSecond = withWasmKernel(conv2DBackpropFilterViaCpu, () =>
+      trainingThroughput(batch, steps.wasmCpuDelegate),
+    );
     await selectBackend('cpu');
     const cpuSamplesPerSecond = trainingThroughput(batch, steps.cpu);
     training.push({
-      batch, wasmSamplesPerSecond, wasmCpuDelegateSamplesPerSecond, cpuSamplesPerSecond,
-      speedupVsCpu: wasmSamplesPerSecond / cpuSamplesPerSecond, steps,
+      batch,
+      wasmSamplesPerSecond,
+      wasmCpuDelegateSamplesPerSecond,
+      cpuSamplesPerSecond,
+      speedupVsCpu: wasmSamplesPerSecond / cpuSamplesPerSecond,
+      steps,
     });
   }
 
@@ -198,7 +222,7 @@ export function formatConvFilterGradBench(r: ConvFilterGradBenchResult): string 
   for (const k of r.kernels) {
     lines.push(
       `  ${k.layer}  ${String(k.batch).padStart(5)}  ${k.xShape.join('x').padEnd(15)}  ${k.filterShape.join('x').padEnd(12)}` +
-      `${fmt(k.cpuDelegateMs)}ms ${fmt(k.im2colMs, 2)}ms ${fmt(k.speedup)}x  ${k.maxRelDiff.toExponential(1)}`,
+        `${fmt(k.cpuDelegateMs)}ms ${fmt(k.im2colMs, 2)}ms ${fmt(k.speedup)}x  ${k.maxRelDiff.toExponential(1)}`,
     );
   }
   lines.push('', 'CNN training (computeMicroBatch, one chunk per micro-batch): samples/s');
@@ -206,7 +230,7 @@ export function formatConvFilterGradBench(r: ConvFilterGradBenchResult): string 
   for (const t of r.training) {
     lines.push(
       `  ${String(t.batch).padStart(5)}  ${fmt(t.wasmSamplesPerSecond, 0)}    ${fmt(t.wasmCpuDelegateSamplesPerSecond, 0)}        ` +
-      `${fmt(t.cpuSamplesPerSecond, 0)} ${fmt(t.speedupVsCpu)}x`,
+        `${fmt(t.cpuSamplesPerSecond, 0)} ${fmt(t.speedupVsCpu)}x`,
     );
   }
   return lines.join('\n');

@@ -99,7 +99,11 @@ export interface MlpGradientBenchResult {
 const HIDDEN = DEFAULT_HIDDEN.mlp;
 
 /** The stock computation: tf.variableGrads over model.apply, flat gradient, loss and correct count. */
-function stockMicroBatch(gm: GradientModel, images: Float32Array, labels: Int32Array): { gradSum: Float32Array; lossSum: number; correct: number } {
+function stockMicroBatch(
+  gm: GradientModel,
+  images: Float32Array,
+  labels: Int32Array,
+): { gradSum: Float32Array; lossSum: number; correct: number } {
   const vars = gm.model.trainableWeights.map((w) => w.read() as tf.Variable);
   let lossSum = 0;
   let correct = 0;
@@ -127,7 +131,14 @@ function stockMicroBatch(gm: GradientModel, images: Float32Array, labels: Int32A
  * `warmupMs` (a fresh process page-faults on new memory for its first few dozen micro-batches,
  * until the allocator settles). `before` runs untimed before every call.
  */
-function time(fn: () => void, reps: number, warmup: number, before: () => void = () => {}, warmupMs = 500, minMs = 0): Timing {
+function time(
+  fn: () => void,
+  reps: number,
+  warmup: number,
+  before: () => void = () => {},
+  warmupMs = 500,
+  minMs = 0,
+): Timing {
   const warmUntil = performance.now() + warmupMs;
   for (let i = 0; i < warmup || performance.now() < warmUntil; i++) {
     before();
@@ -165,14 +176,20 @@ async function profile(fn: () => void, runs: number, before: () => void): Promis
       e.ms[run]! += ms;
       if (run === 0) e.calls++;
       totals.set(k.name, e);
-      if (run === runs >> 1) calls.push({ name: k.name, inputShapes: k.inputShapes.map((shape) => `[${shape?.join('×') ?? ''}]`).join(' '), ms });
+      if (run === runs >> 1)
+        calls.push({
+          name: k.name,
+          inputShapes: k.inputShapes.map((shape) => `[${shape?.join('×') ?? ''}]`).join(' '),
+          ms,
+        });
     }
   }
-  const kernels = [...totals.entries()].map(([name, e]) => ({ name, ms: median(e.ms), calls: e.calls })).sort((a, b) => b.ms - a.ms);
+  const kernels = [...totals.entries()]
+    .map(([name, e]) => ({ name, ms: median(e.ms), calls: e.calls }))
+    .sort((a, b) => b.ms - a.ms);
   const topCalls = calls.sort((a, b) => b.ms - a.ms).slice(0, 6);
   return { kernelMs: kernels.reduce((sum, k) => sum + k.ms, 0), kernels, topCalls };
 }
-
 
 /** JS transpose of [rows, cols] into [cols, rows]: the one worker/gradient.ts uses. */
 function jsTranspose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void {
@@ -206,7 +223,9 @@ function opTimings(b: number, reps: number): OpTiming[] {
     const dy = tf.randomNormal<tf.Rank.R2>([b, n]);
     const name = `L${l + 1}`;
     add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'matMul NN', flops, () => tf.matMul(x, w));
-    add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'fused matMul + bias + relu', flops, () => tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }));
+    add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'fused matMul + bias + relu', flops, () =>
+      tf.fused.matMul({ a: x, b: w, bias, activation: 'relu' }),
+    );
     // XNNPACK packs a matMul's right operand once per tensor: new weights every step mean a repack.
     const wValues = w.dataSync() as Float32Array;
     add(`${name} fwd x·W [${b}×${k}]·[${k}×${n}]`, 'fused, new W tensor (repack)', flops, () =>
@@ -218,13 +237,19 @@ function opTimings(b: number, reps: number): OpTiming[] {
       tf.fused.matMul({ a: wT, b: tf.tensor2d(xTValues, [k + 1, b]), activation: 'relu' }),
     );
     const wTBuffer = new Float32Array(n * (k + 1));
-    add(`${name} transpose W [${k}×${n}]`, 'JS loop into a reused buffer', null, () => jsTranspose(wValues, k, n, wTBuffer));
+    add(`${name} transpose W [${k}×${n}]`, 'JS loop into a reused buffer', null, () =>
+      jsTranspose(wValues, k, n, wTBuffer),
+    );
     add(`${name} dW = xᵀ·dy [${k}×${b}]·[${b}×${n}]`, 'matMul transposeA', flops, () => tf.matMul(x, dy, true, false));
-    add(`${name} dW = xᵀ·dy [${k}×${b}]·[${b}×${n}]`, 'transpose(x) then matMul NN', flops, () => tf.matMul(tf.transpose(x), dy));
+    add(`${name} dW = xᵀ·dy [${k}×${b}]·[${b}×${n}]`, 'transpose(x) then matMul NN', flops, () =>
+      tf.matMul(tf.transpose(x), dy),
+    );
     const xT = tf.transpose(x);
     add(`${name} dW = xᵀ·dy [${k}×${b}]·[${b}×${n}]`, 'xᵀ given, matMul NN only', flops, () => tf.matMul(xT, dy));
     add(`${name} dX = dy·Wᵀ [${b}×${n}]·[${n}×${k}]`, 'matMul transposeB', flops, () => tf.matMul(dy, w, false, true));
-    add(`${name} dX = dy·Wᵀ [${b}×${n}]·[${n}×${k}]`, 'transpose(W) then matMul NN', flops, () => tf.matMul(dy, tf.transpose(w)));
+    add(`${name} dX = dy·Wᵀ [${b}×${n}]·[${n}×${k}]`, 'transpose(W) then matMul NN', flops, () =>
+      tf.matMul(dy, tf.transpose(w)),
+    );
     add(`${name} transpose x [${b}×${k}]`, 'tf.transpose', null, () => tf.transpose(x));
     const xs = x.dataSync() as Float32Array;
     const dst = new Float32Array(xs.length);
@@ -235,7 +260,12 @@ function opTimings(b: number, reps: number): OpTiming[] {
   return out;
 }
 
-async function benchBackend(backend: BenchBackend, ds: Dataset, batches: number[], options: MlpGradientBenchOptions): Promise<BackendResult> {
+async function benchBackend(
+  backend: BenchBackend,
+  ds: Dataset,
+  batches: number[],
+  options: MlpGradientBenchOptions,
+): Promise<BackendResult> {
   const { quick } = options;
   const endToEndOnly = options.endToEndOnly ?? false;
   await selectBackend(backend);
@@ -253,11 +283,28 @@ async function benchBackend(backend: BenchBackend, ds: Dataset, batches: number[
     // New weight tensors before every step, as in training: the wasm backend's XNNPACK operators
     // repack a matMul's right-hand operand whenever it is a new tensor.
     const newWeights = () => writeWeights(model, weights);
-    const fast = time(() => computeMicroBatch(gm, images, labels, b), reps, 3, newWeights, 500, options.minTimingMs ?? 0);
+    const fast = time(
+      () => computeMicroBatch(gm, images, labels, b),
+      reps,
+      3,
+      newWeights,
+      500,
+      options.minTimingMs ?? 0,
+    );
     const stock = options.fastOnly
       ? { medianMs: NaN, minMs: NaN, cpuMs: NaN }
-      : time(() => stockMicroBatch(gm, images, labels), quick || slow ? Math.max(3, reps >> 2) : reps >> 2, 2, newWeights);
-    const diff = options.fastOnly ? NaN : maxRelativeDifference(stockMicroBatch(gm, images, labels).gradSum, computeMicroBatch(gm, images, labels, b).gradSum);
+      : time(
+          () => stockMicroBatch(gm, images, labels),
+          quick || slow ? Math.max(3, reps >> 2) : reps >> 2,
+          2,
+          newWeights,
+        );
+    const diff = options.fastOnly
+      ? NaN
+      : maxRelativeDifference(
+          stockMicroBatch(gm, images, labels).gradSum,
+          computeMicroBatch(gm, images, labels, b).gradSum,
+        );
     const point: StepPoint = {
       batch: b,
       stock,
@@ -303,10 +350,24 @@ export interface ConcurrentResult {
 }
 
 /** Starts `processes` copies of this script, each timing computeMicroBatch at `batch` alone, at the same time. */
-export async function benchConcurrent(processes: number, batch: number, backend: BenchBackend, quick: boolean): Promise<ConcurrentResult> {
+export async function benchConcurrent(
+  processes: number,
+  batch: number,
+  backend: BenchBackend,
+  quick: boolean,
+): Promise<ConcurrentResult> {
   const self = fileURLToPath(import.meta.url);
   const runs = Array.from({ length: processes }, () => {
-    const args = [self, '--child', '--json', '--backend', backend, '--batch', String(batch), ...(quick ? ['--quick'] : [])];
+    const args = [
+      self,
+      '--child',
+      '--json',
+      '--backend',
+      backend,
+      '--batch',
+      String(batch),
+      ...(quick ? ['--quick'] : []),
+    ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
     child.stdout.on('data', (d: Buffer) => (text += d.toString()));
@@ -323,16 +384,28 @@ export async function benchConcurrent(processes: number, batch: number, backend:
   const perProcess = points.map((p) => p.fastSamplesPerSecond);
   const perProcessPerCpuSecond = points.map((p) => (p.batch * 1000) / p.fast.cpuMs);
   const sum = (v: number[]) => v.reduce((a, b) => a + b, 0);
-  return { processes, batch, backend, perProcess, total: sum(perProcess), perProcessPerCpuSecond, totalPerCpuSecond: sum(perProcessPerCpuSecond) };
+  return {
+    processes,
+    batch,
+    backend,
+    perProcess,
+    total: sum(perProcess),
+    perProcessPerCpuSecond,
+    totalPerCpuSecond: sum(perProcessPerCpuSecond),
+  };
 }
 
 const fmt = (v: number, digits = 2) => v.toFixed(digits);
 
 export function formatMlpGradientBench(r: MlpGradientBenchResult): string {
-  const lines: string[] = [`MLP 784-${r.hidden.join('-')}-10 (${r.numParams} params): one micro-batch fwd+bwd, median ms (min)`];
+  const lines: string[] = [
+    `MLP 784-${r.hidden.join('-')}-10 (${r.numParams} params): one micro-batch fwd+bwd, median ms (min)`,
+  ];
   for (const b of r.backends) {
     lines.push('', `backend ${b.backend}`);
-    lines.push('  B    stock ms (min)      fast ms (min, cpu)        stock samples/s  fast samples/s  speedup  max rel diff');
+    lines.push(
+      '  B    stock ms (min)      fast ms (min, cpu)        stock samples/s  fast samples/s  speedup  max rel diff',
+    );
     for (const s of b.steps) {
       lines.push(
         `  ${String(s.batch).padEnd(4)} ${`${fmt(s.stock.medianMs)} (${fmt(s.stock.minMs)})`.padEnd(19)} ${`${fmt(s.fast.medianMs)} (${fmt(s.fast.minMs)}, ${fmt(s.fast.cpuMs)})`.padEnd(25)} ` +
@@ -346,14 +419,25 @@ export function formatMlpGradientBench(r: MlpGradientBenchResult): string {
       ] as const) {
         if (!p) continue;
         const stepMs = label === 'stock' ? s.stock.medianMs : s.fast.medianMs;
-        lines.push(`  profile B=${s.batch} ${label}: kernels ${fmt(p.kernelMs)} ms of a ${fmt(stepMs)} ms step (the rest: JS, op overhead, copies)`);
-        for (const k of p.kernels.filter((k) => k.ms >= 0.01 * p.kernelMs)) lines.push(`    ${k.name.padEnd(16)} ${fmt(k.ms).padStart(8)} ms  ${String(k.calls).padStart(3)} calls`);
-        lines.push(`    slowest calls: ${p.topCalls.slice(0, 4).map((c) => `${c.name} ${c.inputShapes} ${fmt(c.ms)} ms`).join('; ')}`);
+        lines.push(
+          `  profile B=${s.batch} ${label}: kernels ${fmt(p.kernelMs)} ms of a ${fmt(stepMs)} ms step (the rest: JS, op overhead, copies)`,
+        );
+        for (const k of p.kernels.filter((k) => k.ms >= 0.01 * p.kernelMs))
+          lines.push(`    ${k.name.padEnd(16)} ${fmt(k.ms).padStart(8)} ms  ${String(k.calls).padStart(3)} calls`);
+        lines.push(
+          `    slowest calls: ${p.topCalls
+            .slice(0, 4)
+            .map((c) => `${c.name} ${c.inputShapes} ${fmt(c.ms)} ms`)
+            .join('; ')}`,
+        );
       }
     }
     if (b.ops.length > 0) {
       lines.push('  single ops (median ms, GFLOP/s):');
-      for (const o of b.ops) lines.push(`    B=${String(o.batch).padEnd(4)} ${o.op.padEnd(38)} ${o.variant.padEnd(30)} ${fmt(o.ms, 3).padStart(8)} ms ${o.gflops === null ? '' : `${fmt(o.gflops, 1)} GF/s`}`);
+      for (const o of b.ops)
+        lines.push(
+          `    B=${String(o.batch).padEnd(4)} ${o.op.padEnd(38)} ${o.variant.padEnd(30)} ${fmt(o.ms, 3).padStart(8)} ms ${o.gflops === null ? '' : `${fmt(o.gflops, 1)} GF/s`}`,
+        );
     }
   }
   return lines.join('\n');
@@ -380,7 +464,9 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
     const together = await benchConcurrent(concurrent, batch, backend, quick);
     if (json) console.log(JSON.stringify({ alone, together }, null, 2));
     else {
-      console.log(`${backend} B=${batch}: 1 process ${fmt(alone.total, 0)} samples/s (${fmt(alone.totalPerCpuSecond, 0)} per CPU-second)`);
+      console.log(
+        `${backend} B=${batch}: 1 process ${fmt(alone.total, 0)} samples/s (${fmt(alone.totalPerCpuSecond, 0)} per CPU-second)`,
+      );
       console.log(
         `${concurrent} processes at once: ${together.perProcess.map((v) => fmt(v, 0)).join(' + ')} = ${fmt(together.total, 0)} samples/s (${fmt(together.total / alone.total, 2)}x one process); ` +
           `per CPU-second ${together.perProcessPerCpuSecond.map((v) => fmt(v, 0)).join(' + ')} = ${fmt(together.totalPerCpuSecond, 0)}`,

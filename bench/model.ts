@@ -61,12 +61,22 @@ export function shardedStep(m: StepModelInputs, workers: number, globalBatch: nu
 }
 
 /** throughput(N, B) / (N × throughput(1, B/N)) = T(1, B/N) / T(N, B), the bench's definition. */
-export function predictedEfficiency(step: (m: StepModelInputs, n: number, b: number) => StepBreakdown, m: StepModelInputs, workers: number, globalBatch: number): number {
+export function predictedEfficiency(
+  step: (m: StepModelInputs, n: number, b: number) => StepBreakdown,
+  m: StepModelInputs,
+  workers: number,
+  globalBatch: number,
+): number {
   return step(m, 1, globalBatch / workers).total / step(m, workers, globalBatch).total;
 }
 
 /** Samples/s of N workers at global batch B. */
-export function predictedThroughput(step: (m: StepModelInputs, n: number, b: number) => StepBreakdown, m: StepModelInputs, workers: number, globalBatch: number): number {
+export function predictedThroughput(
+  step: (m: StepModelInputs, n: number, b: number) => StepBreakdown,
+  m: StepModelInputs,
+  workers: number,
+  globalBatch: number,
+): number {
   return globalBatch / step(m, workers, globalBatch).total;
 }
 
@@ -97,7 +107,9 @@ export function clusterTable(reduceValuesPerSecond = 500e6, applyParamsPerSecond
       );
     }
     // Weak scaling (32 samples per worker): the star's link time 2·N·S/β passes compute 32·c at N*.
-    lines.push(`  star link busier than compute beyond N* = 32·c·β/(2·S) = ${(((32 / 400) * m.betaBytesPerSecond) / (2 * m.params * bytesPerValue)).toFixed(2)} workers`);
+    lines.push(
+      `  star link busier than compute beyond N* = 32·c·β/(2·S) = ${(((32 / 400) * m.betaBytesPerSecond) / (2 * m.params * bytesPerValue)).toFixed(2)} workers`,
+    );
   }
   return lines.join('\n');
 }

@@ -59,7 +59,11 @@ interface ScriptPoint {
 export function peerScriptPath(): string {
   const here = dirname(fileURLToPath(import.meta.url));
   const root = findPackageRoot(here);
-  const candidates = [join(here, 'ddp_peer.py'), ...(root === undefined ? [] : [join(root, 'bench', 'ddp_peer.py')]), join(here, '..', '..', 'bench', 'ddp_peer.py')];
+  const candidates = [
+    join(here, 'ddp_peer.py'),
+    ...(root === undefined ? [] : [join(root, 'bench', 'ddp_peer.py')]),
+    join(here, '..', '..', 'bench', 'ddp_peer.py'),
+  ];
   const found = candidates.find((p) => existsSync(p));
   if (found === undefined) throw new Error(`bench/ddp_peer.py not found; looked in: ${candidates.join(', ')}`);
   return found;
@@ -79,8 +83,10 @@ export interface PlannedPoint {
  */
 export function planPoints(globalBatchSizes: readonly number[], workers: readonly number[]): PlannedPoint[] {
   const positive = (v: number) => Number.isInteger(v) && v > 0;
-  if (globalBatchSizes.length === 0 || !globalBatchSizes.every(positive)) throw new Error(`global batch sizes must be positive integers: ${globalBatchSizes.join(',')}`);
-  if (workers.length === 0 || !workers.every(positive)) throw new Error(`worker counts must be positive integers: ${workers.join(',')}`);
+  if (globalBatchSizes.length === 0 || !globalBatchSizes.every(positive))
+    throw new Error(`global batch sizes must be positive integers: ${globalBatchSizes.join(',')}`);
+  if (workers.length === 0 || !workers.every(positive))
+    throw new Error(`worker counts must be positive integers: ${workers.join(',')}`);
   const requested = new Set(globalBatchSizes.flatMap((b) => workers.map((n) => `${b}:${n}`)));
   const plan: PlannedPoint[] = [];
   const seen = new Set<string>();
@@ -101,7 +107,9 @@ export function planPoints(globalBatchSizes: readonly number[], workers: readonl
 }
 
 /** Adds scalingEfficiency to each measured point, from the points of the same run. */
-export function withEfficiencies<T extends { globalBatchSize: number; workers: number; samplesPerSecond: number }>(points: readonly T[]): (T & { scalingEfficiency: number | null })[] {
+export function withEfficiencies<T extends { globalBatchSize: number; workers: number; samplesPerSecond: number }>(
+  points: readonly T[],
+): (T & { scalingEfficiency: number | null })[] {
   const single = new Map(points.filter((p) => p.workers === 1).map((p) => [p.globalBatchSize, p.samplesPerSecond]));
   return points.map((p) => {
     const base = single.get(p.globalBatchSize / p.workers);
@@ -117,12 +125,15 @@ export function withEfficiencies<T extends { globalBatchSize: number; workers: n
 export function probeTorch(python?: string): { python: string; version: string } | { reason: string } {
   const override = python ?? process.env.BATCHLAB_PYTHON;
   const candidates = override ? [override] : ['python3', '/usr/bin/python3'];
-  const probe = 'import numpy, torch, torch.distributed as d; assert d.is_available() and d.is_gloo_available(), "torch.distributed has no gloo"; print(torch.__version__)';
+  const probe =
+    'import numpy, torch, torch.distributed as d; assert d.is_available() and d.is_gloo_available(), "torch.distributed has no gloo"; print(torch.__version__)';
   const failures: string[] = [];
   for (const candidate of candidates) {
     const r = spawnSync(candidate, ['-c', probe], { encoding: 'utf8', timeout: 120_000 });
     if (r.error) {
-      failures.push(`${candidate}: ${(r.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : r.error.message}`);
+      failures.push(
+        `${candidate}: ${(r.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found' : r.error.message}`,
+      );
     } else if (r.status === 0) {
       return { python: candidate, version: r.stdout.trim() };
     } else {
@@ -137,14 +148,19 @@ export function probeTorch(python?: string): { python: string; version: string }
 function findDataset(dataDir: string | undefined): { dir: string } | { reason: string } {
   const searched = datasetSearchPaths('fashion-mnist', { dataDir });
   for (const dir of searched) if (scanIdxDirectory(dir).complete) return { dir };
-  return { reason: `Fashion-MNIST not found (looked in ${searched.join(', ')}); apt-get install dataset-fashion-mnist or pass dataDir` };
+  return {
+    reason: `Fashion-MNIST not found (looked in ${searched.join(', ')}); apt-get install dataset-fashion-mnist or pass dataDir`,
+  };
 }
 
 /** Runs the script and returns its JSON lines; throws with its stderr when it fails. */
 function runScript(python: string, args: string[], timeoutMs: number): Promise<ScriptPoint[]> {
   return new Promise((resolve, reject) => {
     // Own process group, so a timeout also stops the spawned DDP workers.
-    const child = spawn(python, ['-u', peerScriptPath(), ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(python, ['-u', peerScriptPath(), ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -188,24 +204,31 @@ function runScript(python: string, args: string[], timeoutMs: number): Promise<S
  */
 export async function runPeer(options: PeerOptions): Promise<PeerResult> {
   const plan = planPoints(options.globalBatchSizes, options.workers);
-  if (!(Number.isInteger(options.steps) && options.steps >= 1)) throw new Error(`steps must be a positive integer: ${options.steps}`);
-  if (!(Number.isInteger(options.warmupSteps) && options.warmupSteps >= 0)) throw new Error(`warmupSteps must be a non-negative integer: ${options.warmupSteps}`);
+  if (!(Number.isInteger(options.steps) && options.steps >= 1))
+    throw new Error(`steps must be a positive integer: ${options.steps}`);
+  if (!(Number.isInteger(options.warmupSteps) && options.warmupSteps >= 0))
+    throw new Error(`warmupSteps must be a non-negative integer: ${options.warmupSteps}`);
   const data = findDataset(options.dataDir);
   if ('reason' in data) return { available: false, reason: data.reason };
   const torch = probeTorch(options.python);
   if ('reason' in torch) return { available: false, reason: torch.reason };
 
   const args = [
-    '--data-dir', data.dir,
-    '--points', plan.map((p) => `${p.globalBatchSize}:${p.workers}`).join(','),
-    '--steps', String(options.steps),
-    '--warmup-steps', String(options.warmupSteps),
+    '--data-dir',
+    data.dir,
+    '--points',
+    plan.map((p) => `${p.globalBatchSize}:${p.workers}`).join(','),
+    '--steps',
+    String(options.steps),
+    '--warmup-steps',
+    String(options.warmupSteps),
     '--json',
   ];
   const lines = await runScript(torch.python, args, options.timeoutMs ?? 30 * 60_000);
   const measured = plan.map((p) => {
     const line = lines.find((l) => l.globalBatchSize === p.globalBatchSize && l.workers === p.workers);
-    if (line === undefined || !(line.samplesPerSecond > 0)) throw new Error(`ddp_peer.py reported no valid result for B=${p.globalBatchSize}, workers=${p.workers}`);
+    if (line === undefined || !(line.samplesPerSecond > 0))
+      throw new Error(`ddp_peer.py reported no valid result for B=${p.globalBatchSize}, workers=${p.workers}`);
     return {
       globalBatchSize: p.globalBatchSize,
       workers: p.workers,

@@ -31,7 +31,6 @@ export interface ReduceResult extends ReducePoint {
   points: ReducePoint[];
 }
 
-
 /** dst += src for each src, the loop a user would write without any of batchlab's guarantees. */
 function addLoop(dst: Float32Array, sources: readonly Float32Array[]): void {
   dst.fill(0);
@@ -39,7 +38,9 @@ function addLoop(dst: Float32Array, sources: readonly Float32Array[]): void {
 }
 
 function measure(params: number, replies: number, optimizerName: OptimizerName, rounds: number): ReducePoint {
-  const grads = Array.from({ length: replies }, (_, k) => new Float32Array(params).map((_, i) => Math.sin(i * 0.37 + k) * 1e-3));
+  const grads = Array.from({ length: replies }, (_, k) =>
+    new Float32Array(params).map((_, i) => Math.sin(i * 0.37 + k) * 1e-3),
+  );
   const weights = new Float32Array(params).map((_, i) => Math.cos(i) * 0.05);
   const optimizer = createOptimizer(optimizerName, DEFAULT_OPTIMIZER_CONFIG, [{ name: 'w', shape: [params] }]);
   const reducer = new StarReducer(weights, optimizer);
@@ -84,7 +85,16 @@ function measure(params: number, replies: number, optimizerName: OptimizerName, 
   }
   const paramsPerSecond = median(ours);
   const addLoopParamsPerSecond = median(plain);
-  return { params, replies, optimizer: optimizerName, paramsPerSecond, addLoopParamsPerSecond, vsJsAddLoopRatio: paramsPerSecond / addLoopParamsPerSecond, reduceValuesPerSecond: median(reduceOnly), applyParamsPerSecond: median(applyOnly) };
+  return {
+    params,
+    replies,
+    optimizer: optimizerName,
+    paramsPerSecond,
+    addLoopParamsPerSecond,
+    vsJsAddLoopRatio: paramsPerSecond / addLoopParamsPerSecond,
+    reduceValuesPerSecond: median(reduceOnly),
+    applyParamsPerSecond: median(applyOnly),
+  };
 }
 
 /**
@@ -93,7 +103,11 @@ function measure(params: number, replies: number, optimizerName: OptimizerName, 
  */
 export function benchReduce(options: { quick: boolean }): ReduceResult {
   const rounds = options.quick ? 5 : 9;
-  const points: ReducePoint[] = [measure(DEFAULT_MLP_PARAMS, 2, 'adam', rounds), measure(DEFAULT_MLP_PARAMS, 8, 'adam', rounds), measure(DEFAULT_MLP_PARAMS, 2, 'sgd', rounds)];
+  const points: ReducePoint[] = [
+    measure(DEFAULT_MLP_PARAMS, 2, 'adam', rounds),
+    measure(DEFAULT_MLP_PARAMS, 8, 'adam', rounds),
+    measure(DEFAULT_MLP_PARAMS, 2, 'sgd', rounds),
+  ];
   if (!options.quick) points.push(measure(25_000_000, 2, 'adam', 3));
   return { ...points[0]!, points };
 }
@@ -101,6 +115,8 @@ export function benchReduce(options: { quick: boolean }): ReduceResult {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const result = benchReduce({ quick: process.argv.includes('--quick') });
   for (const p of result.points) {
-    console.log(`${p.params} params × ${p.replies} replies, ${p.optimizer}: reduce+apply ${(p.paramsPerSecond / 1e6).toFixed(0)}M/s, add loop ${(p.addLoopParamsPerSecond / 1e6).toFixed(0)}M/s, ratio ${p.vsJsAddLoopRatio.toFixed(3)}`);
+    console.log(
+      `${p.params} params × ${p.replies} replies, ${p.optimizer}: reduce+apply ${(p.paramsPerSecond / 1e6).toFixed(0)}M/s, add loop ${(p.addLoopParamsPerSecond / 1e6).toFixed(0)}M/s, ratio ${p.vsJsAddLoopRatio.toFixed(3)}`,
+    );
   }
 }

@@ -104,8 +104,14 @@ export async function measureRun(spec: RunSpec, configure: ConfigureRun): Promis
 
 /** The mean of each phase over `steps`. */
 function meanPhases(steps: readonly StepRecord[]): StepRecord['phases'] {
-  const mean = (phase: keyof StepRecord['phases']): number => steps.reduce((a, r) => a + r.phases[phase], 0) / steps.length;
-  return { dispatch: mean('dispatch'), 'gather-wait': mean('gather-wait'), reduce: mean('reduce'), apply: mean('apply') };
+  const mean = (phase: keyof StepRecord['phases']): number =>
+    steps.reduce((a, r) => a + r.phases[phase], 0) / steps.length;
+  return {
+    dispatch: mean('dispatch'),
+    'gather-wait': mean('gather-wait'),
+    reduce: mean('reduce'),
+    apply: mean('apply'),
+  };
 }
 
 /**
@@ -127,7 +133,9 @@ export interface ScalingOptions {
 }
 
 /** Efficiency points for MLP and CNN at 1 and 2 workers. */
-export async function benchScaling(options: ScalingOptions): Promise<{ scaling: ScalingPoint[]; runs: RunMeasurement[] }> {
+export async function benchScaling(
+  options: ScalingOptions,
+): Promise<{ scaling: ScalingPoint[]; runs: RunMeasurement[] }> {
   const log = options.log ?? (() => {});
   const plan: { model: ModelName; batches: number[]; warmup: number; timed: number }[] = options.quick
     ? [
@@ -145,8 +153,16 @@ export async function benchScaling(options: ScalingOptions): Promise<{ scaling: 
     for (const b of batches) {
       const half = b / 2;
       // Alternate the order across pairs so drift on a shared machine does not favour one side.
-      const runOne = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed }, options.configure);
-      const runTwo = (): Promise<RunMeasurement> => measureRun({ model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed }, options.configure);
+      const runOne = (): Promise<RunMeasurement> =>
+        measureRun(
+          { model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed },
+          options.configure,
+        );
+      const runTwo = (): Promise<RunMeasurement> =>
+        measureRun(
+          { model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed },
+          options.configure,
+        );
       let one: RunMeasurement;
       let two: RunMeasurement;
       if (pair++ % 2 === 0) {
@@ -158,9 +174,23 @@ export async function benchScaling(options: ScalingOptions): Promise<{ scaling: 
       }
       runs.push(one, two);
       const efficiency = measuredScalingEfficiency(two.samplesPerSecond, 2, one.samplesPerSecond);
-      scaling.push({ model, globalBatchSize: half, workers: 1, samplesPerSecond: one.samplesPerSecond, scalingEfficiency: null });
-      scaling.push({ model, globalBatchSize: b, workers: 2, samplesPerSecond: two.samplesPerSecond, scalingEfficiency: efficiency });
-      log(`scaling ${model} B=${b}: 1 worker @${half} ${one.samplesPerSecond.toFixed(0)}/s, 2 workers @${b} ${two.samplesPerSecond.toFixed(0)}/s, efficiency ${(efficiency * 100).toFixed(1)}%`);
+      scaling.push({
+        model,
+        globalBatchSize: half,
+        workers: 1,
+        samplesPerSecond: one.samplesPerSecond,
+        scalingEfficiency: null,
+      });
+      scaling.push({
+        model,
+        globalBatchSize: b,
+        workers: 2,
+        samplesPerSecond: two.samplesPerSecond,
+        scalingEfficiency: efficiency,
+      });
+      log(
+        `scaling ${model} B=${b}: 1 worker @${half} ${one.samplesPerSecond.toFixed(0)}/s, 2 workers @${b} ${two.samplesPerSecond.toFixed(0)}/s, efficiency ${(efficiency * 100).toFixed(1)}%`,
+      );
       for (const run of [one, two]) log(`  ${run.workers} worker${run.workers > 1 ? 's' : ''}: ${describePhases(run)}`);
     }
   }
@@ -175,13 +205,37 @@ export async function benchBalance(options: ScalingOptions): Promise<BalancePoin
   const slowdown = [1, 3];
   const warmup = options.quick ? 10 : 30;
   const timed = options.quick ? 10 : 60;
-  const single = await measureRun({ model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed }, options.configure);
+  const single = await measureRun(
+    { model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed },
+    options.configure,
+  );
   const capacity = slowdown.reduce((a, f) => a + single.samplesPerSecond / f, 0);
   const points: BalancePoint[] = [];
   for (const balance of ['equal', 'throughput'] as const) {
-    const run = await measureRun({ model: 'mlp', globalBatchSize: b, workers: 2, microBatch: micro, warmupSteps: warmup, timedSteps: timed, slowdown, balance }, options.configure);
-    points.push({ balance, slowdown, globalBatchSize: b, microBatch: micro, samplesPerSecond: run.samplesPerSecond, efficiencyVsCapacity: run.samplesPerSecond / capacity });
-    log(`balance ${balance} (slowdown ${slowdown.join(',')}): ${run.samplesPerSecond.toFixed(0)}/s = ${((run.samplesPerSecond / capacity) * 100).toFixed(1)}% of capacity`);
+    const run = await measureRun(
+      {
+        model: 'mlp',
+        globalBatchSize: b,
+        workers: 2,
+        microBatch: micro,
+        warmupSteps: warmup,
+        timedSteps: timed,
+        slowdown,
+        balance,
+      },
+      options.configure,
+    );
+    points.push({
+      balance,
+      slowdown,
+      globalBatchSize: b,
+      microBatch: micro,
+      samplesPerSecond: run.samplesPerSecond,
+      efficiencyVsCapacity: run.samplesPerSecond / capacity,
+    });
+    log(
+      `balance ${balance} (slowdown ${slowdown.join(',')}): ${run.samplesPerSecond.toFixed(0)}/s = ${((run.samplesPerSecond / capacity) * 100).toFixed(1)}% of capacity`,
+    );
   }
   return points;
 }

@@ -4,7 +4,10 @@
 import { DEFAULT_HIDDEN } from '../shared/models/index.js';
 
 /** Parameters of the default MLP (784 inputs, DEFAULT_HIDDEN.mlp, 10 classes): 235,146. */
-export const DEFAULT_MLP_PARAMS = [784, ...DEFAULT_HIDDEN.mlp, 10].reduce((sum, width, i, dims) => (i === 0 ? 0 : sum + dims[i - 1]! * width + width), 0);
+export const DEFAULT_MLP_PARAMS = [784, ...DEFAULT_HIDDEN.mlp, 10].reduce(
+  (sum, width, i, dims) => (i === 0 ? 0 : sum + dims[i - 1]! * width + width),
+  0,
+);
 
 /** The median (the mean of the two middle values for an even count). */
 export function median(values: readonly number[]): number {

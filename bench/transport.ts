@@ -105,19 +105,33 @@ async function rawRound(socket: Socket, payload: Buffer, count: number): Promise
  * gradient is not transport, so the body is filled only when `fill` is set (the warm-up, which
  * fills every pooled buffer; the pool then hands the same buffers back).
  */
-async function wsRound(ws: WebSocket, encoder: FrameEncoder, body: Float32Array, count: number, fill = false): Promise<number> {
+async function wsRound(
+  ws: WebSocket,
+  encoder: FrameEncoder,
+  body: Float32Array,
+  count: number,
+  fill = false,
+): Promise<number> {
   const t0 = performance.now();
   for (let i = 0; i < count; i++) {
     const acked = once(ws, 'message');
     const frame = encoder.bodyFrame(body.length);
     if (fill) frame.body.set(body);
-    const sealed = frame.seal({ type: 'gradient', step: i, microBatchId: 0, samples: 1, lossSum: 0, correct: 0, computeMs: 1, sqNorm: 0 });
+    const sealed = frame.seal({
+      type: 'gradient',
+      step: i,
+      microBatchId: 0,
+      samples: 1,
+      lossSum: 0,
+      correct: 0,
+      computeMs: 1,
+      sqNorm: 0,
+    });
     ws.send(sealed.bytes, { binary: true }, () => sealed.release());
     await acked;
   }
   return (body.byteLength * count) / ((performance.now() - t0) / 1000);
 }
-
 
 async function hasBufferutil(): Promise<boolean> {
   if (process.env.WS_NO_BUFFER_UTIL) return false;
@@ -141,7 +155,11 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
     const socket = createConnection({ port: rawPort, host: '127.0.0.1', noDelay: true });
     await once(socket, 'connect');
     const open = async (mask: boolean): Promise<WebSocket> => {
-      const ws = new WebSocket(`ws://127.0.0.1:${wsPort}`, { perMessageDeflate: false, maxPayload: 1 << 30, ...(mask ? {} : { generateMask: zeroMask }) });
+      const ws = new WebSocket(`ws://127.0.0.1:${wsPort}`, {
+        perMessageDeflate: false,
+        maxPayload: 1 << 30,
+        ...(mask ? {} : { generateMask: zeroMask }),
+      });
       await once(ws, 'open');
       return ws;
     };
@@ -210,7 +228,12 @@ export async function benchTransport(options: { quick: boolean; messageBytes?: n
     zero.terminate();
     random.terminate();
     // The headline is the largest message: a model-sized gradient (20 MB = 5M float32 parameters).
-    return { ...points[points.length - 1]!, points, bufferutil: await hasBufferutil(), wsRoundTripSeconds: median(trips) };
+    return {
+      ...points[points.length - 1]!,
+      points,
+      bufferutil: await hasBufferutil(),
+      wsRoundTripSeconds: median(trips),
+    };
   } finally {
     sink.stdin.end();
     sink.kill();
@@ -227,6 +250,8 @@ if (process.argv[1] === SELF) {
         `${(p.messageBytes / 1e6).toFixed(2)} MB: raw TCP ${(p.rawTcpBytesPerSecond / 1e9).toFixed(3)} GB/s, ws zero mask ${(p.wsBytesPerSecond / 1e9).toFixed(3)} GB/s (${p.ratio.toFixed(3)}), ws random mask ${(p.wsRandomMaskBytesPerSecond / 1e9).toFixed(3)} GB/s (${p.randomMaskRatio.toFixed(3)})`,
       );
     }
-    console.log(`bufferutil: ${result.bufferutil}; small-frame round trip ${(result.wsRoundTripSeconds * 1e6).toFixed(0)} µs`);
+    console.log(
+      `bufferutil: ${result.bufferutil}; small-frame round trip ${(result.wsRoundTripSeconds * 1e6).toFixed(0)} µs`,
+    );
   }
 }

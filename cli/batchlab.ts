@@ -8,7 +8,18 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { describeError, exitCodeFor, interruptedBy, OptionError } from '../shared/errors.js';
-import { BENCH_OPTIONS, COORDINATOR_OPTIONS, LOCAL_OPTIONS, withEnvironmentDefaults, parseCoordinatorSettings, parseLocalSettings, parseSweepSettings, parseWorkerSettings, SWEEP_OPTIONS, WORKER_OPTIONS } from './options.js';
+import {
+  BENCH_OPTIONS,
+  COORDINATOR_OPTIONS,
+  LOCAL_OPTIONS,
+  withEnvironmentDefaults,
+  parseCoordinatorSettings,
+  parseLocalSettings,
+  parseSweepSettings,
+  parseWorkerSettings,
+  SWEEP_OPTIONS,
+  WORKER_OPTIONS,
+} from './options.js';
 import { ProgressReporter } from './progress.js';
 import { formatSummary, formatSweepSummary } from './summary.js';
 
@@ -32,103 +43,111 @@ async function execute(body: () => Promise<number>, where: string): Promise<neve
 
 try {
   await yargs(hideBin(process.argv))
-  .scriptName('batchlab')
-  .usage('$0 <command> [options]\n\nData-parallel training with exact gradient averaging over WebSocket workers.')
-  .command(
-    'local',
-    'run a coordinator and N worker processes on this machine',
-    (y) => y.options(withEnvironmentDefaults(LOCAL_OPTIONS, process.env)),
-    (argv) =>
-      execute(async () => {
-        const settings = parseLocalSettings(argv);
-        const { runLocal } = await import('./local.js');
-        const progress = new ProgressReporter(process.stderr);
-        const report = await runLocal(settings, commandLine, progress);
-        progress.finish();
-        process.stdout.write(`${formatSummary(report)}\n`);
-        return 0;
-      }, 'local'),
-  )
-  .command(
-    'coordinator',
-    'serve workers and run the training loop',
-    (y) => y.options(withEnvironmentDefaults(COORDINATOR_OPTIONS, process.env)),
-    (argv) =>
-      execute(async () => {
-        const settings = parseCoordinatorSettings(argv);
-        const { runCoordinator } = await import('../coordinator/coordinator.js');
-        const progress = new ProgressReporter(process.stderr);
-        const controller = new AbortController();
-        const stop = (signal: NodeJS.Signals): void => controller.abort(interruptedBy(signal));
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-        const report = await runCoordinator(
-          { ...settings, command: commandLine },
-          { log: (line) => progress.log(line), observer: progress, signal: controller.signal, onListening: ({ steps }) => progress.start(steps) },
-        );
-        progress.finish();
-        process.stdout.write(`${formatSummary(report)}\n`);
-        return 0;
-      }, 'coordinator'),
-  )
-  .command(
-    'sweep',
-    'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
-    (y) => y.options(withEnvironmentDefaults(SWEEP_OPTIONS, process.env)),
-    (argv) =>
-      execute(async () => {
-        const settings = parseSweepSettings(argv);
-        const { runSweep } = await import('./sweep.js');
-        const { writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
-        const report = await runSweep(settings, commandLine, process.stderr);
-        if (settings.report) process.stderr.write(`sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`);
-        if (settings.html) {
-          await writeSweepHtml(settings.html, report);
-          process.stderr.write(`HTML report written to ${settings.html}\n`);
-        }
-        process.stdout.write(`${formatSweepSummary(report)}\n`);
-        return 0;
-      }, 'sweep'),
-  )
-  .command(
-    'worker',
-    'connect to a coordinator and compute gradients',
-    (y) => y.options(withEnvironmentDefaults(WORKER_OPTIONS, process.env)),
-    (argv) =>
-      execute(async () => {
-        const settings = parseWorkerSettings(argv, process.env);
-        const { runWorker } = await import('../worker/worker.js');
-        return runWorker({ ...settings, log: (line) => process.stderr.write(`${line}\n`) });
-      }, 'worker'),
-  )
-  .command(
-    'bench',
-    'measure transport, reduce, scaling, load balancing and backends side by side (and PyTorch DDP when installed)',
-    (y) => y.options(withEnvironmentDefaults(BENCH_OPTIONS, process.env)),
-    (argv) =>
-      execute(async () => {
-        const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
-        const settings = parseBenchSettings(argv);
-        const report = await runBench(settings, (line) => process.stderr.write(`${line}\n`));
-        process.stdout.write(`${formatBench(report)}\n`);
-        if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
-        return 0;
-      }, 'bench'),
-  )
-  .demandCommand(1, 'Name a command: local, coordinator, worker, sweep or bench.')
-  .strict()
-  .help()
-  .wrap(Math.min(110, process.stdout.columns ?? 110))
-  .fail((message, error) => {
-    if (error instanceof OptionError) {
-      process.stderr.write(`batchlab: ${error.message}\n`);
+    .scriptName('batchlab')
+    .usage('$0 <command> [options]\n\nData-parallel training with exact gradient averaging over WebSocket workers.')
+    .command(
+      'local',
+      'run a coordinator and N worker processes on this machine',
+      (y) => y.options(withEnvironmentDefaults(LOCAL_OPTIONS, process.env)),
+      (argv) =>
+        execute(async () => {
+          const settings = parseLocalSettings(argv);
+          const { runLocal } = await import('./local.js');
+          const progress = new ProgressReporter(process.stderr);
+          const report = await runLocal(settings, commandLine, progress);
+          progress.finish();
+          process.stdout.write(`${formatSummary(report)}\n`);
+          return 0;
+        }, 'local'),
+    )
+    .command(
+      'coordinator',
+      'serve workers and run the training loop',
+      (y) => y.options(withEnvironmentDefaults(COORDINATOR_OPTIONS, process.env)),
+      (argv) =>
+        execute(async () => {
+          const settings = parseCoordinatorSettings(argv);
+          const { runCoordinator } = await import('../coordinator/coordinator.js');
+          const progress = new ProgressReporter(process.stderr);
+          const controller = new AbortController();
+          const stop = (signal: NodeJS.Signals): void => controller.abort(interruptedBy(signal));
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+          const report = await runCoordinator(
+            { ...settings, command: commandLine },
+            {
+              log: (line) => progress.log(line),
+              observer: progress,
+              signal: controller.signal,
+              onListening: ({ steps }) => progress.start(steps),
+            },
+          );
+          progress.finish();
+          process.stdout.write(`${formatSummary(report)}\n`);
+          return 0;
+        }, 'coordinator'),
+    )
+    .command(
+      'sweep',
+      'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
+      (y) => y.options(withEnvironmentDefaults(SWEEP_OPTIONS, process.env)),
+      (argv) =>
+        execute(async () => {
+          const settings = parseSweepSettings(argv);
+          const { runSweep } = await import('./sweep.js');
+          const { writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
+          const report = await runSweep(settings, commandLine, process.stderr);
+          if (settings.report)
+            process.stderr.write(
+              `sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`,
+            );
+          if (settings.html) {
+            await writeSweepHtml(settings.html, report);
+            process.stderr.write(`HTML report written to ${settings.html}\n`);
+          }
+          process.stdout.write(`${formatSweepSummary(report)}\n`);
+          return 0;
+        }, 'sweep'),
+    )
+    .command(
+      'worker',
+      'connect to a coordinator and compute gradients',
+      (y) => y.options(withEnvironmentDefaults(WORKER_OPTIONS, process.env)),
+      (argv) =>
+        execute(async () => {
+          const settings = parseWorkerSettings(argv, process.env);
+          const { runWorker } = await import('../worker/worker.js');
+          return runWorker({ ...settings, log: (line) => process.stderr.write(`${line}\n`) });
+        }, 'worker'),
+    )
+    .command(
+      'bench',
+      'measure transport, reduce, scaling, load balancing and backends side by side (and PyTorch DDP when installed)',
+      (y) => y.options(withEnvironmentDefaults(BENCH_OPTIONS, process.env)),
+      (argv) =>
+        execute(async () => {
+          const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
+          const settings = parseBenchSettings(argv);
+          const report = await runBench(settings, (line) => process.stderr.write(`${line}\n`));
+          process.stdout.write(`${formatBench(report)}\n`);
+          if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
+          return 0;
+        }, 'bench'),
+    )
+    .demandCommand(1, 'Name a command: local, coordinator, worker, sweep or bench.')
+    .strict()
+    .help()
+    .wrap(Math.min(110, process.stdout.columns ?? 110))
+    .fail((message, error) => {
+      if (error instanceof OptionError) {
+        process.stderr.write(`batchlab: ${error.message}\n`);
+        process.exit(2);
+      }
+      if (error) throw error;
+      process.stderr.write(`batchlab: ${message}\nRun 'batchlab --help' for the commands and options.\n`);
       process.exit(2);
-    }
-    if (error) throw error;
-    process.stderr.write(`batchlab: ${message}\nRun 'batchlab --help' for the commands and options.\n`);
-    process.exit(2);
-  })
-  .parseAsync();
+    })
+    .parseAsync();
 } catch (error) {
   // A bad BATCHLAB_* boolean is found while yargs builds the command, outside the handlers.
   if (!(error instanceof OptionError)) throw error;

@@ -49,7 +49,10 @@ export interface BenchReport {
   /** batchlab vs DDP for the MLP with 2 workers, when both were measured. */
   comparison?: Comparison[];
   /** The step model's predictions from this run's transport, reduce and backend numbers, beside the measured scaling. */
-  model?: { inputs: Omit<StepModelInputs, 'computeSecondsPerSample'> & { computeSecondsPerSample: Record<string, number> }; points: ModelCheck[] };
+  model?: {
+    inputs: Omit<StepModelInputs, 'computeSecondsPerSample'> & { computeSecondsPerSample: Record<string, number> };
+    points: ModelCheck[];
+  };
   wallSeconds: number;
   /** Wall seconds each section took, by section name. */
   sectionSeconds: Partial<Record<BenchSection, number>>;
@@ -66,17 +69,23 @@ export interface ModelCheck {
   measuredSamplesPerSecond: number;
 }
 
-
 /** Predicts the MLP scaling points from the separately measured terms, when all were measured. */
 function checkModel(report: BenchReport): BenchReport['model'] {
   const { transport, reduce, backends, scaling } = report;
   if (!transport || !reduce || !backends || !scaling) return undefined;
   const mlp = backends.filter((p) => p.backend === 'wasm' && p.model === 'mlp');
   if (mlp.length === 0) return undefined;
-  const perSample: Record<string, number> = Object.fromEntries(mlp.map((p) => [String(p.batch), 1 / p.samplesPerSecond]));
+  const perSample: Record<string, number> = Object.fromEntries(
+    mlp.map((p) => [String(p.batch), 1 / p.samplesPerSecond]),
+  );
   // c(b): the measured batch nearest to b.
-  const c = (b: number): number => 1 / mlp.reduce((best, p) => (Math.abs(Math.log(p.batch / b)) < Math.abs(Math.log(best.batch / b)) ? p : best)).samplesPerSecond;
-  const mlpSized = transport.points.reduce((best, p) => (Math.abs(p.messageBytes - DEFAULT_MLP_PARAMS * 4) < Math.abs(best.messageBytes - DEFAULT_MLP_PARAMS * 4) ? p : best));
+  const c = (b: number): number =>
+    1 /
+    mlp.reduce((best, p) => (Math.abs(Math.log(p.batch / b)) < Math.abs(Math.log(best.batch / b)) ? p : best))
+      .samplesPerSecond;
+  const mlpSized = transport.points.reduce((best, p) =>
+    Math.abs(p.messageBytes - DEFAULT_MLP_PARAMS * 4) < Math.abs(best.messageBytes - DEFAULT_MLP_PARAMS * 4) ? p : best,
+  );
   const adam = reduce.points.find((p) => p.params === DEFAULT_MLP_PARAMS && p.optimizer === 'adam') ?? reduce;
   const inputs: StepModelInputs = {
     params: DEFAULT_MLP_PARAMS,
@@ -92,7 +101,9 @@ function checkModel(report: BenchReport): BenchReport['model'] {
   // predict the 2-worker point from it. The round trip of a small frame is its floor.
   const points: ModelCheck[] = [];
   for (const two of scaling.filter((p) => p.model === 'mlp' && p.workers > 1)) {
-    const one = scaling.find((p) => p.model === 'mlp' && p.workers === 1 && p.globalBatchSize === two.globalBatchSize / two.workers);
+    const one = scaling.find(
+      (p) => p.model === 'mlp' && p.workers === 1 && p.globalBatchSize === two.globalBatchSize / two.workers,
+    );
     if (!one) continue;
     const modelled = starStep({ ...inputs, alphaSeconds: 0 }, 1, one.globalBatchSize).total;
     const alphaSeconds = Math.max(inputs.alphaSeconds, one.globalBatchSize / one.samplesPerSecond - modelled);
@@ -116,7 +127,8 @@ export function parseBenchSettings(raw: Record<string, unknown>): BenchSettings 
   if (only !== undefined) {
     const names = only.split(',').map((s) => s.trim());
     const bad = names.find((n) => !(BENCH_SECTIONS as readonly string[]).includes(n));
-    if (bad !== undefined || names.length === 0) throw new OptionError('only', only, `comma-separated sections from ${BENCH_SECTIONS.join(', ')}`);
+    if (bad !== undefined || names.length === 0)
+      throw new OptionError('only', only, `comma-separated sections from ${BENCH_SECTIONS.join(', ')}`);
     sections = names as BenchSection[];
   }
   const json = readText(raw, 'json');
@@ -124,16 +136,22 @@ export function parseBenchSettings(raw: Record<string, unknown>): BenchSettings 
   return { quick: raw.quick === true, sections, ...(json ? { json } : {}) };
 }
 
-const pct = (x: number | null | undefined): string => (x === null || x === undefined ? '—' : `${(x * 100).toFixed(1)}%`);
+const pct = (x: number | null | undefined): string =>
+  x === null || x === undefined ? '—' : `${(x * 100).toFixed(1)}%`;
 const rate = (x: number): string => Math.round(x).toLocaleString('en-US');
 
 /** The human-readable tables printed at the end. */
 export function formatBench(report: BenchReport): string {
   const lines: string[] = [];
   const m = report.machine;
-  lines.push(`batchlab bench${report.quick ? ' --quick' : ''}: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${report.wallSeconds.toFixed(0)} s`);
+  lines.push(
+    `batchlab bench${report.quick ? ' --quick' : ''}: ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Node ${m.node}, ${report.wallSeconds.toFixed(0)} s`,
+  );
   if (report.transport) {
-    lines.push('', 'transport (loopback, one message in flight)   raw TCP     ws (zero mask)  ratio   ws (random mask)  ratio');
+    lines.push(
+      '',
+      'transport (loopback, one message in flight)   raw TCP     ws (zero mask)  ratio   ws (random mask)  ratio',
+    );
     for (const p of report.transport.points) {
       lines.push(
         `  ${(p.messageBytes / 1e6).toFixed(2).padStart(6)} MB messages                      ${(p.rawTcpBytesPerSecond / 1e9).toFixed(2)} GB/s   ${(p.wsBytesPerSecond / 1e9).toFixed(2)} GB/s       ${p.ratio.toFixed(2)}    ${(p.wsRandomMaskBytesPerSecond / 1e9).toFixed(2)} GB/s         ${p.randomMaskRatio.toFixed(2)}`,
@@ -144,48 +162,76 @@ export function formatBench(report: BenchReport): string {
   if (report.reduce) {
     lines.push('', 'reduce + apply (values/s)        ours          add loop      ratio');
     for (const p of report.reduce.points) {
-      lines.push(`  ${String(p.params).padStart(8)} params × ${p.replies} replies, ${p.optimizer.padEnd(4)}  ${(p.paramsPerSecond / 1e6).toFixed(0).padStart(5)} M/s     ${(p.addLoopParamsPerSecond / 1e6).toFixed(0).padStart(5)} M/s     ${p.vsJsAddLoopRatio.toFixed(2)}`);
+      lines.push(
+        `  ${String(p.params).padStart(8)} params × ${p.replies} replies, ${p.optimizer.padEnd(4)}  ${(p.paramsPerSecond / 1e6).toFixed(0).padStart(5)} M/s     ${(p.addLoopParamsPerSecond / 1e6).toFixed(0).padStart(5)} M/s     ${p.vsJsAddLoopRatio.toFixed(2)}`,
+      );
     }
   }
   if (report.scaling) {
     lines.push('', 'scaling (Fashion-MNIST, micro-batch B/N)   samples/s   efficiency');
-    for (const p of report.scaling) lines.push(`  ${p.model.padEnd(4)} B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} worker${p.workers > 1 ? 's' : ' '}                ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.scalingEfficiency)}`);
+    for (const p of report.scaling)
+      lines.push(
+        `  ${p.model.padEnd(4)} B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} worker${p.workers > 1 ? 's' : ' '}                ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.scalingEfficiency)}`,
+      );
   }
   if (report.balance) {
     lines.push('', 'load balancing (MLP, B=512, micro-batch 32, second worker slowed)   samples/s   of capacity');
-    for (const p of report.balance) lines.push(`  ${p.balance.padEnd(10)} slowdown ${p.slowdown.join(',')}                                    ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.efficiencyVsCapacity)}`);
+    for (const p of report.balance)
+      lines.push(
+        `  ${p.balance.padEnd(10)} slowdown ${p.slowdown.join(',')}                                    ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.efficiencyVsCapacity)}`,
+      );
   }
   if (report.backends) {
     lines.push('', 'backends (gradient computation only)   samples/s');
-    for (const p of report.backends) lines.push(`  ${p.backend.padEnd(6)} ${p.model.padEnd(4)} batch ${String(p.batch).padEnd(4)}              ${rate(p.samplesPerSecond).padStart(9)}`);
+    for (const p of report.backends)
+      lines.push(
+        `  ${p.backend.padEnd(6)} ${p.model.padEnd(4)} batch ${String(p.batch).padEnd(4)}              ${rate(p.samplesPerSecond).padStart(9)}`,
+      );
     for (const model of ['mlp', 'cnn'] as const) {
       const cpu = report.backends.find((p) => p.model === model && p.backend === 'cpu');
       const wasm = report.backends.find((p) => p.model === model && p.backend === 'wasm' && p.batch === cpu?.batch);
-      if (wasm && cpu) lines.push(`  ${model}: wasm is ${(wasm.samplesPerSecond / cpu.samplesPerSecond).toFixed(1)}× cpu at batch ${cpu.batch}`);
+      if (wasm && cpu)
+        lines.push(
+          `  ${model}: wasm is ${(wasm.samplesPerSecond / cpu.samplesPerSecond).toFixed(1)}× cpu at batch ${cpu.batch}`,
+        );
     }
   }
   if (report.peer) {
     if (!report.peer.available) lines.push('', `peer (PyTorch DDP): not run: ${report.peer.reason}`);
     else {
-      lines.push('', `peer: PyTorch ${report.peer.torchVersion} DDP (gloo, 1 thread per process)   samples/s   efficiency`);
-      for (const p of report.peer.points) lines.push(`  mlp  B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} process${p.workers > 1 ? 'es' : '  '}                        ${rate(p.samplesPerSecond).padStart(9)}   ${p.workers > 1 ? pct(p.scalingEfficiency) : '—'}`);
+      lines.push(
+        '',
+        `peer: PyTorch ${report.peer.torchVersion} DDP (gloo, 1 thread per process)   samples/s   efficiency`,
+      );
+      for (const p of report.peer.points)
+        lines.push(
+          `  mlp  B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} process${p.workers > 1 ? 'es' : '  '}                        ${rate(p.samplesPerSecond).padStart(9)}   ${p.workers > 1 ? pct(p.scalingEfficiency) : '—'}`,
+        );
     }
   }
   if (report.comparison?.length) {
     lines.push('', 'batchlab vs DDP, MLP, 2 workers   efficiency (ours / DDP)   samples/s (ours / DDP = ratio)');
     for (const c of report.comparison) {
-      lines.push(`  B=${String(c.globalBatchSize).padEnd(5)}                        ${pct(c.batchlabScalingEfficiency)} / ${pct(c.peerScalingEfficiency)}           ${rate(c.batchlabSamplesPerSecond)} / ${rate(c.peerSamplesPerSecond)} = ${c.throughputRatio.toFixed(2)}`);
+      lines.push(
+        `  B=${String(c.globalBatchSize).padEnd(5)}                        ${pct(c.batchlabScalingEfficiency)} / ${pct(c.peerScalingEfficiency)}           ${rate(c.batchlabSamplesPerSecond)} / ${rate(c.peerSamplesPerSecond)} = ${c.throughputRatio.toFixed(2)}`,
+      );
     }
   }
   if (report.model) {
     const i = report.model.inputs;
     lines.push(
       '',
-      `step model (star): small-frame round trip ${(i.alphaSeconds * 1e6).toFixed(0)} µs, β ${(i.betaBytesPerSecond / 1e9).toFixed(2)} GB/s, reduce ${(i.reduceValuesPerSecond / 1e6).toFixed(0)} M values/s, apply ${(i.applyParamsPerSecond / 1e6).toFixed(0)} M params/s, c(b) ${Object.entries(i.computeSecondsPerSample).map(([b, c]) => `${b}: ${(c * 1e6).toFixed(0)} µs`).join(', ')}`,
+      `step model (star): small-frame round trip ${(i.alphaSeconds * 1e6).toFixed(0)} µs, β ${(i.betaBytesPerSecond / 1e9).toFixed(2)} GB/s, reduce ${(i.reduceValuesPerSecond / 1e6).toFixed(0)} M values/s, apply ${(i.applyParamsPerSecond / 1e6).toFixed(0)} M params/s, c(b) ${Object.entries(
+        i.computeSecondsPerSample,
+      )
+        .map(([b, c]) => `${b}: ${(c * 1e6).toFixed(0)} µs`)
+        .join(', ')}`,
       '  MLP, 2 workers   α fitted on 1 worker   predicted efficiency / measured   predicted samples/s / measured',
     );
     for (const p of report.model.points) {
-      lines.push(`  B=${String(p.globalBatchSize).padEnd(5)}          ${(p.fittedAlphaSeconds * 1000).toFixed(1).padStart(6)} ms            ${pct(p.predictedEfficiency)} / ${pct(p.measuredEfficiency)}                  ${rate(p.predictedSamplesPerSecond)} / ${rate(p.measuredSamplesPerSecond)}`);
+      lines.push(
+        `  B=${String(p.globalBatchSize).padEnd(5)}          ${(p.fittedAlphaSeconds * 1000).toFixed(1).padStart(6)} ms            ${pct(p.predictedEfficiency)} / ${pct(p.measuredEfficiency)}                  ${rate(p.predictedSamplesPerSecond)} / ${rate(p.measuredSamplesPerSecond)}`,
+      );
     }
   }
   return lines.join('\n');
@@ -198,7 +244,13 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
   const report: BenchReport = {
     quick: settings.quick,
     startedAt: new Date().toISOString(),
-    machine: { cpus: cpu.length, cpuModel: cpu[0]?.model.trim() ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.versions.node, platform: `${process.platform}-${process.arch}` },
+    machine: {
+      cpus: cpu.length,
+      cpuModel: cpu[0]?.model.trim() ?? 'unknown',
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      node: process.versions.node,
+      platform: `${process.platform}-${process.arch}`,
+    },
     wallSeconds: 0,
     sectionSeconds: {},
   };
@@ -232,7 +284,12 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
   });
   await section('peer', 'PyTorch DDP (gloo) on the same MLP and data', async () => {
     // The same warm-up and timed steps as the MLP scaling runs (bench/scaling.ts).
-    report.peer = await runPeer({ globalBatchSizes: [64, 512], workers: [2], steps: quick ? 30 : 150, warmupSteps: quick ? 20 : 30 });
+    report.peer = await runPeer({
+      globalBatchSizes: [64, 512],
+      workers: [2],
+      steps: quick ? 30 : 150,
+      warmupSteps: quick ? 20 : 30,
+    });
     if (!report.peer.available) indented(`not run: ${report.peer.reason}`);
   });
   if (report.peer?.available && report.scaling) {

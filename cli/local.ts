@@ -13,7 +13,12 @@ const NOTEWORTHY = /error|exited|lost|refused|failed|diverged|interrupted|\[[A-Z
  * Runs the whole local job. Resolves with the report; rejects if the run fails or is interrupted.
  * `quiet` keeps only noteworthy log lines (sweeps run many jobs in a row).
  */
-export async function runLocal(settings: LocalRunConfig, command: string, progress: ProgressReporter, quiet = false): Promise<RunReport> {
+export async function runLocal(
+  settings: LocalRunConfig,
+  command: string,
+  progress: ProgressReporter,
+  quiet = false,
+): Promise<RunReport> {
   const controller = new AbortController();
   const log = (line: string): void => {
     if (!quiet || NOTEWORTHY.test(line)) progress.log(line);

@@ -75,7 +75,9 @@ export const TRAINING_TABLE = {
   },
   hidden: {
     kind: 'string',
-    defaultText: Object.entries(DEFAULT_HIDDEN).map(([model, widths]) => `${widths.join(',')} (${model})`).join(', '),
+    defaultText: Object.entries(DEFAULT_HIDDEN)
+      .map(([model, widths]) => `${widths.join(',')} (${model})`)
+      .join(', '),
     help: 'hidden widths (mlp) or conv filters (cnn), comma-separated, e.g. 256,128',
     parse: (raw, name) => readIntegerList(raw, name),
   },

@@ -15,7 +15,8 @@ export function readText(raw: RawOptions, option: string): string | undefined {
   const v = raw[option];
   if (v === undefined || v === null) return undefined;
   if (Array.isArray(v)) throw new OptionError(option, v, 'a single value (the option was given more than once)');
-  if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new OptionError(option, v, 'a single value');
+  if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')
+    throw new OptionError(option, v, 'a single value');
   return String(v).trim();
 }
 

@@ -43,7 +43,9 @@ export class ProgressReporter implements RunObserver {
     const alpha = record.step < 5 ? 0.5 : 0.1;
     const sps = record.stats.samples / record.wallSeconds;
     this.samplesPerSecond = this.samplesPerSecond ? (1 - alpha) * this.samplesPerSecond + alpha * sps : sps;
-    this.secondsPerStep = this.secondsPerStep ? (1 - alpha) * this.secondsPerStep + alpha * record.wallSeconds : record.wallSeconds;
+    this.secondsPerStep = this.secondsPerStep
+      ? (1 - alpha) * this.secondsPerStep + alpha * record.wallSeconds
+      : record.wallSeconds;
     const done = record.step + 1;
     const eta = (this.totalSteps - done) * this.secondsPerStep;
     const width = String(this.totalSteps).length;
@@ -64,7 +66,9 @@ export class ProgressReporter implements RunObserver {
 
   onEval(step: number, evaluation: Evaluation): void {
     this.lastEval = evaluation;
-    this.log(`eval after step ${step + 1}: loss ${evaluation.loss.toFixed(4)}, accuracy ${(100 * evaluation.accuracy).toFixed(2)}% on ${evaluation.samples} test samples`);
+    this.log(
+      `eval after step ${step + 1}: loss ${evaluation.loss.toFixed(4)}, accuracy ${(100 * evaluation.accuracy).toFixed(2)}% on ${evaluation.samples} test samples`,
+    );
   }
 
   /** Prints a line without breaking the progress line. */

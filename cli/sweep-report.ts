@@ -8,9 +8,27 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 import type { SweepPoint, SweepReport } from './sweep.js';
 
 const CSV_COLUMNS = [
-  'globalBatchSize', 'workers', 'microBatchSize', 'learningRate', 'status', 'samplesPerSecond', 'measuredScalingEfficiency', 'scalingEfficiency',
-  'steps', 'samples', 'stepsToTarget', 'samplesToTarget', 'initialLoss', 'finalLoss', 'evalAccuracy', 'trainAccuracy', 'generalizationGap',
-  'gradientNoiseScale', 'gradientNoiseScaleReliable', 'wallSeconds', 'error',
+  'globalBatchSize',
+  'workers',
+  'microBatchSize',
+  'learningRate',
+  'status',
+  'samplesPerSecond',
+  'measuredScalingEfficiency',
+  'scalingEfficiency',
+  'steps',
+  'samples',
+  'stepsToTarget',
+  'samplesToTarget',
+  'initialLoss',
+  'finalLoss',
+  'evalAccuracy',
+  'trainAccuracy',
+  'generalizationGap',
+  'gradientNoiseScale',
+  'gradientNoiseScaleReliable',
+  'wallSeconds',
+  'error',
 ] as const;
 
 async function writeAtomically(path: string, text: string): Promise<void> {
@@ -26,7 +44,9 @@ export function sweepCsv(report: SweepReport): string {
     const s = typeof v === 'number' ? String(+v.toPrecision(8)) : typeof v === 'string' ? v : JSON.stringify(v);
     return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   };
-  const rows = report.points.map((p) => CSV_COLUMNS.map((c) => cell((p as unknown as Record<string, unknown>)[c])).join(','));
+  const rows = report.points.map((p) =>
+    CSV_COLUMNS.map((c) => cell((p as unknown as Record<string, unknown>)[c])).join(','),
+  );
   return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
 }
 
@@ -53,24 +73,49 @@ const ok = (p: SweepPoint): boolean => p.status === 'ok';
 const pointLabel = (p: SweepPoint): string => `B=${p.globalBatchSize} N=${p.workers}`;
 
 /** A one-layer chart of the standard size. */
-function singleChart(title: string, note: string, values: unknown[], mark: unknown, encoding: unknown): { title: string; note: string; spec: TopLevelSpec } {
+function singleChart(
+  title: string,
+  note: string,
+  values: unknown[],
+  mark: unknown,
+  encoding: unknown,
+): { title: string; note: string; spec: TopLevelSpec } {
   return { title, note, spec: { width: WIDTH, height: HEIGHT, data: { values }, mark, encoding } as TopLevelSpec };
 }
 
 /** The Vega-Lite specs of the report's charts, by title. Exported for tests. */
 export function sweepCharts(report: SweepReport): { title: string; note: string; spec: TopLevelSpec }[] {
   const points = report.points.filter(ok);
-  const batchAxis = { field: 'globalBatchSize', type: 'quantitative', title: 'global batch size B', scale: { type: 'log', base: 2 } } as const;
+  const batchAxis = {
+    field: 'globalBatchSize',
+    type: 'quantitative',
+    title: 'global batch size B',
+    scale: { type: 'log', base: 2 },
+  } as const;
   const charts: { title: string; note: string; spec: TopLevelSpec }[] = [];
-  const efficiency = points.filter((p) => p.measuredScalingEfficiency !== null).map((p) => ({ globalBatchSize: p.globalBatchSize, workers: `${p.workers} workers`, efficiency: p.measuredScalingEfficiency }));
+  const efficiency = points
+    .filter((p) => p.measuredScalingEfficiency !== null)
+    .map((p) => ({
+      globalBatchSize: p.globalBatchSize,
+      workers: `${p.workers} workers`,
+      efficiency: p.measuredScalingEfficiency,
+    }));
   charts.push({
     title: 'Scaling efficiency vs batch size',
     note: 'Measured: throughput(N) / (N × throughput(1)) at the same B and per-worker micro-batch. Larger batches amortize communication.',
     spec: {
-      width: WIDTH, height: HEIGHT,
+      width: WIDTH,
+      height: HEIGHT,
       data: { values: efficiency },
       layer: [
-        { mark: { type: 'line', point: true }, encoding: { x: batchAxis, y: { field: 'efficiency', type: 'quantitative', title: 'scaling efficiency', scale: { domain: [0, 1.1] } }, color: { field: 'workers', type: 'nominal' } } },
+        {
+          mark: { type: 'line', point: true },
+          encoding: {
+            x: batchAxis,
+            y: { field: 'efficiency', type: 'quantitative', title: 'scaling efficiency', scale: { domain: [0, 1.1] } },
+            color: { field: 'workers', type: 'nominal' },
+          },
+        },
         { mark: { type: 'rule', strokeDash: [4, 4], color: '#888' }, encoding: { y: { datum: 1 } } },
       ],
     },
@@ -79,27 +124,63 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
     singleChart(
       'Throughput vs batch size',
       'Samples per second of wall time, per worker count.',
-      points.map((p) => ({ globalBatchSize: p.globalBatchSize, workers: `${p.workers} workers`, samplesPerSecond: p.samplesPerSecond })),
+      points.map((p) => ({
+        globalBatchSize: p.globalBatchSize,
+        workers: `${p.workers} workers`,
+        samplesPerSecond: p.samplesPerSecond,
+      })),
       { type: 'line', point: true },
-      { x: batchAxis, y: { field: 'samplesPerSecond', type: 'quantitative', title: 'samples / s' }, color: { field: 'workers', type: 'nominal' } },
+      {
+        x: batchAxis,
+        y: { field: 'samplesPerSecond', type: 'quantitative', title: 'samples / s' },
+        color: { field: 'workers', type: 'nominal' },
+      },
     ),
   );
-  const reached = points.filter((p) => p.stepsToTarget !== null && p.workers === Math.min(...points.map((q) => q.workers)));
+  const reached = points.filter(
+    (p) => p.stepsToTarget !== null && p.workers === Math.min(...points.map((q) => q.workers)),
+  );
   if (reached.length > 0) {
     const bs = reached.map((p) => p.globalBatchSize);
     const [bMin, bMax] = [Math.min(...bs), Math.max(...bs)];
     const first = reached.reduce((a, b) => (a.globalBatchSize < b.globalBatchSize ? a : b));
     const grid = Array.from({ length: 40 }, (_, i) => bMin * (bMax / bMin) ** (i / 39));
     const curves = [
-      ...grid.map((b) => ({ globalBatchSize: b, steps: (first.stepsToTarget! * first.globalBatchSize) / b, curve: 'perfect scaling (slope −1)' })),
-      ...(report.fit ? grid.map((b) => ({ globalBatchSize: b, steps: report.fit!.sMin + report.fit!.eMin / b, curve: 'fit S = S_min + E_min / B' })) : []),
+      ...grid.map((b) => ({
+        globalBatchSize: b,
+        steps: (first.stepsToTarget! * first.globalBatchSize) / b,
+        curve: 'perfect scaling (slope −1)',
+      })),
+      ...(report.fit
+        ? grid.map((b) => ({
+            globalBatchSize: b,
+            steps: report.fit!.sMin + report.fit!.eMin / b,
+            curve: 'fit S = S_min + E_min / B',
+          }))
+        : []),
     ];
     const layers: unknown[] = [
-      { data: { values: curves }, mark: { type: 'line', strokeDash: [5, 3] }, encoding: { x: batchAxis, y: { field: 'steps', type: 'quantitative', scale: { type: 'log' }, title: 'steps to target' }, color: { field: 'curve', type: 'nominal', title: null } } },
-      { data: { values: reached.map((p) => ({ globalBatchSize: p.globalBatchSize, steps: p.stepsToTarget })) }, mark: { type: 'point', filled: true, size: 70, color: 'black' }, encoding: { x: batchAxis, y: { field: 'steps', type: 'quantitative', scale: { type: 'log' } } } },
+      {
+        data: { values: curves },
+        mark: { type: 'line', strokeDash: [5, 3] },
+        encoding: {
+          x: batchAxis,
+          y: { field: 'steps', type: 'quantitative', scale: { type: 'log' }, title: 'steps to target' },
+          color: { field: 'curve', type: 'nominal', title: null },
+        },
+      },
+      {
+        data: { values: reached.map((p) => ({ globalBatchSize: p.globalBatchSize, steps: p.stepsToTarget })) },
+        mark: { type: 'point', filled: true, size: 70, color: 'black' },
+        encoding: { x: batchAxis, y: { field: 'steps', type: 'quantitative', scale: { type: 'log' } } },
+      },
     ];
     if (report.criticalBatchSize !== null && report.criticalBatchSize > 0) {
-      layers.push({ data: { values: [{ b: report.criticalBatchSize }] }, mark: { type: 'rule', color: '#c00' }, encoding: { x: { field: 'b', type: 'quantitative', scale: { type: 'log', base: 2 } } } });
+      layers.push({
+        data: { values: [{ b: report.criticalBatchSize }] },
+        mark: { type: 'rule', color: '#c00' },
+        encoding: { x: { field: 'b', type: 'quantitative', scale: { type: 'log', base: 2 } } },
+      });
     }
     charts.push({
       title: 'Steps to target vs batch size (log–log)',
@@ -107,7 +188,11 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
       spec: { width: WIDTH, height: HEIGHT, layer: layers } as TopLevelSpec,
     });
   }
-  const noise = points.flatMap((p) => (p.history ?? []).filter((h) => h.bSimple !== null).map((h) => ({ step: h.step, bSimple: h.bSimple, run: pointLabel(p) })));
+  const noise = points.flatMap((p) =>
+    (p.history ?? [])
+      .filter((h) => h.bSimple !== null)
+      .map((h) => ({ step: h.step, bSimple: h.bSimple, run: pointLabel(p) })),
+  );
   if (noise.length > 0) {
     charts.push(
       singleChart(
@@ -115,12 +200,18 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
         'B_simple = tr(Σ)/|G|² (McCandlish et al. 2018), smoothed; a heuristic for the critical batch size.',
         noise,
         'line',
-        { x: { field: 'step', type: 'quantitative' }, y: { field: 'bSimple', type: 'quantitative', title: 'B_simple', scale: { type: 'symlog' } }, color: { field: 'run', type: 'nominal' } },
+        {
+          x: { field: 'step', type: 'quantitative' },
+          y: { field: 'bSimple', type: 'quantitative', title: 'B_simple', scale: { type: 'symlog' } },
+          color: { field: 'run', type: 'nominal' },
+        },
       ),
     );
   }
   const phases = points.flatMap((p) =>
-    Object.entries(p.phaseSeconds ?? {}).filter(([phase]) => phase !== 'compute').map(([phase, seconds]) => ({ point: pointLabel(p), phase, ms: seconds * 1000 })),
+    Object.entries(p.phaseSeconds ?? {})
+      .filter(([phase]) => phase !== 'compute')
+      .map(([phase, seconds]) => ({ point: pointLabel(p), phase, ms: seconds * 1000 })),
   );
   if (phases.length > 0) {
     charts.push(
@@ -129,7 +220,11 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
         'Mean milliseconds per step by coordinator phase; gather-wait includes the workers\u2019 compute.',
         phases,
         'bar',
-        { x: { field: 'point', type: 'nominal', sort: null, title: null }, y: { field: 'ms', type: 'quantitative', title: 'ms per step', stack: 'zero' }, color: { field: 'phase', type: 'nominal' } },
+        {
+          x: { field: 'point', type: 'nominal', sort: null, title: null },
+          y: { field: 'ms', type: 'quantitative', title: 'ms per step', stack: 'zero' },
+          color: { field: 'phase', type: 'nominal' },
+        },
       ),
     );
   }
@@ -144,15 +239,26 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
           { globalBatchSize: p.globalBatchSize, workers: p.workers, split: 'eval', accuracy: p.evalAccuracy },
         ]),
         { type: 'line', point: true },
-        { x: batchAxis, y: { field: 'accuracy', type: 'quantitative', scale: { zero: false } }, color: { field: 'split', type: 'nominal' }, detail: { field: 'workers' } },
+        {
+          x: batchAxis,
+          y: { field: 'accuracy', type: 'quantitative', scale: { zero: false } },
+          color: { field: 'split', type: 'nominal' },
+          detail: { field: 'workers' },
+        },
       ),
     );
   }
   return charts;
 }
 
-const escape = (s: string | number | boolean | null | undefined): string => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
-const fmt = (v: string | number | boolean | null | undefined, digits = 3): string => (typeof v === 'number' && Number.isFinite(v) ? String(+v.toPrecision(digits)) : v === null || v === undefined ? '–' : escape(v));
+const escape = (s: string | number | boolean | null | undefined): string =>
+  String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+const fmt = (v: string | number | boolean | null | undefined, digits = 3): string =>
+  typeof v === 'number' && Number.isFinite(v)
+    ? String(+v.toPrecision(digits))
+    : v === null || v === undefined
+      ? '–'
+      : escape(v);
 
 /** The self-contained HTML page: summary, charts as inline SVG, and the table of points. */
 export async function renderSweepHtml(report: SweepReport): Promise<string> {
@@ -165,7 +271,12 @@ export async function renderSweepHtml(report: SweepReport): Promise<string> {
         `<td>${fmt(p.finalLoss, 4)}</td><td>${fmt(p.evalAccuracy, 4)}</td><td>${fmt(p.generalizationGap, 3)}</td><td>${fmt(p.gradientNoiseScale)}</td><td>${escape(p.error ?? '')}</td></tr>`,
     )
     .join('\n');
-  const target = report.target.accuracy !== null ? `eval accuracy ≥ ${report.target.accuracy}` : report.target.loss !== null ? `smoothed training loss ≤ ${report.target.loss}` : 'none';
+  const target =
+    report.target.accuracy !== null
+      ? `eval accuracy ≥ ${report.target.accuracy}`
+      : report.target.loss !== null
+        ? `smoothed training loss ≤ ${report.target.loss}`
+        : 'none';
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>batchlab sweep</title>
 <style>

@@ -12,7 +12,10 @@ import { runLocal } from './local.js';
 import type { LocalRunConfig } from '../coordinator/launch-local.js';
 import { ProgressReporter } from './progress.js';
 
-export interface SweepSettings extends Omit<RunConfig, 'globalBatchSize' | 'microBatch' | 'lr' | 'report' | 'saveModel' | 'trace'> {
+export interface SweepSettings extends Omit<
+  RunConfig,
+  'globalBatchSize' | 'microBatch' | 'lr' | 'report' | 'saveModel' | 'trace'
+> {
   globalBatches: number[];
   workerCounts: number[];
   /** Per-worker micro-batch; null: B / micro-batch count. */
@@ -39,7 +42,13 @@ export interface SweepPoint extends Partial<RunReport> {
   stepsToTarget: number | null;
   samplesToTarget: number | null;
   /** Every LR tried at this point (when a grid was given). */
-  grid: { learningRate: number; status: PointStatus; stepsToTarget: number | null; finalLoss: number | null; evalAccuracy: number | null }[];
+  grid: {
+    learningRate: number;
+    status: PointStatus;
+    stepsToTarget: number | null;
+    finalLoss: number | null;
+    evalAccuracy: number | null;
+  }[];
 }
 
 export interface SweepReport {
@@ -62,7 +71,11 @@ function score(r: RunReport): number {
 }
 
 /** Runs every point in order (batches ascending, then worker counts ascending) and returns the report. */
-export async function runSweep(settings: SweepSettings, command: string, out: NodeJS.WritableStream & { isTTY?: boolean }): Promise<SweepReport> {
+export async function runSweep(
+  settings: SweepSettings,
+  command: string,
+  out: NodeJS.WritableStream & { isTTY?: boolean },
+): Promise<SweepReport> {
   const batches = [...settings.globalBatches].sort((a, b) => a - b);
   const workerCounts = [...settings.workerCounts].sort((a, b) => a - b);
   const maxWorkers = workerCounts[workerCounts.length - 1]!;
@@ -71,13 +84,24 @@ export async function runSweep(settings: SweepSettings, command: string, out: No
   let index = 0;
   for (const globalBatchSize of batches) {
     // Every point of a batch uses the same micro-batches, so only the worker count varies.
-    const microBatch = settings.microBatch ?? Math.max(1, Math.floor(globalBatchSize / (settings.microBatchCount ?? maxWorkers)));
+    const microBatch =
+      settings.microBatch ?? Math.max(1, Math.floor(globalBatchSize / (settings.microBatchCount ?? maxWorkers)));
     for (const workers of workerCounts) {
       const runs: { lr: number; report: RunReport | null; status: PointStatus; error: string | null }[] = [];
       for (const lr of settings.lrGrid) {
         index++;
-        out.write(`\n[${index}/${total}] global batch ${globalBatchSize}, ${workers} worker${workers > 1 ? 's' : ''}, micro-batch ${microBatch}, lr ${lr}\n`);
-        const local: LocalRunConfig = { ...settings, globalBatchSize, microBatch: Math.min(microBatch, globalBatchSize), lr, workers, minWorkers: workers, debugSlowdown: [] };
+        out.write(
+          `\n[${index}/${total}] global batch ${globalBatchSize}, ${workers} worker${workers > 1 ? 's' : ''}, micro-batch ${microBatch}, lr ${lr}\n`,
+        );
+        const local: LocalRunConfig = {
+          ...settings,
+          globalBatchSize,
+          microBatch: Math.min(microBatch, globalBatchSize),
+          lr,
+          workers,
+          minWorkers: workers,
+          debugSlowdown: [],
+        };
         delete (local as Partial<SweepSettings>).report;
         const progress = new ProgressReporter(out);
         try {
@@ -112,14 +136,26 @@ export async function runSweep(settings: SweepSettings, command: string, out: No
         measuredScalingEfficiency: null,
         stepsToTarget: best.report?.stepsToTarget ?? null,
         samplesToTarget: best.report?.samplesToTarget ?? null,
-        grid: runs.map((r) => ({ learningRate: r.lr, status: r.status, stepsToTarget: r.report?.stepsToTarget ?? null, finalLoss: r.report?.finalLoss ?? null, evalAccuracy: r.report?.evalAccuracy ?? null })),
+        grid: runs.map((r) => ({
+          learningRate: r.lr,
+          status: r.status,
+          stepsToTarget: r.report?.stepsToTarget ?? null,
+          finalLoss: r.report?.finalLoss ?? null,
+          evalAccuracy: r.report?.evalAccuracy ?? null,
+        })),
       });
     }
   }
   for (const point of points) {
-    const single = points.find((p) => p.globalBatchSize === point.globalBatchSize && p.workers === 1 && p.status === 'ok');
+    const single = points.find(
+      (p) => p.globalBatchSize === point.globalBatchSize && p.workers === 1 && p.status === 'ok',
+    );
     if (single?.samplesPerSecond && point.status === 'ok' && point.samplesPerSecond) {
-      point.measuredScalingEfficiency = measuredScalingEfficiency(point.samplesPerSecond, point.workers, single.samplesPerSecond);
+      point.measuredScalingEfficiency = measuredScalingEfficiency(
+        point.samplesPerSecond,
+        point.workers,
+        single.samplesPerSecond,
+      );
     }
   }
   // Steps to target do not depend on the worker count (same weights): one point per batch size.
@@ -129,14 +165,20 @@ export async function runSweep(settings: SweepSettings, command: string, out: No
     .map((p) => ({ globalBatchSize: p.globalBatchSize, steps: p.stepsToTarget! }));
   const fit = fitCriticalBatch(reached);
   const fitted = fit.fittable ? fit : null;
-  const noise = points.map((p) => p.gradientNoiseScale).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+  const noise = points
+    .map((p) => p.gradientNoiseScale)
+    .filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
   return {
     command,
     target: { accuracy: settings.targetAccuracy, loss: settings.targetLoss },
     points,
     criticalBatchSize: fitted ? fitted.bCrit : null,
     fit: fitted ? { sMin: fitted.sMin, eMin: fitted.eMin, bCrit: fitted.bCrit, r2: fitted.r2 } : null,
-    fitNote: fit.fittable ? null : settings.targetAccuracy === null && settings.targetLoss === null ? 'no target given (--target-accuracy or --target-loss)' : fit.reason,
+    fitNote: fit.fittable
+      ? null
+      : settings.targetAccuracy === null && settings.targetLoss === null
+        ? 'no target given (--target-accuracy or --target-loss)'
+        : fit.reason,
     averageNoiseScale: noise.length ? noise.reduce((a, b) => a + b, 0) / noise.length : null,
   };
 }

@@ -57,11 +57,17 @@ interface Header {
 
 /** SHA-256 over the header (with its own hash field empty) and the array bytes. */
 function digestOf(header: Header, body: Uint8Array): string {
-  return createHash('sha256').update(JSON.stringify({ ...header, sha256: '' })).update(body).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify({ ...header, sha256: '' }))
+    .update(body)
+    .digest('hex');
 }
 
 function corrupt(path: string, why: string): BatchlabError {
-  return new BatchlabError('SHAPE_MISMATCH', `checkpoint ${path} is unusable: ${why}; delete it or point --checkpoint-dir elsewhere`);
+  return new BatchlabError(
+    'SHAPE_MISMATCH',
+    `checkpoint ${path} is unusable: ${why}; delete it or point --checkpoint-dir elsewhere`,
+  );
 }
 
 /** Writes `checkpoint` to DIR/checkpoint.batchlab atomically; returns the path. */
@@ -79,7 +85,8 @@ export async function saveCheckpoint(dir: string, checkpoint: Checkpoint): Promi
     offset += values.length;
   }
   const body = Buffer.alloc(offset * 4);
-  for (const [i, [, values]] of arrays.entries()) body.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), entries[i]!.offset * 4);
+  for (const [i, [, values]] of arrays.entries())
+    body.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), entries[i]!.offset * 4);
   const header: Header = {
     version: 1,
     identity: checkpoint.identity,
@@ -118,22 +125,29 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   try {
     data = await readFile(path);
   } catch {
-    throw new BatchlabError('BAD_OPTION', `--resume: no checkpoint at ${path}; run once with --checkpoint-dir ${dir} first`);
+    throw new BatchlabError(
+      'BAD_OPTION',
+      `--resume: no checkpoint at ${path}; run once with --checkpoint-dir ${dir} first`,
+    );
   }
-  if (data.length < 12 || data.toString('latin1', 0, 8) !== MAGIC) throw corrupt(path, `it does not start with ${MAGIC}`);
+  if (data.length < 12 || data.toString('latin1', 0, 8) !== MAGIC)
+    throw corrupt(path, `it does not start with ${MAGIC}`);
   const jsonLength = data.readUInt32LE(8);
-  if (12 + jsonLength > data.length) throw corrupt(path, `header length ${jsonLength} runs past the end of the file (${data.length} bytes)`);
+  if (12 + jsonLength > data.length)
+    throw corrupt(path, `header length ${jsonLength} runs past the end of the file (${data.length} bytes)`);
   let header: Header;
   try {
     header = JSON.parse(data.toString('utf8', 12, 12 + jsonLength)) as Header;
   } catch (error) {
     throw corrupt(path, `header is not JSON (${(error as Error).message})`);
   }
-  if (header === null || typeof header !== 'object' || header.version !== 1) throw corrupt(path, `version ${header?.version}, this batchlab reads version 1`);
+  if (header === null || typeof header !== 'object' || header.version !== 1)
+    throw corrupt(path, `version ${header?.version}, this batchlab reads version 1`);
   if (!Array.isArray(header.arrays)) throw corrupt(path, 'its header lists no arrays');
   const bodyStart = (12 + jsonLength + 3) & ~3;
   const body = data.subarray(bodyStart);
-  if (digestOf(header, body) !== header.sha256) throw corrupt(path, 'its contents do not match their SHA-256 (torn write or edited file)');
+  if (digestOf(header, body) !== header.sha256)
+    throw corrupt(path, 'its contents do not match their SHA-256 (torn write or edited file)');
   const aligned = new Float32Array(body.length / 4);
   new Uint8Array(aligned.buffer).set(body);
   const take = (entry: ArrayEntry): Float32Array => {
@@ -143,7 +157,8 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
   const weightsEntry = header.arrays.find((a) => a.key === 'weights');
   if (!weightsEntry) throw corrupt(path, 'it holds no weights');
   const optimizerState: OptimizerState = { ...header.optimizerScalars };
-  for (const entry of header.arrays) if (entry.key.startsWith('optimizer.')) optimizerState[entry.key.slice('optimizer.'.length)] = take(entry);
+  for (const entry of header.arrays)
+    if (entry.key.startsWith('optimizer.')) optimizerState[entry.key.slice('optimizer.'.length)] = take(entry);
   return {
     identity: header.identity,
     stepsDone: header.stepsDone,
@@ -159,11 +174,16 @@ export async function loadCheckpoint(dir: string): Promise<Checkpoint> {
 export function assertSameRun(saved: CheckpointIdentity, current: CheckpointIdentity, dir: string): void {
   const differences: string[] = [];
   for (const key of ['model', 'datasetFingerprint', 'globalBatchSize', 'optimizer', 'seed'] as const) {
-    if (saved[key] !== current[key]) differences.push(`${key}: checkpoint ${JSON.stringify(saved[key])}, this run ${JSON.stringify(current[key])}`);
+    if (saved[key] !== current[key])
+      differences.push(`${key}: checkpoint ${JSON.stringify(saved[key])}, this run ${JSON.stringify(current[key])}`);
   }
   const layout = (p: ParamSpec[]): string => p.map((s) => `${s.name}[${s.shape.join('x')}]`).join(' ');
-  if (layout(saved.params) !== layout(current.params)) differences.push(`parameters: checkpoint ${layout(saved.params)}, this run ${layout(current.params)}`);
+  if (layout(saved.params) !== layout(current.params))
+    differences.push(`parameters: checkpoint ${layout(saved.params)}, this run ${layout(current.params)}`);
   if (differences.length) {
-    throw new BatchlabError('SHAPE_MISMATCH', `checkpoint in ${dir} is from a different run: ${differences.join('; ')}. Resume with the same options, or use another --checkpoint-dir`);
+    throw new BatchlabError(
+      'SHAPE_MISMATCH',
+      `checkpoint in ${dir} is from a different run: ${differences.join('; ')}. Resume with the same options, or use another --checkpoint-dir`,
+    );
   }
 }

@@ -18,7 +18,14 @@ import { saveLayersModel } from './save-model.js';
 import { StarReducer } from './star-reducer.js';
 import { TargetTracker } from './target.js';
 import { TraceRecorder } from './trace.js';
-import { combineObservers, train, type TrainerObserver, type TrainerParts, type TrainingOutcome, type TrainingProgress } from './trainer.js';
+import {
+  combineObservers,
+  train,
+  type TrainerObserver,
+  type TrainerParts,
+  type TrainingOutcome,
+  type TrainingProgress,
+} from './trainer.js';
 
 /** A coordinator's validated configuration (what `batchlab coordinator` options parse into). */
 export interface CoordinatorConfig extends RunConfig {
@@ -82,7 +89,12 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     if (options.checkpointDir) await writeCheckpoint(run.progress);
     const weights = await reducer.weights();
     const report = buildReport(options, run, { outcome, resumedFrom, totals, target, weights, startedAtMs });
-    if (target.isSet) hooks.log(target.reached ? `target reached after ${target.stepsToTarget} steps` : `target not reached in ${outcome.stepsDone} steps`);
+    if (target.isSet)
+      hooks.log(
+        target.reached
+          ? `target reached after ${target.stepsToTarget} steps`
+          : `target not reached in ${outcome.stepsDone} steps`,
+      );
     await writeOutputs(options, run, report, trace, weights, hooks.log);
     return report;
   } finally {
@@ -130,7 +142,11 @@ function trainerParts(options: CoordinatorOptions, run: PreparedRun, wiring: Tra
 }
 
 /** Trains; when stopped by a signal, saves the weights after the last applied step first. */
-async function trainSavingOnAbort(parts: TrainerParts, writeCheckpoint: (at: TrainingProgress) => Promise<void>, signal?: AbortSignal): Promise<TrainingOutcome> {
+async function trainSavingOnAbort(
+  parts: TrainerParts,
+  writeCheckpoint: (at: TrainingProgress) => Promise<void>,
+  signal?: AbortSignal,
+): Promise<TrainingOutcome> {
   try {
     return await train(parts);
   } catch (error) {
@@ -139,7 +155,13 @@ async function trainSavingOnAbort(parts: TrainerParts, writeCheckpoint: (at: Tra
   }
 }
 
-async function checkpoint(options: CoordinatorOptions, run: PreparedRun, reducer: Reducer, at: TrainingProgress, log: (line: string) => void): Promise<void> {
+async function checkpoint(
+  options: CoordinatorOptions,
+  run: PreparedRun,
+  reducer: Reducer,
+  at: TrainingProgress,
+  log: (line: string) => void,
+): Promise<void> {
   if (!options.checkpointDir) return;
   const path = await saveCheckpoint(options.checkpointDir, {
     identity: run.identity,
@@ -154,7 +176,12 @@ async function checkpoint(options: CoordinatorOptions, run: PreparedRun, reducer
 }
 
 /** Evaluates on the test split; the time is left out of training throughput. */
-function evaluateTimed(run: PreparedRun, weights: Float32Array, totals: RunTotals, trace: TraceRecorder | null): Evaluation {
+function evaluateTimed(
+  run: PreparedRun,
+  weights: Float32Array,
+  totals: RunTotals,
+  trace: TraceRecorder | null,
+): Evaluation {
   const t0 = performance.now();
   writeWeights(run.model, weights);
   const evaluation = evaluateModel(run.model, run.dataset.test, run.dataset.sampleShape, run.dataset.numClasses);
@@ -165,7 +192,14 @@ function evaluateTimed(run: PreparedRun, weights: Float32Array, totals: RunTotal
 }
 
 /** The trace, the model and the report, each where its option says. */
-async function writeOutputs(options: CoordinatorOptions, run: PreparedRun, report: RunReport, trace: TraceRecorder | null, weights: Float32Array, log: (line: string) => void): Promise<void> {
+async function writeOutputs(
+  options: CoordinatorOptions,
+  run: PreparedRun,
+  report: RunReport,
+  trace: TraceRecorder | null,
+  weights: Float32Array,
+  log: (line: string) => void,
+): Promise<void> {
   if (trace && options.trace) {
     await trace.write(options.trace);
     log(`trace written to ${options.trace} (open in chrome://tracing or ui.perfetto.dev)`);

@@ -23,7 +23,14 @@ export function dispatch(target: DispatchTarget, plan: ReadonlyMap<number, Micro
     if (!worker) continue;
     round.assign(workerId, specs);
     const { weights, bodyKey } = reduction.payloadFor(membership.schedule.weightsStep(workerId));
-    const work = { type: 'work', step, weightsStep: step, hasWeights: weights !== null, globalBatchSize, microBatches: specs } as const;
+    const work = {
+      type: 'work',
+      step,
+      weightsStep: step,
+      hasWeights: weights !== null,
+      globalBatchSize,
+      microBatches: specs,
+    } as const;
     if (worker.send(work, weights, bodyKey)) membership.schedule.markWeights(workerId, step);
   }
 }

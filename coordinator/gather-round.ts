@@ -81,7 +81,8 @@ export class GatherRound {
   accept(workerId: number, message: GradientMessage, body: Float32Array | null): ReplyRejectReason | null {
     if (message.step !== this.step) return 'stale_step';
     const spec = this.specs.get(message.microBatchId);
-    if (!spec || this.owner.get(message.microBatchId) !== workerId || message.samples !== spec.end - spec.start) return 'unassigned';
+    if (!spec || this.owner.get(message.microBatchId) !== workerId || message.samples !== spec.end - spec.start)
+      return 'unassigned';
     if (this.received.has(message.microBatchId)) return 'duplicate';
     const bodyProblem = this.reduction.check(body);
     if (bodyProblem) return bodyProblem;

@@ -62,13 +62,29 @@ export async function launchLocal(config: LocalRunConfig, options: LaunchOptions
       child.on('exit', (code, signal) => {
         if (finished) return;
         if (code !== 0) options.log(`worker ${i} exited (${signal ?? `code ${code}`}) before the run ended`);
-        if (children.every(hasExited)) controller.abort(new BatchlabError('NO_WORKERS', 'every worker process exited before the run ended; see their output above'));
+        if (children.every(hasExited))
+          controller.abort(
+            new BatchlabError('NO_WORKERS', 'every worker process exited before the run ended; see their output above'),
+          );
       });
     }
   };
   try {
-    const coordinatorOptions = { ...config, host: '127.0.0.1', port: 0, token, syntheticTrain: undefined, syntheticTest: undefined, command: options.command };
-    return await runCoordinator(coordinatorOptions, { log: options.log, observer: options.observer, signal: controller.signal, onListening: onRunStart });
+    const coordinatorOptions = {
+      ...config,
+      host: '127.0.0.1',
+      port: 0,
+      token,
+      syntheticTrain: undefined,
+      syntheticTest: undefined,
+      command: options.command,
+    };
+    return await runCoordinator(coordinatorOptions, {
+      log: options.log,
+      observer: options.observer,
+      signal: controller.signal,
+      onListening: onRunStart,
+    });
   } finally {
     finished = true;
     options.signal?.removeEventListener('abort', forwardAbort);
@@ -79,8 +95,25 @@ export async function launchLocal(config: LocalRunConfig, options: LaunchOptions
 }
 
 /** Starts worker `index` connected to `port`; its output lines go to the log. */
-function spawnWorker(index: number, port: number, token: string, config: LocalRunConfig, options: LaunchOptions): ChildProcess {
-  const args = [options.cliPath ?? DEFAULT_CLI, 'worker', '--connect', `ws://127.0.0.1:${port}`, '--backend', config.backend, '--name', `local-${index}`, '--metrics-host', '127.0.0.1'];
+function spawnWorker(
+  index: number,
+  port: number,
+  token: string,
+  config: LocalRunConfig,
+  options: LaunchOptions,
+): ChildProcess {
+  const args = [
+    options.cliPath ?? DEFAULT_CLI,
+    'worker',
+    '--connect',
+    `ws://127.0.0.1:${port}`,
+    '--backend',
+    config.backend,
+    '--name',
+    `local-${index}`,
+    '--metrics-host',
+    '127.0.0.1',
+  ];
   // Workers serve metrics when the coordinator does (each on a free port, found through --targets-file).
   args.push('--metrics-port', config.metricsPort === null ? 'off' : '0');
   if (config.dataDir) args.push('--data-dir', config.dataDir);
@@ -89,7 +122,11 @@ function spawnWorker(index: number, port: number, token: string, config: LocalRu
   // The token travels in the environment, not argv, so `ps` does not show it.
   // Own process group: a terminal's Ctrl-C reaches only this process, which then stops the
   // workers in order (shutdown frame) instead of them dying mid-step.
-  const child = spawn(process.execPath, args, { env: { ...process.env, BATCHLAB_TOKEN: token }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, BATCHLAB_TOKEN: token },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => options.log(`[worker ${index}] ${line}`));
   }

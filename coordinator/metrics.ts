@@ -10,7 +10,6 @@ import { REASSIGN_REASONS, REJECT_REASONS, type ReassignReason, type RejectReaso
 import { meanComputeSeconds } from './gather-round.js';
 import type { StepRecord, TrainerObserver } from './trainer.js';
 
-
 /** Trainer observer that records every step into `metrics`. */
 export class CoordinatorMetricsObserver implements TrainerObserver {
   constructor(
@@ -49,7 +48,13 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     m.noiseScale.set(bSimple ?? NaN);
     m.statisticalEfficiency.set(efficiency);
     m.goodput.set(goodput(throughput, efficiency));
-    m.scalingEfficiency.set(labels, liveScalingEfficiency([...stats.computeMsByWorker.values()].map((ms) => ms / 1000), record.wallSeconds));
+    m.scalingEfficiency.set(
+      labels,
+      liveScalingEfficiency(
+        [...stats.computeMsByWorker.values()].map((ms) => ms / 1000),
+        record.wallSeconds,
+      ),
+    );
     m.globalBatchSize.set(stats.samples);
     m.workers.set(record.workers);
     m.trainLoss.set(record.loss);
@@ -80,6 +85,9 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
 }
 
 /** Defines the coordinator's metrics on `registry` and returns the observer that fills them. */
-export function createCoordinatorMetrics(registry: Registry, config: CoordinatorMetricsConfig): CoordinatorMetricsObserver {
+export function createCoordinatorMetrics(
+  registry: Registry,
+  config: CoordinatorMetricsConfig,
+): CoordinatorMetricsObserver {
   return new CoordinatorMetricsObserver(defineCoordinatorMetrics(registry, config), config.baseBatch);
 }

@@ -42,18 +42,29 @@ export interface PreparedRun {
 /** Loads and builds everything for `options`; logs what it chose. */
 export async function prepareRun(options: RunConfig, log: (line: string) => void): Promise<PreparedRun> {
   const backend = await selectBackend(options.backend);
-  log(`backend ${backend.backend} (${backend.device})${backend.skipped.length ? `; skipped ${backend.skipped.join('; ')}` : ''}`);
+  log(
+    `backend ${backend.backend} (${backend.device})${backend.skipped.length ? `; skipped ${backend.skipped.join('; ')}` : ''}`,
+  );
   const { dataDir, seed, syntheticTrain, syntheticTest } = options;
   const dataset = await loadDataset({ name: options.dataset, dataDir, seed, syntheticTrain, syntheticTest });
   log(`dataset ${describeDataset(dataset)}`);
   const steps = options.steps ?? Math.ceil(((options.epochs ?? 1) * dataset.train.count) / options.globalBatchSize);
-  const model = buildModel(options.model, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden: options.hidden });
+  const model = buildModel(options.model, {
+    inputShape: dataset.sampleShape,
+    numClasses: dataset.numClasses,
+    hidden: options.hidden,
+  });
   const params = paramSpecsOf(model);
   const weights = initialWeights(params, options.seed);
   writeWeights(model, weights);
   const topology = modelTopology(model);
   const schedule = scheduleOf(options, steps);
-  const optimizerConfig = { ...DEFAULT_OPTIMIZER_CONFIG, momentum: options.momentum, nesterov: options.nesterov, weightDecay: options.weightDecay };
+  const optimizerConfig = {
+    ...DEFAULT_OPTIMIZER_CONFIG,
+    momentum: options.momentum,
+    nesterov: options.nesterov,
+    weightDecay: options.weightDecay,
+  };
   const { globalBatchSize, optimizer: optimizerName } = options;
   const run: PreparedRun = {
     runId: randomBytes(6).toString('hex'),
@@ -69,7 +80,14 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
     peakLr: scaledLearningRate(schedule),
     optimizer: createOptimizer(optimizerName, optimizerConfig, params),
     noise: new NoiseScaleEstimator(),
-    identity: { model: JSON.stringify(topology), params, datasetFingerprint: dataset.fingerprint, globalBatchSize, optimizer: optimizerName, seed: options.seed },
+    identity: {
+      model: JSON.stringify(topology),
+      params,
+      datasetFingerprint: dataset.fingerprint,
+      globalBatchSize,
+      optimizer: optimizerName,
+      seed: options.seed,
+    },
     progress: { stepsDone: 0, samples: 0 },
   };
   log(describePlan(options, run, countParams(params)));
@@ -96,7 +114,8 @@ function scheduleOf(options: RunConfig, steps: number): LrScheduleConfig {
 /** "model mlp (235,146 parameters), global batch 128, …, adam lr 0.001 → 0.002 (linear rule, B0 64)". */
 function describePlan(options: RunConfig, run: PreparedRun, paramCount: number): string {
   const { peakLr, schedule } = run;
-  const scaled = peakLr !== options.lr ? ` → ${+peakLr.toPrecision(6)} (${options.lrScaling} rule, B0 ${schedule.baseBatch})` : '';
+  const scaled =
+    peakLr !== options.lr ? ` → ${+peakLr.toPrecision(6)} (${options.lrScaling} rule, B0 ${schedule.baseBatch})` : '';
   const warmup = options.warmupSteps ? `, ${options.warmup} warmup ${options.warmupSteps} steps` : '';
   const decay = options.decay !== 'constant' ? `, ${options.decay} decay` : '';
   return (

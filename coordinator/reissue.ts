@@ -33,7 +33,10 @@ export class Reissuer {
   onLost(worker: WorkerChannel, why: string): void {
     const orphans = this.ctx.round.orphan(worker.workerId);
     if (orphans.length === 0) return;
-    const fault = new BatchlabError('WORKER_LOST', `step ${this.ctx.round.step}: worker ${describe(worker)} lost: ${why}; re-issuing micro-batches ${ids(orphans)}`);
+    const fault = new BatchlabError(
+      'WORKER_LOST',
+      `step ${this.ctx.round.step}: worker ${describe(worker)} lost: ${why}; re-issuing micro-batches ${ids(orphans)}`,
+    );
     this.reissue(orphans, fault, worker.workerId);
   }
 
@@ -47,7 +50,10 @@ export class Reissuer {
       const late = round.orphan(workerId);
       const worker = membership.get(workerId);
       const who = worker ? describe(worker) : String(workerId);
-      const fault = new BatchlabError('TIMEOUT', `step ${round.step}: worker ${who} did not answer micro-batches ${ids(late)} within ${(deadlineMs / 1000).toFixed(1)} s; re-issuing them`);
+      const fault = new BatchlabError(
+        'TIMEOUT',
+        `step ${round.step}: worker ${who} did not answer micro-batches ${ids(late)} within ${(deadlineMs / 1000).toFixed(1)} s; re-issuing them`,
+      );
       this.reissue(late, fault, workerId);
     }
   }
@@ -61,10 +67,18 @@ export class Reissuer {
     this.poisoned.set(microBatchId, culprits);
     const untried = membership.readyWorkers().filter((w) => !culprits.has(w.workerId));
     if (culprits.size >= 2 || (repeated && untried.length === 0)) {
-      this.ctx.fail(new BatchlabError('NON_FINITE', `step ${round.step}: micro-batch ${microBatchId} gave non-finite values on two workers; the run diverged (lower --lr?)`));
+      this.ctx.fail(
+        new BatchlabError(
+          'NON_FINITE',
+          `step ${round.step}: micro-batch ${microBatchId} gave non-finite values on two workers; the run diverged (lower --lr?)`,
+        ),
+      );
       return;
     }
-    const fault = new BatchlabError('NON_FINITE_REPLY', `step ${round.step}: worker ${describe(worker)} sent non-finite values for micro-batch ${microBatchId}; re-issuing it`);
+    const fault = new BatchlabError(
+      'NON_FINITE_REPLY',
+      `step ${round.step}: worker ${describe(worker)} sent non-finite values for micro-batch ${microBatchId}; re-issuing it`,
+    );
     this.reissue(round.release(microBatchId), fault, worker.workerId);
   }
 
@@ -95,7 +109,9 @@ export class Reissuer {
   private waitForWorker(specs: MicroBatchSpec[], fault: BatchlabError): void {
     const { membership, round, workerWaitTimeoutMs, log } = this.ctx;
     const seconds = Math.round(workerWaitTimeoutMs / 1000);
-    log(`step ${round.step}: no live worker for micro-batches ${ids(specs)}; paused until one joins (--worker-wait ${seconds} s)`);
+    log(
+      `step ${round.step}: no live worker for micro-batches ${ids(specs)}; paused until one joins (--worker-wait ${seconds} s)`,
+    );
     const entry = {
       listener: () => {
         clearTimeout(entry.timer);
@@ -103,7 +119,12 @@ export class Reissuer {
       },
       timer: setTimeout(() => {
         membership.off('joined', entry.listener);
-        this.ctx.fail(new BatchlabError('NO_WORKERS', `step ${round.step}: no worker came back within ${seconds} s (--worker-wait)`));
+        this.ctx.fail(
+          new BatchlabError(
+            'NO_WORKERS',
+            `step ${round.step}: no worker came back within ${seconds} s (--worker-wait)`,
+          ),
+        );
       }, workerWaitTimeoutMs),
     };
     this.waiting.push(entry);

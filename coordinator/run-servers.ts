@@ -27,11 +27,19 @@ export interface RunServers extends AsyncDisposable {
 }
 
 /** Starts listening; the returned object stops everything (telling workers why) when disposed. */
-export async function startServers(options: CoordinatorOptions, run: PreparedRun, hooks: CoordinatorHooks): Promise<RunServers> {
+export async function startServers(
+  options: CoordinatorOptions,
+  run: PreparedRun,
+  hooks: CoordinatorHooks,
+): Promise<RunServers> {
   const { log } = hooks;
   const membership = new Membership(log);
   const registry = createRegistry('coordinator');
-  const metrics = createCoordinatorMetrics(registry, { backend: run.backend.backend, baseBatch: run.schedule.baseBatch, workersConnected: () => membership.readyWorkers().length });
+  const metrics = createCoordinatorMetrics(registry, {
+    backend: run.backend.backend,
+    baseBatch: run.schedule.baseBatch,
+    workersConnected: () => membership.readyWorkers().length,
+  });
   const http = await createHttpServer(options);
   const paramCount = run.weights.length;
   const workerServer = new WorkerServer(http, membership, {
@@ -59,14 +67,27 @@ export async function startServers(options: CoordinatorOptions, run: PreparedRun
   try {
     const port = await listen(http, options.port, options.host);
     if (options.metricsPort !== null) {
-      const health = (): Record<string, unknown> => ({ role: 'coordinator', runId: run.runId, workers: membership.readyWorkers().length });
+      const health = (): Record<string, unknown> => ({
+        role: 'coordinator',
+        runId: run.runId,
+        workers: membership.readyWorkers().length,
+      });
       metricsServer = await startMetricsServer(registry, options.metricsPort, options.host, health);
     }
     const scheme = options.tlsCert ? 'wss' : 'ws';
-    log(`listening on ${scheme}://${options.host}:${port}${metricsServer ? `, metrics at ${metricsServer.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`);
-    if (metricsServer && options.targetsFile) keepTargetsFile(options.targetsFile, coordinatorTarget(options.host, metricsServer.port), membership, log);
+    log(
+      `listening on ${scheme}://${options.host}:${port}${metricsServer ? `, metrics at ${metricsServer.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`,
+    );
+    if (metricsServer && options.targetsFile)
+      keepTargetsFile(options.targetsFile, coordinatorTarget(options.host, metricsServer.port), membership, log);
     const metricsUrl = metricsServer?.url ?? null;
-    hooks.onListening?.({ port, metricsUrl, steps: run.steps, backend: run.backend.backend, dataset: describeDataset(run.dataset) });
+    hooks.onListening?.({
+      port,
+      metricsUrl,
+      steps: run.steps,
+      backend: run.backend.backend,
+      dataset: describeDataset(run.dataset),
+    });
     return { membership, metrics, port, metricsUrl, [Symbol.asyncDispose]: dispose };
   } catch (error) {
     await dispose();
@@ -81,7 +102,10 @@ function answerPlainRequest(_req: unknown, res: ServerResponse): void {
 
 async function createHttpServer(options: CoordinatorOptions): Promise<Server> {
   if (!options.tlsCert || !options.tlsKey) return createServer(answerPlainRequest);
-  return createHttpsServer({ cert: await readFile(options.tlsCert), key: await readFile(options.tlsKey) }, answerPlainRequest);
+  return createHttpsServer(
+    { cert: await readFile(options.tlsCert), key: await readFile(options.tlsKey) },
+    answerPlainRequest,
+  );
 }
 
 function listen(http: Server, port: number, host: string): Promise<number> {
@@ -106,7 +130,9 @@ function welcomeFor(workerId: number, options: CoordinatorOptions, run: Prepared
       trainCount: dataset.train.count,
       testCount: dataset.test.count,
       fingerprint: dataset.fingerprint,
-      ...(options.dataset === 'synthetic' ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count } : {}),
+      ...(options.dataset === 'synthetic'
+        ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count }
+        : {}),
     },
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     wireDtype: options.wireDtype,
@@ -118,7 +144,9 @@ function warnOnUnequalChunks(membership: Membership, microBatch: number, log: (l
   membership.on('joined', (worker) => {
     const chunks = new Set(membership.readyWorkers().map((w) => Math.min(w.info.maxChunk, microBatch)));
     if (chunks.size > 1) {
-      log(`warning: workers split micro-batches of ${microBatch} into different chunks (--max-chunk); results stay correct but may differ in the last bits from a run with equal --max-chunk (worker ${worker.workerId}: ${worker.info.maxChunk})`);
+      log(
+        `warning: workers split micro-batches of ${microBatch} into different chunks (--max-chunk); results stay correct but may differ in the last bits from a run with equal --max-chunk (worker ${worker.workerId}: ${worker.info.maxChunk})`,
+      );
     }
   });
 }
@@ -129,11 +157,23 @@ function coordinatorTarget(listenHost: string, metricsPort: number): ScrapeTarge
 }
 
 /** Rewrites `file` with the coordinator's and every ready worker's /metrics address on each change. */
-function keepTargetsFile(file: string, coordinator: ScrapeTarget, membership: Membership, log: (line: string) => void): void {
+function keepTargetsFile(
+  file: string,
+  coordinator: ScrapeTarget,
+  membership: Membership,
+  log: (line: string) => void,
+): void {
   const update = (): void => {
     const workers = membership.readyWorkers().filter((w) => w.info.metricsTarget);
     try {
-      writeTargetsFile(file, [coordinator, ...workers.map((w): ScrapeTarget => ({ address: w.info.metricsTarget!, role: 'worker', worker: String(w.workerId) }))]);
+      writeTargetsFile(file, [
+        coordinator,
+        ...workers.map((w): ScrapeTarget => ({
+          address: w.info.metricsTarget!,
+          role: 'worker',
+          worker: String(w.workerId),
+        })),
+      ]);
     } catch (error) {
       log(`could not update ${file}: ${(error as Error).message}`);
     }

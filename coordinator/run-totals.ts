@@ -49,7 +49,8 @@ export class RunTotals implements TrainerObserver {
     this.last = record;
     const meanCompute = meanComputeSeconds(record.stats);
     this.computeSeconds += meanCompute;
-    for (const [phase, seconds] of [...Object.entries(record.phases), ['compute', meanCompute] as const]) this.phaseSeconds[phase] = (this.phaseSeconds[phase] ?? 0) + seconds;
+    for (const [phase, seconds] of [...Object.entries(record.phases), ['compute', meanCompute] as const])
+      this.phaseSeconds[phase] = (this.phaseSeconds[phase] ?? 0) + seconds;
     this.wallSeconds += record.wallSeconds;
     this.maxWorkers = Math.max(this.maxWorkers, record.workers);
     const bSimple = record.noise?.bSimple ?? null;
@@ -58,19 +59,36 @@ export class RunTotals implements TrainerObserver {
       this.noiseScaleReliable = record.noise?.reliable ?? false;
     }
     if (record.step % this.stride === 0) {
-      this.history.push({ step: record.step, loss: record.loss, accuracy: record.accuracy, lr: record.lr, bSimple, evalAccuracy: null });
+      this.history.push({
+        step: record.step,
+        loss: record.loss,
+        accuracy: record.accuracy,
+        lr: record.lr,
+        bSimple,
+        evalAccuracy: null,
+      });
     }
   }
 
   onEval(step: number, evaluation: Evaluation): void {
     const row = this.history[this.history.length - 1];
     if (row && row.step === step) row.evalAccuracy = evaluation.accuracy;
-    else if (this.last) this.history.push({ step, loss: this.last.loss, accuracy: this.last.accuracy, lr: this.last.lr, bSimple: this.last.noise?.bSimple ?? null, evalAccuracy: evaluation.accuracy });
+    else if (this.last)
+      this.history.push({
+        step,
+        loss: this.last.loss,
+        accuracy: this.last.accuracy,
+        lr: this.last.lr,
+        bSimple: this.last.noise?.bSimple ?? null,
+        evalAccuracy: evaluation.accuracy,
+      });
   }
 
   /** Mean seconds per step in each phase. */
   meanPhaseSeconds(steps: number): Record<string, number> {
-    return Object.fromEntries(Object.entries(this.phaseSeconds).map(([phase, total]) => [phase, steps ? total / steps : 0]));
+    return Object.fromEntries(
+      Object.entries(this.phaseSeconds).map(([phase, total]) => [phase, steps ? total / steps : 0]),
+    );
   }
 
   /** Records time spent evaluating, which training throughput leaves out. */

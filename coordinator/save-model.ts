@@ -14,7 +14,9 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string): Prom
   const modelPath = join(dir, 'model.json');
   await model.save(
     tf.io.withSaveHandler(async (artifacts) => {
-      const weightData = artifacts.weightData ? tf.io.CompositeArrayBuffer.join(artifacts.weightData) : new ArrayBuffer(0);
+      const weightData = artifacts.weightData
+        ? tf.io.CompositeArrayBuffer.join(artifacts.weightData)
+        : new ArrayBuffer(0);
       const modelJson = {
         modelTopology: artifacts.modelTopology,
         format: artifacts.format ?? 'layers-model',
@@ -35,12 +37,19 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string): Prom
 
 /** Loads a model written by `saveLayersModel` (or any single-shard layers model) from `dir`. */
 export async function loadLayersModelFromDir(dir: string): Promise<tfl.LayersModel> {
-  const json = JSON.parse(await readFile(join(dir, 'model.json'), 'utf8')) as { modelTopology: object; weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[] };
+  const json = JSON.parse(await readFile(join(dir, 'model.json'), 'utf8')) as {
+    modelTopology: object;
+    weightsManifest: { paths: string[]; weights: tf.io.WeightsManifestEntry[] }[];
+  };
   const manifest = json.weightsManifest;
   const buffers = await Promise.all(manifest.flatMap((group) => group.paths.map((p) => readFile(join(dir, p)))));
   const joined = Buffer.concat(buffers);
   const weightData = joined.buffer.slice(joined.byteOffset, joined.byteOffset + joined.byteLength);
   return tfl.loadLayersModel(
-    tf.io.fromMemory({ modelTopology: json.modelTopology, weightSpecs: manifest.flatMap((g) => g.weights), weightData }),
+    tf.io.fromMemory({
+      modelTopology: json.modelTopology,
+      weightSpecs: manifest.flatMap((g) => g.weights),
+      weightData,
+    }),
   );
 }

@@ -36,8 +36,15 @@ export function updateThroughput(previous: number | null, samples: number, compu
  * its `maxMicroBatches` unless every worker is full (then the rest is shared by throughput).
  * Workers whose block is empty are left out of the plan.
  */
-export function splitMicroBatches(microBatches: readonly MicroBatchSpec[], workers: readonly SplitWorker[], mode: BalanceMode = 'equal'): Map<number, MicroBatchSpec[]> {
-  const counts = mode === 'throughput' ? proportionalCounts(microBatches.length, workers) : equalCounts(microBatches.length, workers.length);
+export function splitMicroBatches(
+  microBatches: readonly MicroBatchSpec[],
+  workers: readonly SplitWorker[],
+  mode: BalanceMode = 'equal',
+): Map<number, MicroBatchSpec[]> {
+  const counts =
+    mode === 'throughput'
+      ? proportionalCounts(microBatches.length, workers)
+      : equalCounts(microBatches.length, workers.length);
   const plan = new Map<number, MicroBatchSpec[]>();
   let start = 0;
   workers.forEach((worker, j) => {
@@ -70,7 +77,9 @@ function proportionalCounts(k: number, workers: readonly SplitWorker[]): number[
   if (n === 0) return [];
   const measured = workers.map((w) => w.samplesPerSecond).filter((r): r is number => r !== null && r > 0);
   const fallback = measured.length > 0 ? measured.reduce((a, b) => a + b, 0) / measured.length : 1;
-  const rates = workers.map((w) => (w.samplesPerSecond !== null && w.samplesPerSecond > 0 ? w.samplesPerSecond : fallback));
+  const rates = workers.map((w) =>
+    w.samplesPerSecond !== null && w.samplesPerSecond > 0 ? w.samplesPerSecond : fallback,
+  );
   const caps = workers.map((w) => w.maxMicroBatches ?? Infinity);
   const counts: number[] = workers.map(() => 0);
   let left = k;
@@ -78,7 +87,10 @@ function proportionalCounts(k: number, workers: readonly SplitWorker[]): number[
   while (left > 0) {
     const open = workers.map((_, j) => counts[j]! < caps[j]!);
     if (!open.some(Boolean)) break;
-    const extra = apportion(left, rates.map((r, j) => (open[j] ? r : 0)));
+    const extra = apportion(
+      left,
+      rates.map((r, j) => (open[j] ? r : 0)),
+    );
     let placed = 0;
     extra.forEach((e, j) => {
       const take = Math.min(e, caps[j]! - counts[j]!);

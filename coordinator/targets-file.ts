@@ -17,7 +17,9 @@ export interface ScrapeTarget {
  * coordinator's per-worker series use); `role` is not set here because every process already
  * exports it as a default label, and a target label of the same name would rename it.
  */
-export function targetGroups(targets: readonly ScrapeTarget[]): { targets: string[]; labels: Record<string, string> }[] {
+export function targetGroups(
+  targets: readonly ScrapeTarget[],
+): { targets: string[]; labels: Record<string, string> }[] {
   return targets.map((t) => {
     const labels: Record<string, string> = t.worker ? { worker: t.worker } : {};
     return { targets: [t.address], labels };

@@ -48,7 +48,13 @@ export class TraceRecorder implements TrainerObserver {
 
   onStep(record: StepRecord): void {
     const total = record.wallSeconds * 1000;
-    this.events.push(this.span(`step ${record.step}`, COORDINATOR_TID, record.startedAtMs, total, 'step', { step: record.step, loss: record.loss, workers: record.workers }));
+    this.events.push(
+      this.span(`step ${record.step}`, COORDINATOR_TID, record.startedAtMs, total, 'step', {
+        step: record.step,
+        loss: record.loss,
+        workers: record.workers,
+      }),
+    );
     let at = record.startedAtMs;
     for (const [phase, seconds] of Object.entries(record.phases)) {
       this.events.push(this.span(phase, COORDINATOR_TID, at, seconds * 1000, 'phase', { step: record.step }));
@@ -64,11 +70,18 @@ export class TraceRecorder implements TrainerObserver {
   onReply(workerId: number, message: GradientMessage, receivedAtMs: number): void {
     this.nameTrack(workerId, `worker ${workerId}`);
     this.events.push(
-      this.span(`step ${message.step} · mb ${message.microBatchId}`, workerId, receivedAtMs - message.computeMs, message.computeMs, 'compute', {
-        step: message.step,
-        microBatchId: message.microBatchId,
-        samples: message.samples,
-      }),
+      this.span(
+        `step ${message.step} · mb ${message.microBatchId}`,
+        workerId,
+        receivedAtMs - message.computeMs,
+        message.computeMs,
+        'compute',
+        {
+          step: message.step,
+          microBatchId: message.microBatchId,
+          samples: message.samples,
+        },
+      ),
     );
   }
 
@@ -91,7 +104,23 @@ export class TraceRecorder implements TrainerObserver {
     this.events.push({ name: 'thread_sort_index', ph: 'M', ts: 0, pid: PID, tid, args: { sort_index: tid } });
   }
 
-  private span(name: string, tid: number, startMs: number, durationMs: number, cat: string, args: Record<string, unknown>): TraceEvent {
-    return { name, ph: 'X', ts: Math.round((startMs - this.originMs) * 1000), dur: Math.max(0, Math.round(durationMs * 1000)), pid: PID, tid, cat, args };
+  private span(
+    name: string,
+    tid: number,
+    startMs: number,
+    durationMs: number,
+    cat: string,
+    args: Record<string, unknown>,
+  ): TraceEvent {
+    return {
+      name,
+      ph: 'X',
+      ts: Math.round((startMs - this.originMs) * 1000),
+      dur: Math.max(0, Math.round(durationMs * 1000)),
+      pid: PID,
+      tid,
+      cat,
+      args,
+    };
   }
 }

@@ -120,7 +120,12 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
   const recentStepMs: number[] = [];
   let lastEval: Evaluation | null = null;
   for (let step = progress.stepsDone; step < config.steps; step++) {
-    const record = await runStep(parts, step, microBatches, stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs));
+    const record = await runStep(
+      parts,
+      step,
+      microBatches,
+      stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs),
+    );
     progress.stepsDone = step + 1;
     progress.samples += record.stats.samples;
     recentStepMs.push(record.wallSeconds * 1000);
@@ -132,28 +137,53 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
       lastEval = parts.evaluate(await parts.reducer.weights());
       observer.onEval?.(step, lastEval);
     }
-    if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast) await parts.onCheckpoint(progress);
+    if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast)
+      await parts.onCheckpoint(progress);
     if (stopping) break;
   }
   return { stepsDone: progress.stepsDone, samples: progress.samples, lastEval };
 }
 
 /** One step: split → dispatch → gather (the reducer sums and applies) → the step's record. */
-async function runStep(parts: TrainerParts, step: number, microBatches: readonly MicroBatchSpec[], deadlineMs: number): Promise<StepRecord> {
+async function runStep(
+  parts: TrainerParts,
+  step: number,
+  microBatches: readonly MicroBatchSpec[],
+  deadlineMs: number,
+): Promise<StepRecord> {
   const { config, membership, reducer, observer, log } = parts;
   const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
   const t0 = performance.now();
   const lr = config.lrAt(step);
-  const plan = splitMicroBatches(microBatches, membership.schedule.splitWorkers(workers.map((w) => w.workerId)), config.balance);
+  const plan = splitMicroBatches(
+    microBatches,
+    membership.schedule.splitWorkers(workers.map((w) => w.workerId)),
+    config.balance,
+  );
   const reduction = reducer.beginStep({ step, microBatches, lr });
   const round = new GatherRound(microBatches, reduction);
   const target = { membership, round, reduction, globalBatchSize: config.globalBatchSize };
   dispatch(target, plan);
   const t1 = performance.now();
-  const result = await gather({ ...target, balance: config.balance, deadlineMs, workerWaitTimeoutMs: config.workerWaitTimeoutMs, observer, log, signal: parts.signal });
+  const result = await gather({
+    ...target,
+    balance: config.balance,
+    deadlineMs,
+    workerWaitTimeoutMs: config.workerWaitTimeoutMs,
+    observer,
+    log,
+    signal: parts.signal,
+  });
   const t2 = performance.now();
   const stats = round.stats();
-  const noise = parts.noise?.update({ microBatches: stats.sqNorms, globalSqNorm: result.sqNorm, lr, globalBatchSize: stats.samples, momentum: config.momentum }) ?? null;
+  const noise =
+    parts.noise?.update({
+      microBatches: stats.sqNorms,
+      globalSqNorm: result.sqNorm,
+      lr,
+      globalBatchSize: stats.samples,
+      momentum: config.momentum,
+    }) ?? null;
   const gatherWait = (t2 - t1) / 1000 - result.reduceSeconds - result.applySeconds;
   return {
     step,
@@ -166,7 +196,12 @@ async function runStep(parts: TrainerParts, step: number, microBatches: readonly
     stats,
     wallSeconds: (t2 - t0) / 1000,
     workers: workers.length,
-    phases: { dispatch: (t1 - t0) / 1000, 'gather-wait': gatherWait, reduce: result.reduceSeconds, apply: result.applySeconds },
+    phases: {
+      dispatch: (t1 - t0) / 1000,
+      'gather-wait': gatherWait,
+      reduce: result.reduceSeconds,
+      apply: result.applySeconds,
+    },
   };
 }
 
@@ -179,7 +214,13 @@ export function stepDeadline(recentStepMs: readonly number[], floorMs: number, c
 }
 
 /** Waits until at least `minWorkers` are ready; says so when it has to wait. */
-async function waitForWorkers(membership: Membership, minWorkers: number, timeoutMs: number, log: (line: string) => void, signal?: AbortSignal): Promise<WorkerChannel[]> {
+async function waitForWorkers(
+  membership: Membership,
+  minWorkers: number,
+  timeoutMs: number,
+  log: (line: string) => void,
+  signal?: AbortSignal,
+): Promise<WorkerChannel[]> {
   let ready = membership.readyWorkers();
   if (ready.length >= minWorkers) return ready;
   log(`waiting for workers: ${ready.length} of ${minWorkers} ready (timeout ${Math.round(timeoutMs / 1000)} s)`);
@@ -191,7 +232,12 @@ async function waitForWorkers(membership: Membership, minWorkers: number, timeou
     };
     const timer = setTimeout(() => {
       cleanup();
-      reject(new BatchlabError('NO_WORKERS', `only ${membership.readyWorkers().length} of ${minWorkers} workers connected within ${Math.round(timeoutMs / 1000)} s (--worker-wait)`));
+      reject(
+        new BatchlabError(
+          'NO_WORKERS',
+          `only ${membership.readyWorkers().length} of ${minWorkers} workers connected within ${Math.round(timeoutMs / 1000)} s (--worker-wait)`,
+        ),
+      );
     }, timeoutMs);
     const onJoin = (): void => {
       if (membership.readyWorkers().length < minWorkers) return;

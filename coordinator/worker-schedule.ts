@@ -44,7 +44,11 @@ export class WorkerSchedule {
   splitWorkers(workerIds: readonly number[]): SplitWorker[] {
     return workerIds.map((workerId) => {
       const state = this.states.get(workerId);
-      return { workerId, samplesPerSecond: state?.samplesPerSecond ?? null, maxMicroBatches: state?.maxMicroBatches ?? null };
+      return {
+        workerId,
+        samplesPerSecond: state?.samplesPerSecond ?? null,
+        maxMicroBatches: state?.maxMicroBatches ?? null,
+      };
     });
   }
 

@@ -72,7 +72,9 @@ export class WorkerServer {
     this.http.off('upgrade', this.onUpgrade);
     await this.membership.close(reason);
     const pending = [...this.connections].filter((c) => !c.ready);
-    await Promise.all(pending.map((c) => shutdownSocket(c.socket, reason, () => this.sendRaw(c.socket, { type: 'shutdown', reason }))));
+    await Promise.all(
+      pending.map((c) => shutdownSocket(c.socket, reason, () => this.sendRaw(c.socket, { type: 'shutdown', reason }))),
+    );
     this.wss.close();
   }
 
@@ -121,7 +123,10 @@ export class WorkerServer {
       channel: null,
       ready: false,
       dropped: false,
-      handshakeTimer: setTimeout(() => this.drop(connection, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${timeoutMs} ms`)), timeoutMs),
+      handshakeTimer: setTimeout(
+        () => this.drop(connection, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${timeoutMs} ms`)),
+        timeoutMs,
+      ),
     };
     this.connections.add(connection);
     socket.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(connection, data, isBinary));
@@ -152,7 +157,10 @@ export class WorkerServer {
     if (!channel) return this.onHello(connection, message);
     if (message.type === 'ready' && !connection.ready) {
       if (message.datasetFingerprint !== this.options.datasetFingerprint) {
-        throw new ProtocolError('DATASET_MISMATCH', `worker loaded data with fingerprint ${message.datasetFingerprint}, coordinator has ${this.options.datasetFingerprint}: give both the same dataset files (--data-dir)`);
+        throw new ProtocolError(
+          'DATASET_MISMATCH',
+          `worker loaded data with fingerprint ${message.datasetFingerprint}, coordinator has ${this.options.datasetFingerprint}: give both the same dataset files (--data-dir)`,
+        );
       }
       clearTimeout(connection.handshakeTimer);
       connection.ready = true;
@@ -164,14 +172,20 @@ export class WorkerServer {
     } else if (message.type === 'error') {
       this.options.log(`worker ${workerId} (${channel.info.name}) reported [${message.code}] ${message.message}`);
     } else {
-      throw new ProtocolError('BAD_MESSAGE', `unexpected ${message.type} from worker ${workerId} (ready: ${connection.ready})`);
+      throw new ProtocolError(
+        'BAD_MESSAGE',
+        `unexpected ${message.type} from worker ${workerId} (ready: ${connection.ready})`,
+      );
     }
   }
 
   private onHello(connection: Connection, message: Message): void {
     if (message.type !== 'hello') throw new ProtocolError('BAD_MESSAGE', `expected hello first, got ${message.type}`);
     if (message.protocolVersion !== PROTOCOL_VERSION) {
-      throw new ProtocolError('VERSION_MISMATCH', `worker speaks protocol ${message.protocolVersion}, coordinator ${PROTOCOL_VERSION}: run the same batchlab version on both`);
+      throw new ProtocolError(
+        'VERSION_MISMATCH',
+        `worker speaks protocol ${message.protocolVersion}, coordinator ${PROTOCOL_VERSION}: run the same batchlab version on both`,
+      );
     }
     const info = workerInfoOf(message, connection.remoteAddress);
     const onBytesOut = (bytes: number): void => this.options.onBytes?.('out', bytes);
@@ -184,7 +198,8 @@ export class WorkerServer {
     this.connections.delete(connection);
     const { channel } = connection;
     if (!channel || !connection.ready || this.closed) return;
-    const why = channel.lostReason ?? `connection closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`;
+    const why =
+      channel.lostReason ?? `connection closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`;
     this.options.log(`worker ${connection.workerId} (${channel.info.name}) lost: ${why}`);
     this.membership.leave(channel, why);
   }
@@ -193,7 +208,9 @@ export class WorkerServer {
     const code = (error as { code?: string }).code;
     if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
       // ws has already closed with 1009; count it like any other bad frame.
-      this.options.log(`worker ${connection.workerId}: frame larger than the ${this.options.maxPayloadBytes}-byte limit; connection closed (1009)`);
+      this.options.log(
+        `worker ${connection.workerId}: frame larger than the ${this.options.maxPayloadBytes}-byte limit; connection closed (1009)`,
+      );
       this.membership.reject('bad_frame', `worker ${connection.workerId}: oversized frame`);
       return;
     }
@@ -222,5 +239,12 @@ export class WorkerServer {
 function workerInfoOf(hello: HelloMessage, remoteAddress: string): WorkerChannel['info'] {
   const host = remoteAddress.replace(/^::ffff:/, '');
   const metricsTarget = hello.metricsPort ? `${host.includes(':') ? `[${host}]` : host}:${hello.metricsPort}` : null;
-  return { name: hello.workerName, backend: hello.backend, device: hello.device, maxChunk: hello.maxChunk, metricsTarget, maxMicroBatches: hello.maxMicroBatches ?? null };
+  return {
+    name: hello.workerName,
+    backend: hello.backend,
+    device: hello.device,
+    maxChunk: hello.maxChunk,
+    metricsTarget,
+    maxMicroBatches: hello.maxMicroBatches ?? null,
+  };
 }

@@ -14,7 +14,18 @@ const DEFAULT_TRAIN = 8000;
 const DEFAULT_TEST = 1500;
 /** Each class must hold within this fraction of an even share, or the subset is refused. */
 const BALANCE_TOLERANCE = 0.2;
-const CLASS_NAMES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'];
+const CLASS_NAMES = [
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
+];
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -27,31 +38,50 @@ async function main(): Promise<void> {
   });
   const sourceDir = resolve(positionals[0] ?? join(SYSTEM_DATASETS_DIR, 'fashion-mnist'));
   const root = findPackageRoot();
-  if (values.out === undefined && root === undefined) throw new Error('cannot find the package root from this script; pass --out DIR');
+  if (values.out === undefined && root === undefined)
+    throw new Error('cannot find the package root from this script; pass --out DIR');
   const outDir = resolve(values.out ?? join(root as string, EMBEDDED_SUBSET_DIR));
   const counts = { train: positiveInt('--train', values.train), test: positiveInt('--test', values.test) };
 
   const scan = scanIdxDirectory(sourceDir);
   if (!scan.complete) {
-    throw new Error(`${sourceDir} is missing ${scan.missing.join(', ')}; pass the directory holding the full Fashion-MNIST files (apt-get install dataset-fashion-mnist)`);
+    throw new Error(
+      `${sourceDir} is missing ${scan.missing.join(', ')}; pass the directory holding the full Fashion-MNIST files (apt-get install dataset-fashion-mnist)`,
+    );
   }
   await mkdir(outDir, { recursive: true });
   const perClass: Record<'train' | 'test', number[]> = { train: [], test: [] };
   const splits = [
-    { split: 'train', images: scan.files.trainImages, labels: scan.files.trainLabels, imageName: IDX_FILE_NAMES.trainImages, labelName: IDX_FILE_NAMES.trainLabels },
-    { split: 'test', images: scan.files.testImages, labels: scan.files.testLabels, imageName: IDX_FILE_NAMES.testImages, labelName: IDX_FILE_NAMES.testLabels },
+    {
+      split: 'train',
+      images: scan.files.trainImages,
+      labels: scan.files.trainLabels,
+      imageName: IDX_FILE_NAMES.trainImages,
+      labelName: IDX_FILE_NAMES.trainLabels,
+    },
+    {
+      split: 'test',
+      images: scan.files.testImages,
+      labels: scan.files.testLabels,
+      imageName: IDX_FILE_NAMES.testImages,
+      labelName: IDX_FILE_NAMES.testLabels,
+    },
   ] as const;
   for (const s of splits) {
     const n = counts[s.split];
     const images = await readIdxImages(s.images);
     const labels = await readIdxLabels(s.labels);
-    if (images.count < n || labels.length < n) throw new Error(`${s.images} holds ${images.count} samples, fewer than the ${n} requested`);
+    if (images.count < n || labels.length < n)
+      throw new Error(`${s.images} holds ${images.count} samples, fewer than the ${n} requested`);
     const size = images.rows * images.cols;
     const subsetLabels = labels.subarray(0, n);
     perClass[s.split] = classCounts(subsetLabels, s.labels);
     console.log(`${s.split}: first ${n} of ${images.count} samples; per class: ${perClass[s.split].join(' ')}`);
     checkBalance(s.split, perClass[s.split], n);
-    await writeIdxFile(join(outDir, `${s.imageName}.gz`), { dims: [n, images.rows, images.cols], data: images.pixels.subarray(0, n * size) });
+    await writeIdxFile(join(outDir, `${s.imageName}.gz`), {
+      dims: [n, images.rows, images.cols],
+      data: images.pixels.subarray(0, n * size),
+    });
     await writeIdxFile(join(outDir, `${s.labelName}.gz`), { dims: [n], data: subsetLabels });
   }
   await writeFile(join(outDir, 'README.md'), readme(counts, perClass));
@@ -69,7 +99,9 @@ function classCounts(labels: Uint8Array, file: string): number[] {
   for (let i = 0; i < labels.length; i++) {
     const label = labels[i]!;
     if (label >= counts.length) {
-      throw new Error(`IDX file ${file}: expected labels 0..${counts.length - 1}, found ${label} at sample ${i}; is this the Fashion-MNIST label file?`);
+      throw new Error(
+        `IDX file ${file}: expected labels 0..${counts.length - 1}, found ${label} at sample ${i}; is this the Fashion-MNIST label file?`,
+      );
     }
     counts[label]! += 1;
   }
@@ -81,12 +113,16 @@ function checkBalance(split: string, counts: number[], n: number): void {
   const off = counts.map((c, k) => ({ c, k })).filter(({ c }) => Math.abs(c - even) > BALANCE_TOLERANCE * even);
   if (off.length > 0) {
     const detail = off.map(({ c, k }) => `class ${k} (${CLASS_NAMES[k]}) has ${c}`).join(', ');
-    throw new Error(`${split} subset is unbalanced: expected about ${Math.round(even)} per class (±${BALANCE_TOLERANCE * 100}%), but ${detail}`);
+    throw new Error(
+      `${split} subset is unbalanced: expected about ${Math.round(even)} per class (±${BALANCE_TOLERANCE * 100}%), but ${detail}`,
+    );
   }
 }
 
 function readme(counts: { train: number; test: number }, perClass: Record<'train' | 'test', number[]>): string {
-  const rows = CLASS_NAMES.map((name, k) => `| ${k} | ${name} | ${perClass.train[k]} | ${perClass.test[k]} |`).join('\n');
+  const rows = CLASS_NAMES.map((name, k) => `| ${k} | ${name} | ${perClass.train[k]} | ${perClass.test[k]} |`).join(
+    '\n',
+  );
   return `# Fashion-MNIST subset
 
 A small slice of [Fashion-MNIST](https://github.com/zalandoresearch/fashion-mnist) so batchlab

@@ -19,7 +19,8 @@ export interface BackendChoice {
 async function tryNative(pkg: string): Promise<void> {
   // The package registers the 'tensorflow' backend on import and fails here if its binding is missing.
   await import(pkg);
-  if (!(await tf.setBackend('tensorflow'))) throw new Error(`${pkg} loaded but the 'tensorflow' backend did not initialize`);
+  if (!(await tf.setBackend('tensorflow')))
+    throw new Error(`${pkg} loaded but the 'tensorflow' backend did not initialize`);
 }
 
 async function tryWasm(): Promise<void> {
@@ -40,7 +41,9 @@ const ATTEMPTS: Record<Exclude<BackendName, 'auto'>, () => Promise<void>> = {
 
 function firstLine(error: unknown): string {
   if ((error as { code?: string })?.code === 'ERR_MODULE_NOT_FOUND') return 'not installed';
-  return String((error as Error)?.message ?? error).split('\n')[0]!.slice(0, 160);
+  return String((error as Error)?.message ?? error)
+    .split('\n')[0]!
+    .slice(0, 160);
 }
 
 /**
@@ -58,7 +61,8 @@ export async function selectBackend(name: BackendName): Promise<BackendChoice> {
       await tf.ready();
       return { backend: candidate, device: candidate === 'tensorflow-gpu' ? 'gpu' : 'cpu', skipped };
     } catch (error) {
-      if (name !== 'auto') throw new OptionError('backend', name, `a backend that loads here (${firstLine(error)}); try --backend auto`);
+      if (name !== 'auto')
+        throw new OptionError('backend', name, `a backend that loads here (${firstLine(error)}); try --backend auto`);
       skipped.push(`${candidate}: ${firstLine(error)}`);
     }
   }

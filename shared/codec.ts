@@ -36,7 +36,14 @@ function bodyBytesFor(length: number, dtype: WireDtype): number {
  * Header, padding and body written into `frame`, which must be exactly as long as they are.
  * `halves`, when given, is `body` already converted to float16 with `scaleExponent`.
  */
-function writeFrame(frame: Buffer, header: Buffer, body: Float32Array | null, dtype: WireDtype, scaleExponent: number, halves?: Uint16Array): void {
+function writeFrame(
+  frame: Buffer,
+  header: Buffer,
+  body: Float32Array | null,
+  dtype: WireDtype,
+  scaleExponent: number,
+  halves?: Uint16Array,
+): void {
   const bodyOffset = align4(LENGTH_BYTES + header.length);
   frame.writeUInt32LE(header.length, 0);
   header.copy(frame, LENGTH_BYTES);
@@ -48,10 +55,19 @@ function writeFrame(frame: Buffer, header: Buffer, body: Float32Array | null, dt
 }
 
 /** The header for `message` and `body`; under f16 with the body's scale, found unless `knownScale` is given. */
-function packHeader(message: Message, body: Float32Array | null, dtype: WireDtype, knownScale?: number): { header: Buffer; scaleExponent: number } {
-  if (!body || dtype === 'f32') return { header: packr.pack({ ...message, bodyLength: body ? body.length : -1 }), scaleExponent: 0 };
+function packHeader(
+  message: Message,
+  body: Float32Array | null,
+  dtype: WireDtype,
+  knownScale?: number,
+): { header: Buffer; scaleExponent: number } {
+  if (!body || dtype === 'f32')
+    return { header: packr.pack({ ...message, bodyLength: body ? body.length : -1 }), scaleExponent: 0 };
   const scaleExponent = knownScale ?? float16ScaleExponent(body);
-  return { header: packr.pack({ ...message, bodyLength: body.length, bodyDtype: 'f16', bodyScale: scaleExponent }), scaleExponent };
+  return {
+    header: packr.pack({ ...message, bodyLength: body.length, bodyDtype: 'f16', bodyScale: scaleExponent }),
+    scaleExponent,
+  };
 }
 
 /**
@@ -60,7 +76,9 @@ function packHeader(message: Message, body: Float32Array | null, dtype: WireDtyp
  */
 export function encodeFrame(message: Message, body: Float32Array | null = null, dtype: WireDtype = 'f32'): Buffer {
   const { header, scaleExponent } = packHeader(message, body, dtype);
-  const frame = Buffer.allocUnsafe(align4(LENGTH_BYTES + header.length) + (body ? bodyBytesFor(body.length, dtype) : 0));
+  const frame = Buffer.allocUnsafe(
+    align4(LENGTH_BYTES + header.length) + (body ? bodyBytesFor(body.length, dtype) : 0),
+  );
   writeFrame(frame, header, body, dtype, scaleExponent);
   return frame;
 }
@@ -193,7 +211,8 @@ export class FrameEncoder {
  * framing, `BAD_MESSAGE` for header fields).
  */
 export function decodeFrame(data: Uint8Array): Frame {
-  if (data.length < LENGTH_BYTES) throw new ProtocolError('BAD_FRAME', `frame of ${data.length} bytes is shorter than its length prefix`);
+  if (data.length < LENGTH_BYTES)
+    throw new ProtocolError('BAD_FRAME', `frame of ${data.length} bytes is shorter than its length prefix`);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const headerLength = view.getUint32(0, true);
   if (headerLength === 0 || headerLength > MAX_HEADER_BYTES || LENGTH_BYTES + headerLength > data.length) {
@@ -207,34 +226,53 @@ export function decodeFrame(data: Uint8Array): Frame {
   }
   const bodyLength = (raw as { bodyLength?: unknown } | null)?.bodyLength;
   if (typeof bodyLength !== 'number' || !Number.isSafeInteger(bodyLength) || bodyLength < -1) {
-    throw new ProtocolError('BAD_FRAME', `header.bodyLength: expected an integer >= -1, got ${typeof bodyLength === 'bigint' ? String(bodyLength) : JSON.stringify(bodyLength)}`);
+    throw new ProtocolError(
+      'BAD_FRAME',
+      `header.bodyLength: expected an integer >= -1, got ${typeof bodyLength === 'bigint' ? String(bodyLength) : JSON.stringify(bodyLength)}`,
+    );
   }
   const message = validateMessage(raw);
   const rule = BODY_RULE[message.type];
   if (bodyLength === -1) {
     if (rule === 'required') throw new ProtocolError('BAD_FRAME', `${message.type} frame has no body; one is required`);
     if (data.length !== align4(LENGTH_BYTES + headerLength) && data.length !== LENGTH_BYTES + headerLength) {
-      throw new ProtocolError('BAD_FRAME', `${message.type} frame has ${data.length - LENGTH_BYTES - headerLength} trailing bytes`);
+      throw new ProtocolError(
+        'BAD_FRAME',
+        `${message.type} frame has ${data.length - LENGTH_BYTES - headerLength} trailing bytes`,
+      );
     }
     return { message, body: null };
   }
   if (rule === 'none') throw new ProtocolError('BAD_FRAME', `${message.type} frame carries a body; none is allowed`);
   const { bodyDtype, bodyScale } = raw as { bodyDtype?: unknown; bodyScale?: unknown };
-  if (bodyDtype !== undefined && bodyDtype !== 'f16') throw new ProtocolError('BAD_FRAME', `header.bodyDtype: expected "f16" or absent (float32), got ${JSON.stringify(bodyDtype)}`);
+  if (bodyDtype !== undefined && bodyDtype !== 'f16')
+    throw new ProtocolError(
+      'BAD_FRAME',
+      `header.bodyDtype: expected "f16" or absent (float32), got ${JSON.stringify(bodyDtype)}`,
+    );
   const dtype: WireDtype = bodyDtype === 'f16' ? 'f16' : 'f32';
   const scaleExponent = bodyScale ?? 0;
   if (typeof scaleExponent !== 'number' || !Number.isInteger(scaleExponent) || Math.abs(scaleExponent) > 100) {
-    throw new ProtocolError('BAD_FRAME', `header.bodyScale: expected an integer in [-100, 100], got ${JSON.stringify(bodyScale)}`);
+    throw new ProtocolError(
+      'BAD_FRAME',
+      `header.bodyScale: expected an integer in [-100, 100], got ${JSON.stringify(bodyScale)}`,
+    );
   }
   const bodyOffset = align4(LENGTH_BYTES + headerLength);
   const bodyBytes = bodyBytesFor(bodyLength, dtype);
   if (data.length !== bodyOffset + bodyBytes) {
-    throw new ProtocolError('BAD_FRAME', `body: header says ${bodyLength} ${dtype === 'f16' ? 'float16' : 'float32'} (${bodyBytes} bytes), frame holds ${data.length - bodyOffset}`);
+    throw new ProtocolError(
+      'BAD_FRAME',
+      `body: header says ${bodyLength} ${dtype === 'f16' ? 'float16' : 'float32'} (${bodyBytes} bytes), frame holds ${data.length - bodyOffset}`,
+    );
   }
   const start = data.byteOffset + bodyOffset;
   if (dtype === 'f16') {
     // Widening to float32 needs new memory anyway; an unaligned slice is copied first.
-    const halves = start % 2 === 0 ? new Uint16Array(data.buffer, start, bodyLength) : new Uint16Array(Uint8Array.from(data.subarray(bodyOffset, bodyOffset + bodyBytes)).buffer);
+    const halves =
+      start % 2 === 0
+        ? new Uint16Array(data.buffer, start, bodyLength)
+        : new Uint16Array(Uint8Array.from(data.subarray(bodyOffset, bodyOffset + bodyBytes)).buffer);
     const body = new Float32Array(bodyLength);
     decodeFloat16(halves, body, scaleExponent);
     return { message, body };

@@ -77,7 +77,13 @@ export function hasCode(error: unknown, code: ErrorCode): boolean {
   return error instanceof BatchlabError && error.code === code;
 }
 
-const EXIT_CODES: Record<Recovery, number> = { 'fix-input': 2, 'close-connection': 3, 'retry-step': 4, 'stop-run': 5, interrupted: 130 };
+const EXIT_CODES: Record<Recovery, number> = {
+  'fix-input': 2,
+  'close-connection': 3,
+  'retry-step': 4,
+  'stop-run': 5,
+  interrupted: 130,
+};
 
 /** Exit code for a process that stops because of `error` (0 is success, 1 is an unexpected crash). */
 export function exitCodeFor(error: unknown): number {

@@ -11,7 +11,13 @@ export interface Evaluation {
 }
 
 /** Evaluates `model` (inference mode) on every sample of `split`. Leaves no tensors behind. */
-export function evaluateModel(model: tfl.LayersModel, split: Split, sampleShape: number[], numClasses: number, batchSize = 1000): Evaluation {
+export function evaluateModel(
+  model: tfl.LayersModel,
+  split: Split,
+  sampleShape: number[],
+  numClasses: number,
+  batchSize = 1000,
+): Evaluation {
   const sampleSize = sampleShape.reduce((a, b) => a * b, 1);
   let lossSum = 0;
   let correct = 0;
@@ -21,12 +27,22 @@ export function evaluateModel(model: tfl.LayersModel, split: Split, sampleShape:
       const x = tf.tensor(split.images.subarray(start * sampleSize, end * sampleSize), [end - start, ...sampleShape]); // [b, ...sample]
       const labels = tf.tensor1d(Int32Array.from(split.labels.subarray(start, end)), 'int32'); // [b]
       const logits = model.apply(x, { training: false }) as tf.Tensor; // [b, classes]
-      const lossT = tf.losses.softmaxCrossEntropy(tf.oneHot(labels, numClasses), logits, undefined, 0, tf.Reduction.SUM);
+      const lossT = tf.losses.softmaxCrossEntropy(
+        tf.oneHot(labels, numClasses),
+        logits,
+        undefined,
+        0,
+        tf.Reduction.SUM,
+      );
       const rightT = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'int32'));
       return [lossT.dataSync()[0]!, rightT.dataSync()[0]!];
     });
     lossSum += loss;
     correct += right;
   }
-  return { loss: split.count ? lossSum / split.count : NaN, accuracy: split.count ? correct / split.count : NaN, samples: split.count };
+  return {
+    loss: split.count ? lossSum / split.count : NaN,
+    accuracy: split.count ? correct / split.count : NaN,
+    samples: split.count,
+  };
 }

@@ -87,8 +87,12 @@ export function float16ScaleExponent(values: Float32Array): number {
 
 /** Writes float16(values[i] × 2^scaleExponent) into `out` (same length). */
 export function encodeFloat16(values: Float32Array, out: Uint16Array, scaleExponent: number): void {
-  if (out.length !== values.length) throw new RangeError(`float16 target has ${out.length} slots for ${values.length} values`);
-  if (!Number.isInteger(scaleExponent) || Math.abs(scaleExponent) > MAX_SCALE_EXPONENT) throw new RangeError(`float16 scale exponent ${scaleExponent} is not an integer in [-${MAX_SCALE_EXPONENT}, ${MAX_SCALE_EXPONENT}]`);
+  if (out.length !== values.length)
+    throw new RangeError(`float16 target has ${out.length} slots for ${values.length} values`);
+  if (!Number.isInteger(scaleExponent) || Math.abs(scaleExponent) > MAX_SCALE_EXPONENT)
+    throw new RangeError(
+      `float16 scale exponent ${scaleExponent} is not an integer in [-${MAX_SCALE_EXPONENT}, ${MAX_SCALE_EXPONENT}]`,
+    );
   // Integer work on the bits only: about 6× faster than forming each scaled float32.
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   for (let i = 0; i < bits.length; i++) out[i] = halfFromFloat32Bits(bits[i]!, scaleExponent);
@@ -96,7 +100,8 @@ export function encodeFloat16(values: Float32Array, out: Uint16Array, scaleExpon
 
 /** Reverse of `encodeFloat16`: out[i] = float32(halves[i]) × 2^-scaleExponent. */
 export function decodeFloat16(halves: Uint16Array, out: Float32Array, scaleExponent: number): void {
-  if (out.length !== halves.length) throw new RangeError(`float32 target has ${out.length} slots for ${halves.length} values`);
+  if (out.length !== halves.length)
+    throw new RangeError(`float32 target has ${out.length} slots for ${halves.length} values`);
   const t = decodeTable();
   const unscale = 2 ** -scaleExponent;
   for (let i = 0; i < halves.length; i++) out[i] = t[halves[i]!]! * unscale;

@@ -35,7 +35,9 @@ export interface LrWindow {
 }
 
 /** The LR after the scaling rule: η, η·B/B0 or η·sqrt(B/B0). */
-export function scaledLearningRate(config: Pick<LrScheduleConfig, 'baseLr' | 'baseBatch' | 'globalBatchSize' | 'scaling'>): number {
+export function scaledLearningRate(
+  config: Pick<LrScheduleConfig, 'baseLr' | 'baseBatch' | 'globalBatchSize' | 'scaling'>,
+): number {
   const k = config.globalBatchSize / config.baseBatch;
   switch (config.scaling) {
     case 'none':
@@ -70,5 +72,6 @@ export function learningRateAt(step: number, config: LrScheduleConfig): number {
 /** A schedule as a function of the step, with any LR windows applied on top. */
 export function createLrSchedule(config: LrScheduleConfig): (step: number) => number {
   const windows = config.windows ?? [];
-  return (step) => windows.reduce((lr, w) => (step >= w.start && step < w.end ? lr * w.factor : lr), learningRateAt(step, config));
+  return (step) =>
+    windows.reduce((lr, w) => (step >= w.start && step < w.end ? lr * w.factor : lr), learningRateAt(step, config));
 }

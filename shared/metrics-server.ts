@@ -11,7 +11,12 @@ export interface MetricsServer {
 }
 
 /** Serves `registry` on `host:port` (port 0: any free port). `health` fills /healthz. */
-export async function startMetricsServer(registry: Registry, port: number, host: string, health: () => Record<string, unknown>): Promise<MetricsServer> {
+export async function startMetricsServer(
+  registry: Registry,
+  port: number,
+  host: string,
+  health: () => Record<string, unknown>,
+): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {

@@ -69,11 +69,26 @@ export function defineCoordinatorMetrics(registry: Registry, config: Coordinator
       this.set(config.workersConnected());
     },
   });
-  new Gauge({ name: 'batchlab_backend_info', help: 'Compute backend of this process (value 1).', labelNames: ['backend'] as const, registers }).set({ backend: config.backend }, 1);
+  new Gauge({
+    name: 'batchlab_backend_info',
+    help: 'Compute backend of this process (value 1).',
+    labelNames: ['backend'] as const,
+    registers,
+  }).set({ backend: config.backend }, 1);
   return {
     stepsTotal: new Counter({ name: 'batchlab_steps_total', help: 'Optimizer steps applied.', registers }),
-    samplesTotal: new Counter({ name: 'batchlab_samples_total', help: 'Samples that contributed to applied steps.', registers }),
-    stepDuration: new Histogram({ name: 'batchlab_step_duration_seconds', help: 'Wall time of one step, from dispatch to applied update.', labelNames: CONFIG_LABELS, buckets: STEP_BUCKETS, registers }),
+    samplesTotal: new Counter({
+      name: 'batchlab_samples_total',
+      help: 'Samples that contributed to applied steps.',
+      registers,
+    }),
+    stepDuration: new Histogram({
+      name: 'batchlab_step_duration_seconds',
+      help: 'Wall time of one step, from dispatch to applied update.',
+      labelNames: CONFIG_LABELS,
+      buckets: STEP_BUCKETS,
+      registers,
+    }),
     stepPhase: new Histogram({
       name: 'batchlab_step_phase_seconds',
       help: 'Time of one phase of a step: dispatch, compute (mean worker compute), gather-wait, reduce, apply.',
@@ -81,24 +96,101 @@ export function defineCoordinatorMetrics(registry: Registry, config: Coordinator
       buckets: PHASE_BUCKETS,
       registers,
     }),
-    throughput: new Gauge({ name: 'batchlab_throughput_samples_per_second', help: 'Samples per second of wall time over the last step.', labelNames: CONFIG_LABELS, registers }),
-    scalingEfficiency: new Gauge({ name: 'batchlab_scaling_efficiency_ratio', help: 'Live scaling efficiency: mean worker compute time / step wall time (0-1).', labelNames: CONFIG_LABELS, registers }),
-    globalBatchSize: new Gauge({ name: 'batchlab_global_batch_size', help: 'Global batch size of the last step.', registers }),
+    throughput: new Gauge({
+      name: 'batchlab_throughput_samples_per_second',
+      help: 'Samples per second of wall time over the last step.',
+      labelNames: CONFIG_LABELS,
+      registers,
+    }),
+    scalingEfficiency: new Gauge({
+      name: 'batchlab_scaling_efficiency_ratio',
+      help: 'Live scaling efficiency: mean worker compute time / step wall time (0-1).',
+      labelNames: CONFIG_LABELS,
+      registers,
+    }),
+    globalBatchSize: new Gauge({
+      name: 'batchlab_global_batch_size',
+      help: 'Global batch size of the last step.',
+      registers,
+    }),
     workers: new Gauge({ name: 'batchlab_workers', help: 'Workers that took part in the last step.', registers }),
-    workerCompute: new Histogram({ name: 'batchlab_worker_compute_seconds', help: 'Compute time of one worker in one step (sum over its micro-batches).', labelNames: ['worker'] as const, buckets: PHASE_BUCKETS, registers }),
-    workerThroughput: new Gauge({ name: 'batchlab_worker_throughput_samples_per_second', help: 'Samples per second of compute time of one worker in the last step it took part in.', labelNames: ['worker'] as const, registers }),
-    gradientBytes: new Counter({ name: 'batchlab_gradient_bytes_total', help: 'Bytes of frames on the wire as seen by the coordinator: out = work frames (weights), in = gradient frames.', labelNames: ['direction'] as const, registers }),
-    trainLoss: new Gauge({ name: 'batchlab_train_loss', help: 'Mean training loss over the global batch of the last step.', registers }),
-    trainAccuracy: new Gauge({ name: 'batchlab_train_accuracy', help: 'Training accuracy over the global batch of the last step (0-1).', registers }),
-    evalLoss: new Gauge({ name: 'batchlab_eval_loss', help: 'Mean loss of the last evaluation on the test split.', registers }),
-    evalAccuracy: new Gauge({ name: 'batchlab_eval_accuracy', help: 'Accuracy of the last evaluation on the test split (0-1).', registers }),
-    learningRate: new Gauge({ name: 'batchlab_learning_rate', help: 'Learning rate applied in the last step.', registers }),
-    noiseScale: new Gauge({ name: 'batchlab_gradient_noise_scale', help: 'Simple gradient noise scale B_simple = tr(Sigma)/|G|^2 (smoothed); NaN until estimable.', registers }),
-    gradientSqNorm: new Gauge({ name: 'batchlab_gradient_sq_norm', help: 'Squared gradient norm of the last step: scope=global is |mean gradient|^2, scope=local the sample-weighted mean of micro-batch |g_k|^2.', labelNames: ['scope'] as const, registers }),
-    statisticalEfficiency: new Gauge({ name: 'batchlab_statistical_efficiency_ratio', help: 'Predicted statistical efficiency (B_simple + B0)/(B_simple + B); NaN until the noise scale is estimable.', registers }),
-    goodput: new Gauge({ name: 'batchlab_goodput_samples_per_second', help: 'Throughput times statistical efficiency; NaN until the noise scale is estimable.', registers }),
-    reassignments: new Counter({ name: 'batchlab_microbatch_reassignments_total', help: 'Micro-batches re-issued to another worker, by reason.', labelNames: ['reason'] as const, registers }),
-    rejected: new Counter({ name: 'batchlab_rejected_messages_total', help: 'Refused frames, replies and connections, by reason (auth, bad_frame, stale_step, unassigned, duplicate, non_finite, ...).', labelNames: ['reason'] as const, registers }),
+    workerCompute: new Histogram({
+      name: 'batchlab_worker_compute_seconds',
+      help: 'Compute time of one worker in one step (sum over its micro-batches).',
+      labelNames: ['worker'] as const,
+      buckets: PHASE_BUCKETS,
+      registers,
+    }),
+    workerThroughput: new Gauge({
+      name: 'batchlab_worker_throughput_samples_per_second',
+      help: 'Samples per second of compute time of one worker in the last step it took part in.',
+      labelNames: ['worker'] as const,
+      registers,
+    }),
+    gradientBytes: new Counter({
+      name: 'batchlab_gradient_bytes_total',
+      help: 'Bytes of frames on the wire as seen by the coordinator: out = work frames (weights), in = gradient frames.',
+      labelNames: ['direction'] as const,
+      registers,
+    }),
+    trainLoss: new Gauge({
+      name: 'batchlab_train_loss',
+      help: 'Mean training loss over the global batch of the last step.',
+      registers,
+    }),
+    trainAccuracy: new Gauge({
+      name: 'batchlab_train_accuracy',
+      help: 'Training accuracy over the global batch of the last step (0-1).',
+      registers,
+    }),
+    evalLoss: new Gauge({
+      name: 'batchlab_eval_loss',
+      help: 'Mean loss of the last evaluation on the test split.',
+      registers,
+    }),
+    evalAccuracy: new Gauge({
+      name: 'batchlab_eval_accuracy',
+      help: 'Accuracy of the last evaluation on the test split (0-1).',
+      registers,
+    }),
+    learningRate: new Gauge({
+      name: 'batchlab_learning_rate',
+      help: 'Learning rate applied in the last step.',
+      registers,
+    }),
+    noiseScale: new Gauge({
+      name: 'batchlab_gradient_noise_scale',
+      help: 'Simple gradient noise scale B_simple = tr(Sigma)/|G|^2 (smoothed); NaN until estimable.',
+      registers,
+    }),
+    gradientSqNorm: new Gauge({
+      name: 'batchlab_gradient_sq_norm',
+      help: 'Squared gradient norm of the last step: scope=global is |mean gradient|^2, scope=local the sample-weighted mean of micro-batch |g_k|^2.',
+      labelNames: ['scope'] as const,
+      registers,
+    }),
+    statisticalEfficiency: new Gauge({
+      name: 'batchlab_statistical_efficiency_ratio',
+      help: 'Predicted statistical efficiency (B_simple + B0)/(B_simple + B); NaN until the noise scale is estimable.',
+      registers,
+    }),
+    goodput: new Gauge({
+      name: 'batchlab_goodput_samples_per_second',
+      help: 'Throughput times statistical efficiency; NaN until the noise scale is estimable.',
+      registers,
+    }),
+    reassignments: new Counter({
+      name: 'batchlab_microbatch_reassignments_total',
+      help: 'Micro-batches re-issued to another worker, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    rejected: new Counter({
+      name: 'batchlab_rejected_messages_total',
+      help: 'Refused frames, replies and connections, by reason (auth, bad_frame, stale_step, unassigned, duplicate, non_finite, ...).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
   };
 }
 
@@ -108,12 +200,35 @@ export type CoordinatorMetrics = ReturnType<typeof defineCoordinatorMetrics>;
 export function defineWorkerMetrics(registry: Registry, config: { backend: string; device: string }) {
   const registers = [registry];
   defineTensorGauges(registers);
-  new Gauge({ name: 'batchlab_backend_info', help: 'Compute backend of this process (value 1).', labelNames: ['backend', 'device'] as const, registers }).set({ backend: config.backend, device: config.device }, 1);
+  new Gauge({
+    name: 'batchlab_backend_info',
+    help: 'Compute backend of this process (value 1).',
+    labelNames: ['backend', 'device'] as const,
+    registers,
+  }).set({ backend: config.backend, device: config.device }, 1);
   return {
-    microBatchesTotal: new Counter({ name: 'batchlab_microbatches_total', help: 'Micro-batches this worker computed.', registers }),
-    microBatchSamplesTotal: new Counter({ name: 'batchlab_microbatch_samples_total', help: 'Samples in the micro-batches this worker computed.', registers }),
-    microBatchCompute: new Histogram({ name: 'batchlab_microbatch_compute_seconds', help: 'Forward + backward time of one micro-batch on this worker.', buckets: PHASE_BUCKETS, registers }),
-    wireBytes: new Counter({ name: 'batchlab_worker_wire_bytes_total', help: 'Bytes of frames on the wire as seen by this worker: in = work frames, out = gradient frames.', labelNames: ['direction'] as const, registers }),
+    microBatchesTotal: new Counter({
+      name: 'batchlab_microbatches_total',
+      help: 'Micro-batches this worker computed.',
+      registers,
+    }),
+    microBatchSamplesTotal: new Counter({
+      name: 'batchlab_microbatch_samples_total',
+      help: 'Samples in the micro-batches this worker computed.',
+      registers,
+    }),
+    microBatchCompute: new Histogram({
+      name: 'batchlab_microbatch_compute_seconds',
+      help: 'Forward + backward time of one micro-batch on this worker.',
+      buckets: PHASE_BUCKETS,
+      registers,
+    }),
+    wireBytes: new Counter({
+      name: 'batchlab_worker_wire_bytes_total',
+      help: 'Bytes of frames on the wire as seen by this worker: in = work frames, out = gradient frames.',
+      labelNames: ['direction'] as const,
+      registers,
+    }),
     step: new Gauge({ name: 'batchlab_worker_step', help: 'Last step this worker computed for.', registers }),
   };
 }

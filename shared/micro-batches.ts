@@ -5,7 +5,8 @@ import type { MicroBatchSpec } from './protocol.js';
 
 /** ceil(B/m) micro-batches of `microBatch` samples (the last may be smaller), ids 0..k-1. */
 export function cutMicroBatches(globalBatchSize: number, microBatch: number): MicroBatchSpec[] {
-  if (!Number.isSafeInteger(microBatch) || microBatch < 1) throw new RangeError(`micro-batch size must be a positive integer, got ${microBatch}`);
+  if (!Number.isSafeInteger(microBatch) || microBatch < 1)
+    throw new RangeError(`micro-batch size must be a positive integer, got ${microBatch}`);
   const specs: MicroBatchSpec[] = [];
   for (let id = 0, start = 0; start < globalBatchSize; id++, start += microBatch) {
     specs.push({ id, start, end: Math.min(globalBatchSize, start + microBatch) });

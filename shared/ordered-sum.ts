@@ -46,7 +46,10 @@ export class OrderedSum {
    * length is not `paramCount`.
    */
   add(microBatchId: number, gradSum: Float32Array, samples: number): void {
-    if (gradSum.length !== this.paramCount) throw new Error(`micro-batch ${microBatchId}: gradient has ${gradSum.length} values, expected ${this.paramCount}`);
+    if (gradSum.length !== this.paramCount)
+      throw new Error(
+        `micro-batch ${microBatchId}: gradient has ${gradSum.length} values, expected ${this.paramCount}`,
+      );
     this.pending.set(microBatchId, { gradSum, samples });
     while (this.next < this.order.length && this.pending.has(this.order[this.next]!)) {
       const id = this.order[this.next]!;
@@ -112,7 +115,9 @@ export class OrderedSum {
    */
   finish(): { meanGrad: Float32Array; samples: number; sqNorm: number } {
     if (this.next !== this.order.length || this.order.length === 0) {
-      throw new Error(`reduce finished with micro-batch ${this.order[this.next]} missing (${this.order.length - this.next} of ${this.order.length})`);
+      throw new Error(
+        `reduce finished with micro-batch ${this.order[this.next]} missing (${this.order.length - this.next} of ${this.order.length})`,
+      );
     }
     return { meanGrad: this.mean, samples: this.samples, sqNorm: this.sqNorm };
   }

@@ -26,11 +26,14 @@ export function countParams(specs: readonly ParamSpec[]): number {
  */
 export function assertLayout(model: tfl.LayersModel, specs: readonly ParamSpec[]): void {
   const mine = paramSpecsOf(model);
-  if (mine.length !== specs.length) throw new Error(`model has ${mine.length} trainable tensors, expected ${specs.length}`);
+  if (mine.length !== specs.length)
+    throw new Error(`model has ${mine.length} trainable tensors, expected ${specs.length}`);
   mine.forEach((p, i) => {
     const want = specs[i]!;
     if (p.name !== want.name || p.shape.join('x') !== want.shape.join('x')) {
-      throw new Error(`trainable tensor ${i}: model has ${p.name} [${p.shape.join(', ')}], expected ${want.name} [${want.shape.join(', ')}]`);
+      throw new Error(
+        `trainable tensor ${i}: model has ${p.name} [${p.shape.join(', ')}], expected ${want.name} [${want.shape.join(', ')}]`,
+      );
     }
   });
 }

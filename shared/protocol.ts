@@ -105,13 +105,7 @@ export interface ShutdownMessage {
 }
 
 export type Message =
-  | HelloMessage
-  | WelcomeMessage
-  | ReadyMessage
-  | WorkMessage
-  | GradientMessage
-  | ErrorMessage
-  | ShutdownMessage;
+  HelloMessage | WelcomeMessage | ReadyMessage | WorkMessage | GradientMessage | ErrorMessage | ShutdownMessage;
 
 export type MessageType = Message['type'];
 
@@ -131,7 +125,12 @@ type Obj = Record<string, unknown>;
 function fail(type: string, field: string, expected: string, got: unknown): never {
   let shown: string;
   try {
-    shown = typeof got === 'string' ? JSON.stringify(got.slice(0, 60)) : typeof got === 'number' || typeof got === 'bigint' ? String(got) : (JSON.stringify(got) ?? String(got));
+    shown =
+      typeof got === 'string'
+        ? JSON.stringify(got.slice(0, 60))
+        : typeof got === 'number' || typeof got === 'bigint'
+          ? String(got)
+          : (JSON.stringify(got) ?? String(got));
   } catch {
     shown = Object.prototype.toString.call(got);
   }
@@ -159,7 +158,8 @@ function anyNumber(o: Obj, type: string, field: string): number {
 
 function str(o: Obj, type: string, field: string, maxLength = 256): string {
   const v = o[field];
-  if (typeof v !== 'string' || v.length > maxLength) fail(type, field, `a string of at most ${maxLength} characters`, v);
+  if (typeof v !== 'string' || v.length > maxLength)
+    fail(type, field, `a string of at most ${maxLength} characters`, v);
   return v;
 }
 
@@ -189,7 +189,8 @@ function validateParams(o: Obj): ParamSpec[] {
     return {
       name: str(po, `welcome.params[${i}]`, 'name'),
       shape: shape.map((d, j) => {
-        if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) fail('welcome', `params[${i}].shape[${j}]`, 'a positive integer', d);
+        if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1)
+          fail('welcome', `params[${i}].shape[${j}]`, 'a positive integer', d);
         return d;
       }),
     };

@@ -27,7 +27,10 @@ export const REJECT_REASONS = [
 export type RejectReason = (typeof REJECT_REASONS)[number];
 
 /** The refusals a step's gather makes of a gradient reply. */
-export type ReplyRejectReason = Extract<RejectReason, 'stale_step' | 'unassigned' | 'duplicate' | 'bad_shape' | 'non_finite'>;
+export type ReplyRejectReason = Extract<
+  RejectReason,
+  'stale_step' | 'unassigned' | 'duplicate' | 'bad_shape' | 'non_finite'
+>;
 
 /** Reasons micro-batches are handed to another worker within the same step. */
 export const REASSIGN_REASONS = ['worker_lost', 'timeout', 'non_finite'] as const;

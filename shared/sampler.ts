@@ -11,7 +11,8 @@ export class EpochSampler {
   private readonly cache = new Map<number, Uint32Array>();
 
   constructor(datasetSize: number, seed: number) {
-    if (!Number.isSafeInteger(datasetSize) || datasetSize < 1) throw new RangeError(`datasetSize must be a positive integer, got ${datasetSize}`);
+    if (!Number.isSafeInteger(datasetSize) || datasetSize < 1)
+      throw new RangeError(`datasetSize must be a positive integer, got ${datasetSize}`);
     this.datasetSize = datasetSize;
     this.seed = seed;
   }
@@ -23,7 +24,9 @@ export class EpochSampler {
     perm = new Uint32Array(this.datasetSize);
     for (let i = 0; i < perm.length; i++) perm[i] = i;
     // Mix seed and epoch so neighbouring seeds do not give shifted copies of one stream.
-    const random = createRandom((Math.imul(this.seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(epoch + 1, 0xc2b2ae35)) >>> 0);
+    const random = createRandom(
+      (Math.imul(this.seed ^ 0x9e3779b9, 0x85ebca6b) + Math.imul(epoch + 1, 0xc2b2ae35)) >>> 0,
+    );
     for (let i = perm.length - 1; i > 0; i--) {
       const j = Math.floor(random.next() * (i + 1));
       const t = perm[i]!;

@@ -65,9 +65,7 @@ export const conv2DBackpropFilterViaCpu: KernelFunc = ({ inputs, backend, attrs 
   // and initialised does not matter; findBackend initialises the cpu backend synchronously if needed.
   const cpu = findBackend('cpu') as MathBackendCPU | null;
   if (!cpuKernel || !cpu) {
-    throw new Error(
-      "Conv2DBackpropFilter for 'wasm' delegates to the cpu backend, which is not available",
-    );
+    throw new Error("Conv2DBackpropFilter for 'wasm' delegates to the cpu backend, which is not available");
   }
 
   // readSync copies out of the wasm heap, so these buffers stay valid even if the heap grows later.
@@ -85,8 +83,7 @@ export const conv2DBackpropFilterViaCpu: KernelFunc = ({ inputs, backend, attrs 
   // they must be released explicitly or every training step would leak them.
   let cpuResult: TensorInfo | undefined;
   try {
-    const { strides, pad, dataFormat, dimRoundingMode, filterShape } =
-      attrs as unknown as Conv2DBackpropFilterAttrs;
+    const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as Conv2DBackpropFilterAttrs;
     const cpuAttrs = { strides, pad, dataFormat, dimRoundingMode, filterShape };
     cpuResult = cpuKernel.kernelFunc({
       inputs: { x: cpuX, dy: cpuDy },
@@ -130,8 +127,14 @@ function planIm2col(x: TensorInfo, dy: TensorInfo, attrs: Conv2DBackpropFilterAt
   let info: backend_util.Conv2DInfo;
   try {
     info = backend_util.computeConv2DInfo(
-      x.shape as [number, number, number, number], filterShape, strides, 1, pad, dimRoundingMode,
-      false, 'channelsLast',
+      x.shape as [number, number, number, number],
+      filterShape,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+      false,
+      'channelsLast',
     );
   } catch {
     // Let the reference kernel raise (or handle) whatever the attributes are.
@@ -143,10 +146,19 @@ function planIm2col(x: TensorInfo, dy: TensorInfo, attrs: Conv2DBackpropFilterAt
   if (filterShape[2] !== inChannels || info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
   if (batchSize * outHeight * outWidth === 0 || util.sizeFromShape(filterShape) === 0) return null;
   return {
-    batch: batchSize, inH: inHeight, inW: inWidth, inC: inChannels,
-    outH: outHeight, outW: outWidth, outC: outChannels,
-    fh: info.filterHeight, fw: info.filterWidth, sh: info.strideHeight, sw: info.strideWidth,
-    top: info.padInfo.top, left: info.padInfo.left,
+    batch: batchSize,
+    inH: inHeight,
+    inW: inWidth,
+    inC: inChannels,
+    outH: outHeight,
+    outW: outWidth,
+    outC: outChannels,
+    fh: info.filterHeight,
+    fw: info.filterWidth,
+    sh: info.strideHeight,
+    sw: info.strideWidth,
+    top: info.padInfo.top,
+    left: info.padInfo.left,
     filterShape: [...filterShape] as [number, number, number, number],
   };
 }
@@ -226,7 +238,15 @@ function fillIm2colT(heap: Float32Array, xAt: number, colAt: number, p: Plan, n0
  * operand into an operator that it caches under that tensor's id until the tensor is disposed (and
  * looks up by id alone, ignoring shape); disposing our own copy releases the operator at once.
  */
-function im2colChunk(wasm: BackendWasm, matMul: KernelFunc, x: TensorInfo, dy: TensorInfo, p: Plan, n0: number, nb: number): TensorInfo {
+function im2colChunk(
+  wasm: BackendWasm,
+  matMul: KernelFunc,
+  x: TensorInfo,
+  dy: TensorInfo,
+  p: Plan,
+  n0: number,
+  nb: number,
+): TensorInfo {
   const k = p.fh * p.fw * p.inC;
   const m = nb * p.outH * p.outW;
   const colT = wasm.makeOutput([1, k, m], 'float32');

@@ -151,7 +151,8 @@ function makeDensePlan(model: tfl.LayersModel): DensePlan | null {
   let offset = 0;
   for (const layer of layers) {
     const nodes = layer.inboundNodes;
-    if (nodes.length !== 1 || nodes[0]!.inboundLayers.length !== 1 || nodes[0]!.inboundLayers[0] !== previous) return null;
+    if (nodes.length !== 1 || nodes[0]!.inboundLayers.length !== 1 || nodes[0]!.inboundLayers[0] !== previous)
+      return null;
     previous = layer;
     const kind = layer.getClassName();
     if (kind === 'Flatten' && stages.length === 0) continue;
@@ -169,7 +170,19 @@ function makeDensePlan(model: tfl.LayersModel): DensePlan | null {
     if (kernel.shape.length !== 2 || inDim !== inputShape[1] || kernel.dtype !== 'float32') return null;
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== outDim || bias.dtype !== 'float32')) return null;
     const empty = new Float32Array(0);
-    stages.push({ kernel, bias, inDim: inDim!, outDim: outDim!, relu: config.activation === 'relu', offset, inT: empty, inRows: empty, weightsT: empty, dZ: empty, dZT: empty });
+    stages.push({
+      kernel,
+      bias,
+      inDim: inDim!,
+      outDim: outDim!,
+      relu: config.activation === 'relu',
+      offset,
+      inT: empty,
+      inRows: empty,
+      weightsT: empty,
+      dZ: empty,
+      dZT: empty,
+    });
     expected.push(...weights);
     offset += (inDim! + (bias ? 1 : 0)) * outDim!;
   }
@@ -196,7 +209,14 @@ function densePlanOf(model: tfl.LayersModel): DensePlan | null {
  * Writes the transpose of `rows` rows of `cols` values from `src` (starting at `from`) into
  * `dst`: dst[k * stride + i] = src[from + i * cols + k].
  */
-export function transposeInto(src: ArrayLike<number>, from: number, rows: number, cols: number, dst: Float32Array, stride: number): void {
+export function transposeInto(
+  src: ArrayLike<number>,
+  from: number,
+  rows: number,
+  cols: number,
+  dst: Float32Array,
+  stride: number,
+): void {
   // Eight source rows at a time, unrolled: eight read streams, eight contiguous writes
   // (~0.6 ns per value, 2.7x the plain triple loop).
   const full = rows - (rows % 8);
@@ -232,7 +252,14 @@ export function transposeInto(src: ArrayLike<number>, from: number, rows: number
  * number of samples whose arg-max is the label, and writes softmax - onehot into `dLogits`.
  * Labels outside [0, classes) have an all-zero one-hot row (as tf.oneHot): zero loss, gradient softmax.
  */
-function softmaxCrossEntropy(logits: ArrayLike<number>, labels: Int32Array, start: number, c: number, classes: number, dLogits: Float32Array): ChunkStats {
+function softmaxCrossEntropy(
+  logits: ArrayLike<number>,
+  labels: Int32Array,
+  start: number,
+  c: number,
+  classes: number,
+  dLogits: Float32Array,
+): ChunkStats {
   let lossSum = 0;
   let correct = 0;
   for (let i = 0; i < c; i++) {
@@ -253,7 +280,8 @@ function softmaxCrossEntropy(logits: ArrayLike<number>, labels: Int32Array, star
     const valid = label >= 0 && label < classes;
     if (valid) lossSum += logSumExp - logits[row + label]!;
     if (argMax === label) correct++;
-    for (let j = 0; j < classes; j++) dLogits[row + j] = Math.exp(logits[row + j]! - logSumExp) - (valid && j === label ? 1 : 0);
+    for (let j = 0; j < classes; j++)
+      dLogits[row + j] = Math.exp(logits[row + j]! - logSumExp) - (valid && j === label ? 1 : 0);
   }
   return { lossSum, correct };
 }
@@ -377,10 +405,19 @@ function computeChunkDense(
         for (let j = 0; j < s.outDim; j++) v[j * cols + s.inDim] = b ? b[j]! : 0;
         v.fill(0, s.outDim * cols, s.outDim * cols + s.inDim);
         v[s.outDim * cols + s.inDim] = 1;
-        featureMajor[l + 1] = tf.fused.matMul({ a: tf.tensor2d(v, [s.outDim + 1, cols]), b: featureMajorOf(l), activation }) as tf.Tensor2D;
+        featureMajor[l + 1] = tf.fused.matMul({
+          a: tf.tensor2d(v, [s.outDim + 1, cols]),
+          b: featureMajorOf(l),
+          activation,
+        }) as tf.Tensor2D;
         rowMajor[l + 1] = null;
       } else {
-        rowMajor[l + 1] = tf.fused.matMul({ a: rowMajorOf(l), b: s.kernel.read(), bias: s.bias?.read(), activation }) as tf.Tensor2D;
+        rowMajor[l + 1] = tf.fused.matMul({
+          a: rowMajorOf(l),
+          b: s.kernel.read(),
+          bias: s.bias?.read(),
+          activation,
+        }) as tf.Tensor2D;
         featureMajor[l + 1] = null;
       }
     }
@@ -432,13 +469,24 @@ function sumOfSquares(v: Float32Array): number {
  * The chunks of a micro-batch, in order, summed as they come: float32 addition in chunk order,
  * so any consumer of this generator gets the same bits.
  */
-function* accumulateChunks(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number, out?: Float32Array): Generator<void, MicroBatchResult> {
+function* accumulateChunks(
+  gm: GradientModel,
+  images: Float32Array,
+  labels: Int32Array,
+  maxChunk: number,
+  out?: Float32Array,
+): Generator<void, MicroBatchResult> {
   const n = labels.length;
   const found = densePlanOf(gm.model);
   // Samples or classes of the wrong size go the generic way, which reports the shape error.
-  const fits = found !== null && images.length === n * found.stages[0]!.inDim && found.stages[found.stages.length - 1]!.outDim === gm.numClasses;
+  const fits =
+    found !== null &&
+    images.length === n * found.stages[0]!.inDim &&
+    found.stages[found.stages.length - 1]!.outDim === gm.numClasses;
   const plan = fits ? found : null;
-  const numParams = plan ? plan.numParams : gm.model.trainableWeights.reduce((p, w) => p + tf.util.sizeFromShape(w.shape as number[]), 0);
+  const numParams = plan
+    ? plan.numParams
+    : gm.model.trainableWeights.reduce((p, w) => p + tf.util.sizeFromShape(w.shape as number[]), 0);
   // The first chunk overwrites every value, so a reused `out` needs no clearing.
   const gradSum = out && out.length === numParams ? out : new Float32Array(numParams);
   let lossSum = 0;
@@ -462,7 +510,13 @@ function* accumulateChunks(gm: GradientModel, images: Float32Array, labels: Int3
  * `gradSum`) instead of a new array: a worker reuses one, sparing a model-sized allocation and
  * its page faults per micro-batch.
  */
-export function computeMicroBatch(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number, out?: Float32Array): MicroBatchResult {
+export function computeMicroBatch(
+  gm: GradientModel,
+  images: Float32Array,
+  labels: Int32Array,
+  maxChunk: number,
+  out?: Float32Array,
+): MicroBatchResult {
   const chunks = accumulateChunks(gm, images, labels, maxChunk, out);
   for (;;) {
     const next = chunks.next();
@@ -474,7 +528,13 @@ export function computeMicroBatch(gm: GradientModel, images: Float32Array, label
  * The same computation and the same bits as `computeMicroBatch`, but it yields to the event loop
  * between chunks, so a worker answers heartbeats during a long micro-batch.
  */
-export async function computeMicroBatchYielding(gm: GradientModel, images: Float32Array, labels: Int32Array, maxChunk: number, out?: Float32Array): Promise<MicroBatchResult> {
+export async function computeMicroBatchYielding(
+  gm: GradientModel,
+  images: Float32Array,
+  labels: Int32Array,
+  maxChunk: number,
+  out?: Float32Array,
+): Promise<MicroBatchResult> {
   const chunks = accumulateChunks(gm, images, labels, maxChunk, out);
   for (;;) {
     const next = chunks.next();

@@ -57,7 +57,8 @@ interface RunState {
 }
 
 /** How a connection ended. */
-type Ending = { kind: 'shutdown' } | { kind: 'stopped' } | { kind: 'refused'; error: unknown } | { kind: 'lost'; why: string };
+type Ending =
+  { kind: 'shutdown' } | { kind: 'stopped' } | { kind: 'refused'; error: unknown } | { kind: 'lost'; why: string };
 
 /**
  * Runs until the coordinator says shutdown (exit 0), a signal stops the worker (exit 0), or the
@@ -68,13 +69,18 @@ type Ending = { kind: 'shutdown' } | { kind: 'stopped' } | { kind: 'refused'; er
 export async function runWorker(options: WorkerOptions): Promise<number> {
   const { log } = options;
   const choice = await selectBackend(options.backend);
-  log(`backend ${choice.backend} (${choice.device})${choice.skipped.length ? `; skipped ${choice.skipped.join('; ')}` : ''}`);
+  log(
+    `backend ${choice.backend} (${choice.device})${choice.skipped.length ? `; skipped ${choice.skipped.join('; ')}` : ''}`,
+  );
   const registry = createRegistry('worker');
   const metrics = defineWorkerMetrics(registry, choice);
   const session: Session = { state: null, datasets: new Map(), stopping: false, socket: null };
   let metricsServer: MetricsServer | null = null;
   if (options.metricsPort !== null) {
-    metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, () => ({ role: 'worker', step: session.state?.weightsStep ?? null }));
+    metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, () => ({
+      role: 'worker',
+      step: session.state?.weightsStep ?? null,
+    }));
     log(`metrics at ${metricsServer.url}`);
   }
   const stop = (signal: NodeJS.Signals): void => {
@@ -115,7 +121,14 @@ interface Session {
 }
 
 /** One connection's life: handshake, then work frames in order until it ends. */
-async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendChoice, metrics: WorkerMetrics, metricsPort: number | undefined, session: Session): Promise<Ending> {
+async function serve(
+  socket: WebSocket,
+  options: WorkerOptions,
+  choice: BackendChoice,
+  metrics: WorkerMetrics,
+  metricsPort: number | undefined,
+  session: Session,
+): Promise<Ending> {
   const { log } = options;
   let ending: Ending | null = null;
   // Frames are handled strictly in arrival order, one at a time.
@@ -135,7 +148,8 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
   // Gradient frames are encoded into reused buffers, in the number format the welcome names.
   let encoder = new FrameEncoder('f32');
   /** Sends one frame; resolves once ws has passed it to the kernel (or the socket is gone). */
-  const send = (message: Message, body: Float32Array | null = null): Promise<void> => sendFrame(encoder.encode(message, body));
+  const send = (message: Message, body: Float32Array | null = null): Promise<void> =>
+    sendFrame(encoder.encode(message, body));
   /** Sends an encoded frame and releases it once written; released unsent if the socket is gone. */
   const sendFrame = (frame: PooledFrame): Promise<void> => {
     if (socket.readyState !== WebSocket.OPEN) {
@@ -165,7 +179,15 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
         return;
       case 'work':
         if (!session.state) throw new ProtocolError('BAD_MESSAGE', 'work before welcome');
-        await computeWork(session.state, message, body, options, { bodyFrame: (length) => encoder.bodyFrame(length), send: sendFrame }, metrics, () => socket.readyState !== WebSocket.OPEN);
+        await computeWork(
+          session.state,
+          message,
+          body,
+          options,
+          { bodyFrame: (length) => encoder.bodyFrame(length), send: sendFrame },
+          metrics,
+          () => socket.readyState !== WebSocket.OPEN,
+        );
         return;
       case 'shutdown':
         ending = { kind: 'shutdown' };
@@ -185,21 +207,29 @@ async function serve(socket: WebSocket, options: WorkerOptions, choice: BackendC
   return await new Promise<Ending>((resolve) => {
     socket.on('message', (data: Buffer) => {
       metrics.wireBytes.inc({ direction: 'in' }, data.length);
-      queue = queue.then(() => handle(data)).catch((error) => {
-        log(describeError(error));
-        const code = error instanceof BatchlabError ? error.code : 'BAD_MESSAGE';
-        ending ??= { kind: 'refused', error };
-        void send({ type: 'error', code, message: String((error as Error).message ?? error) });
-        socket.close(closeCodeFor(code), code);
-      });
+      queue = queue
+        .then(() => handle(data))
+        .catch((error) => {
+          log(describeError(error));
+          const code = error instanceof BatchlabError ? error.code : 'BAD_MESSAGE';
+          ending ??= { kind: 'refused', error };
+          void send({ type: 'error', code, message: String((error as Error).message ?? error) });
+          socket.close(closeCodeFor(code), code);
+        });
     });
     socket.on('ping', feedWatchdog);
     socket.on('close', (code, reason) => {
       if (watchdog) clearTimeout(watchdog);
       if (session.stopping) return resolve({ kind: 'stopped' });
       // The coordinator closes with a 44xx code when it refuses this worker: that is final.
-      if (!ending && code >= 4400 && code < 4500) ending = { kind: 'refused', error: new ProtocolError('BAD_MESSAGE', `coordinator closed the connection: ${reason.toString() || code}`) };
-      resolve(ending ?? { kind: 'lost', why: `closed with code ${code}${reason.length ? `, ${reason.toString()}` : ''}` });
+      if (!ending && code >= 4400 && code < 4500)
+        ending = {
+          kind: 'refused',
+          error: new ProtocolError('BAD_MESSAGE', `coordinator closed the connection: ${reason.toString() || code}`),
+        };
+      resolve(
+        ending ?? { kind: 'lost', why: `closed with code ${code}${reason.length ? `, ${reason.toString()}` : ''}` },
+      );
     });
     socket.on('error', (error) => log(`socket error: ${error.message}`));
     void send({
@@ -240,7 +270,13 @@ async function openSocket(options: WorkerOptions, isStopping: () => boolean): Pr
           resolve(socket);
         });
         socket.once('unexpected-response', (_req, res) => {
-          reject(new BatchlabError('AUTH_FAILED', `coordinator refused the connection: HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim() + (res.statusCode === 401 ? ' (check --token / BATCHLAB_TOKEN)' : '')));
+          reject(
+            new BatchlabError(
+              'AUTH_FAILED',
+              `coordinator refused the connection: HTTP ${res.statusCode} ${res.statusMessage ?? ''}`.trim() +
+                (res.statusCode === 401 ? ' (check --token / BATCHLAB_TOKEN)' : ''),
+            ),
+          );
           socket.terminate();
         });
         socket.once('error', reject);
@@ -248,7 +284,10 @@ async function openSocket(options: WorkerOptions, isStopping: () => boolean): Pr
     } catch (error) {
       if (error instanceof BatchlabError) throw error;
       if (Date.now() + delayMs > deadline) {
-        throw new BatchlabError('CONNECT_FAILED', `could not reach ${options.connect} within ${Math.round(options.connectTimeoutMs / 1000)} s: ${(error as Error).message}`);
+        throw new BatchlabError(
+          'CONNECT_FAILED',
+          `could not reach ${options.connect} within ${Math.round(options.connectTimeoutMs / 1000)} s: ${(error as Error).message}`,
+        );
       }
       await new Promise((r) => setTimeout(r, delayMs * (0.5 + Math.random())));
       delayMs = Math.min(2000, delayMs * 2);
@@ -257,9 +296,16 @@ async function openSocket(options: WorkerOptions, isStopping: () => boolean): Pr
 }
 
 /** Loads the dataset and builds the model the welcome describes; checks both match. */
-async function prepare(welcome: WelcomeMessage, options: WorkerOptions, datasets: Map<string, Dataset>): Promise<RunState> {
+async function prepare(
+  welcome: WelcomeMessage,
+  options: WorkerOptions,
+  datasets: Map<string, Dataset>,
+): Promise<RunState> {
   if (welcome.protocolVersion !== PROTOCOL_VERSION) {
-    throw new ProtocolError('VERSION_MISMATCH', `coordinator speaks protocol ${welcome.protocolVersion}, this worker ${PROTOCOL_VERSION}`);
+    throw new ProtocolError(
+      'VERSION_MISMATCH',
+      `coordinator speaks protocol ${welcome.protocolVersion}, this worker ${PROTOCOL_VERSION}`,
+    );
   }
   // After a reconnect the same data is usually asked for again: keep it loaded.
   const key = JSON.stringify([welcome.dataset, welcome.seed]);
@@ -276,7 +322,10 @@ async function prepare(welcome: WelcomeMessage, options: WorkerOptions, datasets
     datasets.set(key, dataset);
   }
   if (dataset.fingerprint !== welcome.dataset.fingerprint) {
-    throw new ProtocolError('DATASET_MISMATCH', `loaded ${describeDataset(dataset)} (fingerprint ${dataset.fingerprint}) but the coordinator has ${welcome.dataset.trainCount} train samples with fingerprint ${welcome.dataset.fingerprint}: point --data-dir at the same files`);
+    throw new ProtocolError(
+      'DATASET_MISMATCH',
+      `loaded ${describeDataset(dataset)} (fingerprint ${dataset.fingerprint}) but the coordinator has ${welcome.dataset.trainCount} train samples with fingerprint ${welcome.dataset.fingerprint}: point --data-dir at the same files`,
+    );
   }
   const model = await modelFromTopology(welcome.modelTopology);
   assertLayout(model, welcome.params);
@@ -308,19 +357,34 @@ async function computeWork(
   isClosed: () => boolean,
 ): Promise<void> {
   if (work.hasWeights) {
-    if (!body || body.length !== state.paramCount) throw new ProtocolError('BAD_FRAME', `work: weights body has ${body?.length ?? 0} values, the model has ${state.paramCount}`);
+    if (!body || body.length !== state.paramCount)
+      throw new ProtocolError(
+        'BAD_FRAME',
+        `work: weights body has ${body?.length ?? 0} values, the model has ${state.paramCount}`,
+      );
     writeWeights(state.gm.model, body);
     state.weightsStep = work.weightsStep;
   }
-  if (state.weightsStep !== work.weightsStep) throw new ProtocolError('BAD_MESSAGE', `work for step ${work.step} needs weights of step ${work.weightsStep}, worker holds step ${state.weightsStep}`);
+  if (state.weightsStep !== work.weightsStep)
+    throw new ProtocolError(
+      'BAD_MESSAGE',
+      `work for step ${work.step} needs weights of step ${work.weightsStep}, worker holds step ${state.weightsStep}`,
+    );
   for (const spec of work.microBatches) {
-    if (spec.end > work.globalBatchSize) throw new ProtocolError('BAD_MESSAGE', `micro-batch ${spec.id} ends at ${spec.end}, past the global batch of ${work.globalBatchSize}`);
+    if (spec.end > work.globalBatchSize)
+      throw new ProtocolError(
+        'BAD_MESSAGE',
+        `micro-batch ${spec.id} ends at ${spec.end}, past the global batch of ${work.globalBatchSize}`,
+      );
   }
   const gatherFor = (index: number): { images: Float32Array; labels: Int32Array; gatherMs: number } => {
     const t0 = performance.now();
     const spec = work.microBatches[index]!;
     const indices = state.sampler.indicesFor(work.step, work.globalBatchSize, spec.start, spec.end);
-    return { ...gatherSamples(state.dataset.train, state.dataset.sampleShape, indices), gatherMs: performance.now() - t0 };
+    return {
+      ...gatherSamples(state.dataset.train, state.dataset.sampleShape, indices),
+      gatherMs: performance.now() - t0,
+    };
   };
   const slowdown = options.debugSlowdown ?? 1;
   let inFlight: Promise<void> = Promise.resolve();
@@ -354,7 +418,16 @@ async function computeWork(
     await inFlight;
     let sealed;
     try {
-      sealed = frame.seal({ type: 'gradient', step: work.step, microBatchId: spec.id, samples: result.samples, lossSum: result.lossSum, correct: result.correct, computeMs, sqNorm: result.sqNorm });
+      sealed = frame.seal({
+        type: 'gradient',
+        step: work.step,
+        microBatchId: spec.id,
+        samples: result.samples,
+        lossSum: result.lossSum,
+        correct: result.correct,
+        computeMs,
+        sqNorm: result.sqNorm,
+      });
     } catch (error) {
       frame.release();
       throw error;

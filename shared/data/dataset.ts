@@ -82,7 +82,9 @@ export function gatherSamples(
   }
   const needed = n * size;
   if (out !== undefined && out.length < needed) {
-    throw new RangeError(`gatherSamples: output buffer holds ${out.length} values, needs ${needed} (${n} samples × ${size})`);
+    throw new RangeError(
+      `gatherSamples: output buffer holds ${out.length} values, needs ${needed} (${n} samples × ${size})`,
+    );
   }
   const images = out === undefined ? new Float32Array(needed) : out.length === needed ? out : out.subarray(0, needed);
   const labels = new Int32Array(n);

@@ -55,7 +55,13 @@ export class Fnv1a32 {
  * Fingerprints a dataset: name, sample shape, class count, split counts, all labels and a
  * strided sample of each split's raw pixel bytes. Returns 8 hex digits.
  */
-export function datasetFingerprint(name: string, sampleShape: readonly number[], numClasses: number, train: RawSplit, test: RawSplit): string {
+export function datasetFingerprint(
+  name: string,
+  sampleShape: readonly number[],
+  numClasses: number,
+  train: RawSplit,
+  test: RawSplit,
+): string {
   const hash = new Fnv1a32().string(name).string(sampleShape.join('x')).uint32(numClasses);
   for (const split of [train, test]) {
     hash.uint32(split.count).bytes(split.labels).strided(split.pixelBytes, PIXEL_SAMPLES);

@@ -22,7 +22,8 @@ type Role = keyof typeof IDX_FILE_NAMES;
 export type IdxFiles = Record<Role, string>;
 
 /** What was found in a directory: all four files, or which standard names are missing. */
-export type IdxDirectoryScan = { complete: true; files: IdxFiles } | { complete: false; found: string[]; missing: string[] };
+export type IdxDirectoryScan =
+  { complete: true; files: IdxFiles } | { complete: false; found: string[]; missing: string[] };
 
 const SIDE = 28;
 const NUM_CLASSES = 10;
@@ -56,10 +57,14 @@ export async function loadIdxDataset(name: DatasetName, files: IdxFiles, source:
   // (~0.9 s saved per run for Fashion-MNIST). A Dataset is never modified after loading.
   // A file replaced by one of the same size with its mtime kept (`cp -p`, `rsync -t`) is not
   // noticed within one process; workers load afresh, so the fingerprint check then refuses them.
-  const key = JSON.stringify([name, source, ...Object.values(files).map((path) => {
-    const stat = statSync(path);
-    return [path, stat.size, stat.mtimeMs];
-  })]);
+  const key = JSON.stringify([
+    name,
+    source,
+    ...Object.values(files).map((path) => {
+      const stat = statSync(path);
+      return [path, stat.size, stat.mtimeMs];
+    }),
+  ]);
   if (lastLoaded?.key !== key) {
     const loading = readIdxDataset(name, files, source);
     lastLoaded = { key, loading };
@@ -113,11 +118,15 @@ function checkSplit(imageFile: string, labelFile: string, images: IdxImages, lab
     throw new Error(`IDX file ${imageFile}: expected ${SIDE} × ${SIDE} images, found ${images.rows} × ${images.cols}`);
   }
   if (labels.length !== images.count) {
-    throw new Error(`IDX file ${labelFile}: expected ${images.count} labels to match ${imageFile}, found ${labels.length}`);
+    throw new Error(
+      `IDX file ${labelFile}: expected ${images.count} labels to match ${imageFile}, found ${labels.length}`,
+    );
   }
   for (let i = 0; i < labels.length; i++) {
     if (labels[i]! >= NUM_CLASSES) {
-      throw new Error(`IDX file ${labelFile}: expected labels 0..${NUM_CLASSES - 1}, found ${labels[i]} at sample ${i}`);
+      throw new Error(
+        `IDX file ${labelFile}: expected labels 0..${NUM_CLASSES - 1}, found ${labels[i]} at sample ${i}`,
+      );
     }
   }
 }

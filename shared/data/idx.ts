@@ -75,18 +75,26 @@ export function parseIdx(raw: Uint8Array, file: string, expectedRank?: number): 
   const type = raw[2]!;
   const rank = raw[3]!;
   if (raw[0] !== 0 || raw[1] !== 0 || rank === 0) {
-    throw new Error(`IDX file ${file}: expected magic number 0x0000080N (IDX, unsigned bytes, N dimensions), found ${hex(magic, 8)}; is this an IDX file?`);
+    throw new Error(
+      `IDX file ${file}: expected magic number 0x0000080N (IDX, unsigned bytes, N dimensions), found ${hex(magic, 8)}; is this an IDX file?`,
+    );
   }
   if (type !== UBYTE) {
     const name = TYPE_NAMES[type] ?? 'unknown type';
-    throw new Error(`IDX file ${file}: expected element type 0x08 (unsigned byte), found ${hex(type, 2)} (${name}) in magic number ${hex(magic, 8)}`);
+    throw new Error(
+      `IDX file ${file}: expected element type 0x08 (unsigned byte), found ${hex(type, 2)} (${name}) in magic number ${hex(magic, 8)}`,
+    );
   }
   if (expectedRank !== undefined && rank !== expectedRank) {
-    throw new Error(`IDX file ${file}: expected ${expectedRank} dimension(s) (magic ${hex(0x800 + expectedRank, 8)}), found ${rank} (magic ${hex(magic, 8)})`);
+    throw new Error(
+      `IDX file ${file}: expected ${expectedRank} dimension(s) (magic ${hex(0x800 + expectedRank, 8)}), found ${rank} (magic ${hex(magic, 8)})`,
+    );
   }
   const headerLength = 4 + 4 * rank;
   if (raw.length < headerLength) {
-    throw new Error(`IDX file ${file}: expected a ${headerLength}-byte header for ${rank} dimension(s), found only ${raw.length} bytes`);
+    throw new Error(
+      `IDX file ${file}: expected a ${headerLength}-byte header for ${rank} dimension(s), found only ${raw.length} bytes`,
+    );
   }
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   const dims: number[] = [];
@@ -121,7 +129,9 @@ function gunzipOptions(gz: Uint8Array): ZlibOptions {
 }
 
 function gzipError(file: string, err: unknown): Error {
-  return new Error(`IDX file ${file}: expected a valid gzip stream, found corrupt or truncated gzip data (${(err as Error).message})`);
+  return new Error(
+    `IDX file ${file}: expected a valid gzip stream, found corrupt or truncated gzip data (${(err as Error).message})`,
+  );
 }
 
 /**
@@ -133,7 +143,8 @@ export function encodeIdx(tensor: IdxTensor): Uint8Array {
   if (dims.length < 1 || dims.length > 255) throw new RangeError(`encodeIdx: rank must be 1..255, got ${dims.length}`);
   let dataLength = 1;
   for (const d of dims) {
-    if (!Number.isInteger(d) || d < 0 || d > 0xffffffff) throw new RangeError(`encodeIdx: dimension ${d} is not a uint32`);
+    if (!Number.isInteger(d) || d < 0 || d > 0xffffffff)
+      throw new RangeError(`encodeIdx: dimension ${d} is not a uint32`);
     dataLength *= d;
   }
   if (data.length !== dataLength) {
@@ -169,7 +180,11 @@ export async function readIdxFile(path: string, expectedRank?: number): Promise<
  * Writes an IDX file, gzip-compressed when `gzip` is true (default: when `path` ends in `.gz`).
  * The output is deterministic (the gzip header carries no timestamp).
  */
-export async function writeIdxFile(path: string, tensor: IdxTensor, options: { gzip?: boolean; level?: number } = {}): Promise<void> {
+export async function writeIdxFile(
+  path: string,
+  tensor: IdxTensor,
+  options: { gzip?: boolean; level?: number } = {},
+): Promise<void> {
   const plain = encodeIdx(tensor);
   const gzip = options.gzip ?? path.endsWith('.gz');
   await writeFile(path, gzip ? gzipSync(plain, { level: options.level ?? 9 }) : plain);

@@ -49,14 +49,21 @@ export function describeDataset(ds: Dataset): string {
 async function loadFileDataset(name: FileDatasetName, opts: DatasetOptions): Promise<Dataset> {
   const dirs = datasetSearchPaths(name, opts);
   const embedded = embeddedSubsetDir();
-  const fileList = Object.values(IDX_FILE_NAMES).map((f) => `${f}.gz`).join(', ');
+  const fileList = Object.values(IDX_FILE_NAMES)
+    .map((f) => `${f}.gz`)
+    .join(', ');
   if (opts.dataDir !== undefined) {
     // With --data-dir the search is that one resolved directory.
     const dir = dirs[0]!;
-    if (!existsSync(dir)) throw new Error(`${name}: data directory ${dir} (from --data-dir) does not exist; expected it to hold ${fileList}`);
+    if (!existsSync(dir))
+      throw new Error(
+        `${name}: data directory ${dir} (from --data-dir) does not exist; expected it to hold ${fileList}`,
+      );
     const scan = scanIdxDirectory(dir);
     if (!scan.complete) {
-      throw new Error(`${name}: data directory ${dir} (from --data-dir) is missing ${scan.missing.join(', ')}; expected ${fileList} (with or without .gz)`);
+      throw new Error(
+        `${name}: data directory ${dir} (from --data-dir) is missing ${scan.missing.join(', ')}; expected ${fileList} (with or without .gz)`,
+      );
     }
     return loadIdxDataset(name, scan.files, dir);
   }
@@ -69,7 +76,9 @@ async function loadFileDataset(name: FileDatasetName, opts: DatasetOptions): Pro
     const scan = scanIdxDirectory(dir);
     if (scan.complete) return loadIdxDataset(name, scan.files, dir === embedded ? `${dir} (embedded subset)` : dir);
     if (scan.found.length > 0) {
-      throw new Error(`${name}: ${dir} holds only part of the dataset: missing ${scan.missing.join(', ')}; add them or remove the directory, or pass --data-dir`);
+      throw new Error(
+        `${name}: ${dir} holds only part of the dataset: missing ${scan.missing.join(', ')}; add them or remove the directory, or pass --data-dir`,
+      );
     }
     searched.push(`  ${dir} (none of the files)`);
   }

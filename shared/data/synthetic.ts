@@ -43,15 +43,21 @@ const STREAM = { prototypes: 0, train: 1, test: 2 } as const;
 export function makeSyntheticDataset(options: SyntheticOptions): Dataset {
   const trainCount = options.train ?? SYNTHETIC_DEFAULT_TRAIN;
   const testCount = options.test ?? SYNTHETIC_DEFAULT_TEST;
-  if (!Number.isInteger(options.seed)) throw new RangeError(`synthetic dataset: seed must be an integer, got ${options.seed}`);
-  for (const [what, n] of [['train', trainCount], ['test', testCount]] as const) {
-    if (!Number.isInteger(n) || n < 1) throw new RangeError(`synthetic dataset: ${what} size must be a positive integer, got ${n}`);
+  if (!Number.isInteger(options.seed))
+    throw new RangeError(`synthetic dataset: seed must be an integer, got ${options.seed}`);
+  for (const [what, n] of [
+    ['train', trainCount],
+    ['test', testCount],
+  ] as const) {
+    if (!Number.isInteger(n) || n < 1)
+      throw new RangeError(`synthetic dataset: ${what} size must be a positive integer, got ${n}`);
   }
   const sampleShape = [SIDE, SIDE, 1];
   const prototypes = makePrototypes(createRandom(deriveSeed(options.seed, STREAM.prototypes)));
   const train = makeSplit(prototypes, trainCount, createRandom(deriveSeed(options.seed, STREAM.train)));
   const test = makeSplit(prototypes, testCount, createRandom(deriveSeed(options.seed, STREAM.test)));
-  const rawBytes = (split: Split) => new Uint8Array(split.images.buffer, split.images.byteOffset, split.images.byteLength);
+  const rawBytes = (split: Split) =>
+    new Uint8Array(split.images.buffer, split.images.byteOffset, split.images.byteLength);
   const fingerprint = datasetFingerprint(
     'synthetic',
     sampleShape,
@@ -62,7 +68,15 @@ export function makeSyntheticDataset(options: SyntheticOptions): Dataset {
   const stats = floatStats(train.images);
   standardizeFloatsInPlace(train.images, stats);
   standardizeFloatsInPlace(test.images, stats);
-  return { name: 'synthetic', sampleShape, numClasses: NUM_CLASSES, train, test, source: `synthetic(seed=${options.seed})`, fingerprint };
+  return {
+    name: 'synthetic',
+    sampleShape,
+    numClasses: NUM_CLASSES,
+    train,
+    test,
+    source: `synthetic(seed=${options.seed})`,
+    fingerprint,
+  };
 }
 
 /** One smooth pattern per class: a sum of Gaussian blobs, scaled to a peak of 1. */

@@ -18,7 +18,22 @@ declare const WebAssembly: {
 };
 
 interface KernelExports {
-  adam(w: number, g: number, m: number, v: number, n: number, b1: number, a1: number, b2: number, a2: number, coupled: number, shrink: number, stepSize: number, invSqrtC2: number, eps: number): void;
+  adam(
+    w: number,
+    g: number,
+    m: number,
+    v: number,
+    n: number,
+    b1: number,
+    a1: number,
+    b2: number,
+    a2: number,
+    coupled: number,
+    shrink: number,
+    stepSize: number,
+    invSqrtC2: number,
+    eps: number,
+  ): void;
   sgd(w: number, g: number, v: number, n: number, mu: number, wd: number, lr: number, nesterov: number): void;
 }
 
@@ -60,9 +75,30 @@ export interface AdamCoefficients {
  * In place, for each i: g = grad + coupled*w; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;
  * w = w*shrink - stepSize*m / (sqrt(v)*invSqrtC2 + eps), all in float64, rounded on store.
  */
-export function adamUpdate(weights: Float32Array, grad: Float32Array, m: Float32Array, v: Float32Array, c: AdamCoefficients): void {
+export function adamUpdate(
+  weights: Float32Array,
+  grad: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  c: AdamCoefficients,
+): void {
   streamWindows('adam', [weights, grad, m, v], (kernel, n) =>
-    kernel.adam(0, WINDOW_BYTES, 2 * WINDOW_BYTES, 3 * WINDOW_BYTES, n, c.b1, 1 - c.b1, c.b2, 1 - c.b2, c.coupled, c.shrink, c.stepSize, c.invSqrtC2, c.eps),
+    kernel.adam(
+      0,
+      WINDOW_BYTES,
+      2 * WINDOW_BYTES,
+      3 * WINDOW_BYTES,
+      n,
+      c.b1,
+      1 - c.b1,
+      c.b2,
+      1 - c.b2,
+      c.coupled,
+      c.shrink,
+      c.stepSize,
+      c.invSqrtC2,
+      c.eps,
+    ),
   );
 }
 
@@ -70,8 +106,18 @@ export function adamUpdate(weights: Float32Array, grad: Float32Array, m: Float32
  * In place, for each i: g = grad + wd*w; v = mu*v + g; w = w - lr * (nesterov ? g + mu*v : v),
  * all in float64, rounded on store.
  */
-export function sgdMomentumUpdate(weights: Float32Array, grad: Float32Array, velocity: Float32Array, mu: number, wd: number, lr: number, nesterov: boolean): void {
-  streamWindows('sgd', [weights, grad, velocity], (kernel, n) => kernel.sgd(0, WINDOW_BYTES, 2 * WINDOW_BYTES, n, mu, wd, lr, nesterov ? 1 : 0));
+export function sgdMomentumUpdate(
+  weights: Float32Array,
+  grad: Float32Array,
+  velocity: Float32Array,
+  mu: number,
+  wd: number,
+  lr: number,
+  nesterov: boolean,
+): void {
+  streamWindows('sgd', [weights, grad, velocity], (kernel, n) =>
+    kernel.sgd(0, WINDOW_BYTES, 2 * WINDOW_BYTES, n, mu, wd, lr, nesterov ? 1 : 0),
+  );
 }
 
 /**
@@ -82,7 +128,8 @@ export function sgdMomentumUpdate(weights: Float32Array, grad: Float32Array, vel
 function streamWindows(rule: string, arrays: Float32Array[], run: (kernel: KernelExports, n: number) => void): void {
   const length = arrays[0]!.length;
   for (const array of arrays) {
-    if (array.length !== length) throw new Error(`${rule} update: an array holds ${array.length} values but the weights have ${length}`);
+    if (array.length !== length)
+      throw new Error(`${rule} update: an array holds ${array.length} values but the weights have ${length}`);
   }
   const { kernel, windows } = instance();
   for (let start = 0; start < length; start += WINDOW) {

@@ -9,7 +9,13 @@ export function buildCnn(config: ModelConfig): tfl.LayersModel {
   return tfl.sequential({
     name: 'cnn',
     layers: [
-      tfl.layers.conv2d({ inputShape: config.inputShape, filters: filters1, kernelSize: 3, activation: 'relu', name: 'conv1' }), // [b, 26, 26, f1]
+      tfl.layers.conv2d({
+        inputShape: config.inputShape,
+        filters: filters1,
+        kernelSize: 3,
+        activation: 'relu',
+        name: 'conv1',
+      }), // [b, 26, 26, f1]
       tfl.layers.maxPooling2d({ poolSize: 2, name: 'pool1' }), // [b, 13, 13, f1]
       tfl.layers.conv2d({ filters: filters2, kernelSize: 3, activation: 'relu', name: 'conv2' }), // [b, 11, 11, f2]
       tfl.layers.maxPooling2d({ poolSize: 2, name: 'pool2' }), // [b, 5, 5, f2]

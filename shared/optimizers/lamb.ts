@@ -41,7 +41,9 @@ export class Lamb implements Optimizer {
     const { beta1: b1, beta2: b2, epsilon: eps, weightDecay: wd } = this.config;
     const m = (this.m = ensureStateArray(this.name, 'm', this.m, weights.length));
     const v = (this.v = ensureStateArray(this.name, 'v', this.v, weights.length));
-    const u = (this.layerUpdate ??= new Float64Array(Math.max(0, ...this.segments.map((s) => (s.isExcluded ? 0 : s.size)))));
+    const u = (this.layerUpdate ??= new Float64Array(
+      Math.max(0, ...this.segments.map((s) => (s.isExcluded ? 0 : s.size))),
+    ));
     this.t += 1;
     const c1 = 1 - b1 ** this.t;
     const c2 = 1 - b2 ** this.t;

@@ -45,7 +45,12 @@ export function countLayoutValues(segments: readonly LayerSegment[]): number {
  * Checks that `weights` and `grad` are the flat vector `segments` lay out. Throws a
  * `BatchlabError` (`SHAPE_MISMATCH`) naming the rule and both sizes otherwise.
  */
-export function assertMatchesLayout(rule: string, segments: readonly LayerSegment[], weights: Float32Array, grad: Float32Array): void {
+export function assertMatchesLayout(
+  rule: string,
+  segments: readonly LayerSegment[],
+  weights: Float32Array,
+  grad: Float32Array,
+): void {
   const expected = countLayoutValues(segments);
   if (weights.length !== expected || grad.length !== expected) {
     throw new BatchlabError(

@@ -29,7 +29,10 @@ export function readMoments(rule: string, state: OptimizerState, length: number 
   const m = readArray(rule, state, 'm', length);
   const v = readArray(rule, state, 'v', length ?? m?.length ?? null);
   if ((m === null) !== (t === 0) || (v === null) !== (t === 0)) {
-    throw stateError(rule, `"m" and "v" must be present exactly when "t" > 0; got t = ${t}, m ${m ? 'present' : 'absent'}, v ${v ? 'present' : 'absent'}`);
+    throw stateError(
+      rule,
+      `"m" and "v" must be present exactly when "t" > 0; got t = ${t}, m ${m ? 'present' : 'absent'}, v ${v ? 'present' : 'absent'}`,
+    );
   }
   return { t, m, v };
 }
@@ -49,10 +52,18 @@ export function readVelocity(rule: string, state: OptimizerState, length: number
  * `existing` if it is already `length` long, a zero array if it is null (the first step). Throws a
  * `BatchlabError` (`SHAPE_MISMATCH`) when a loaded state does not match the weights.
  */
-export function ensureStateArray(rule: string, key: string, existing: Float32Array | null, length: number): Float32Array {
+export function ensureStateArray(
+  rule: string,
+  key: string,
+  existing: Float32Array | null,
+  length: number,
+): Float32Array {
   if (existing === null) return new Float32Array(length);
   if (existing.length !== length) {
-    throw stateError(rule, `"${key}" holds ${existing.length} values but the weights have ${length}; load a state saved for this model`);
+    throw stateError(
+      rule,
+      `"${key}" holds ${existing.length} values but the weights have ${length}; load a state saved for this model`,
+    );
   }
   return existing;
 }
@@ -60,22 +71,33 @@ export function ensureStateArray(rule: string, key: string, existing: Float32Arr
 function assertKeys(rule: string, state: OptimizerState, allowed: readonly string[]): void {
   const unknown = Object.keys(state).filter((key) => !allowed.includes(key));
   if (unknown.length > 0) {
-    throw stateError(rule, `unexpected keys ${unknown.map((k) => `"${k}"`).join(', ')}; ${rule} state has only ${allowed.map((k) => `"${k}"`).join(', ')} (was it saved by another optimizer?)`);
+    throw stateError(
+      rule,
+      `unexpected keys ${unknown.map((k) => `"${k}"`).join(', ')}; ${rule} state has only ${allowed.map((k) => `"${k}"`).join(', ')} (was it saved by another optimizer?)`,
+    );
   }
 }
 
 function readArray(rule: string, state: OptimizerState, key: string, length: number | null): Float32Array | null {
   const value = state[key];
   if (value === undefined) return null;
-  if (!(value instanceof Float32Array)) throw stateError(rule, `"${key}" must be a Float32Array, got ${describe(value)}`);
+  if (!(value instanceof Float32Array))
+    throw stateError(rule, `"${key}" must be a Float32Array, got ${describe(value)}`);
   if (length !== null && value.length !== length) {
-    throw stateError(rule, `"${key}" holds ${value.length} values, expected ${length}; load a state saved for this model`);
+    throw stateError(
+      rule,
+      `"${key}" holds ${value.length} values, expected ${length}; load a state saved for this model`,
+    );
   }
   return value.slice();
 }
 
 function describe(value: unknown): string {
-  return value === undefined ? 'nothing' : typeof value === 'number' ? String(value) : (value?.constructor?.name ?? typeof value);
+  return value === undefined
+    ? 'nothing'
+    : typeof value === 'number'
+      ? String(value)
+      : (value?.constructor?.name ?? typeof value);
 }
 
 function stateError(rule: string, detail: string): BatchlabError {

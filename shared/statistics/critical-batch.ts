@@ -42,7 +42,8 @@ export interface CriticalBatchUnfittable {
  * @throws RangeError when the arrays differ in length
  */
 export function fitLine(xs: readonly number[], ys: readonly number[]): LineFit | null {
-  if (xs.length !== ys.length) throw new RangeError(`fitLine: ${xs.length} x values but ${ys.length} y values; pass one y per x`);
+  if (xs.length !== ys.length)
+    throw new RangeError(`fitLine: ${xs.length} x values but ${ys.length} y values; pass one y per x`);
   const n = xs.length;
   if (n < 2) return null;
   const meanX = xs.reduce((a, b) => a + b, 0) / n;
@@ -80,15 +81,22 @@ export function fitLine(xs: readonly number[], ys: readonly number[]): LineFit |
 export function fitCriticalBatch(points: readonly StepsToTargetPoint[]): CriticalBatchFit | CriticalBatchUnfittable {
   points.forEach((p, i) => {
     if (!(Number.isFinite(p.globalBatchSize) && p.globalBatchSize > 0)) {
-      throw new RangeError(`fitCriticalBatch: points[${i}].globalBatchSize must be a finite number > 0, got ${p.globalBatchSize}`);
+      throw new RangeError(
+        `fitCriticalBatch: points[${i}].globalBatchSize must be a finite number > 0, got ${p.globalBatchSize}`,
+      );
     }
     if (!(Number.isFinite(p.steps) && p.steps > 0)) {
-      throw new RangeError(`fitCriticalBatch: points[${i}].steps must be a finite number > 0, got ${p.steps}; drop runs that never reached the target`);
+      throw new RangeError(
+        `fitCriticalBatch: points[${i}].steps must be a finite number > 0, got ${p.steps}; drop runs that never reached the target`,
+      );
     }
   });
   const distinct = new Set(points.map((p) => p.globalBatchSize)).size;
   if (distinct < 2) {
-    return { fittable: false, reason: `the fit needs at least 2 distinct batch sizes, got ${distinct} (${points.length} points)` };
+    return {
+      fittable: false,
+      reason: `the fit needs at least 2 distinct batch sizes, got ${distinct} (${points.length} points)`,
+    };
   }
   const line = fitLine(
     points.map((p) => 1 / p.globalBatchSize),
@@ -97,10 +105,16 @@ export function fitCriticalBatch(points: readonly StepsToTargetPoint[]): Critica
   const sMin = line.intercept;
   const eMin = line.slope;
   if (!(sMin > 0)) {
-    return { fittable: false, reason: `fitted S_min = ${sMin.toPrecision(4)} is not positive: steps fall at least as fast as 1/B over the range measured (B_crit above the largest batch, or the points are too noisy)` };
+    return {
+      fittable: false,
+      reason: `fitted S_min = ${sMin.toPrecision(4)} is not positive: steps fall at least as fast as 1/B over the range measured (B_crit above the largest batch, or the points are too noisy)`,
+    };
   }
   if (!(eMin > 0)) {
-    return { fittable: false, reason: `fitted E_min = ${eMin.toPrecision(4)} is not positive: steps do not fall with B over the range measured` };
+    return {
+      fittable: false,
+      reason: `fitted E_min = ${eMin.toPrecision(4)} is not positive: steps do not fall with B over the range measured`,
+    };
   }
   return { fittable: true, sMin, eMin, bCrit: eMin / sMin, r2: line.r2 };
 }

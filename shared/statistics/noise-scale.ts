@@ -88,8 +88,7 @@ export interface NoiseScaleOptions {
 
 /** One step's result: the per-step estimates (when estimable) and the smoothed noise scale. */
 export type NoiseScaleResult = (
-  | { estimable: true; sHat: number; g2Hat: number }
-  | { estimable: false; reason: string; sHat: null; g2Hat: null }
+  { estimable: true; sHat: number; g2Hat: number } | { estimable: false; reason: string; sHat: null; g2Hat: null }
 ) & {
   /** Bias-corrected EMA of S_hat since the last reset; null before the first estimate. */
   sEma: number | null;
@@ -158,9 +157,12 @@ export class NoiseScaleEstimator {
     this.maxRelativeError = options.maxRelativeError ?? 0.5;
     this.minSteps = options.minSteps ?? 10;
     this.resetFactor = options.resetFactor ?? 2;
-    if (!(this.beta > 0 && this.beta < 1)) throw new RangeError(`noise scale: beta must be in (0, 1), got ${this.beta}`);
-    if (!(this.maxRelativeError > 0)) throw new RangeError(`noise scale: maxRelativeError must be > 0, got ${this.maxRelativeError}`);
-    if (!(Number.isInteger(this.minSteps) && this.minSteps >= 2)) throw new RangeError(`noise scale: minSteps must be an integer >= 2, got ${this.minSteps}`);
+    if (!(this.beta > 0 && this.beta < 1))
+      throw new RangeError(`noise scale: beta must be in (0, 1), got ${this.beta}`);
+    if (!(this.maxRelativeError > 0))
+      throw new RangeError(`noise scale: maxRelativeError must be > 0, got ${this.maxRelativeError}`);
+    if (!(Number.isInteger(this.minSteps) && this.minSteps >= 2))
+      throw new RangeError(`noise scale: minSteps must be an integer >= 2, got ${this.minSteps}`);
     if (!(this.resetFactor > 1)) throw new RangeError(`noise scale: resetFactor must be > 1, got ${this.resetFactor}`);
   }
 
@@ -219,26 +221,41 @@ export class NoiseScaleEstimator {
   loadState(state: NoiseScaleState): void {
     const s = state as Partial<NoiseScaleState> | null;
     if (s === null || typeof s !== 'object' || s.version !== 1) {
-      throw new RangeError(`noise scale state: expected an object with version 1, got ${JSON.stringify(s?.version ?? s)}`);
+      throw new RangeError(
+        `noise scale state: expected an object with version 1, got ${JSON.stringify(s?.version ?? s)}`,
+      );
     }
     if (s.beta !== this.beta) {
-      throw new RangeError(`noise scale state was saved with beta ${s.beta}, this estimator uses ${this.beta}; construct it with { beta: ${s.beta} }`);
+      throw new RangeError(
+        `noise scale state was saved with beta ${s.beta}, this estimator uses ${this.beta}; construct it with { beta: ${s.beta} }`,
+      );
     }
     for (const key of ['sAccumulator', 'g2Accumulator', 'g2SquareAccumulator'] as const) {
-      if (!Number.isFinite(s[key])) throw new RangeError(`noise scale state: ${key} must be a finite number, got ${s[key]}`);
+      if (!Number.isFinite(s[key]))
+        throw new RangeError(`noise scale state: ${key} must be a finite number, got ${s[key]}`);
     }
     if (!(Number.isInteger(s.stepsSinceReset) && s.stepsSinceReset! >= 0)) {
-      throw new RangeError(`noise scale state: stepsSinceReset must be a non-negative integer, got ${s.stepsSinceReset}`);
+      throw new RangeError(
+        `noise scale state: stepsSinceReset must be a non-negative integer, got ${s.stepsSinceReset}`,
+      );
     }
     const anchor = s.anchor;
-    if (anchor !== null && !(anchor && [anchor.lr, anchor.globalBatchSize, anchor.temperature].every(Number.isFinite))) {
-      throw new RangeError(`noise scale state: anchor must be null or { lr, globalBatchSize, temperature } numbers, got ${JSON.stringify(anchor)}`);
+    if (
+      anchor !== null &&
+      !(anchor && [anchor.lr, anchor.globalBatchSize, anchor.temperature].every(Number.isFinite))
+    ) {
+      throw new RangeError(
+        `noise scale state: anchor must be null or { lr, globalBatchSize, temperature } numbers, got ${JSON.stringify(anchor)}`,
+      );
     }
     this.sAccumulator = s.sAccumulator!;
     this.g2Accumulator = s.g2Accumulator!;
     this.g2SquareAccumulator = s.g2SquareAccumulator!;
     this.stepsSinceReset = s.stepsSinceReset!;
-    this.anchor = anchor === null ? null : { lr: anchor.lr, globalBatchSize: anchor.globalBatchSize, temperature: anchor.temperature };
+    this.anchor =
+      anchor === null
+        ? null
+        : { lr: anchor.lr, globalBatchSize: anchor.globalBatchSize, temperature: anchor.temperature };
   }
 
   private movedTooFar(lr: number, globalBatchSize: number, temperature: number): boolean {
@@ -267,7 +284,8 @@ export class NoiseScaleEstimator {
       const standardError = Math.sqrt(variance / (effectiveSteps - 1));
       relativeError = g2Ema === 0 ? Infinity : standardError / Math.abs(g2Ema);
     }
-    const reliable = t >= this.minSteps && g2Ema > 0 && relativeError !== null && relativeError <= this.maxRelativeError;
+    const reliable =
+      t >= this.minSteps && g2Ema > 0 && relativeError !== null && relativeError <= this.maxRelativeError;
     return { sEma, g2Ema, bSimple, relativeError, reliable };
   }
 }
@@ -282,8 +300,10 @@ function isBeyondFactor(value: number, anchor: number, factor: number): boolean 
 function validateInput(input: NoiseScaleStepInput): void {
   let sum = 0;
   input.microBatches.forEach(({ samples, sqNorm }, k) => {
-    if (!(Number.isInteger(samples) && samples > 0)) throw new RangeError(`noise scale: microBatches[${k}].samples must be a positive integer, got ${samples}`);
-    if (!(Number.isFinite(sqNorm) && sqNorm >= 0)) throw new RangeError(`noise scale: microBatches[${k}].sqNorm must be a finite number >= 0, got ${sqNorm}`);
+    if (!(Number.isInteger(samples) && samples > 0))
+      throw new RangeError(`noise scale: microBatches[${k}].samples must be a positive integer, got ${samples}`);
+    if (!(Number.isFinite(sqNorm) && sqNorm >= 0))
+      throw new RangeError(`noise scale: microBatches[${k}].sqNorm must be a finite number >= 0, got ${sqNorm}`);
     sum += samples;
   });
   if (!(Number.isFinite(input.globalSqNorm) && input.globalSqNorm >= 0)) {
@@ -297,6 +317,8 @@ function validateInput(input: NoiseScaleStepInput): void {
       `noise scale: globalBatchSize ${input.globalBatchSize} differs from the ${sum} samples of the micro-batches; pass the norms of every micro-batch averaged into gbar`,
     );
   }
-  if (!(Number.isFinite(input.lr) && input.lr >= 0)) throw new RangeError(`noise scale: lr must be a finite number >= 0, got ${input.lr}`);
-  if (!(input.momentum >= 0 && input.momentum < 1)) throw new RangeError(`noise scale: momentum must be in [0, 1), got ${input.momentum}`);
+  if (!(Number.isFinite(input.lr) && input.lr >= 0))
+    throw new RangeError(`noise scale: lr must be a finite number >= 0, got ${input.lr}`);
+  if (!(input.momentum >= 0 && input.momentum < 1))
+    throw new RangeError(`noise scale: momentum must be in [0, 1), got ${input.momentum}`);
 }

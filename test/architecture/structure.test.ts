@@ -49,7 +49,9 @@ describe('code structure', () => {
   });
 
   it('has no import from bench/ into cli/ and back that would form a cycle: bench/ imports nothing of cli/', () => {
-    const benchToCli = sourceFiles('bench').flatMap((f) => importsInto(f, 'cli').map((s) => `${relative(ROOT, f)} → ${s}`));
+    const benchToCli = sourceFiles('bench').flatMap((f) =>
+      importsInto(f, 'cli').map((s) => `${relative(ROOT, f)} → ${s}`),
+    );
     expect(sourceFiles('cli').some((f) => importsInto(f, 'bench').length > 0)).toBe(true);
     expect(benchToCli).toEqual([]);
   });

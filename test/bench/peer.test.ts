@@ -64,8 +64,17 @@ describe('runPeer', () => {
   });
 
   it('reports a missing interpreter as unavailable, naming it', async () => {
-    const r = await runPeer({ globalBatchSizes: [64], workers: [1], steps: 1, warmupSteps: 0, python: join(tmp, 'no-python3') });
-    expect(r).toEqual({ available: false, reason: expect.stringMatching(/no-python3: not found.*apt-get install python3-torch/) });
+    const r = await runPeer({
+      globalBatchSizes: [64],
+      workers: [1],
+      steps: 1,
+      warmupSteps: 0,
+      python: join(tmp, 'no-python3'),
+    });
+    expect(r).toEqual({
+      available: false,
+      reason: expect.stringMatching(/no-python3: not found.*apt-get install python3-torch/),
+    });
   });
 
   // Workers [2, 1] plan 32:1, 64:2, 64:1: the one spawn of two processes goes from one
@@ -97,9 +106,19 @@ describe('runPeer', () => {
   // The first point (120000:1) fails on rank 0 while rank 1, spawned for the later 2-worker
   // point, waits idle: the run must end with rank 0's error instead of leaving rank 1 waiting.
   const failing = 'fails with the reason, without hanging, when one process fails while another waits';
-  it.skipIf(unavailable !== null && !inCi)(unavailable === null || inCi ? failing : `${failing} (skipped: ${unavailable})`, { timeout: 120_000 }, async () => {
-    expect(unavailable, 'python3-torch is required under CI=true (apt-get install python3-torch)').toBeNull();
-    const run = runPeer({ globalBatchSizes: [120_000], workers: [1, 2], steps: 1, warmupSteps: 0, timeoutMs: 100_000 });
-    await expect(run).rejects.toThrow(/exited with 1:[\s\S]*global batch 120000 exceeds the \d+ training samples/);
-  });
+  it.skipIf(unavailable !== null && !inCi)(
+    unavailable === null || inCi ? failing : `${failing} (skipped: ${unavailable})`,
+    { timeout: 120_000 },
+    async () => {
+      expect(unavailable, 'python3-torch is required under CI=true (apt-get install python3-torch)').toBeNull();
+      const run = runPeer({
+        globalBatchSizes: [120_000],
+        workers: [1, 2],
+        steps: 1,
+        warmupSteps: 0,
+        timeoutMs: 100_000,
+      });
+      await expect(run).rejects.toThrow(/exited with 1:[\s\S]*global batch 120000 exceeds the \d+ training samples/);
+    },
+  );
 });

@@ -51,7 +51,16 @@ describe('formatBench', () => {
       machine: { cpus: 2, cpuModel: 'test cpu', memoryGiB: 24, node: '20', platform: 'linux-x64' },
       scaling: [{ model: 'mlp', globalBatchSize: 512, workers: 2, samplesPerSecond: 5000, scalingEfficiency: 0.9 }],
       peer: { available: false, reason: 'python3 cannot import torch' },
-      comparison: [{ globalBatchSize: 512, batchlabSamplesPerSecond: 5000, batchlabScalingEfficiency: 0.9, peerSamplesPerSecond: 4000, peerScalingEfficiency: 0.85, throughputRatio: 1.25 }],
+      comparison: [
+        {
+          globalBatchSize: 512,
+          batchlabSamplesPerSecond: 5000,
+          batchlabScalingEfficiency: 0.9,
+          peerSamplesPerSecond: 4000,
+          peerScalingEfficiency: 0.85,
+          throughputRatio: 1.25,
+        },
+      ],
       wallSeconds: 1,
       sectionSeconds: { scaling: 1 },
     };

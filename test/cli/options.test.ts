@@ -11,7 +11,10 @@ describe('option validation (in process)', () => {
     [{ 'global-batch': '-5' }, /--global-batch: got "-5"; expected an integer from 1/],
     [{ 'global-batch': '12abc' }, /--global-batch: got "12abc"/],
     [{ 'micro-batch': '0' }, /--micro-batch: got "0"; expected an integer from 1/],
-    [{ 'micro-batch': '256', 'global-batch': '128' }, /--micro-batch: got "256"; expected at most --global-batch \(128\)/],
+    [
+      { 'micro-batch': '256', 'global-batch': '128' },
+      /--micro-batch: got "256"; expected at most --global-batch \(128\)/,
+    ],
     [{ model: 'resnet' }, /--model: got "resnet"; expected one of mlp, cnn/],
     [{ dataset: 'imagenet' }, /--dataset: got "imagenet"; expected one of synthetic, fashion-mnist, mnist/],
     [{ optimizer: 'rmsprop' }, /--optimizer: got "rmsprop"; expected one of sgd, adam/],
@@ -32,7 +35,17 @@ describe('option validation (in process)', () => {
 
   it('fills defaults that train on the embedded data', () => {
     const s = parseLocalSettings({});
-    expect(s).toMatchObject({ workers: 2, model: 'mlp', hidden: [256, 128], dataset: 'fashion-mnist', globalBatchSize: 128, microBatch: 32, steps: 300, optimizer: 'adam', lr: 0.001 });
+    expect(s).toMatchObject({
+      workers: 2,
+      model: 'mlp',
+      hidden: [256, 128],
+      dataset: 'fashion-mnist',
+      globalBatchSize: 128,
+      microBatch: 32,
+      steps: 300,
+      optimizer: 'adam',
+      lr: 0.001,
+    });
   });
 
   it('turns --metrics-port off into no endpoint, and defaults to any free port', () => {
@@ -47,23 +60,37 @@ describe('option validation (in process)', () => {
   });
 
   it('refuses slowdown factors below 1 or more factors than workers', () => {
-    expect(() => parseLocalSettings({ workers: '2', 'debug-slowdown': '1,3,2' })).toThrow(/--debug-slowdown: got "1,3,2"; expected at most 2 comma-separated factors/);
+    expect(() => parseLocalSettings({ workers: '2', 'debug-slowdown': '1,3,2' })).toThrow(
+      /--debug-slowdown: got "1,3,2"; expected at most 2 comma-separated factors/,
+    );
     expect(() => parseLocalSettings({ 'debug-slowdown': '0.5' })).toThrow(/--debug-slowdown: got "0.5"/);
     expect(parseLocalSettings({ workers: '3', 'debug-slowdown': '1,2.5' }).debugSlowdown).toEqual([1, 2.5]);
   });
 
   it('validates the worker transport and load-balancing options', () => {
     const base = { connect: 'ws://127.0.0.1:7070' };
-    expect(parseWorkerSettings(base, {})).toMatchObject({ clientMask: 'auto', maxMicroBatches: null, debugSlowdown: 1 });
-    expect(() => parseWorkerSettings({ ...base, 'client-mask': 'none' }, {})).toThrow(/--client-mask: got "none"; expected one of auto, random, zero/);
-    expect(() => parseWorkerSettings({ ...base, 'max-micro-batches': '0' }, {})).toThrow(/--max-micro-batches: got "0"/);
+    expect(parseWorkerSettings(base, {})).toMatchObject({
+      clientMask: 'auto',
+      maxMicroBatches: null,
+      debugSlowdown: 1,
+    });
+    expect(() => parseWorkerSettings({ ...base, 'client-mask': 'none' }, {})).toThrow(
+      /--client-mask: got "none"; expected one of auto, random, zero/,
+    );
+    expect(() => parseWorkerSettings({ ...base, 'max-micro-batches': '0' }, {})).toThrow(
+      /--max-micro-batches: got "0"/,
+    );
     expect(() => parseWorkerSettings({ ...base, 'debug-slowdown': '0.9' }, {})).toThrow(/--debug-slowdown: got "0.9"/);
   });
 
   it('builds the worker address from MASTER_ADDR and MASTER_PORT', () => {
-    expect(parseWorkerSettings({}, { MASTER_ADDR: '10.1.2.3', MASTER_PORT: '29500' }).connect).toBe('ws://10.1.2.3:29500');
+    expect(parseWorkerSettings({}, { MASTER_ADDR: '10.1.2.3', MASTER_PORT: '29500' }).connect).toBe(
+      'ws://10.1.2.3:29500',
+    );
     expect(() => parseWorkerSettings({}, {})).toThrow(/--connect/);
-    expect(() => parseWorkerSettings({ connect: 'http://host:1' }, {})).toThrow(/--connect: got "http:\/\/host:1"; expected a ws:\/\/ or wss:\/\/ URL/);
+    expect(() => parseWorkerSettings({ connect: 'http://host:1' }, {})).toThrow(
+      /--connect: got "http:\/\/host:1"; expected a ws:\/\/ or wss:\/\/ URL/,
+    );
   });
 });
 
@@ -72,15 +99,27 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
     [['local', '--global-batch', '-5'], {}, /--global-batch: got "-5"/],
     [['local', '--micro-batch', '0'], {}, /--micro-batch: got "0"/],
     [['local', '--model', 'resnet'], {}, /--model: got "resnet"; expected one of mlp, cnn/],
-    [['local', '--global-batch', '128', '--micro-batch', '256'], {}, /--micro-batch: got "256"; expected at most --global-batch \(128\)/],
+    [
+      ['local', '--global-batch', '128', '--micro-batch', '256'],
+      {},
+      /--micro-batch: got "256"; expected at most --global-batch \(128\)/,
+    ],
     [['local'], { BATCHLAB_GLOBAL_BATCH: '-5' }, /--global-batch: got "-5"/],
     [['local', '--no-such-option', '1'], {}, /Unknown argument/],
     [['worker', '--connect', 'localhost:7070'], {}, /--connect: got "localhost:7070"/],
     [['frobnicate'], {}, /Unknown argument: frobnicate|Name a command/],
-    [['bench', '--only', 'transport,gpu'], {}, /--only: got "transport,gpu"; expected comma-separated sections from transport, reduce, scaling, balance, backends, peer/],
-    [['coordinator', '--port', '0'], { BATCHLAB_INSECURE: 'maybe' }, /--insecure: got "maybe"; expected true or false \(from BATCHLAB_INSECURE\)/],
+    [
+      ['bench', '--only', 'transport,gpu'],
+      {},
+      /--only: got "transport,gpu"; expected comma-separated sections from transport, reduce, scaling, balance, backends, peer/,
+    ],
+    [
+      ['coordinator', '--port', '0'],
+      { BATCHLAB_INSECURE: 'maybe' },
+      /--insecure: got "maybe"; expected true or false \(from BATCHLAB_INSECURE\)/,
+    ],
   ])('batchlab %s', async (args, env, message) => {
-    const result = await runCli(args as string[], env as Record<string, string>, 30_000);
+    const result = await runCli(args, env, 30_000);
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(message);
     // Nothing ran: no progress, no summary.
@@ -89,10 +128,13 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
 });
 
 it('ignores BATCHLAB_* variables that name no option, as Kubernetes service links inject them', async () => {
-  const result = await runCli(['worker', '--connect', 'ws://127.0.0.1:1', '--connect-timeout', '0.5', '--metrics-port', 'off'], {
-    BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1',
-    BATCHLAB_COORDINATOR_PORT: 'tcp://10.0.0.1:7070',
-  });
+  const result = await runCli(
+    ['worker', '--connect', 'ws://127.0.0.1:1', '--connect-timeout', '0.5', '--metrics-port', 'off'],
+    {
+      BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1',
+      BATCHLAB_COORDINATOR_PORT: 'tcp://10.0.0.1:7070',
+    },
+  );
   expect(result.stderr).not.toMatch(/Unknown argument/);
   expect(result.code).toBe(5);
   expect(result.stderr).toMatch(/could not reach ws:\/\/127\.0\.0\.1:1/);

@@ -51,7 +51,12 @@ function readTable(reference: string, caption: string): Entry[] {
   expect(start, `README.md's CLI reference has "${caption}"`).toBeGreaterThan(-1);
   const lines = reference.slice(start).split('\n').slice(1);
   const table = lines.slice(lines.findIndex((l) => l.startsWith('|')));
-  const rows = table.slice(0, table.findIndex((l) => !l.startsWith('|'))).slice(2);
+  const rows = table
+    .slice(
+      0,
+      table.findIndex((l) => !l.startsWith('|')),
+    )
+    .slice(2);
   return rows.map((row) => {
     const [options = '', defaults = ''] = row.split('|').slice(1, -1);
     const names = findOptionNames(options);

@@ -2,7 +2,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { assertSameRun, CHECKPOINT_FILE, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../../coordinator/checkpoint.js';
+import {
+  assertSameRun,
+  CHECKPOINT_FILE,
+  loadCheckpoint,
+  saveCheckpoint,
+  type Checkpoint,
+} from '../../coordinator/checkpoint.js';
 import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG } from '../../shared/optimizers/index.js';
 import { NoiseScaleEstimator } from '../../shared/statistics/noise-scale.js';
 
@@ -15,15 +21,39 @@ const params = [
   { name: 'dense/kernel', shape: [3, 2] },
   { name: 'dense/bias', shape: [2] },
 ];
-const identity = { model: '{"class_name":"Sequential"}', params, datasetFingerprint: 'abcd1234', globalBatchSize: 64, optimizer: 'adam', seed: 7 };
+const identity = {
+  model: '{"class_name":"Sequential"}',
+  params,
+  datasetFingerprint: 'abcd1234',
+  globalBatchSize: 64,
+  optimizer: 'adam',
+  seed: 7,
+};
 
 function sample(): Checkpoint {
   const weights = Float32Array.from([0.1, -0.2, 0.3, 0.4, -0.5, 0.6, 0.01, -0.02]);
   const optimizer = createOptimizer('adam', DEFAULT_OPTIMIZER_CONFIG, params);
   optimizer.apply(weights, Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8]), 0.01);
   const noise = new NoiseScaleEstimator();
-  noise.update({ microBatches: [{ samples: 32, sqNorm: 2 }, { samples: 32, sqNorm: 3 }], globalSqNorm: 1, lr: 0.01, globalBatchSize: 64, momentum: 0 });
-  return { identity, stepsDone: 12, samples: 768, weights, optimizerState: optimizer.state(), noiseState: noise.state(), writtenAt: '2026-11-28T00:00:00.000Z' };
+  noise.update({
+    microBatches: [
+      { samples: 32, sqNorm: 2 },
+      { samples: 32, sqNorm: 3 },
+    ],
+    globalSqNorm: 1,
+    lr: 0.01,
+    globalBatchSize: 64,
+    momentum: 0,
+  });
+  return {
+    identity,
+    stepsDone: 12,
+    samples: 768,
+    weights,
+    optimizerState: optimizer.state(),
+    noiseState: noise.state(),
+    writtenAt: '2026-11-28T00:00:00.000Z',
+  };
 }
 
 describe('checkpoints', () => {
@@ -36,8 +66,12 @@ describe('checkpoints', () => {
     expect(loaded.samples).toBe(768);
     expect(Buffer.from(loaded.weights.buffer).equals(Buffer.from(saved.weights.buffer))).toBe(true);
     expect(loaded.optimizerState.t).toBe(1);
-    expect(Array.from(loaded.optimizerState.m as Float32Array)).toEqual(Array.from(saved.optimizerState.m as Float32Array));
-    expect(Array.from(loaded.optimizerState.v as Float32Array)).toEqual(Array.from(saved.optimizerState.v as Float32Array));
+    expect(Array.from(loaded.optimizerState.m as Float32Array)).toEqual(
+      Array.from(saved.optimizerState.m as Float32Array),
+    );
+    expect(Array.from(loaded.optimizerState.v as Float32Array)).toEqual(
+      Array.from(saved.optimizerState.v as Float32Array),
+    );
     expect(loaded.noiseState).toEqual(saved.noiseState);
     expect(loaded.identity).toEqual(identity);
   });
@@ -95,6 +129,8 @@ describe('checkpoints', () => {
     expect(() => assertSameRun(identity, { ...identity, globalBatchSize: 128, optimizer: 'sgd' }, 'd')).toThrow(
       /globalBatchSize: checkpoint 64, this run 128; optimizer: checkpoint "adam", this run "sgd"/,
     );
-    expect(() => assertSameRun(identity, { ...identity, params: [{ name: 'dense/kernel', shape: [3, 4] }] }, 'd')).toThrow(/parameters: checkpoint dense\/kernel\[3x2\]/);
+    expect(() =>
+      assertSameRun(identity, { ...identity, params: [{ name: 'dense/kernel', shape: [3, 4] }] }, 'd'),
+    ).toThrow(/parameters: checkpoint dense\/kernel\[3x2\]/);
   });
 });

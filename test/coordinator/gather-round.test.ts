@@ -25,7 +25,6 @@ function mixedMagnitudes(n: number, seed: number): Float32Array {
   return out;
 }
 
-
 /** A step reduction that records what reaches it (checking bodies as the star does), to see which replies get reduced. */
 class RecordingReduction implements StepReduction {
   added: { id: number; gradSum: Float32Array | null; samples: number }[] = [];
@@ -47,7 +46,17 @@ const PARAMS = 3;
 
 function reply(step: number, spec: MicroBatchSpec, extra: Partial<GradientMessage> = {}): GradientMessage {
   const samples = spec.end - spec.start;
-  return { type: 'gradient', step, microBatchId: spec.id, samples, lossSum: 0.5 * samples, correct: samples - 1, computeMs: 10, sqNorm: 1, ...extra };
+  return {
+    type: 'gradient',
+    step,
+    microBatchId: spec.id,
+    samples,
+    lossSum: 0.5 * samples,
+    correct: samples - 1,
+    computeMs: 10,
+    sqNorm: 1,
+    ...extra,
+  };
 }
 
 const grad = (...v: number[]): Float32Array => (v.length ? Float32Array.from(v) : new Float32Array(PARAMS).fill(1));
@@ -147,7 +156,7 @@ describe('GatherRound', () => {
     expect(finished).toBe(true);
   });
 
-  it('returns a lost worker\'s outstanding micro-batches sorted by id', () => {
+  it("returns a lost worker's outstanding micro-batches sorted by id", () => {
     const specs = cutMicroBatches(20, 4); // ids 0..4
     const round = new GatherRound(specs, new RecordingReduction(0));
     round.assign(7, [specs[4]!, specs[1]!, specs[3]!]);
@@ -158,7 +167,7 @@ describe('GatherRound', () => {
     expect(round.orphan(99)).toEqual([]);
   });
 
-  it('accepts the new owner\'s reply after re-assignment and refuses the lost worker\'s late one', async () => {
+  it("accepts the new owner's reply after re-assignment and refuses the lost worker's late one", async () => {
     const { specs, reducer, round } = setup();
     round.accept(2, reply(5, specs[2]!), grad());
     const orphans = round.orphan(1);
@@ -177,7 +186,9 @@ describe('GatherRound', () => {
     const meanWith = async (owners: number[], order: number[]): Promise<Buffer> => {
       const weights = new Float32Array(PARAMS);
       // Plain SGD at lr 1 from zero: the new weights are minus the mean gradient.
-      const sgd = createOptimizer('sgd', { ...DEFAULT_OPTIMIZER_CONFIG, momentum: 0 }, [{ name: 'w', shape: [PARAMS] }]);
+      const sgd = createOptimizer('sgd', { ...DEFAULT_OPTIMIZER_CONFIG, momentum: 0 }, [
+        { name: 'w', shape: [PARAMS] },
+      ]);
       const reduction = new StarReducer(weights, sgd).beginStep({ step: 0, microBatches: specs, lr: 1 });
       const round = new GatherRound(specs, reduction);
       specs.forEach((s, i) => round.assign(owners[i]!, [s]));
@@ -201,12 +212,21 @@ describe('GatherRound', () => {
     const sqNorms = [0.1, 0.2, 0.3, 0.4];
     const owner = [1, 1, 2, 2];
     for (const id of [2, 3, 1, 0]) {
-      round.accept(owner[id]!, reply(3, specs[id]!, { lossSum: lossSums[id], correct: correct[id], sqNorm: sqNorms[id], computeMs: 10 * (id + 1) }), grad());
+      round.accept(
+        owner[id]!,
+        reply(3, specs[id]!, {
+          lossSum: lossSums[id],
+          correct: correct[id],
+          sqNorm: sqNorms[id],
+          computeMs: 10 * (id + 1),
+        }),
+        grad(),
+      );
     }
     await round.done;
     const stats = round.stats();
     expect(stats.samples).toBe(16);
-    expect(stats.lossSum).toBe(((1e16 + 1) - 1e16) + 1);
+    expect(stats.lossSum).toBe(1e16 + 1 - 1e16 + 1);
     // Summing in arrival order (2, 3, 1, 0) gives ((-1e16 + 1) + 1) + 1e16 = 0 instead.
     expect(stats.lossSum).not.toBe([2, 3, 1, 0].reduce((s, id) => s + lossSums[id]!, 0));
     expect(stats.correct).toBe(10);
@@ -216,7 +236,12 @@ describe('GatherRound', () => {
       { samples: 4, sqNorm: 0.3 },
       { samples: 4, sqNorm: 0.4 },
     ]);
-    expect(stats.computeMsByWorker).toEqual(new Map([[1, 30], [2, 70]]));
+    expect(stats.computeMsByWorker).toEqual(
+      new Map([
+        [1, 30],
+        [2, 70],
+      ]),
+    );
   });
 });
 
@@ -237,4 +262,3 @@ describe('GatherRound re-issue support', () => {
     expect(round.accept(2, reply(5, specs[0]!), grad())).toBeNull();
   });
 });
-

@@ -68,7 +68,14 @@ function startStep(lab: Lab, step: number) {
   const target = { membership: lab.membership, round, reduction, globalBatchSize: 16 };
   const live = lab.membership.readyWorkers().map((w) => w.workerId);
   dispatch(target, splitMicroBatches(MICRO_BATCHES, lab.membership.schedule.splitWorkers(live), 'equal'));
-  const context = { ...target, balance: 'equal' as const, deadlineMs: DEADLINE_MS, workerWaitTimeoutMs: WORKER_WAIT_MS, observer: lab.observer, log: lab.log };
+  const context = {
+    ...target,
+    balance: 'equal' as const,
+    deadlineMs: DEADLINE_MS,
+    workerWaitTimeoutMs: WORKER_WAIT_MS,
+    observer: lab.observer,
+    log: lab.log,
+  };
   const done = gather(context);
   let settled = false;
   done.then(
@@ -110,7 +117,9 @@ describe('gather over in-memory workers', () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(fast!.outstanding.map((o) => o.spec.id)).toEqual([4, 5, 6, 7]);
     expect(lab.reassigns).toEqual([{ reason: 'timeout', count: 4 }]);
-    expect(lab.logs.join('\n')).toMatch(/step 3: worker 2 \(mem-2\) did not answer micro-batches 4,5,6,7 within 1\.0 s; re-issuing them/);
+    expect(lab.logs.join('\n')).toMatch(
+      /step 3: worker 2 \(mem-2\) did not answer micro-batches 4,5,6,7 within 1\.0 s; re-issuing them/,
+    );
     fast!.answer();
     await step.done;
     expect(bytes(step.weights).equals(referenceWeights(3))).toBe(true);
@@ -118,7 +127,7 @@ describe('gather over in-memory workers', () => {
     expect(stuck!.outstanding).toHaveLength(4);
   });
 
-  it('refuses the slow worker\'s late replies as unassigned within the step and as stale_step after it', async () => {
+  it("refuses the slow worker's late replies as unassigned within the step and as stale_step after it", async () => {
     const lab = createLab(2);
     const [fast, slow] = lab.workers;
     const step = startStep(lab, 1);
@@ -150,7 +159,7 @@ describe('gather over in-memory workers', () => {
     expect(bytes(step.weights).equals(referenceWeights(2))).toBe(true);
   });
 
-  it('re-issues a lost worker\'s unanswered micro-batches to the others at once, and the step ends exact', async () => {
+  it("re-issues a lost worker's unanswered micro-batches to the others at once, and the step ends exact", async () => {
     const lab = createLab(3);
     const [a, b, c] = lab.workers;
     const step = startStep(lab, 4);

@@ -61,11 +61,19 @@ function record(step: number, overrides: Partial<StepRecord> = {}): StepRecord {
   };
 }
 
-async function value(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+async function value(
+  registry: Registry,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number | undefined> {
   const metric = registry.getSingleMetric(name);
   if (!metric) throw new Error(`${name} is not registered`);
   const { values } = await metric.get();
-  const match = values.find((v) => Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l) && (!('le' in v.labels) || labels.le !== undefined));
+  const match = values.find(
+    (v) =>
+      Object.entries(labels).every(([k, l]) => String(v.labels[k]) === l) &&
+      (!('le' in v.labels) || labels.le !== undefined),
+  );
   return match?.value;
 }
 
@@ -101,12 +109,22 @@ describe('coordinator metrics after known steps', () => {
     observer.onStep(record(1));
     expect(await value(registry, 'batchlab_worker_throughput_samples_per_second', { worker: '2' })).toBeCloseTo(64, 9);
     const compute = await registry.getSingleMetric('batchlab_worker_compute_seconds')!.get();
-    const sum = compute.values.find((v) => (v as { metricName?: string }).metricName === 'batchlab_worker_compute_seconds_sum' && v.labels.worker === '1');
-    const count = compute.values.find((v) => (v as { metricName?: string }).metricName === 'batchlab_worker_compute_seconds_count' && v.labels.worker === '1');
+    const sum = compute.values.find(
+      (v) =>
+        (v as { metricName?: string }).metricName === 'batchlab_worker_compute_seconds_sum' && v.labels.worker === '1',
+    );
+    const count = compute.values.find(
+      (v) =>
+        (v as { metricName?: string }).metricName === 'batchlab_worker_compute_seconds_count' &&
+        v.labels.worker === '1',
+    );
     expect(sum?.value).toBeCloseTo(0.6, 9);
     expect(count?.value).toBe(2);
     const phases = await registry.getSingleMetric('batchlab_step_phase_seconds')!.get();
-    const phaseCounts = phases.values.filter((v) => (v as { metricName?: string }).metricName === 'batchlab_step_phase_seconds_count').map((v) => v.labels.phase).sort();
+    const phaseCounts = phases.values
+      .filter((v) => (v as { metricName?: string }).metricName === 'batchlab_step_phase_seconds_count')
+      .map((v) => v.labels.phase)
+      .sort();
     expect(phaseCounts).toEqual(['apply', 'compute', 'dispatch', 'gather-wait', 'reduce']);
     expect(await value(registry, 'batchlab_gradient_sq_norm', { scope: 'global' })).toBe(0.25);
     // Sample-weighted mean of the micro-batch squared norms: (32·1 + 32·3) / 64.
@@ -136,7 +154,19 @@ describe('coordinator metrics after known steps', () => {
   it('exports B_simple, the statistical efficiency relative to the base batch, and goodput', async () => {
     const registry = createRegistry('coordinator');
     const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
-    const noise = { estimable: true, sHat: 10, g2Hat: 0.1, sEma: 10, g2Ema: 0.1, bSimple: 96, relativeError: 0.1, reliable: true, temperature: 1, stepsSinceReset: 20, reset: false } as const;
+    const noise = {
+      estimable: true,
+      sHat: 10,
+      g2Hat: 0.1,
+      sEma: 10,
+      g2Ema: 0.1,
+      bSimple: 96,
+      relativeError: 0.1,
+      reliable: true,
+      temperature: 1,
+      stepsSinceReset: 20,
+      reset: false,
+    } as const;
     observer.onStep(record(0, { noise }));
     expect(await value(registry, 'batchlab_gradient_noise_scale')).toBe(96);
     // (B_simple + B0) / (B_simple + B) = (96 + 32) / (96 + 64).

@@ -67,21 +67,24 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
     // 21 samples in micro-batches of 4: ids 0..5, the last one short.
     const specs = cutMicroBatches(21, 4);
 
-    it.each(['sgd', 'adam', 'lamb'] as const)('gives one process\'s weights byte for byte over 3 steps with replies in any order (%s)', async (optimizer) => {
-      const weights = initialWeights();
-      const reducer = createReducer(weights, optimizer, CONFORMANCE_PARAMS);
-      for (let step = 0; step < 3; step++) {
-        const reduction = reducer.beginStep({ step, microBatches: specs, lr: LR });
-        for (const spec of shuffled(specs, step + 1)) {
-          const body = fakeGradient(step, spec, P);
-          expect(reduction.check(body)).toBeNull();
-          reduction.add(spec.id, spec.end - spec.start, body);
+    it.each(['sgd', 'adam', 'lamb'] as const)(
+      "gives one process's weights byte for byte over 3 steps with replies in any order (%s)",
+      async (optimizer) => {
+        const weights = initialWeights();
+        const reducer = createReducer(weights, optimizer, CONFORMANCE_PARAMS);
+        for (let step = 0; step < 3; step++) {
+          const reduction = reducer.beginStep({ step, microBatches: specs, lr: LR });
+          for (const spec of shuffled(specs, step + 1)) {
+            const body = fakeGradient(step, spec, P);
+            expect(reduction.check(body)).toBeNull();
+            reduction.add(spec.id, spec.end - spec.start, body);
+          }
+          const result = await reduction.result;
+          expect(result.samples).toBe(21);
         }
-        const result = await reduction.result;
-        expect(result.samples).toBe(21);
-      }
-      expect(bytes(await reducer.weights()).equals(referenceWeights(optimizer, 3, specs))).toBe(true);
-    });
+        expect(bytes(await reducer.weights()).equals(referenceWeights(optimizer, 3, specs))).toBe(true);
+      },
+    );
 
     it('settles the result only once every micro-batch is in', async () => {
       const reducer = createReducer(initialWeights(), 'adam', CONFORMANCE_PARAMS);
@@ -107,28 +110,45 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
       const weights = initialWeights();
       const reducer = createReducer(weights, 'adam', CONFORMANCE_PARAMS);
       const abandoned = reducer.beginStep({ step: 0, microBatches: specs, lr: LR });
-      abandoned.add(3, 4, fakeGradient(0, specs[3]!, P).map(() => 1e6));
+      abandoned.add(
+        3,
+        4,
+        fakeGradient(0, specs[3]!, P).map(() => 1e6),
+      );
       const reduction = reducer.beginStep({ step: 0, microBatches: specs, lr: LR });
       for (const spec of specs) {
         reduction.add(spec.id, spec.end - spec.start, fakeGradient(0, spec, P));
-        abandoned.add(spec.id, spec.end - spec.start, fakeGradient(0, spec, P).map(() => 1e6));
+        abandoned.add(
+          spec.id,
+          spec.end - spec.start,
+          fakeGradient(0, spec, P).map(() => 1e6),
+        );
       }
       await reduction.result;
       expect(bytes(await reducer.weights()).equals(referenceWeights('adam', 1, specs))).toBe(true);
     });
 
     it('refuses a body of the wrong length as bad_shape and one with NaN or Inf as non_finite', () => {
-      const reduction = createReducer(initialWeights(), 'sgd', CONFORMANCE_PARAMS).beginStep({ step: 0, microBatches: specs, lr: LR });
+      const reduction = createReducer(initialWeights(), 'sgd', CONFORMANCE_PARAMS).beginStep({
+        step: 0,
+        microBatches: specs,
+        lr: LR,
+      });
       expect(reduction.check(new Float32Array(P - 1))).toBe('bad_shape');
       expect(reduction.check(new Float32Array(P).fill(Number.NaN))).toBe('non_finite');
       expect(reduction.check(new Float32Array(P).fill(Number.POSITIVE_INFINITY))).toBe('non_finite');
     });
 
-    it('gives a worker without this step\'s weights a payload that brings it up to date, and one that has them none', () => {
+    it("gives a worker without this step's weights a payload that brings it up to date, and one that has them none", () => {
       const weights = initialWeights();
-      const reduction = createReducer(weights, 'sgd', CONFORMANCE_PARAMS).beginStep({ step: 4, microBatches: specs, lr: LR });
+      const reduction = createReducer(weights, 'sgd', CONFORMANCE_PARAMS).beginStep({
+        step: 4,
+        microBatches: specs,
+        lr: LR,
+      });
       expect(reduction.payloadFor(4).weights).toBeNull();
-      for (const stale of [-1, 3]) expect(Array.from(reduction.payloadFor(stale).weights ?? [])).toEqual(Array.from(weights));
+      for (const stale of [-1, 3])
+        expect(Array.from(reduction.payloadFor(stale).weights ?? [])).toEqual(Array.from(weights));
     });
 
     it('hands out the optimizer state a checkpoint needs, as a copy', async () => {

@@ -77,12 +77,15 @@ describe('splitMicroBatches', () => {
     [17, 5],
     [64, 7],
     [3, 3],
-  ])('gives each of %i micro-batches to exactly one of %i workers in contiguous shares differing by at most one', (k, n) => {
-    const microBatches = cutMicroBatches(k * 4, 4);
-    const workerIds = Array.from({ length: n }, (_, j) => 100 + j * 3);
-    const sizes = checkPlan(microBatches, workerIds, splitMicroBatches(microBatches, unmeasured(workerIds)));
-    expect(sizes.reduce((a, b) => a + b, 0)).toBe(k);
-  });
+  ])(
+    'gives each of %i micro-batches to exactly one of %i workers in contiguous shares differing by at most one',
+    (k, n) => {
+      const microBatches = cutMicroBatches(k * 4, 4);
+      const workerIds = Array.from({ length: n }, (_, j) => 100 + j * 3);
+      const sizes = checkPlan(microBatches, workerIds, splitMicroBatches(microBatches, unmeasured(workerIds)));
+      expect(sizes.reduce((a, b) => a + b, 0)).toBe(k);
+    },
+  );
 
   it('leaves workers beyond the micro-batch count without work', () => {
     const microBatches = cutMicroBatches(12, 4);
@@ -118,7 +121,11 @@ describe('splitMicroBatches', () => {
 });
 
 describe('splitMicroBatches by throughput', () => {
-  const w = (workerId: number, samplesPerSecond: number | null, maxMicroBatches: number | null = null): SplitWorker => ({ workerId, samplesPerSecond, maxMicroBatches });
+  const w = (
+    workerId: number,
+    samplesPerSecond: number | null,
+    maxMicroBatches: number | null = null,
+  ): SplitWorker => ({ workerId, samplesPerSecond, maxMicroBatches });
   const sizesOf = (plan: Map<number, unknown[]>, ids: number[]): number[] => ids.map((id) => plan.get(id)?.length ?? 0);
 
   it('is the equal split until some worker is measured', () => {
@@ -141,12 +148,17 @@ describe('splitMicroBatches by throughput', () => {
 
   it('counts an unmeasured worker as the mean of the measured ones', () => {
     const microBatches = cutMicroBatches(12, 1);
-    expect(sizesOf(splitMicroBatches(microBatches, [w(1, 100), w(2, 300), w(3, null)], 'throughput'), [1, 2, 3])).toEqual([2, 6, 4]);
+    expect(
+      sizesOf(splitMicroBatches(microBatches, [w(1, 100), w(2, 300), w(3, null)], 'throughput'), [1, 2, 3]),
+    ).toEqual([2, 6, 4]);
   });
 
   it('caps a worker at its memory limit and gives the excess to the others', () => {
     const microBatches = cutMicroBatches(20, 1);
-    const sizes = sizesOf(splitMicroBatches(microBatches, [w(1, 1000, 3), w(2, 100), w(3, 100)], 'throughput'), [1, 2, 3]);
+    const sizes = sizesOf(
+      splitMicroBatches(microBatches, [w(1, 1000, 3), w(2, 100), w(3, 100)], 'throughput'),
+      [1, 2, 3],
+    );
     expect(sizes).toEqual([3, 9, 8]);
   });
 

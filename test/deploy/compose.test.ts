@@ -6,7 +6,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { composeErrors, composeSchemaPath } from './schemas.js';
-import { DEPLOY, interpolate, loadCompose, readEnvFile, readYamlOne, serviceEnvironment, variablesIn, type Json } from './support.js';
+import {
+  DEPLOY,
+  interpolate,
+  loadCompose,
+  readEnvFile,
+  readYamlOne,
+  serviceEnvironment,
+  variablesIn,
+  type Json,
+} from './support.js';
 
 const COMPOSE = join(DEPLOY, 'compose.yaml');
 const GPU = join(DEPLOY, 'compose.gpu.yaml');
@@ -49,7 +58,9 @@ describe('deploy/compose.yaml', () => {
     expect(composeErrors(badPorts).join('\n')).toMatch(/\/services\/grafana\/ports must be array/);
     const badCondition = clone(good);
     badCondition.services.worker.depends_on.coordinator.condition = 'service_ready';
-    expect(composeErrors(badCondition).join('\n')).toMatch(/depends_on\/coordinator\/condition must be equal to one of the allowed values/);
+    expect(composeErrors(badCondition).join('\n')).toMatch(
+      /depends_on\/coordinator\/condition must be equal to one of the allowed values/,
+    );
     const unknownTop = clone(good);
     unknownTop.service = {};
     expect(composeErrors(unknownTop)).not.toEqual([]);
@@ -91,12 +102,16 @@ describe('deploy/compose.yaml', () => {
     expect(worker.BATCHLAB_TOKEN).toBe(TOKEN);
     expect(coordinator.BATCHLAB_TOKEN).toBe(TOKEN);
     expect(model.services.worker.depends_on.coordinator.condition).toBe('service_healthy');
-    expect(model.services.coordinator.healthcheck.test.join(' ')).toContain(`127.0.0.1:${coordinator.BATCHLAB_METRICS_PORT}/healthz`);
+    expect(model.services.coordinator.healthcheck.test.join(' ')).toContain(
+      `127.0.0.1:${coordinator.BATCHLAB_METRICS_PORT}/healthz`,
+    );
   });
 
   it('has Prometheus find the coordinator and every worker by service name on the metrics ports the services fix', () => {
     const model = loadCompose(COMPOSE, exampleEnv());
-    const mount = model.services.prometheus.volumes.find((v: string) => v.endsWith(':/etc/prometheus/prometheus.yml:ro'));
+    const mount = model.services.prometheus.volumes.find((v: string) =>
+      v.endsWith(':/etc/prometheus/prometheus.yml:ro'),
+    );
     const configPath = join(DEPLOY, mount.split(':')[0]);
     expect(existsSync(configPath)).toBe(true);
     const config = readYamlOne(configPath);
@@ -112,14 +127,18 @@ describe('deploy/compose.yaml', () => {
   it('mounts grafana/provisioning and grafana/dashboards where the provisioning expects them, with the datasource on the prometheus service', () => {
     const model = loadCompose(COMPOSE, exampleEnv());
     const grafana = model.services.grafana;
-    const mounts = Object.fromEntries(grafana.volumes.filter((v: string) => v.startsWith('../')).map((v: string) => v.split(':').slice(0, 2).reverse()));
+    const mounts = Object.fromEntries(
+      grafana.volumes.filter((v: string) => v.startsWith('../')).map((v: string) => v.split(':').slice(0, 2).reverse()),
+    );
     expect(mounts['/etc/grafana/provisioning']).toBe('../grafana/provisioning');
     expect(existsSync(join(DEPLOY, mounts['/etc/grafana/provisioning'], 'datasources'))).toBe(true);
     const provider = readYamlOne(join(DEPLOY, '../grafana/provisioning/dashboards/batchlab.yaml'));
     const dashboardsPath = provider.providers[0].options.path;
     expect(mounts[dashboardsPath]).toBe('../grafana/dashboards');
     expect(existsSync(join(DEPLOY, '../grafana/dashboards/batchlab.json'))).toBe(true);
-    expect(serviceEnvironment(grafana).GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe(`${dashboardsPath}/batchlab.json`);
+    expect(serviceEnvironment(grafana).GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH).toBe(
+      `${dashboardsPath}/batchlab.json`,
+    );
     // The datasource file reads its URL from BATCHLAB_PROMETHEUS_URL: point it at the prometheus service.
     const datasource = readFileSync(join(DEPLOY, '../grafana/provisioning/datasources/prometheus.yaml'), 'utf8');
     expect(datasource).toContain('BATCHLAB_PROMETHEUS_URL');
@@ -136,13 +155,19 @@ describe('deploy/compose.yaml', () => {
       expect(model.services[name].ports, name).toHaveLength(1);
       for (const port of model.services[name].ports) expect(port, name).toMatch(/^127\.0\.0\.1:/);
     }
-    expect(loadCompose(COMPOSE, { BATCHLAB_TOKEN: TOKEN, GRAFANA_BIND: '0.0.0.0' }).services.grafana.ports[0]).toBe('0.0.0.0:3000:3000');
+    expect(loadCompose(COMPOSE, { BATCHLAB_TOKEN: TOKEN, GRAFANA_BIND: '0.0.0.0' }).services.grafana.ports[0]).toBe(
+      '0.0.0.0:3000:3000',
+    );
   });
 });
 
 describe('deploy/compose.gpu.yaml', () => {
   const gpu = (env: Record<string, string> = exampleEnv()): Json => loadCompose(GPU, env);
-  const gpuWorkers = (model: Json): [string, Json][] => Object.entries(model.services).filter(([name]) => name === 'worker' || name.startsWith('worker-gpu')) as [string, Json][];
+  const gpuWorkers = (model: Json): [string, Json][] =>
+    Object.entries(model.services).filter(([name]) => name === 'worker' || name.startsWith('worker-gpu')) as [
+      string,
+      Json,
+    ][];
 
   it('validates against the Compose Specification schema', () => {
     expect(composeErrors(gpu())).toEqual([]);
@@ -178,7 +203,11 @@ describe('deploy/compose.gpu.yaml', () => {
 
   it('adds 1, 3 and 7 GPU workers to the always-on one with the profiles gpus-2, gpus-4 and gpus-8', () => {
     const workers = gpuWorkers(gpu());
-    for (const [profile, extra] of [['gpus-2', 1], ['gpus-4', 3], ['gpus-8', 7]] as const) {
+    for (const [profile, extra] of [
+      ['gpus-2', 1],
+      ['gpus-4', 3],
+      ['gpus-8', 7],
+    ] as const) {
       expect(workers.filter(([, s]) => s.profiles?.includes(profile)).length, profile).toBe(extra);
     }
     expect(workers.filter(([, s]) => !s.profiles).map(([n]) => n)).toEqual(['worker']);
@@ -186,7 +215,9 @@ describe('deploy/compose.gpu.yaml', () => {
 
   it('makes the coordinator wait for WORKERS GPU workers (default 1)', () => {
     expect(serviceEnvironment(gpu({ BATCHLAB_TOKEN: TOKEN }).services.coordinator).BATCHLAB_MIN_WORKERS).toBe('1');
-    expect(serviceEnvironment(gpu({ BATCHLAB_TOKEN: TOKEN, WORKERS: '4' }).services.coordinator).BATCHLAB_MIN_WORKERS).toBe('4');
+    expect(
+      serviceEnvironment(gpu({ BATCHLAB_TOKEN: TOKEN, WORKERS: '4' }).services.coordinator).BATCHLAB_MIN_WORKERS,
+    ).toBe('4');
   });
 });
 

@@ -19,18 +19,20 @@ function instructions(path: string): Instruction[] {
   const out: Instruction[] = [];
   let pending = '';
   let start = 0;
-  readFileSync(path, 'utf8').split('\n').forEach((raw, i) => {
-    const line = raw.trim();
-    if (pending === '' && (line === '' || line.startsWith('#'))) return;
-    if (pending !== '' && line.startsWith('#')) return;
-    if (pending === '') start = i + 1;
-    pending += `${line.replace(/\\$/, '')} `;
-    if (!line.endsWith('\\')) {
-      const [op, ...rest] = pending.trim().split(/\s+/);
-      out.push({ op: op!.toUpperCase(), args: rest.join(' '), line: start });
-      pending = '';
-    }
-  });
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .forEach((raw, i) => {
+      const line = raw.trim();
+      if (pending === '' && (line === '' || line.startsWith('#'))) return;
+      if (pending !== '' && line.startsWith('#')) return;
+      if (pending === '') start = i + 1;
+      pending += `${line.replace(/\\$/, '')} `;
+      if (!line.endsWith('\\')) {
+        const [op, ...rest] = pending.trim().split(/\s+/);
+        out.push({ op: op!.toUpperCase(), args: rest.join(' '), line: start });
+        pending = '';
+      }
+    });
   return out;
 }
 
@@ -52,14 +54,22 @@ function contextSources(all: Instruction[]): string[] {
 
 /** The allowlist of a Dockerfile-specific .dockerignore: "*" then "!name" lines. */
 function allowlist(dockerignore: string): { allowed: string[]; denied: string[] } {
-  const lines = readFileSync(dockerignore, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const lines = readFileSync(dockerignore, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   expect(lines[0], `${dockerignore} starts by ignoring everything`).toBe('*');
-  return { allowed: lines.filter((l) => l.startsWith('!')).map((l) => l.slice(1)), denied: lines.slice(1).filter((l) => !l.startsWith('!')) };
+  return {
+    allowed: lines.filter((l) => l.startsWith('!')).map((l) => l.slice(1)),
+    denied: lines.slice(1).filter((l) => !l.startsWith('!')),
+  };
 }
 
 const DOCKERFILES = ['Dockerfile.cpu', 'Dockerfile.gpu'] as const;
 const stageDefaults = (all: Instruction[]): Record<string, string> =>
-  Object.fromEntries(all.filter((i) => i.op === 'ARG' && i.args.includes('=')).map((i) => i.args.split('=', 2) as [string, string]));
+  Object.fromEntries(
+    all.filter((i) => i.op === 'ARG' && i.args.includes('=')).map((i) => i.args.split('=', 2) as [string, string]),
+  );
 
 describe.each(DOCKERFILES)('deploy/%s', (name) => {
   const path = join(DEPLOY, name);
@@ -74,7 +84,11 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
       expect(allowed, `${name}: ${source} is excluded from the build context`).toContain(source.split('/')[0]);
     }
     // And the allowlist lets in nothing the image does not copy.
-    for (const entry of allowed) expect(sources.map((s) => s.split('/')[0]), `${name}.dockerignore lets in ${entry}`).toContain(entry);
+    for (const entry of allowed)
+      expect(
+        sources.map((s) => s.split('/')[0]),
+        `${name}.dockerignore lets in ${entry}`,
+      ).toContain(entry);
   });
 
   it('compiles every source folder the CLI imports (a folder left out would break the image build)', () => {
@@ -84,11 +98,17 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
       for (const file of walk(join(ROOT, dir)).filter((f) => f.endsWith('.ts'))) {
         for (const m of readFileSync(file, 'utf8').matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)) {
           const target = relative(ROOT, resolve(dirname(file), m[1]!));
-          expect(copied.has(target.split(sep)[0]!), `${relative(ROOT, file)} imports ${m[1]}, outside the folders the image copies`).toBe(true);
+          expect(
+            copied.has(target.split(sep)[0]!),
+            `${relative(ROOT, file)} imports ${m[1]}, outside the folders the image copies`,
+          ).toBe(true);
         }
       }
     }
-    expect(all.some((i) => i.op === 'RUN' && /npm ci\b/.test(i.args)), 'npm ci from the lockfile').toBe(true);
+    expect(
+      all.some((i) => i.op === 'RUN' && /npm ci\b/.test(i.args)),
+      'npm ci from the lockfile',
+    ).toBe(true);
     expect(all.some((i) => i.op === 'RUN' && /tsc -p tsconfig\.json/.test(i.args))).toBe(true);
   });
 
@@ -109,9 +129,16 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
     const entrypoint = JSON.parse(final.filter((i) => i.op === 'ENTRYPOINT').at(-1)!.args) as string[];
     expect(entrypoint.at(-1)).toBe('batchlab');
     expect(entrypoint[0]).toBe('/usr/bin/tini');
-    expect(final.some((i) => i.op === 'RUN' && /ln -s \/opt\/batchlab\/dist\/cli\/batchlab\.js \/usr\/local\/bin\/batchlab/.test(i.args))).toBe(true);
+    expect(
+      final.some(
+        (i) =>
+          i.op === 'RUN' && /ln -s \/opt\/batchlab\/dist\/cli\/batchlab\.js \/usr\/local\/bin\/batchlab/.test(i.args),
+      ),
+    ).toBe(true);
     // The user is created, with the home the image works in.
-    expect(final.some((i) => i.op === 'RUN' && new RegExp(`useradd .*--uid ${user.split(':')[0]}\\b`).test(i.args))).toBe(true);
+    expect(
+      final.some((i) => i.op === 'RUN' && new RegExp(`useradd .*--uid ${user.split(':')[0]}\\b`).test(i.args)),
+    ).toBe(true);
   });
 
   it('sets no BATCHLAB_* variable in the image (the CLI would read it as an option of every command)', () => {
@@ -126,7 +153,7 @@ describe('the CPU and GPU images', () => {
     expect(finalStage(all)[0]!.args).toBe('${NODE_IMAGE}');
   });
 
-  it('the GPU image runs on CUDA 11.2 + cuDNN 8 with Node 20, and fails to build without tfjs-node-gpu\'s native module', () => {
+  it("the GPU image runs on CUDA 11.2 + cuDNN 8 with Node 20, and fails to build without tfjs-node-gpu's native module", () => {
     const all = instructions(join(DEPLOY, 'Dockerfile.gpu'));
     const defaults = stageDefaults(all);
     expect(defaults.CUDA_IMAGE).toMatch(/^nvidia\/cuda:11\.2\.\d+-cudnn8-runtime-ubuntu/);
@@ -137,7 +164,11 @@ describe('the CPU and GPU images', () => {
     expect(rebuild!.args).not.toMatch(/\|\|/);
     expect(rebuild!.args).toMatch(/tfjs_binding\.node/);
     // It runs on the CUDA base (same OS as the runtime), not in the Debian build stage.
-    const stageOf = (i: Instruction): string => all.slice(0, all.indexOf(i)).filter((x) => x.op === 'FROM').at(-1)!.args;
+    const stageOf = (i: Instruction): string =>
+      all
+        .slice(0, all.indexOf(i))
+        .filter((x) => x.op === 'FROM')
+        .at(-1)!.args;
     expect(stageOf(rebuild!)).toBe('${CUDA_IMAGE} AS native');
     expect(finalStage(all).some((i) => i.op === 'ENV' && /TF_FORCE_GPU_ALLOW_GROWTH=true/.test(i.args))).toBe(true);
   });

@@ -7,7 +7,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COORDINATOR_OPTIONS, WORKER_OPTIONS } from '../../cli/options.js';
-import { DEPLOY, loadCompose, optionOfVariable, readEnvFile, readYaml, serviceEnvironment, type Json } from './support.js';
+import {
+  DEPLOY,
+  loadCompose,
+  optionOfVariable,
+  readEnvFile,
+  readYaml,
+  serviceEnvironment,
+  type Json,
+} from './support.js';
 
 const OPTIONS: Record<string, readonly string[]> = {
   coordinator: Object.keys(COORDINATOR_OPTIONS),
@@ -25,7 +33,9 @@ describe('BATCHLAB_* variables given to batchlab containers', () => {
   it('maps variables to options the way yargs .env("BATCHLAB") does', () => {
     expect(optionOfVariable('BATCHLAB_GLOBAL_BATCH')).toBe('global-batch');
     expect(optionOfVariable('BATCHLAB_TOKEN')).toBe('token');
-    expect(refused('worker', { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', MASTER_ADDR: 'x' })).toEqual(['BATCHLAB_COORDINATOR_SERVICE_HOST']);
+    expect(refused('worker', { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', MASTER_ADDR: 'x' })).toEqual([
+      'BATCHLAB_COORDINATOR_SERVICE_HOST',
+    ]);
     expect(refused('coordinator', { BATCHLAB_MIN_WORKERS: '2', BATCHLAB_WORKERS: '2' })).toEqual(['BATCHLAB_WORKERS']);
   });
 
@@ -64,8 +74,13 @@ describe('BATCHLAB_* variables given to batchlab containers', () => {
   it('Slurm: the batch script exports no BATCHLAB_* variable but the token, and names its own knobs without the prefix', () => {
     const script = readFileSync(join(DEPLOY, 'slurm/batchlab.sbatch'), 'utf8');
     const assigned = new Set([...script.matchAll(/^\s*(?:export\s+)?([A-Z_][A-Z0-9_]*)=/gm)].map((m) => m[1]!));
-    const exported = new Set([...script.matchAll(/^\s*export\s+([A-Z_][A-Z0-9_ ]*)$/gm)].flatMap((m) => m[1]!.split(/\s+/)));
-    expect([...assigned, ...exported].filter((v) => v.startsWith('BATCHLAB'))).toEqual(['BATCHLAB_TOKEN', 'BATCHLAB_TOKEN']);
+    const exported = new Set(
+      [...script.matchAll(/^\s*export\s+([A-Z_][A-Z0-9_ ]*)$/gm)].flatMap((m) => m[1]!.split(/\s+/)),
+    );
+    expect([...assigned, ...exported].filter((v) => v.startsWith('BATCHLAB'))).toEqual([
+      'BATCHLAB_TOKEN',
+      'BATCHLAB_TOKEN',
+    ]);
     expect(refused('coordinator', { BATCHLAB_TOKEN: 'x' })).toEqual([]);
     expect(refused('worker', { BATCHLAB_TOKEN: 'x' })).toEqual([]);
   });

@@ -26,22 +26,30 @@ function manifests(): { file: string; doc: Json }[] {
     .flatMap((file) => readYaml(file).map((doc) => ({ file, doc: doc as Json })));
 }
 /** The objects sent to a cluster (no kustomizations, no local config). */
-const objects = (): Json[] => manifests().map((m) => m.doc).filter((d) => !isKustomization(d) && !isLocalConfig(d));
+const objects = (): Json[] =>
+  manifests()
+    .map((m) => m.doc)
+    .filter((d) => !isKustomization(d) && !isLocalConfig(d));
 
 function find(docs: Json[], kind: string, name: string): Json {
   const found = docs.find((d) => d.kind === kind && d.metadata.name === name);
   if (!found) throw new Error(`no ${kind} ${name}`);
   return found;
 }
-const container = (podOwner: Json, name: string): Json => podOwner.spec.template.spec.containers.find((c: Json) => c.name === name);
+const container = (podOwner: Json, name: string): Json =>
+  podOwner.spec.template.spec.containers.find((c: Json) => c.name === name);
 const envOf = (c: Json): Record<string, Json> => Object.fromEntries(c.env.map((e: Json) => [e.name, e]));
 const settings = (): Json => readYamlOne(join(K8S, 'settings.yaml')).spec;
 
 /** `kubectl kustomize DIR`, parsed. */
 function render(dir: string): Json[] {
-  return parseYamlText(execFileSync(KUBECTL!, ['kustomize', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }), `kubectl kustomize ${dir}`);
+  return parseYamlText(
+    execFileSync(KUBECTL!, ['kustomize', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }),
+    `kubectl kustomize ${dir}`,
+  );
 }
-const kubectlTitle = (title: string): string => (KUBECTL ? title : `${title} (skipped: kubectl not installed; the file-reference check above still runs)`);
+const kubectlTitle = (title: string): string =>
+  KUBECTL ? title : `${title} (skipped: kubectl not installed; the file-reference check above still runs)`;
 
 describe('deploy/k8s manifests', () => {
   it('every object validates against the Kubernetes schemas, offline (kubernetes-models)', () => {
@@ -59,12 +67,33 @@ describe('deploy/k8s manifests', () => {
     const docs = objects();
     const workers = find(docs, 'Job', 'batchlab-workers');
     const broken: [string, (j: Json) => void, RegExp][] = [
-      ['misspelled completion mode', (j) => (j.spec.completionMode = 'Indexd'), /completionMode must be equal to one of the allowed values/],
+      [
+        'misspelled completion mode',
+        (j) => (j.spec.completionMode = 'Indexd'),
+        /completionMode must be equal to one of the allowed values/,
+      ],
       ['parallelism as text', (j) => (j.spec.parallelism = 'two'), /parallelism must be integer/],
-      ['secretKeyRef without key', (j) => delete container(j, 'worker').env.find((e: Json) => e.name === 'BATCHLAB_TOKEN').valueFrom.secretKeyRef.key, /secretKeyRef must have required property key/],
-      ['GPU count that is no quantity', (j) => (container(j, 'worker').resources.limits['nvidia.com/gpu'] = 'one'), /nvidia\.com~1gpu must match format "quantity"/],
-      ['containerPort as text', (j) => (container(j, 'worker').ports[0].containerPort = '9401x'), /containerPort must be integer/],
-      ['pod template without containers', (j) => delete j.spec.template.spec.containers, /must have required property containers/],
+      [
+        'secretKeyRef without key',
+        (j) =>
+          delete container(j, 'worker').env.find((e: Json) => e.name === 'BATCHLAB_TOKEN').valueFrom.secretKeyRef.key,
+        /secretKeyRef must have required property key/,
+      ],
+      [
+        'GPU count that is no quantity',
+        (j) => (container(j, 'worker').resources.limits['nvidia.com/gpu'] = 'one'),
+        /nvidia\.com~1gpu must match format "quantity"/,
+      ],
+      [
+        'containerPort as text',
+        (j) => (container(j, 'worker').ports[0].containerPort = '9401x'),
+        /containerPort must be integer/,
+      ],
+      [
+        'pod template without containers',
+        (j) => delete j.spec.template.spec.containers,
+        /must have required property containers/,
+      ],
     ];
     for (const [what, mutate, error] of broken) {
       const copy = structuredClone(workers);
@@ -77,50 +106,83 @@ describe('deploy/k8s manifests', () => {
     const podMonitor = structuredClone(find(docs, 'PodMonitor', 'batchlab'));
     podMonitor.spec.podMetricsEndpoints = { port: 'metrics' };
     expect(kubernetesErrors(podMonitor).join('\n')).toMatch(/podMetricsEndpoints must be array/);
-    expect(kubernetesErrors({ apiVersion: 'batch/v2', kind: 'Job', metadata: { name: 'x' } }).join('\n')).toMatch(/no schema/);
+    expect(kubernetesErrors({ apiVersion: 'batch/v2', kind: 'Job', metadata: { name: 'x' } }).join('\n')).toMatch(
+      /no schema/,
+    );
   });
 
   it('every kustomization references only files and directories that exist', () => {
     const kustomizations = manifests().filter((m) => isKustomization(m.doc));
-    expect(kustomizations.map((k) => rel(k.file)).sort()).toEqual(['deploy/k8s/kustomization.yaml', 'deploy/k8s/podmonitor/kustomization.yaml']);
+    expect(kustomizations.map((k) => rel(k.file)).sort()).toEqual([
+      'deploy/k8s/kustomization.yaml',
+      'deploy/k8s/podmonitor/kustomization.yaml',
+    ]);
     for (const { file, doc } of kustomizations) {
-      const refs = [...(doc.resources ?? []), ...(doc.components ?? []), ...(doc.patches ?? []).map((p: Json) => p.path).filter(Boolean)];
+      const refs = [
+        ...(doc.resources ?? []),
+        ...(doc.components ?? []),
+        ...(doc.patches ?? []).map((p: Json) => p.path).filter(Boolean),
+      ];
       expect(refs.length, rel(file)).toBeGreaterThan(0);
       for (const ref of refs) expect(existsSync(join(dirname(file), ref)), `${rel(file)} → ${ref}`).toBe(true);
     }
     // Every manifest file is reachable from a kustomization (none is forgotten).
-    const referenced = new Set(kustomizations.flatMap(({ file, doc }) => (doc.resources ?? []).map((r: string) => join(dirname(file), r))));
-    for (const { file } of manifests().filter((m) => !isKustomization(m.doc))) expect(referenced.has(file), rel(file)).toBe(true);
+    const referenced = new Set(
+      kustomizations.flatMap(({ file, doc }) => (doc.resources ?? []).map((r: string) => join(dirname(file), r))),
+    );
+    for (const { file } of manifests().filter((m) => !isKustomization(m.doc)))
+      expect(referenced.has(file), rel(file)).toBe(true);
   });
 
-  it.skipIf(!KUBECTL)(kubectlTitle('kubectl kustomize renders deploy/k8s: images set, settings applied, local config dropped, all valid'), () => {
-    const out = render(K8S);
-    expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(['Job/batchlab-coordinator', 'Job/batchlab-workers', 'Service/batchlab-coordinator']);
-    for (const doc of out) {
-      expect(kubernetesErrors(doc), `${doc.kind}/${doc.metadata.name}`).toEqual([]);
-      expect(doc.metadata.labels['app.kubernetes.io/part-of']).toBe('batchlab');
-    }
-    const { workers, gpusPerWorker } = settings();
-    const job = find(out, 'Job', 'batchlab-workers');
-    expect([job.spec.parallelism, job.spec.completions]).toEqual([workers, workers]);
-    expect(container(job, 'worker').resources.limits['nvidia.com/gpu']).toBe(gpusPerWorker);
-    expect(container(job, 'worker').image).toMatch(/batchlab-gpu:/);
-    const coordinator = find(out, 'Job', 'batchlab-coordinator');
-    expect(envOf(container(coordinator, 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe(String(workers));
-    expect(container(coordinator, 'coordinator').image).toMatch(/batchlab-cpu:/);
-  });
+  it.skipIf(!KUBECTL)(
+    kubectlTitle('kubectl kustomize renders deploy/k8s: images set, settings applied, local config dropped, all valid'),
+    () => {
+      const out = render(K8S);
+      expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
+        'Job/batchlab-coordinator',
+        'Job/batchlab-workers',
+        'Service/batchlab-coordinator',
+      ]);
+      for (const doc of out) {
+        expect(kubernetesErrors(doc), `${doc.kind}/${doc.metadata.name}`).toEqual([]);
+        expect(doc.metadata.labels['app.kubernetes.io/part-of']).toBe('batchlab');
+      }
+      const { workers, gpusPerWorker } = settings();
+      const job = find(out, 'Job', 'batchlab-workers');
+      expect([job.spec.parallelism, job.spec.completions]).toEqual([workers, workers]);
+      expect(container(job, 'worker').resources.limits['nvidia.com/gpu']).toBe(gpusPerWorker);
+      expect(container(job, 'worker').image).toMatch(/batchlab-gpu:/);
+      const coordinator = find(out, 'Job', 'batchlab-coordinator');
+      expect(envOf(container(coordinator, 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe(String(workers));
+      expect(container(coordinator, 'coordinator').image).toMatch(/batchlab-cpu:/);
+    },
+  );
 
-  it.skipIf(!KUBECTL)(kubectlTitle('settings.yaml is the one place for worker count and GPUs: changing it changes every use'), () => {
-    const copy = join(tmp, 'k8s');
-    cpSync(K8S, copy, { recursive: true });
-    const path = join(copy, 'settings.yaml');
-    writeFileSync(path, readFileSync(path, 'utf8').replace(/workers: \d+/, 'workers: 7').replace(/gpusPerWorker: \d+/, 'gpusPerWorker: 2'));
-    const out = render(copy);
-    const job = find(out, 'Job', 'batchlab-workers');
-    expect([job.spec.parallelism, job.spec.completions, container(job, 'worker').resources.limits['nvidia.com/gpu']]).toEqual([7, 7, 2]);
-    expect(envOf(container(find(out, 'Job', 'batchlab-coordinator'), 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe('7');
-    for (const doc of out) expect(kubernetesErrors(doc)).toEqual([]);
-  });
+  it.skipIf(!KUBECTL)(
+    kubectlTitle('settings.yaml is the one place for worker count and GPUs: changing it changes every use'),
+    () => {
+      const copy = join(tmp, 'k8s');
+      cpSync(K8S, copy, { recursive: true });
+      const path = join(copy, 'settings.yaml');
+      writeFileSync(
+        path,
+        readFileSync(path, 'utf8')
+          .replace(/workers: \d+/, 'workers: 7')
+          .replace(/gpusPerWorker: \d+/, 'gpusPerWorker: 2'),
+      );
+      const out = render(copy);
+      const job = find(out, 'Job', 'batchlab-workers');
+      expect([
+        job.spec.parallelism,
+        job.spec.completions,
+        container(job, 'worker').resources.limits['nvidia.com/gpu'],
+      ]).toEqual([7, 7, 2]);
+      expect(envOf(container(find(out, 'Job', 'batchlab-coordinator'), 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe(
+        '7',
+      );
+      for (const doc of out) expect(kubernetesErrors(doc)).toEqual([]);
+    },
+  );
 
   it.skipIf(!KUBECTL)(kubectlTitle('the optional PodMonitor kustomization renders and validates'), () => {
     const out = render(join(K8S, 'podmonitor'));
@@ -148,9 +210,14 @@ describe('deploy/k8s wiring', () => {
     const target = coordinator.ports.find((p: Json) => p.name === wsPort.targetPort);
     expect(String(target.containerPort)).toBe(envOf(coordinator).BATCHLAB_PORT.value);
     // An empty selector would select every pod in the namespace (and make the loop below check nothing).
-    expect(Object.keys(service.spec.selector ?? {}), 'the Service selector').toEqual(expect.arrayContaining(['app.kubernetes.io/component']));
-    for (const [k, v] of Object.entries(service.spec.selector)) expect(coordinatorJob.spec.template.metadata.labels[k], k).toBe(v);
-    expect(workersJob.spec.template.metadata.labels['app.kubernetes.io/component']).not.toBe(service.spec.selector['app.kubernetes.io/component']);
+    expect(Object.keys(service.spec.selector ?? {}), 'the Service selector').toEqual(
+      expect.arrayContaining(['app.kubernetes.io/component']),
+    );
+    for (const [k, v] of Object.entries(service.spec.selector))
+      expect(coordinatorJob.spec.template.metadata.labels[k], k).toBe(v);
+    expect(workersJob.spec.template.metadata.labels['app.kubernetes.io/component']).not.toBe(
+      service.spec.selector['app.kubernetes.io/component'],
+    );
   });
 
   it('both sides take the token from the same Secret key (secretKeyRef), never from a literal', () => {
@@ -159,14 +226,21 @@ describe('deploy/k8s wiring', () => {
       expect(ref.value).toBeUndefined();
       expect(ref.valueFrom.secretKeyRef).toEqual({ name: 'batchlab-token', key: 'token' });
     }
-    expect(docs.some((d) => d.kind === 'Secret'), 'no Secret with a token is committed').toBe(false);
+    expect(
+      docs.some((d) => d.kind === 'Secret'),
+      'no Secret with a token is committed',
+    ).toBe(false);
   });
 
   it('workers request nvidia.com/gpu as a limit (GPUs are never overcommitted) and tolerate the GPU taint', () => {
     expect(worker.resources.limits['nvidia.com/gpu']).toBe(settings().gpusPerWorker);
     expect(worker.resources.requests['nvidia.com/gpu']).toBeUndefined();
     expect(envOf(worker).BATCHLAB_BACKEND.value).toBe('tensorflow-gpu');
-    expect(workersJob.spec.template.spec.tolerations).toContainEqual({ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' });
+    expect(workersJob.spec.template.spec.tolerations).toContainEqual({
+      key: 'nvidia.com/gpu',
+      operator: 'Exists',
+      effect: 'NoSchedule',
+    });
     expect(coordinator.resources.limits?.['nvidia.com/gpu']).toBeUndefined();
   });
 
@@ -178,7 +252,7 @@ describe('deploy/k8s wiring', () => {
     }
   });
 
-  it('every pod runs as the image\'s non-root user and turns off service links (BATCHLAB_COORDINATOR_* would be refused as unknown options)', () => {
+  it("every pod runs as the image's non-root user and turns off service links (BATCHLAB_COORDINATOR_* would be refused as unknown options)", () => {
     for (const job of [coordinatorJob, workersJob]) {
       const pod = job.spec.template.spec;
       expect(pod.enableServiceLinks, job.metadata.name).toBe(false);
@@ -186,7 +260,8 @@ describe('deploy/k8s wiring', () => {
       for (const c of pod.containers) expect(c.securityContext.allowPrivilegeEscalation).toBe(false);
     }
     // The Dockerfiles' user is the one the pods run as.
-    for (const f of ['Dockerfile.cpu', 'Dockerfile.gpu']) expect(readFileSync(join(DEPLOY, f), 'utf8')).toMatch(/^USER 10001:10001$/m);
+    for (const f of ['Dockerfile.cpu', 'Dockerfile.gpu'])
+      expect(readFileSync(join(DEPLOY, f), 'utf8')).toMatch(/^USER 10001:10001$/m);
   });
 
   it('a finished run stays finished: the coordinator is a Job that is not retried, workers restart on failure', () => {
@@ -196,7 +271,10 @@ describe('deploy/k8s wiring', () => {
   });
 
   it('Prometheus annotations and the PodMonitor point at the port each container serves /metrics on', () => {
-    for (const [job, c] of [[coordinatorJob, coordinator], [workersJob, worker]] as const) {
+    for (const [job, c] of [
+      [coordinatorJob, coordinator],
+      [workersJob, worker],
+    ] as const) {
       const annotations = job.spec.template.metadata.annotations;
       const metricsPort = envOf(c).BATCHLAB_METRICS_PORT.value;
       expect(annotations['prometheus.io/scrape']).toBe('true');
@@ -208,9 +286,12 @@ describe('deploy/k8s wiring', () => {
     const podMonitor = find(docs, 'PodMonitor', 'batchlab');
     expect(podMonitor.spec.podMetricsEndpoints.map((e: Json) => e.port)).toEqual(['metrics']);
     // An empty matchLabels would select every pod (and make the loop below check nothing).
-    expect(Object.keys(podMonitor.spec.selector.matchLabels ?? {}), 'the PodMonitor selector').toContain('app.kubernetes.io/name');
+    expect(Object.keys(podMonitor.spec.selector.matchLabels ?? {}), 'the PodMonitor selector').toContain(
+      'app.kubernetes.io/name',
+    );
     for (const job of [coordinatorJob, workersJob]) {
-      for (const [k, v] of Object.entries(podMonitor.spec.selector.matchLabels)) expect(job.spec.template.metadata.labels[k]).toBe(v);
+      for (const [k, v] of Object.entries(podMonitor.spec.selector.matchLabels))
+        expect(job.spec.template.metadata.labels[k]).toBe(v);
     }
   });
 });

@@ -34,7 +34,9 @@ export function composeErrors(model: Json): string[] {
     const { $schema: _draft, ...schema } = JSON.parse(readFileSync(composeSchemaPath(), 'utf8'));
     composeValidator = new Ajv({ allErrors: true, strict: false }).compile(schema);
   }
-  return composeValidator(model) ? [] : (composeValidator.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`);
+  return composeValidator(model)
+    ? []
+    : (composeValidator.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`);
 }
 
 interface Validatable {

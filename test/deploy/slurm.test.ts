@@ -4,7 +4,16 @@
 // for the job, and the run trains. A coordinator that fails stops the workers at once.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -51,7 +60,15 @@ async function runJob(name: string, args: string[], env: Record<string, string> 
   chmodSync(join(bin, 'scontrol'), 0o755);
   chmodSync(join(bin, 'srun'), 0o755);
   const base: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('BATCHLAB') && !k.startsWith('SLURM_') && k !== 'MASTER_ADDR' && k !== 'MASTER_PORT') base[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if (
+      v !== undefined &&
+      !k.startsWith('BATCHLAB') &&
+      !k.startsWith('SLURM_') &&
+      k !== 'MASTER_ADDR' &&
+      k !== 'MASTER_PORT'
+    )
+      base[k] = v;
   const start = Date.now();
   const child = spawn('bash', [SCRIPT, ...args], {
     cwd: dir,
@@ -79,11 +96,17 @@ async function runJob(name: string, args: string[], env: Record<string, string> 
   const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
   clearTimeout(timer);
   const log = join(dir, 'srun.log');
-  return { code, output, srunLog: existsSync(log) ? readFileSync(log, 'utf8') : '', seconds: (Date.now() - start) / 1000 };
+  return {
+    code,
+    output,
+    srunLog: existsSync(log) ? readFileSync(log, 'utf8') : '',
+    seconds: (Date.now() - start) / 1000,
+  };
 }
 
 const built = existsSync(CLI);
-const runTitle = (title: string): string => (built || inCi ? title : `${title} (skipped: ${CLI} is missing; npm run build)`);
+const runTitle = (title: string): string =>
+  built || inCi ? title : `${title} (skipped: ${CLI} is missing; npm run build)`;
 
 describe('deploy/slurm/batchlab.sbatch', () => {
   it('passes bash -n', () => {
@@ -92,10 +115,15 @@ describe('deploy/slurm/batchlab.sbatch', () => {
 
   const shellcheck = which('shellcheck');
   // Under CI=true an absent shellcheck is a failure: .ci/run installs it.
-  it.skipIf(!shellcheck && !inCi)(shellcheck || inCi ? 'passes shellcheck' : 'passes shellcheck (skipped: shellcheck not installed; apt-get install shellcheck)', () => {
-    if (!shellcheck) throw new Error('shellcheck is not installed (apt-get install shellcheck); .ci/run installs it');
-    execFileSync(shellcheck, ['-s', 'bash', SCRIPT], { encoding: 'utf8' });
-  });
+  it.skipIf(!shellcheck && !inCi)(
+    shellcheck || inCi
+      ? 'passes shellcheck'
+      : 'passes shellcheck (skipped: shellcheck not installed; apt-get install shellcheck)',
+    () => {
+      if (!shellcheck) throw new Error('shellcheck is not installed (apt-get install shellcheck); .ci/run installs it');
+      execFileSync(shellcheck, ['-s', 'bash', SCRIPT], { encoding: 'utf8' });
+    },
+  );
 
   it('takes the coordinator host from the first node of SLURM_JOB_NODELIST and exports MASTER_ADDR/MASTER_PORT', () => {
     const text = readFileSync(SCRIPT, 'utf8');
@@ -105,30 +133,54 @@ describe('deploy/slurm/batchlab.sbatch', () => {
     expect(text).toMatch(/^srun .*bash -c/m);
   });
 
-  it.skipIf(!built && !inCi)(runTitle('trains with a coordinator on the first node and one srun worker per task, sharing a token generated for the job'), async () => {
-    const report = join(tmp, 'ok-report.json');
-    const job = await runJob('ok', ['--dataset', 'synthetic', '--hidden', '16', '--global-batch', '32', '--micro-batch', '16', '--steps', '3', '--eval-every', '0', '--report', report]);
-    expect(job.code, job.output.slice(-3000)).toBe(0);
-    expect(job.output).toMatch(/coordinator on 127\.0\.0\.1:\d+, 2 workers/);
-    const summary = JSON.parse(readFileSync(report, 'utf8'));
-    expect(summary).toMatchObject({ steps: 3, workers: 2, samples: 96 });
-    // Two tasks, named after host and local rank, joined; the token was never on a command line.
-    expect(job.srunLog.split('\n')[0]).toMatch(/^--ntasks=2 /);
-    expect(job.output).toMatch(/joined \([^,]+-0,/);
-    expect(job.output).toMatch(/joined \([^,]+-1,/);
-    expect(summary.command).not.toMatch(/--token/);
-    expect(job.srunLog).not.toMatch(/--token/);
-    // The coordinator kept a Prometheus file_sd list for the job and the script removed it at the end.
-    expect(job.output).toMatch(/Prometheus targets in .*prometheus-targets\/batchlab-4242\.json/);
-    expect(readdirSync(join(tmp, 'ok', 'prometheus-targets'))).toEqual([]);
-  }, 60_000);
+  it.skipIf(!built && !inCi)(
+    runTitle(
+      'trains with a coordinator on the first node and one srun worker per task, sharing a token generated for the job',
+    ),
+    async () => {
+      const report = join(tmp, 'ok-report.json');
+      const job = await runJob('ok', [
+        '--dataset',
+        'synthetic',
+        '--hidden',
+        '16',
+        '--global-batch',
+        '32',
+        '--micro-batch',
+        '16',
+        '--steps',
+        '3',
+        '--eval-every',
+        '0',
+        '--report',
+        report,
+      ]);
+      expect(job.code, job.output.slice(-3000)).toBe(0);
+      expect(job.output).toMatch(/coordinator on 127\.0\.0\.1:\d+, 2 workers/);
+      const summary = JSON.parse(readFileSync(report, 'utf8'));
+      expect(summary).toMatchObject({ steps: 3, workers: 2, samples: 96 });
+      // Two tasks, named after host and local rank, joined; the token was never on a command line.
+      expect(job.srunLog.split('\n')[0]).toMatch(/^--ntasks=2 /);
+      expect(job.output).toMatch(/joined \([^,]+-0,/);
+      expect(job.output).toMatch(/joined \([^,]+-1,/);
+      expect(summary.command).not.toMatch(/--token/);
+      expect(job.srunLog).not.toMatch(/--token/);
+      // The coordinator kept a Prometheus file_sd list for the job and the script removed it at the end.
+      expect(job.output).toMatch(/Prometheus targets in .*prometheus-targets\/batchlab-4242\.json/);
+      expect(readdirSync(join(tmp, 'ok', 'prometheus-targets'))).toEqual([]);
+    },
+    60_000,
+  );
 
-  it('exits with the coordinator\'s code and stops the workers still waiting for it when the coordinator fails', async () => {
+  it("exits with the coordinator's code and stops the workers still waiting for it when the coordinator fails", async () => {
     // A stand-in batchlab: once both workers run, the coordinator refuses an option; the workers
     // would wait for it (600 s in the real one).
     const fake = join(tmp, 'fake-batchlab');
     const pids = join(tmp, 'fake-worker-pids');
-    writeFileSync(fake, `#!/bin/bash\ncase $1 in\n  coordinator) while [ $(wc -l < ${pids} 2>/dev/null || echo 0) -lt 2 ]; do sleep 0.05; done; echo "batchlab coordinator: --global-batch: got 0" >&2; exit 2 ;;\n  worker) echo $$ >> ${pids}; exec sleep 300 ;;\nesac\n`);
+    writeFileSync(
+      fake,
+      `#!/bin/bash\ncase $1 in\n  coordinator) while [ $(wc -l < ${pids} 2>/dev/null || echo 0) -lt 2 ]; do sleep 0.05; done; echo "batchlab coordinator: --global-batch: got 0" >&2; exit 2 ;;\n  worker) echo $$ >> ${pids}; exec sleep 300 ;;\nesac\n`,
+    );
     chmodSync(fake, 0o755);
     const job = await runJob('fail', ['--global-batch', '0'], { RUN_BATCHLAB: fake });
     expect(job.code, job.output).toBe(2);

@@ -52,6 +52,7 @@ export function readYaml(path: string): unknown[] {
 }
 
 /** Parsed YAML/JSON: loosely typed on purpose; the tests assert on it and the schemas validate it. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the one place parsed documents are typed
 export type Json = any;
 
 export function readYamlOne(path: string): Json {
@@ -101,6 +102,7 @@ export function interpolate(text: string, env: Record<string, string | undefined
       case '?':
         if (value === undefined) throw new Error(`required variable ${name} is missing a value: ${arg}`);
         return value;
+      case undefined:
       default:
         return value ?? '';
     }
@@ -111,7 +113,8 @@ export function interpolate(text: string, env: Record<string, string | undefined
 export function interpolateTree(node: Json, env: Record<string, string | undefined>): Json {
   if (typeof node === 'string') return interpolate(node, env);
   if (Array.isArray(node)) return node.map((n) => interpolateTree(n, env));
-  if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, interpolateTree(v, env)]));
+  if (node && typeof node === 'object')
+    return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, interpolateTree(v, env)]));
   return node;
 }
 
@@ -124,17 +127,24 @@ export function loadCompose(path: string, env: Record<string, string | undefined
 export function serviceEnvironment(service: Json): Record<string, string> {
   const env = service.environment ?? {};
   if (Array.isArray(env)) {
-    return Object.fromEntries(env.map((e: string) => {
-      const i = e.indexOf('=');
-      return i < 0 ? [e, ''] : [e.slice(0, i), e.slice(i + 1)];
-    }));
+    return Object.fromEntries(
+      env.map((e: string) => {
+        const i = e.indexOf('=');
+        return i < 0 ? [e, ''] : [e.slice(0, i), e.slice(i + 1)];
+      }),
+    );
   }
-  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, v === null ? '' : String(v)]));
+  return Object.fromEntries(
+    Object.entries(env).map(([k, v]) => [k, v === null ? '' : String(v as string | number | boolean)]),
+  );
 }
 
 /** The option a BATCHLAB_* variable sets, as yargs' .env('BATCHLAB') maps it: BATCHLAB_GLOBAL_BATCH → global-batch. */
 export function optionOfVariable(name: string): string {
-  return name.replace(/^BATCHLAB_/, '').toLowerCase().replaceAll('_', '-');
+  return name
+    .replace(/^BATCHLAB_/, '')
+    .toLowerCase()
+    .replaceAll('_', '-');
 }
 
 /** Where an npm package is installed (its directory), resolved from the repository root. */

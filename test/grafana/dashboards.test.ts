@@ -11,7 +11,10 @@ import { definedMetricNames, metricNamesIn } from '../support/metric-names.js';
 
 const GRAFANA = join(ROOT, 'grafana');
 const dashboardFiles = readdirSync(join(GRAFANA, 'dashboards')).filter((f) => f.endsWith('.json'));
-const dashboards = dashboardFiles.map((f) => ({ file: f, json: JSON.parse(readFileSync(join(GRAFANA, 'dashboards', f), 'utf8')) }));
+const dashboards = dashboardFiles.map((f) => ({
+  file: f,
+  json: JSON.parse(readFileSync(join(GRAFANA, 'dashboards', f), 'utf8')),
+}));
 const datasources = parseYaml(readFileSync(join(GRAFANA, 'provisioning/datasources/prometheus.yaml'), 'utf8'));
 const providers = parseYaml(readFileSync(join(GRAFANA, 'provisioning/dashboards/batchlab.yaml'), 'utf8'));
 
@@ -30,7 +33,11 @@ describe('grafana provisioning', () => {
   it('provisions one Prometheus datasource with a fixed uid and a file dashboard provider', () => {
     expect(datasources.apiVersion).toBe(1);
     expect(datasources.datasources).toHaveLength(1);
-    expect(datasources.datasources[0]).toMatchObject({ type: 'prometheus', uid: 'batchlab-prometheus', access: 'proxy' });
+    expect(datasources.datasources[0]).toMatchObject({
+      type: 'prometheus',
+      uid: 'batchlab-prometheus',
+      access: 'proxy',
+    });
     expect(providers.apiVersion).toBe(1);
     expect(providers.providers[0]).toMatchObject({ type: 'file', options: { path: '/var/lib/grafana/dashboards' } });
   });
@@ -82,11 +89,24 @@ describe.each(dashboards)('dashboard $file', ({ json }) => {
   it('covers the views users study, including efficiency with batch size on the x-axis', () => {
     const exprs = panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
     for (const name of [
-      'batchlab_throughput_samples_per_second', 'batchlab_scaling_efficiency_ratio', 'batchlab_step_phase_seconds', 'batchlab_worker_compute_seconds',
-      'batchlab_gradient_bytes_total', 'batchlab_train_loss', 'batchlab_eval_accuracy', 'batchlab_learning_rate', 'batchlab_gradient_noise_scale',
-      'batchlab_workers_connected', 'batchlab_microbatch_reassignments_total', 'batchlab_rejected_messages_total',
-    ]) expect(exprs).toContain(name);
-    const byBatch = panels.find((p) => p.type === 'barchart' && (p.targets ?? []).some((t) => t.expr.includes('batchlab_scaling_efficiency_ratio')));
+      'batchlab_throughput_samples_per_second',
+      'batchlab_scaling_efficiency_ratio',
+      'batchlab_step_phase_seconds',
+      'batchlab_worker_compute_seconds',
+      'batchlab_gradient_bytes_total',
+      'batchlab_train_loss',
+      'batchlab_eval_accuracy',
+      'batchlab_learning_rate',
+      'batchlab_gradient_noise_scale',
+      'batchlab_workers_connected',
+      'batchlab_microbatch_reassignments_total',
+      'batchlab_rejected_messages_total',
+    ])
+      expect(exprs).toContain(name);
+    const byBatch = panels.find(
+      (p) =>
+        p.type === 'barchart' && (p.targets ?? []).some((t) => t.expr.includes('batchlab_scaling_efficiency_ratio')),
+    );
     expect(byBatch, 'a bar chart of efficiency grouped by global batch size').toBeDefined();
     expect(byBatch!.targets![0]!.expr).toMatch(/by \(global_batch_size, workers\)/);
     expect(byBatch!.options!.xField).toBe('global_batch_size\\workers');
@@ -108,9 +128,16 @@ describe('deploy/prometheus.yml', () => {
     expect(config.scrape_configs[0].file_sd_configs[0].files[0]).toMatch(/\.json$/);
   });
 
-  it.skipIf(!promtool && !inCi)(promtool || inCi ? 'passes promtool check config' : 'passes promtool check config (skipped: promtool not installed; apt-get install prometheus)', () => {
-    expect(promtool, 'promtool is required under CI=true (apt-get install prometheus)').toBeDefined();
-    const out = execFileSync(promtool!, ['check', 'config', join(ROOT, 'deploy/prometheus.yml')], { encoding: 'utf8' });
-    expect(out).toMatch(/SUCCESS/);
-  });
+  it.skipIf(!promtool && !inCi)(
+    promtool || inCi
+      ? 'passes promtool check config'
+      : 'passes promtool check config (skipped: promtool not installed; apt-get install prometheus)',
+    () => {
+      expect(promtool, 'promtool is required under CI=true (apt-get install prometheus)').toBeDefined();
+      const out = execFileSync(promtool!, ['check', 'config', join(ROOT, 'deploy/prometheus.yml')], {
+        encoding: 'utf8',
+      });
+      expect(out).toMatch(/SUCCESS/);
+    },
+  );
 });

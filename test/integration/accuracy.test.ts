@@ -18,15 +18,56 @@ it('2 workers reach at least 0.75 eval accuracy on the embedded Fashion-MNIST su
   const report = join(dir, 'report.json');
   const model = join(dir, 'model');
   const result = await runCli([
-    'local', '--workers', '2', '--dataset', 'fashion-mnist', '--data-dir', SUBSET_DIR, '--model', 'mlp', '--optimizer', 'adam',
-    '--lr', '0.001', '--global-batch', '128', '--steps', '150', '--report', report, '--save-model', model,
+    'local',
+    '--workers',
+    '2',
+    '--dataset',
+    'fashion-mnist',
+    '--data-dir',
+    SUBSET_DIR,
+    '--model',
+    'mlp',
+    '--optimizer',
+    'adam',
+    '--lr',
+    '0.001',
+    '--global-batch',
+    '128',
+    '--steps',
+    '150',
+    '--report',
+    report,
+    '--save-model',
+    model,
   ]);
   expect(result.code, result.stderr).toBe(0);
   const summary = JSON.parse(readFileSync(report, 'utf8'));
-  for (const key of ['command', 'backend', 'workers', 'globalBatchSize', 'microBatchSize', 'steps', 'samples', 'initialLoss', 'finalLoss', 'evalAccuracy', 'samplesPerSecond', 'scalingEfficiency', 'gradientNoiseScale', 'learningRate', 'wallSeconds']) {
+  for (const key of [
+    'command',
+    'backend',
+    'workers',
+    'globalBatchSize',
+    'microBatchSize',
+    'steps',
+    'samples',
+    'initialLoss',
+    'finalLoss',
+    'evalAccuracy',
+    'samplesPerSecond',
+    'scalingEfficiency',
+    'gradientNoiseScale',
+    'learningRate',
+    'wallSeconds',
+  ]) {
     expect(summary).toHaveProperty(key);
   }
-  expect(summary).toMatchObject({ workers: 2, globalBatchSize: 128, steps: 150, samples: 150 * 128, learningRate: 0.001 });
+  expect(summary).toMatchObject({
+    workers: 2,
+    globalBatchSize: 128,
+    steps: 150,
+    samples: 150 * 128,
+    learningRate: 0.001,
+  });
   expect(summary.evalAccuracy).toBeGreaterThanOrEqual(0.75);
   expect(summary.finalLoss).toBeLessThan(summary.initialLoss);
   // The summary table a person reads ends the output.

@@ -34,8 +34,29 @@ function upgradeStatus(port: number, headers: Record<string, string>): Promise<n
   });
 }
 
-function startCoordinator(extra: string[]): { child: ChildProcess; exit: Promise<number | null>; output: () => string } {
-  const child = startCli(['coordinator', '--host', '127.0.0.1', '--port', '0', '--dataset', 'synthetic', '--metrics-port', 'off', '--global-batch', '32', '--micro-batch', '16', '--hidden', '16', ...extra]);
+function startCoordinator(extra: string[]): {
+  child: ChildProcess;
+  exit: Promise<number | null>;
+  output: () => string;
+} {
+  const child = startCli([
+    'coordinator',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--dataset',
+    'synthetic',
+    '--metrics-port',
+    'off',
+    '--global-batch',
+    '32',
+    '--micro-batch',
+    '16',
+    '--hidden',
+    '16',
+    ...extra,
+  ]);
   children.push(child);
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
@@ -55,17 +76,37 @@ describe('coordinator authentication', () => {
     expect(await upgradeStatus(port, { authorization: 's3cret' })).toBe(401);
     // Almost right: a prefix, an extension, another case, inner padding, another scheme, an empty token.
     // (Trailing spaces are not a case: HTTP strips them from header values before anyone sees them.)
-    for (const almost of ['Bearer s3cre', 'Bearer s3cret!', 'Bearer S3cret', 'Bearer  s3cret', 'Basic s3cret', 'Bearer ', 'Bearers3cret']) {
+    for (const almost of [
+      'Bearer s3cre',
+      'Bearer s3cret!',
+      'Bearer S3cret',
+      'Bearer  s3cret',
+      'Basic s3cret',
+      'Bearer ',
+      'Bearers3cret',
+    ]) {
       expect(await upgradeStatus(port, { authorization: almost }), almost).toBe(401);
     }
 
-    const intruder = await runCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--token', 'wrong', '--connect-timeout', '5']);
+    const intruder = await runCli([
+      'worker',
+      '--connect',
+      `ws://127.0.0.1:${port}`,
+      '--token',
+      'wrong',
+      '--connect-timeout',
+      '5',
+    ]);
     expect(intruder.code).not.toBe(0);
     // The refusal itself: a bare /401/ also matches a start-up line such as "metrics at http://0.0.0.0:34012/metrics".
     expect(intruder.stderr).toMatch(/\[AUTH_FAILED\] coordinator refused the connection: HTTP 401\b/);
 
     // Launchers (torchrun, Kubeflow, Slurm recipes) set MASTER_ADDR/MASTER_PORT; the token comes from the environment.
-    const worker = await runCli(['worker'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), BATCHLAB_TOKEN: 's3cret' });
+    const worker = await runCli(['worker'], {
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+      BATCHLAB_TOKEN: 's3cret',
+    });
     expect(worker.code, worker.stderr).toBe(0);
     expect(await coordinator.exit).toBe(0);
     expect(coordinator.output()).toMatch(/refused a connection .*missing or wrong token/);
@@ -84,26 +125,85 @@ describe('coordinator authentication', () => {
   // except under CI=true, where a missing openssl is a failure.
   const openssl = ['/usr/bin/openssl', '/usr/local/bin/openssl'].find((p) => existsSync(p)) ?? null;
   const inCi = process.env.CI === 'true';
-  const tls = 'trains over wss:// with a self-signed certificate the worker trusts through --ca, and refuses it without';
-  it.skipIf(!openssl && !inCi)(openssl || inCi ? tls : `${tls} (skipped: openssl not installed to make a certificate; apt-get install openssl)`, async () => {
-    expect(openssl, 'openssl is required under CI=true (apt-get install openssl)').not.toBeNull();
-    const cert = join(dir, 'cert.pem');
-    const key = join(dir, 'key.pem');
-    execFileSync(openssl!, ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-    const report = join(dir, 'tls-report.json');
-    const coordinator = startCoordinator(['--token', 's3cret', '--steps', '5', '--report', report, '--tls-cert', cert, '--tls-key', key]);
-    const port = Number((await waitForOutput(coordinator.child, /listening on wss:\/\/127\.0\.0\.1:(\d+)/))[1]);
+  const tls =
+    'trains over wss:// with a self-signed certificate the worker trusts through --ca, and refuses it without';
+  it.skipIf(!openssl && !inCi)(
+    openssl || inCi ? tls : `${tls} (skipped: openssl not installed to make a certificate; apt-get install openssl)`,
+    async () => {
+      expect(openssl, 'openssl is required under CI=true (apt-get install openssl)').not.toBeNull();
+      const cert = join(dir, 'cert.pem');
+      const key = join(dir, 'key.pem');
+      execFileSync(
+        openssl!,
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          '/CN=localhost',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1,DNS:localhost',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+        ],
+        { stdio: 'ignore' },
+      );
+      const report = join(dir, 'tls-report.json');
+      const coordinator = startCoordinator([
+        '--token',
+        's3cret',
+        '--steps',
+        '5',
+        '--report',
+        report,
+        '--tls-cert',
+        cert,
+        '--tls-key',
+        key,
+      ]);
+      const port = Number((await waitForOutput(coordinator.child, /listening on wss:\/\/127\.0\.0\.1:(\d+)/))[1]);
 
-    const untrusting = await runCli(['worker', '--connect', `wss://127.0.0.1:${port}`, '--token', 's3cret', '--connect-timeout', '2', '--metrics-port', 'off']);
-    expect(untrusting.code).not.toBe(0);
-    expect(untrusting.stderr).toMatch(/self-signed certificate|unable to verify/);
+      const untrusting = await runCli([
+        'worker',
+        '--connect',
+        `wss://127.0.0.1:${port}`,
+        '--token',
+        's3cret',
+        '--connect-timeout',
+        '2',
+        '--metrics-port',
+        'off',
+      ]);
+      expect(untrusting.code).not.toBe(0);
+      expect(untrusting.stderr).toMatch(/self-signed certificate|unable to verify/);
 
-    const plain = await runCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--token', 's3cret', '--connect-timeout', '2', '--metrics-port', 'off']);
-    expect(plain.code).not.toBe(0);
+      const plain = await runCli([
+        'worker',
+        '--connect',
+        `ws://127.0.0.1:${port}`,
+        '--token',
+        's3cret',
+        '--connect-timeout',
+        '2',
+        '--metrics-port',
+        'off',
+      ]);
+      expect(plain.code).not.toBe(0);
 
-    const trusting = await runCli(['worker', '--connect', `wss://127.0.0.1:${port}`, '--ca', cert, '--metrics-port', 'off'], { BATCHLAB_TOKEN: 's3cret' });
-    expect(trusting.code, trusting.stderr).toBe(0);
-    expect(await coordinator.exit).toBe(0);
-    expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({ steps: 5, samples: 5 * 32 });
-  }, 120_000);
+      const trusting = await runCli(
+        ['worker', '--connect', `wss://127.0.0.1:${port}`, '--ca', cert, '--metrics-port', 'off'],
+        { BATCHLAB_TOKEN: 's3cret' },
+      );
+      expect(trusting.code, trusting.stderr).toBe(0);
+      expect(await coordinator.exit).toBe(0);
+      expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({ steps: 5, samples: 5 * 32 });
+    },
+    120_000,
+  );
 });

@@ -25,8 +25,12 @@ function firstFrameMask(server: Server): Promise<{ masked: boolean; key: Buffer 
           const request = buffered.subarray(0, end).toString();
           const key = /sec-websocket-key:\s*(\S+)/i.exec(request)?.[1];
           if (!key) return reject(new Error(`no Sec-WebSocket-Key in ${request}`));
-          const accept = createHash('sha1').update(key + GUID).digest('base64');
-          socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+          const accept = createHash('sha1')
+            .update(key + GUID)
+            .digest('base64');
+          socket.write(
+            `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+          );
           upgraded = true;
           buffered = buffered.subarray(end + 4);
         }
@@ -53,7 +57,12 @@ async function maskSentBy(extra: string[]): Promise<{ masked: boolean; key: Buff
   await once(server, 'listening');
   const port = (server.address() as AddressInfo).port;
   const frame = firstFrameMask(server);
-  children.push(startCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--metrics-port', 'off', '--connect-timeout', '5', ...extra], { BATCHLAB_TOKEN: 'mask-test' }));
+  children.push(
+    startCli(
+      ['worker', '--connect', `ws://127.0.0.1:${port}`, '--metrics-port', 'off', '--connect-timeout', '5', ...extra],
+      { BATCHLAB_TOKEN: 'mask-test' },
+    ),
+  );
   try {
     return await frame;
   } finally {

@@ -14,7 +14,19 @@ import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRandom, deriveSeed, type SeededRandom } from '../../shared/data/seeded-random.js';
 import { startCli, waitForOutput } from '../support/cli.js';
-import { counters, ending, frame, gradient, hello, open, ReplayProxy, Rogue, sample, type Ending, type Work } from '../support/fuzz-client.js';
+import {
+  counters,
+  ending,
+  frame,
+  gradient,
+  hello,
+  open,
+  ReplayProxy,
+  Rogue,
+  sample,
+  type Ending,
+  type Work,
+} from '../support/fuzz-client.js';
 import { expectBitIdentical, readSavedWeights } from '../support/tensors.js';
 
 const TOKEN = 'fuzz-token-T';
@@ -47,7 +59,9 @@ function track(child: ChildProcess): Proc {
   let output = '';
   child.stdout!.on('data', (d) => (output += d));
   child.stderr!.on('data', (d) => (output += d));
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+  const exit = new Promise<number | null>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? -1 : null))),
+  );
   return { child, exit, output: () => output };
 }
 
@@ -63,12 +77,42 @@ async function startCoordinator(tag: string): Promise<Run> {
   const model = join(dir, `${tag}-model`);
   const proc = track(
     startCli([
-      'coordinator', '--host', '127.0.0.1', '--port', '0', '--token', TOKEN, '--dataset', 'synthetic', '--hidden', '32',
-      '--global-batch', String(GLOBAL_BATCH), '--micro-batch', String(MICRO_BATCH), '--steps', String(STEPS), '--eval-every', '0',
-      '--metrics-port', '0', '--report', report, '--min-workers', '2', '--step-deadline-floor', '2', '--save-model', model,
+      'coordinator',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--token',
+      TOKEN,
+      '--dataset',
+      'synthetic',
+      '--hidden',
+      '32',
+      '--global-batch',
+      String(GLOBAL_BATCH),
+      '--micro-batch',
+      String(MICRO_BATCH),
+      '--steps',
+      String(STEPS),
+      '--eval-every',
+      '0',
+      '--metrics-port',
+      '0',
+      '--report',
+      report,
+      '--min-workers',
+      '2',
+      '--step-deadline-floor',
+      '2',
+      '--save-model',
+      model,
     ]),
   );
-  const m = await waitForOutput(proc.child, /listening on (ws:\/\/127\.0\.0\.1:\d+), metrics at (http:\/\/127\.0\.0\.1:\d+\/metrics)/, 60_000);
+  const m = await waitForOutput(
+    proc.child,
+    /listening on (ws:\/\/127\.0\.0\.1:\d+), metrics at (http:\/\/127\.0\.0\.1:\d+\/metrics)/,
+    60_000,
+  );
   return { ...proc, wsUrl: m[1]!, metricsUrl: m[2]!, report, model };
 }
 
@@ -182,21 +226,49 @@ function poisonedBody(rng: SeededRandom, length: number, poison: number): Float3
  * frame, a truncated or bit-flipped hello or gradient, a header that lies about its body) and
  * waits to be hung up on. A bit-flipped hello that still parses gets a welcome; we then leave.
  */
-async function byteFuzz(url: string, rng: SeededRandom, tally: Tally, count: number, paramCount: number): Promise<void> {
+async function byteFuzz(
+  url: string,
+  rng: SeededRandom,
+  tally: Tally,
+  count: number,
+  paramCount: number,
+): Promise<void> {
   const validHello = frame(hello('fuzz-bytes'));
-  const validGradient = frame(gradient({ step: 3, microBatchId: 1, samples: MICRO_BATCH }), new Float32Array(paramCount));
+  const validGradient = frame(
+    gradient({ step: 3, microBatchId: 1, samples: MICRO_BATCH }),
+    new Float32Array(paramCount),
+  );
   const makers: ((r: SeededRandom) => { data: Buffer | string; binary: boolean })[] = [
     (r) => ({ data: randomBytes(r, Math.floor(r.next() * 300)), binary: true }),
-    (r) => ({ data: pick(r, ['hello', '{"type":"hello","protocolVersion":1}', randomBytes(r, 40).toString('base64')]), binary: false }),
+    (r) => ({
+      data: pick(r, ['hello', '{"type":"hello","protocolVersion":1}', randomBytes(r, 40).toString('base64')]),
+      binary: false,
+    }),
     (r) => ({ data: validHello.subarray(0, Math.floor(r.next() * validHello.length)), binary: true }),
     (r) => ({ data: flipBits(r, validHello), binary: true }),
     (r) => ({ data: validGradient.subarray(0, Math.floor(r.next() * validGradient.length)), binary: true }),
     (r) => ({ data: flipBits(r, validGradient.subarray(0, 200)), binary: true }),
     // Well-framed msgpack with the wrong field types.
-    (r) => ({ data: frame(pick(r, [{ type: 'hello', protocolVersion: '1' }, { type: 'nope' }, { type: 'hello', protocolVersion: 1, workerName: 7 }, { type: 'work', step: -1 }])), binary: true }),
+    (r) => ({
+      data: frame(
+        pick(r, [
+          { type: 'hello', protocolVersion: '1' },
+          { type: 'nope' },
+          { type: 'hello', protocolVersion: 1, workerName: 7 },
+          { type: 'work', step: -1 },
+        ]),
+      ),
+      binary: true,
+    }),
     // A length prefix bigger than the frame, and a header that claims more body than it carries.
-    (r) => ({ data: Buffer.concat([Buffer.from([0xff, 0xff, 0xff, r.next() < 0.5 ? 0x7f : 0xff]), randomBytes(r, 32)]), binary: true }),
-    () => ({ data: frame(gradient({ step: 0, microBatchId: 0, samples: MICRO_BATCH }), new Float32Array(3), 1000), binary: true }),
+    (r) => ({
+      data: Buffer.concat([Buffer.from([0xff, 0xff, 0xff, r.next() < 0.5 ? 0x7f : 0xff]), randomBytes(r, 32)]),
+      binary: true,
+    }),
+    () => ({
+      data: frame(gradient({ step: 0, microBatchId: 0, samples: MICRO_BATCH }), new Float32Array(3), 1000),
+      binary: true,
+    }),
   ];
   // Generated up front, so the same seed gives the same frames however the connections interleave.
   const payloads = Array.from({ length: count }, (_, i) => makers[i % makers.length]!(rng));
@@ -238,11 +310,19 @@ async function handshakeFuzz(url: string, tally: Tally): Promise<Record<string, 
     });
     for (const f of frames) ws!.send(f, { binary: typeof f !== 'string' });
     results[name] = await end;
-    closed(tally, results[name]!);
+    closed(tally, results[name]);
   };
   await script('version', [frame(hello('fuzz-version', 2))]);
-  await script('fingerprint', [frame(hello('fuzz-fingerprint'))], [frame({ type: 'ready', datasetFingerprint: '0123456789abcdef' })]);
-  await script('gradient-before-ready', [frame(hello('fuzz-early'))], [frame(gradient({ step: 0, microBatchId: 0, samples: MICRO_BATCH }), new Float32Array(8))]);
+  await script(
+    'fingerprint',
+    [frame(hello('fuzz-fingerprint'))],
+    [frame({ type: 'ready', datasetFingerprint: '0123456789abcdef' })],
+  );
+  await script(
+    'gradient-before-ready',
+    [frame(hello('fuzz-early'))],
+    [frame(gradient({ step: 0, microBatchId: 0, samples: MICRO_BATCH }), new Float32Array(8))],
+  );
   await script('hello-twice', [frame(hello('fuzz-twice'))], [frame(hello('fuzz-twice'))]);
   await script('ready-first', [frame({ type: 'ready', datasetFingerprint: 'x' })]);
   // One frame over maxPayload before any handshake: ws refuses it by its length (1009).
@@ -260,7 +340,8 @@ async function answeringRogue(url: string, rng: SeededRandom, tally: Tally): Pro
   const rogue = await Rogue.join(url, TOKEN, 'fuzz-rogue-replies');
   sockets.push(rogue.ws);
   const P = rogue.welcome.paramCount;
-  const send = (fields: Parameters<typeof gradient>[0], body: Float32Array): void => rogue.send(frame(gradient(fields), body));
+  const send = (fields: Parameters<typeof gradient>[0], body: Float32Array): void =>
+    rogue.send(frame(gradient(fields), body));
   const size = (s: Work['microBatches'][number]): number => s.end - s.start;
   let index = 0;
   const nextWorkAfter = async (step: number): Promise<Work> => {
@@ -268,7 +349,9 @@ async function answeringRogue(url: string, rng: SeededRandom, tally: Tally): Pro
       const work = await rogue.work(index++, 30_000);
       // A re-issue within the same step is left unanswered: the deadline frees it.
       if (work.step > step) return work;
-      tally.notes.push(`rogue-replies: extra work frame in step ${work.step} (ids ${work.microBatches.map((m) => m.id)}) left unanswered`);
+      tally.notes.push(
+        `rogue-replies: extra work frame in step ${work.step} (ids ${work.microBatches.map((m) => m.id).join(',')}) left unanswered`,
+      );
     }
   };
 
@@ -280,7 +363,8 @@ async function answeringRogue(url: string, rng: SeededRandom, tally: Tally): Pro
   send({ step: first.step === 0 ? 1 : first.step - 1, microBatchId: a.id, samples: size(a) }, finite);
   tally.staleSent += 2;
   const notHeld = [0, 1, 2, 3].filter((id) => !held.some((m) => m.id === id));
-  for (const id of [...notHeld.slice(0, 1), 4, 1_000_000]) send({ step: first.step, microBatchId: id, samples: MICRO_BATCH }, finite);
+  for (const id of [...notHeld.slice(0, 1), 4, 1_000_000])
+    send({ step: first.step, microBatchId: id, samples: MICRO_BATCH }, finite);
   send({ step: first.step, microBatchId: a.id, samples: size(a) - 1 }, finite);
   tally.unassignedSent += Math.min(1, notHeld.length) + 3;
   for (const m of held) send({ step: first.step, microBatchId: m.id, samples: size(m) }, poisonedBody(rng, P, NaN));
@@ -291,7 +375,12 @@ async function answeringRogue(url: string, rng: SeededRandom, tally: Tally): Pro
   tally.unassignedSent += 1;
 
   const second = await nextWorkAfter(first.step);
-  second.microBatches.forEach((m, i) => send({ step: second.step, microBatchId: m.id, samples: size(m) }, poisonedBody(rng, P, i % 2 ? -Infinity : Infinity)));
+  second.microBatches.forEach((m, i) =>
+    send(
+      { step: second.step, microBatchId: m.id, samples: size(m) },
+      poisonedBody(rng, P, i % 2 ? -Infinity : Infinity),
+    ),
+  );
   tally.nonFiniteSent += second.microBatches.length;
   tally.mustReissue += second.microBatches.length;
 
@@ -301,7 +390,9 @@ async function answeringRogue(url: string, rng: SeededRandom, tally: Tally): Pro
   const silentAt = Date.now();
 
   const fourth = await nextWorkAfter(third.step);
-  tally.notes.push(`rogue-replies: silent in step ${third.step}; next work (step ${fourth.step}) came ${Date.now() - silentAt} ms later`);
+  tally.notes.push(
+    `rogue-replies: silent in step ${third.step}; next work (step ${fourth.step}) came ${Date.now() - silentAt} ms later`,
+  );
   tally.mustReissue += fourth.microBatches.length;
   rogue.ws.close(1000, 'fuzz: leaving with work in hand');
   closed(tally, await rogue.closed);
@@ -314,7 +405,12 @@ async function wrongLengthRogue(url: string, rng: SeededRandom, tally: Tally): P
   const P = rogue.welcome.paramCount;
   const work = await rogue.work(0);
   for (const [i, m] of work.microBatches.entries()) {
-    rogue.send(frame(gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }), poisonedBody(rng, i % 2 ? P + 7 : P - 1, 0)));
+    rogue.send(
+      frame(
+        gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }),
+        poisonedBody(rng, i % 2 ? P + 7 : P - 1, 0),
+      ),
+    );
     tally.wrongLengthSent++;
   }
   tally.mustReissue += work.microBatches.length;
@@ -326,7 +422,12 @@ async function wrongLengthRogue(url: string, rng: SeededRandom, tally: Tally): P
 }
 
 /** A rogue that holds work and then breaks the protocol with `attack`; returns how it ended. */
-async function breakingRogue(url: string, name: string, tally: Tally, attack: (rogue: Rogue, work: Work) => void): Promise<Ending> {
+async function breakingRogue(
+  url: string,
+  name: string,
+  tally: Tally,
+  attack: (rogue: Rogue, work: Work) => void,
+): Promise<Ending> {
   const rogue = await Rogue.join(url, TOKEN, name);
   sockets.push(rogue.ws);
   const work = await rogue.work(0);
@@ -363,10 +464,24 @@ describe('protocol fuzz against a live coordinator', () => {
     const poller = new Poller(run.metricsUrl);
 
     // Fuzz once training is under way, so that step deadlines come from measured step times.
-    const baseline = await poller.waitFor((t) => sample(t, 'batchlab_steps_total') >= 3, 'three training steps', 60_000);
+    const baseline = await poller.waitFor(
+      (t) => sample(t, 'batchlab_steps_total') >= 3,
+      'three training steps',
+      60_000,
+    );
     const fuzzStartedStep = sample(baseline, 'batchlab_steps_total');
     const fuzzStartedAt = Date.now();
-    const tally: Tally = { closes: {}, httpRefusals: 0, staleSent: 0, unassignedSent: 0, nonFiniteSent: 0, wrongLengthSent: 0, mustReissue: 0, silentIds: 0, notes: [] };
+    const tally: Tally = {
+      closes: {},
+      httpRefusals: 0,
+      staleSent: 0,
+      unassignedSent: 0,
+      nonFiniteSent: 0,
+      wrongLengthSent: 0,
+      mustReissue: 0,
+      silentIds: 0,
+      notes: [],
+    };
 
     // A peer that says hello and never ready: it is told `shutdown` when the run ends, which is
     // the last moment /metrics is still up.
@@ -395,21 +510,35 @@ describe('protocol fuzz against a live coordinator', () => {
         wrongLength = await wrongLengthRogue(run.wsUrl, rng, tally);
         breaking.truncated = await breakingRogue(run.wsUrl, 'fuzz-rogue-truncated', tally, (rogue, work) => {
           const m = work.microBatches[0]!;
-          const valid = frame(gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }), poisonedBody(rng, rogue.welcome.paramCount, 0));
+          const valid = frame(
+            gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }),
+            poisonedBody(rng, rogue.welcome.paramCount, 0),
+          );
           rogue.send(valid.subarray(0, 1 + Math.floor(rng.next() * (valid.length - 1))));
         });
         breaking.text = await breakingRogue(run.wsUrl, 'fuzz-rogue-text', tally, (rogue, work) => {
-          rogue.send(JSON.stringify({ type: 'gradient', step: work.step, microBatchId: work.microBatches[0]!.id }), false);
+          rogue.send(
+            JSON.stringify({ type: 'gradient', step: work.step, microBatchId: work.microBatches[0]!.id }),
+            false,
+          );
         });
         breaking.oversized = await breakingRogue(run.wsUrl, 'fuzz-rogue-oversized', tally, (rogue, work) => {
           const m = work.microBatches[0]!;
-          rogue.send(frame(gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }), new Float32Array(OVERSIZED_BYTES / 4)));
+          rogue.send(
+            frame(
+              gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }),
+              new Float32Array(OVERSIZED_BYTES / 4),
+            ),
+          );
         });
         breaking.flipped = await breakingRogue(run.wsUrl, 'fuzz-rogue-flipped', tally, (rogue, work) => {
           // Every body value is NaN, so no flip can turn this into an acceptable gradient.
           // Most flips land in the header (length prefix, msgpack, bodyLength), some anywhere.
           const m = work.microBatches[0]!;
-          const valid = frame(gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }), new Float32Array(rogue.welcome.paramCount).fill(NaN));
+          const valid = frame(
+            gradient({ step: work.step, microBatchId: m.id, samples: m.end - m.start }),
+            new Float32Array(rogue.welcome.paramCount).fill(NaN),
+          );
           const headerBytes = 4 + valid.readUInt32LE(0);
           for (let i = 0; i < 8; i++) rogue.send(flipBits(rng, valid, i < 6 ? headerBytes : valid.length));
         });
@@ -443,18 +572,29 @@ describe('protocol fuzz against a live coordinator', () => {
     const rejected = delta(counters(finalScrape.text, REJECTED), counters(baseline, REJECTED));
     const reassigned = delta(counters(finalScrape.text, REASSIGNED), counters(baseline, REASSIGNED));
     const closes = (c: number): number => tally.closes[c] ?? 0;
-    const lossLines = run.output().split('\n').filter((l) => /^step \d+: /.test(l));
+    const lossLines = run
+      .output()
+      .split('\n')
+      .filter((l) => /^step \d+: /.test(l));
     const summary = {
-      seconds: { untilFuzzStarted: (fuzzStartedAt - started) / 1000, fuzz: (fuzzDoneAt - fuzzStartedAt) / 1000, total: (Date.now() - started) / 1000 },
+      seconds: {
+        untilFuzzStarted: (fuzzStartedAt - started) / 1000,
+        fuzz: (fuzzDoneAt - fuzzStartedAt) / 1000,
+        total: (Date.now() - started) / 1000,
+      },
       steps: { fuzzStarted: fuzzStartedStep, fuzzEnded: fuzzEndedStep },
       rejected,
       reassigned,
       tally,
       proxyReplayed: proxy.replayed,
       reissueLog: lossLines,
-      handshakes: Object.fromEntries(Object.entries(handshakes).map(([k, e]) => [k, `${e.code} ${e.errorCode ?? ''}`.trim()])),
+      handshakes: Object.fromEntries(
+        Object.entries(handshakes).map(([k, e]) => [k, `${e.code} ${e.errorCode ?? ''}`.trim()]),
+      ),
       wrongLength: wrongLength && `${(wrongLength as Ending).code} ${(wrongLength as Ending).errorCode ?? ''}`.trim(),
-      breaking: Object.fromEntries(Object.entries(breaking).map(([k, e]) => [k, `${e.code} ${e.errorCode ?? ''}`.trim()])),
+      breaking: Object.fromEntries(
+        Object.entries(breaking).map(([k, e]) => [k, `${e.code} ${e.errorCode ?? ''}`.trim()]),
+      ),
     };
     console.log(`fuzz summary: ${JSON.stringify(summary, null, 2)}`);
     const why = `${JSON.stringify(summary)}\ncoordinator log:\n${run.output().slice(-6000)}`;
@@ -477,7 +617,8 @@ describe('protocol fuzz against a live coordinator', () => {
     expect(proxy.replayed).toBeGreaterThan(0);
     expect(rejected.duplicate ?? 0, why).toBeGreaterThan(0);
     // A body of the wrong length is a refused reply (bad_shape) or a refused frame (bad_frame, connection closed).
-    if ((wrongLength as Ending | null)?.code === 4400) expect(rejected.bad_frame ?? 0, why).toBeGreaterThanOrEqual(closes(4400));
+    if ((wrongLength as Ending | null)?.code === 4400)
+      expect(rejected.bad_frame ?? 0, why).toBeGreaterThanOrEqual(closes(4400));
     else expect(rejected.bad_shape ?? 0, why).toBeGreaterThanOrEqual(tally.wrongLengthSent);
 
     // Re-issues: the silent rogue's work by the step deadline, the departed rogues' work as lost,
@@ -489,6 +630,9 @@ describe('protocol fuzz against a live coordinator', () => {
 
     // Nothing a hostile peer sent reached the weights: they are the undisturbed run's, bit for bit.
     expectBitIdentical(readSavedWeights(reference.model), readSavedWeights(run.model), 'fuzzed run vs undisturbed run');
-    expect(JSON.parse(readFileSync(reference.report, 'utf8'))).toMatchObject({ steps: STEPS, samples: STEPS * GLOBAL_BATCH });
+    expect(JSON.parse(readFileSync(reference.report, 'utf8'))).toMatchObject({
+      steps: STEPS,
+      samples: STEPS * GLOBAL_BATCH,
+    });
   }, 180_000);
 });

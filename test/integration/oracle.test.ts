@@ -20,11 +20,33 @@ interface Trained {
 
 async function train(workers: number, extra: string[], out: string): Promise<Trained> {
   const result = await runCli([
-    'local', '--workers', String(workers), '--dataset', 'fashion-mnist', '--data-dir', SUBSET_DIR,
-    '--global-batch', '96', '--micro-batch', '16', '--seed', '5', '--eval-every', '0', '--metrics-port', 'off',
-    '--save-model', out, '--report', `${out}.json`, ...extra,
+    'local',
+    '--workers',
+    String(workers),
+    '--dataset',
+    'fashion-mnist',
+    '--data-dir',
+    SUBSET_DIR,
+    '--global-batch',
+    '96',
+    '--micro-batch',
+    '16',
+    '--seed',
+    '5',
+    '--eval-every',
+    '0',
+    '--metrics-port',
+    'off',
+    '--save-model',
+    out,
+    '--report',
+    `${out}.json`,
+    ...extra,
   ]);
-  if (result.code !== 0) throw new Error(`batchlab local --workers ${workers} ${extra.join(' ')} exited with ${result.code}:\n${result.stderr.slice(-3000)}`);
+  if (result.code !== 0)
+    throw new Error(
+      `batchlab local --workers ${workers} ${extra.join(' ')} exited with ${result.code}:\n${result.stderr.slice(-3000)}`,
+    );
   return { weights: readSavedWeights(out), report: JSON.parse(readFileSync(`${out}.json`, 'utf8')) };
 }
 
@@ -57,18 +79,33 @@ describe('N workers give the same weights as one worker', () => {
   it.each([
     ['sgd', ['--optimizer', 'sgd', '--lr', '0.05', ...MLP, '--steps', '20']],
     ['adam', ADAM],
-    ['cnn-sgd', ['--optimizer', 'sgd', '--lr', '0.05', '--model', 'cnn', '--hidden', '4,8', '--steps', '6', '--backend', 'wasm']],
+    [
+      'cnn-sgd',
+      ['--optimizer', 'sgd', '--lr', '0.05', '--model', 'cnn', '--hidden', '4,8', '--steps', '6', '--backend', 'wasm'],
+    ],
     // Float16 on the wire rounds every gradient and weight frame the same way whoever computes it.
     ['adam-f16-wire', [...ADAM, '--wire-dtype', 'f16']],
-  ])('%s: 3 workers give bit-identical weights to 1 worker', async (tag, extra) => {
-    await expectThreeAsOne(tag, extra);
-  }, 180_000);
+  ])(
+    '%s: 3 workers give bit-identical weights to 1 worker',
+    async (tag, extra) => {
+      await expectThreeAsOne(tag, extra);
+    },
+    180_000,
+  );
 
   it('adam-uneven-split: a 4× slower third worker gets fewer micro-batches (throughput split), and the bits do not change', async () => {
     const trace = join(dir, 'uneven-split-trace.json');
-    await expectThreeAsOne('adam-uneven-split', ['--optimizer', 'adam', '--lr', '0.001', ...MLP, '--steps', '12'], ['--debug-slowdown', '1,1,4', '--trace', trace]);
+    await expectThreeAsOne(
+      'adam-uneven-split',
+      ['--optimizer', 'adam', '--lr', '0.001', ...MLP, '--steps', '12'],
+      ['--debug-slowdown', '1,1,4', '--trace', trace],
+    );
     // The split really was uneven: otherwise this case would only repeat 'adam'.
-    const events = (JSON.parse(readFileSync(trace, 'utf8')) as { traceEvents: { name: string; tid: number; cat?: string; args?: Record<string, unknown> }[] }).traceEvents;
+    const events = (
+      JSON.parse(readFileSync(trace, 'utf8')) as {
+        traceEvents: { name: string; tid: number; cat?: string; args?: Record<string, unknown> }[];
+      }
+    ).traceEvents;
     const nameOf = new Map(events.filter((e) => e.name === 'thread_name').map((e) => [e.tid, String(e.args!.name)]));
     const computed = new Map<string, number>();
     for (const e of events.filter((x) => x.cat === 'compute')) {
@@ -78,16 +115,24 @@ describe('N workers give the same weights as one worker', () => {
     const counts = Object.fromEntries([...computed].sort());
     expect(Object.keys(counts), JSON.stringify(counts)).toEqual(['local-1', 'local-2', 'local-3']);
     expect(counts['local-1']! + counts['local-2']! + counts['local-3']!).toBe(12 * 6);
-    expect(counts['local-3'], `micro-batches per worker: ${JSON.stringify(counts)}`).toBeLessThan(Math.min(counts['local-1']!, counts['local-2']!));
+    expect(counts['local-3'], `micro-batches per worker: ${JSON.stringify(counts)}`).toBeLessThan(
+      Math.min(counts['local-1']!, counts['local-2']!),
+    );
   }, 180_000);
 });
 
 describe('float16 on the wire', () => {
   it('changes the weights (it is really used) but only slightly: within 2% of the float32 run after 20 Adam steps', async () => {
-    const [{ weights: f32 }, { weights: f16 }] = await Promise.all([trained(1, ADAM), trained(1, [...ADAM, '--wire-dtype', 'f16'])]);
+    const [{ weights: f32 }, { weights: f16 }] = await Promise.all([
+      trained(1, ADAM),
+      trained(1, [...ADAM, '--wire-dtype', 'f16']),
+    ]);
     expect(f16.length).toBe(f32.length);
     expect(f32.length).toBeGreaterThan(0);
-    expect(bitDifference(f32, f16), 'f16 on the wire left the weights bit-identical to f32: it is not used').not.toBeNull();
+    expect(
+      bitDifference(f32, f16),
+      'f16 on the wire left the weights bit-identical to f32: it is not used',
+    ).not.toBeNull();
     let diff = 0;
     let norm = 0;
     for (let i = 0; i < f32.length; i++) {

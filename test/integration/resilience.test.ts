@@ -22,7 +22,26 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const STEPS = 300;
 const BATCH = 96;
 const TOKEN = 'resilience-token';
-const JOB = ['--dataset', 'synthetic', '--hidden', '128,64', '--global-batch', String(BATCH), '--micro-batch', '16', '--steps', String(STEPS), '--optimizer', 'adam', '--seed', '3', '--eval-every', '0', '--metrics-port', 'off'];
+const JOB = [
+  '--dataset',
+  'synthetic',
+  '--hidden',
+  '128,64',
+  '--global-batch',
+  String(BATCH),
+  '--micro-batch',
+  '16',
+  '--steps',
+  String(STEPS),
+  '--optimizer',
+  'adam',
+  '--seed',
+  '3',
+  '--eval-every',
+  '0',
+  '--metrics-port',
+  'off',
+];
 
 /** JOB with some option values replaced, e.g. { '--steps': '3' }. */
 const jobWith = (values: Record<string, string>): string[] => JOB.map((arg, i) => values[JOB[i - 1]!] ?? arg);
@@ -51,13 +70,32 @@ beforeAll(async () => {
 }, 180_000);
 
 function coordinator(tag: string, extra: string[], port = 0) {
-  const child = startCli(['coordinator', '--host', '127.0.0.1', '--port', String(port), '--token', TOKEN, '--heartbeat-interval', '1', ...JOB, '--report', join(dir, `${tag}.json`), '--save-model', join(dir, tag), ...extra]);
+  const child = startCli([
+    'coordinator',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--token',
+    TOKEN,
+    '--heartbeat-interval',
+    '1',
+    ...JOB,
+    '--report',
+    join(dir, `${tag}.json`),
+    '--save-model',
+    join(dir, tag),
+    ...extra,
+  ]);
   children.push(child);
   return { child, ...watch(child) };
 }
 
 function worker(port: number, name: string, extra: string[] = []) {
-  const child = startCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--name', name, '--metrics-port', 'off', ...extra], { BATCHLAB_TOKEN: TOKEN });
+  const child = startCli(
+    ['worker', '--connect', `ws://127.0.0.1:${port}`, '--name', name, '--metrics-port', 'off', ...extra],
+    { BATCHLAB_TOKEN: TOKEN },
+  );
   children.push(child);
   return { child, ...watch(child) };
 }
@@ -90,7 +128,9 @@ describe('resilience', () => {
     workers[1]!.child.kill('SIGKILL');
     expect(await c.exit, c.output().slice(-3000)).toBe(0);
     // The micro-batches it held were handed to the others at once, in that step, because it was lost.
-    expect(c.output()).toMatch(/step \d+: worker \d+ \(w2\) lost: connection closed[^\n]*; re-issuing micro-batches \d+/);
+    expect(c.output()).toMatch(
+      /step \d+: worker \d+ \(w2\) lost: connection closed[^\n]*; re-issuing micro-batches \d+/,
+    );
     expectUndisturbedResult('sigkill');
     for (const w of [workers[0]!, workers[2]!]) expect(await w.exit, w.output().slice(-2000)).toBe(0);
   }, 180_000);
@@ -113,12 +153,20 @@ describe('resilience', () => {
   it('resumes from a checkpoint after the coordinator is killed; workers reconnect by themselves', async () => {
     const port = await freePort();
     const checkpoints = join(dir, 'restart-ckpt');
-    const first = coordinator('restart', ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10'], port);
+    const first = coordinator(
+      'restart',
+      ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10'],
+      port,
+    );
     const workers = ['a', 'b'].map((name) => worker(port, name, ['--connect-timeout', '60']));
     await waitForText(first.output, /checkpoint at step 30 written/);
     first.child.kill('SIGKILL');
     await first.exit;
-    const second = coordinator('restart', ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10', '--resume'], port);
+    const second = coordinator(
+      'restart',
+      ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10', '--resume'],
+      port,
+    );
     expect(await second.exit, second.output().slice(-3000)).toBe(0);
     expect(second.output()).toMatch(/resuming from .* at step (30|40|50)/);
     // It continued from there instead of starting over (a fresh run prints "step 1/300" first).
@@ -132,7 +180,14 @@ describe('resilience', () => {
 
   it('writes a checkpoint and stops its workers on SIGTERM, and the resumed run ends with the undisturbed weights', async () => {
     const checkpoints = join(dir, 'sigterm-ckpt');
-    const first = coordinator('sigterm', ['--min-workers', '1', '--checkpoint-dir', checkpoints, '--checkpoint-every', '0']);
+    const first = coordinator('sigterm', [
+      '--min-workers',
+      '1',
+      '--checkpoint-dir',
+      checkpoints,
+      '--checkpoint-every',
+      '0',
+    ]);
     const port = await portOf(first.output);
     const w = worker(port, 'only');
     await waitForStep(first.output, 20);
@@ -157,17 +212,41 @@ describe('resilience', () => {
   it('refuses to resume from a checkpoint of a different run, naming what differs', { timeout: 120_000 }, async () => {
     // A checkpoint of this job, written at the end of a short run.
     const checkpoints = join(dir, 'other-run-ckpt');
-    const short = await runCli(['local', '--workers', '1', ...jobWith({ '--steps': '3' }), '--checkpoint-dir', checkpoints]);
+    const short = await runCli([
+      'local',
+      '--workers',
+      '1',
+      ...jobWith({ '--steps': '3' }),
+      '--checkpoint-dir',
+      checkpoints,
+    ]);
     expect(short.code, short.stderr.slice(-3000)).toBe(0);
     expect(existsSync(join(checkpoints, 'checkpoint.batchlab'))).toBe(true);
-    const result = await runCli(['coordinator', '--port', '0', '--insecure', ...jobWith({ '--global-batch': '64' }), '--checkpoint-dir', checkpoints, '--resume']);
+    const result = await runCli([
+      'coordinator',
+      '--port',
+      '0',
+      '--insecure',
+      ...jobWith({ '--global-batch': '64' }),
+      '--checkpoint-dir',
+      checkpoints,
+      '--resume',
+    ]);
     expect(result.code, result.stderr.slice(-3000)).toBe(5);
     expect(result.stderr).toMatch(/different run: globalBatchSize: checkpoint 96, this run 64/);
   });
 
   it('gives up with a clear message when the coordinator cannot be reached within --connect-timeout', async () => {
     const port = await freePort();
-    const result = await runCli(['worker', '--connect', `ws://127.0.0.1:${port}`, '--connect-timeout', '1.5', '--metrics-port', 'off']);
+    const result = await runCli([
+      'worker',
+      '--connect',
+      `ws://127.0.0.1:${port}`,
+      '--connect-timeout',
+      '1.5',
+      '--metrics-port',
+      'off',
+    ]);
     expect(result.code).toBe(5);
     expect(result.stderr).toMatch(new RegExp(`could not reach ws://127.0.0.1:${port} within 2 s`));
   });

@@ -13,16 +13,61 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 it('runs every point, measures efficiency against 1 worker, finds steps to target, and writes JSON, CSV and HTML', async () => {
   const report = join(dir, 'sweep.json');
   const html = join(dir, 'sweep.html');
-  const result = await runCli([
-    'sweep', '--dataset', 'synthetic', '--hidden', '32', '--global-batch', '16,64', '--workers', '1,2', '--steps', '40',
-    '--optimizer', 'adam', '--lr-grid', '0.003,0.01', '--target-loss', '1.9', '--eval-every', '0', '--report', report, '--html', html,
-  ], {}, 300_000);
+  const result = await runCli(
+    [
+      'sweep',
+      '--dataset',
+      'synthetic',
+      '--hidden',
+      '32',
+      '--global-batch',
+      '16,64',
+      '--workers',
+      '1,2',
+      '--steps',
+      '40',
+      '--optimizer',
+      'adam',
+      '--lr-grid',
+      '0.003,0.01',
+      '--target-loss',
+      '1.9',
+      '--eval-every',
+      '0',
+      '--report',
+      report,
+      '--html',
+      html,
+    ],
+    {},
+    300_000,
+  );
   expect(result.code, result.stderr.slice(-3000)).toBe(0);
   const sweep = JSON.parse(readFileSync(report, 'utf8'));
 
-  expect(sweep.points.map((p: { globalBatchSize: number; workers: number }) => `${p.globalBatchSize}x${p.workers}`)).toEqual(['16x1', '16x2', '64x1', '64x2']);
+  expect(
+    sweep.points.map((p: { globalBatchSize: number; workers: number }) => `${p.globalBatchSize}x${p.workers}`),
+  ).toEqual(['16x1', '16x2', '64x1', '64x2']);
   for (const p of sweep.points) {
-    for (const key of ['command', 'backend', 'workers', 'globalBatchSize', 'microBatchSize', 'steps', 'samples', 'initialLoss', 'finalLoss', 'evalAccuracy', 'samplesPerSecond', 'scalingEfficiency', 'gradientNoiseScale', 'learningRate', 'wallSeconds', 'stepsToTarget', 'samplesToTarget']) {
+    for (const key of [
+      'command',
+      'backend',
+      'workers',
+      'globalBatchSize',
+      'microBatchSize',
+      'steps',
+      'samples',
+      'initialLoss',
+      'finalLoss',
+      'evalAccuracy',
+      'samplesPerSecond',
+      'scalingEfficiency',
+      'gradientNoiseScale',
+      'learningRate',
+      'wallSeconds',
+      'stepsToTarget',
+      'samplesToTarget',
+    ]) {
       expect(p, key).toHaveProperty(key);
     }
     expect(p.status).toBe('ok');
@@ -32,7 +77,9 @@ it('runs every point, measures efficiency against 1 worker, finds steps to targe
     expect([0.003, 0.01]).toContain(p.learningRate);
     expect(p.measuredScalingEfficiency).toBeGreaterThan(0);
   }
-  const byKey = new Map(sweep.points.map((p: { globalBatchSize: number; workers: number }) => [`${p.globalBatchSize}x${p.workers}`, p]));
+  const byKey = new Map(
+    sweep.points.map((p: { globalBatchSize: number; workers: number }) => [`${p.globalBatchSize}x${p.workers}`, p]),
+  );
   expect((byKey.get('16x1') as { measuredScalingEfficiency: number }).measuredScalingEfficiency).toBe(1);
   // Same batch, same LR: 1 and 2 workers train the same weights, so they end with the same loss
   // and reach the target at the same step (which they do reach: null = null would prove nothing).
@@ -48,28 +95,60 @@ it('runs every point, measures efficiency against 1 worker, finds steps to targe
   expect(sweep).toHaveProperty('fit');
 
   const csv = readFileSync(join(dir, 'sweep.csv'), 'utf8').trim().split('\n');
-  expect(csv[0]).toMatch(/^globalBatchSize,workers,microBatchSize,learningRate,status,samplesPerSecond,measuredScalingEfficiency/);
+  expect(csv[0]).toMatch(
+    /^globalBatchSize,workers,microBatchSize,learningRate,status,samplesPerSecond,measuredScalingEfficiency/,
+  );
   expect(csv).toHaveLength(5);
 
   const page = readFileSync(html, 'utf8');
   expect(page).toMatch(/^<!doctype html>/);
   expect(page).not.toMatch(/<script/);
   expect(page.match(/<svg /g)?.length ?? 0).toBeGreaterThanOrEqual(4);
-  for (const title of ['Scaling efficiency vs batch size', 'Throughput vs batch size', 'Gradient noise scale over training', 'Step time breakdown']) expect(page).toContain(title);
+  for (const title of [
+    'Scaling efficiency vs batch size',
+    'Throughput vs batch size',
+    'Gradient noise scale over training',
+    'Step time breakdown',
+  ])
+    expect(page).toContain(title);
   expect(result.stdout).toMatch(/batchlab sweep summary/);
 }, 300_000);
 
 it('records a diverging learning rate as diverged and goes on with the rest of the grid', async () => {
   const report = join(dir, 'diverge.json');
-  const result = await runCli([
-    'sweep', '--dataset', 'synthetic', '--hidden', '64', '--global-batch', '32', '--workers', '1', '--steps', '30',
-    '--optimizer', 'sgd', '--lr-grid', '90,0.05', '--eval-every', '0', '--report', report,
-  ], {}, 300_000);
+  const result = await runCli(
+    [
+      'sweep',
+      '--dataset',
+      'synthetic',
+      '--hidden',
+      '64',
+      '--global-batch',
+      '32',
+      '--workers',
+      '1',
+      '--steps',
+      '30',
+      '--optimizer',
+      'sgd',
+      '--lr-grid',
+      '90,0.05',
+      '--eval-every',
+      '0',
+      '--report',
+      report,
+    ],
+    {},
+    300_000,
+  );
   expect(result.code, result.stderr.slice(-3000)).toBe(0);
   const sweep = JSON.parse(readFileSync(report, 'utf8'));
   expect(sweep.points).toHaveLength(1);
   const [point] = sweep.points;
-  expect(point.grid.map((g: { learningRate: number; status: string }) => `${g.learningRate}:${g.status}`)).toEqual(['90:diverged', '0.05:ok']);
+  expect(point.grid.map((g: { learningRate: number; status: string }) => `${g.learningRate}:${g.status}`)).toEqual([
+    '90:diverged',
+    '0.05:ok',
+  ]);
   expect(point.status).toBe('ok');
   expect(point.learningRate).toBe(0.05);
   expect(result.stderr).toMatch(/diverged: \[NON_FINITE\]/);

@@ -38,9 +38,12 @@ const settings = parseLocalSettings({
 async function run(timingOnly: boolean, observer: EvalCounter): Promise<RunReport> {
   const lines: string[] = [];
   try {
-    return await launchLocal({ ...settings, timingOnly }, { command: 'test', observer, log: (line) => lines.push(line), cliPath: CLI });
+    return await launchLocal(
+      { ...settings, timingOnly },
+      { command: 'test', observer, log: (line) => lines.push(line), cliPath: CLI },
+    );
   } catch (error) {
-    throw new Error(`${String(error)}\nrun output:\n${lines.join('\n')}`);
+    throw new Error(`${String(error)}\nrun output:\n${lines.join('\n')}`, { cause: error });
   }
 }
 

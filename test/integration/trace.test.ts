@@ -15,8 +15,25 @@ it('writes a Chrome trace with spans for every worker and every step', async () 
   const file = join(dir, 'trace.json');
   const steps = 6;
   const result = await runCli([
-    'local', '--workers', '2', '--dataset', 'synthetic', '--hidden', '32', '--global-batch', '64', '--micro-batch', '16',
-    '--steps', String(steps), '--eval-every', '3', '--metrics-port', 'off', '--trace', file,
+    'local',
+    '--workers',
+    '2',
+    '--dataset',
+    'synthetic',
+    '--hidden',
+    '32',
+    '--global-batch',
+    '64',
+    '--micro-batch',
+    '16',
+    '--steps',
+    String(steps),
+    '--eval-every',
+    '3',
+    '--metrics-port',
+    'off',
+    '--trace',
+    file,
   ]);
   expect(result.code, result.stderr).toBe(0);
   const trace = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: TraceEvent[] };
@@ -27,7 +44,9 @@ it('writes a Chrome trace with spans for every worker and every step', async () 
     if (e.ph === 'X') expect(e.dur).toBeGreaterThanOrEqual(0);
   }
 
-  const threadNames = new Map(trace.traceEvents.filter((e) => e.name === 'thread_name').map((e) => [e.tid, String(e.args!.name)]));
+  const threadNames = new Map(
+    trace.traceEvents.filter((e) => e.name === 'thread_name').map((e) => [e.tid, String(e.args!.name)]),
+  );
   expect(threadNames.get(0)).toBe('coordinator');
   const workerTids = [...threadNames.keys()].filter((t) => t !== 0).sort();
   expect(workerTids).toHaveLength(2);

@@ -20,19 +20,36 @@ import {
 // Packs headers the way a foreign (or hostile) peer might, to build frames encodeFrame refuses to.
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
-const hello: HelloMessage = { type: 'hello', protocolVersion: PROTOCOL_VERSION, workerName: 'gpu-node-3', backend: 'tensorflow-gpu', device: 'NVIDIA A100', maxChunk: 64 };
+const hello: HelloMessage = {
+  type: 'hello',
+  protocolVersion: PROTOCOL_VERSION,
+  workerName: 'gpu-node-3',
+  backend: 'tensorflow-gpu',
+  device: 'NVIDIA A100',
+  maxChunk: 64,
+};
 const welcome: WelcomeMessage = {
   type: 'welcome',
   protocolVersion: PROTOCOL_VERSION,
   runId: 'run-7f3a',
   workerId: 2,
   seed: 42,
-  modelTopology: { class_name: 'Sequential', config: { name: 'mlp', layers: [{ class_name: 'Dense', config: { units: 10, activation: 'softmax' } }] } },
+  modelTopology: {
+    class_name: 'Sequential',
+    config: { name: 'mlp', layers: [{ class_name: 'Dense', config: { units: 10, activation: 'softmax' } }] },
+  },
   params: [
     { name: 'dense/kernel', shape: [784, 10] },
     { name: 'dense/bias', shape: [10] },
   ],
-  dataset: { name: 'synthetic', trainCount: 600, testCount: 200, fingerprint: 'abc123', syntheticTrain: 600, syntheticTest: 200 },
+  dataset: {
+    name: 'synthetic',
+    trainCount: 600,
+    testCount: 200,
+    fingerprint: 'abc123',
+    syntheticTrain: 600,
+    syntheticTest: 200,
+  },
   heartbeatIntervalMs: 5000,
 };
 const ready: ReadyMessage = { type: 'ready', datasetFingerprint: 'abc123' };
@@ -48,14 +65,28 @@ const work = (hasWeights: boolean): WorkMessage => ({
     { id: 2, start: 8, end: 10 },
   ],
 });
-const gradient: GradientMessage = { type: 'gradient', step: 17, microBatchId: 1, samples: 4, lossSum: 9.21, correct: 3, computeMs: 12.5, sqNorm: 0.0625 };
-const error: ErrorMessage = { type: 'error', code: 'DATASET_MISMATCH', message: 'dataset fingerprint abc123 != def456: load the same dataset on both sides' };
+const gradient: GradientMessage = {
+  type: 'gradient',
+  step: 17,
+  microBatchId: 1,
+  samples: 4,
+  lossSum: 9.21,
+  correct: 3,
+  computeMs: 12.5,
+  sqNorm: 0.0625,
+};
+const error: ErrorMessage = {
+  type: 'error',
+  code: 'DATASET_MISMATCH',
+  message: 'dataset fingerprint abc123 != def456: load the same dataset on both sides',
+};
 const shutdown: ShutdownMessage = { type: 'shutdown', reason: 'run finished after 100 steps' };
 
 /** Float32 values whose bits are easy to corrupt: signed zero, subnormals, extremes, infinities, a NaN payload. */
 function trickyFloats(): Float32Array {
   const bits = new Uint32Array([
-    0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x7f7fffff, 0xff7fffff, 0x7f800000, 0xff800000, 0x7fc00001, 0x3f800000, 0xbeaaaaab,
+    0x00000000, 0x80000000, 0x00000001, 0x807fffff, 0x7f7fffff, 0xff7fffff, 0x7f800000, 0xff800000, 0x7fc00001,
+    0x3f800000, 0xbeaaaaab,
   ]);
   return new Float32Array(bits.buffer);
 }
@@ -161,15 +192,18 @@ describe('decodeFrame body memory', () => {
 
   // ws hands 'message' listeners a Buffer, often a slice of a larger receive buffer.
   // Whole buffer length not a multiple of 4 (9 spare bytes) or a multiple of 4 (4 spare bytes).
-  it.each([9, 4])('copies the body correctly when the frame is a Buffer at an odd offset inside a larger buffer (%i spare bytes)', (spare) => {
-    const frame = encodeFrame(gradient, grad);
-    const larger = Buffer.alloc(frame.length + spare);
-    frame.copy(larger, 1);
-    const { message, body } = decodeFrame(larger.subarray(1, 1 + frame.length));
-    expect(message).toEqual(gradient);
-    expect(body!.length).toBe(grad.length);
-    expect(Buffer.compare(bytesOf(body!), bytesOf(grad))).toBe(0);
-  });
+  it.each([9, 4])(
+    'copies the body correctly when the frame is a Buffer at an odd offset inside a larger buffer (%i spare bytes)',
+    (spare) => {
+      const frame = encodeFrame(gradient, grad);
+      const larger = Buffer.alloc(frame.length + spare);
+      frame.copy(larger, 1);
+      const { message, body } = decodeFrame(larger.subarray(1, 1 + frame.length));
+      expect(message).toEqual(gradient);
+      expect(body!.length).toBe(grad.length);
+      expect(Buffer.compare(bytesOf(body!), bytesOf(grad))).toBe(0);
+    },
+  );
 
   it('keeps the copied body intact when the receive buffer is reused afterwards', () => {
     const frame = encodeFrame(gradient, grad);
@@ -228,15 +262,16 @@ describe('decodeFrame refusals', () => {
     expect(err.message).toMatch(/body/);
   });
 
-  it.each(Object.entries(BODY_RULE).filter(([, rule]) => rule === 'none').map(([type]) => type as MessageType))(
-    'refuses a %s frame that carries a body with BAD_FRAME',
-    (type) => {
-      const message = { hello, welcome, ready, error, shutdown }[type as 'hello']!;
-      const err = protocolErrorFrom(() => decodeFrame(encodeFrame(message, new Float32Array([1, 2]))));
-      expect(err.code).toBe('BAD_FRAME');
-      expect(err.message).toMatch(new RegExp(`^${type} .*body`));
-    },
-  );
+  it.each(
+    Object.entries(BODY_RULE)
+      .filter(([, rule]) => rule === 'none')
+      .map(([type]) => type as MessageType),
+  )('refuses a %s frame that carries a body with BAD_FRAME', (type) => {
+    const message = { hello, welcome, ready, error, shutdown }[type as 'hello'];
+    const err = protocolErrorFrom(() => decodeFrame(encodeFrame(message, new Float32Array([1, 2]))));
+    expect(err.code).toBe('BAD_FRAME');
+    expect(err.message).toMatch(new RegExp(`^${type} .*body`));
+  });
 
   it('refuses a body shorter than the header says with BAD_FRAME', () => {
     const frame = encodeFrame(gradient, new Float32Array([1, 2, 3]));
@@ -262,7 +297,9 @@ describe('decodeFrame refusals', () => {
   it('refuses an unknown message type with BAD_MESSAGE naming the type field', () => {
     const err = protocolErrorFrom(() => decodeFrame(rawFrame({ type: 'launch_missiles', bodyLength: -1 })));
     expect(err.code).toBe('BAD_MESSAGE');
-    expect(err.message).toMatch(/^message\.type: expected one of hello, welcome, ready, work, gradient, error, shutdown, got "launch_missiles"/);
+    expect(err.message).toMatch(
+      /^message\.type: expected one of hello, welcome, ready, work, gradient, error, shutdown, got "launch_missiles"/,
+    );
   });
 
   it.each([
@@ -284,10 +321,13 @@ describe('decodeFrame refusals', () => {
     ['a NaN lossSum', { lossSum: Number.NaN }],
     ['an infinite lossSum', { lossSum: Number.POSITIVE_INFINITY }],
     ['an infinite sqNorm', { sqNorm: Number.NEGATIVE_INFINITY }],
-  ])('decodes a gradient with %s: a diverged run is data, which the gather round refuses as non_finite', (_name, patch) => {
-    const { message } = decodeFrame(rawFrame({ ...gradient, ...patch, bodyLength: 1 }, new Uint8Array(4)));
-    expect(message).toMatchObject(patch);
-  });
+  ])(
+    'decodes a gradient with %s: a diverged run is data, which the gather round refuses as non_finite',
+    (_name, patch) => {
+      const { message } = decodeFrame(rawFrame({ ...gradient, ...patch, bodyLength: 1 }, new Uint8Array(4)));
+      expect(message).toMatchObject(patch);
+    },
+  );
 
   it('refuses a work micro-batch whose end is not after its start with BAD_MESSAGE naming it', () => {
     for (const end of [4, 3]) {
@@ -328,20 +368,40 @@ describe('validateMessage', () => {
   });
 
   it('names the index of a micro-batch whose id or start has the wrong type', () => {
-    const badId = protocolErrorFrom(() => validateMessage({ ...work(false), microBatches: [{ id: 0, start: 0, end: 4 }, { id: -1, start: 4, end: 8 }] }));
+    const badId = protocolErrorFrom(() =>
+      validateMessage({
+        ...work(false),
+        microBatches: [
+          { id: 0, start: 0, end: 4 },
+          { id: -1, start: 4, end: 8 },
+        ],
+      }),
+    );
     expect(badId.code).toBe('BAD_MESSAGE');
     expect(badId.message).toMatch(/^work\.microBatches\[1\]\.id: /);
-    const badStart = protocolErrorFrom(() => validateMessage({ ...work(false), microBatches: [{ id: 0, start: 'x', end: 4 }] }));
+    const badStart = protocolErrorFrom(() =>
+      validateMessage({ ...work(false), microBatches: [{ id: 0, start: 'x', end: 4 }] }),
+    );
     expect(badStart.message).toMatch(/^work\.microBatches\[0\]\.start: /);
   });
 
   it('names the dataset field of a welcome whose dataset is malformed', () => {
-    const err = protocolErrorFrom(() => validateMessage({ ...welcome, dataset: { ...welcome.dataset, trainCount: 0 } }));
+    const err = protocolErrorFrom(() =>
+      validateMessage({ ...welcome, dataset: { ...welcome.dataset, trainCount: 0 } }),
+    );
     expect(err.code).toBe('BAD_MESSAGE');
     expect(err.message).toMatch(/^welcome\.dataset\.trainCount: /);
   });
 
   it('states a body rule for every message type: gradients need one, work may have one, the rest none', () => {
-    expect(BODY_RULE).toEqual({ hello: 'none', welcome: 'none', ready: 'none', work: 'optional', gradient: 'required', error: 'none', shutdown: 'none' });
+    expect(BODY_RULE).toEqual({
+      hello: 'none',
+      welcome: 'none',
+      ready: 'none',
+      work: 'optional',
+      gradient: 'required',
+      error: 'none',
+      shutdown: 'none',
+    });
   });
 });

@@ -52,7 +52,7 @@ describe('float16Bits (round to nearest, ties to even)', () => {
 
   it('gives the nearest half for every one of 20,000 seeded random float32 values, across the normal and subnormal range', () => {
     let seed = 12345;
-    const random = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const random = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
     for (let i = 0; i < 20_000; i++) {
       const x = Math.fround((random() - 0.5) * 2 ** Math.floor(random() * 40 - 26));
       const h = float16Bits(x);
@@ -75,7 +75,7 @@ describe('float16 rounding, exhaustively at every tie', () => {
     const step = (x: number, by: number): number => {
       f[0] = x;
       u[0]! += by;
-      return f[0]!;
+      return f[0];
     };
     for (let h = 0; h < 0x7bff; h++) {
       const mid = (halfValue(h) + halfValue(h + 1)) / 2; // 12 significant bits: exact in float32
@@ -136,7 +136,9 @@ describe('float16 arrays with a power-of-two scale', () => {
     for (let i = 0; i < values.length; i++) {
       // Half a unit in the last place of an 11-bit significand, relative to the value itself for
       // normal halves (everything here is within 2^14 of the maximum, so stays normal or near it).
-      expect(Math.abs(back[i]! - values[i]!)).toBeLessThanOrEqual(Math.max(Math.abs(values[i]!) * 2 ** -11, max * 2 ** -24));
+      expect(Math.abs(back[i]! - values[i]!)).toBeLessThanOrEqual(
+        Math.max(Math.abs(values[i]!) * 2 ** -11, max * 2 ** -24),
+      );
     }
   });
 
@@ -151,7 +153,16 @@ describe('float16 arrays with a power-of-two scale', () => {
   });
 });
 
-const gradient: GradientMessage = { type: 'gradient', step: 3, microBatchId: 1, samples: 32, lossSum: 70.5, correct: 20, computeMs: 12.5, sqNorm: 0.25 };
+const gradient: GradientMessage = {
+  type: 'gradient',
+  step: 3,
+  microBatchId: 1,
+  samples: 32,
+  lossSum: 70.5,
+  correct: 20,
+  computeMs: 12.5,
+  sqNorm: 0.25,
+};
 
 describe('frames with float16 bodies', () => {
   it('carry half the body bytes and decode to the rounded values, with non-finite values kept', () => {
@@ -166,7 +177,8 @@ describe('frames with float16 bodies', () => {
     expect(decoded!.length).toBe(body.length);
     expect(Number.isNaN(decoded![7])).toBe(true);
     expect(decoded![8]).toBe(Infinity);
-    for (let i = 10; i < body.length; i++) expect(Math.abs(decoded![i]! - body[i]!)).toBeLessThanOrEqual(Math.abs(body[i]!) * 2 ** -11 + 1e-9);
+    for (let i = 10; i < body.length; i++)
+      expect(Math.abs(decoded![i]! - body[i]!)).toBeLessThanOrEqual(Math.abs(body[i]!) * 2 ** -11 + 1e-9);
   });
 
   it('refuses an unknown body dtype or a bad scale with BAD_FRAME naming the field', () => {
@@ -222,19 +234,34 @@ describe('FrameEncoder', () => {
     expect(decoded).toEqual(body);
   });
 
-  it('with a body key, converts a float16 body once and gives encodeFrame\'s bytes for each frame; a new key converts again', () => {
+  it("with a body key, converts a float16 body once and gives encodeFrame's bytes for each frame; a new key converts again", () => {
     const encoder = new FrameEncoder('f16');
     const weights = new Float32Array(60_001).map((_, i) => Math.cos(i) * 0.05);
-    const work = (step: number, first: number): WorkMessage => ({ type: 'work', step, weightsStep: step, hasWeights: true, globalBatchSize: 64, microBatches: [{ id: first, start: first * 32, end: first * 32 + 32 }] });
-    for (const [step, worker] of [[7, 0], [7, 1], [8, 0], [8, 1]] as const) {
+    const work = (step: number, first: number): WorkMessage => ({
+      type: 'work',
+      step,
+      weightsStep: step,
+      hasWeights: true,
+      globalBatchSize: 64,
+      microBatches: [{ id: first, start: first * 32, end: first * 32 + 32 }],
+    });
+    for (const [step, worker] of [
+      [7, 0],
+      [7, 1],
+      [8, 0],
+      [8, 1],
+    ] as const) {
       if (worker === 0) weights.forEach((w, i) => (weights[i] = w * 0.5 + step * 1e-3)); // the optimizer's update between steps
       const frame = encoder.encode(work(step, worker), weights, step);
-      expect(Buffer.compare(frame.bytes, encodeFrame(work(step, worker), weights, 'f16')), `step ${step} worker ${worker}`).toBe(0);
+      expect(
+        Buffer.compare(frame.bytes, encodeFrame(work(step, worker), weights, 'f16')),
+        `step ${step} worker ${worker}`,
+      ).toBe(0);
       frame.release();
     }
   });
 
-  it('bodyFrame: a body written in place and sealed gives encodeFrame\'s bytes, for both dtypes', () => {
+  it("bodyFrame: a body written in place and sealed gives encodeFrame's bytes, for both dtypes", () => {
     const values = new Float32Array(50_001).map((_, i) => Math.sin(i) * 1e-3);
     for (const dtype of ['f32', 'f16'] as const) {
       const encoder = new FrameEncoder(dtype);
@@ -270,7 +297,14 @@ describe('FrameEncoder', () => {
 
   it('bodyFrame: a header too large for the room in front of the body falls back to a copy, same bytes', () => {
     const encoder = new FrameEncoder('f32');
-    const big: WorkMessage = { type: 'work', step: 3, weightsStep: 3, hasWeights: true, globalBatchSize: 4000, microBatches: Array.from({ length: 1000 }, (_, id) => ({ id, start: id * 4, end: id * 4 + 4 })) };
+    const big: WorkMessage = {
+      type: 'work',
+      step: 3,
+      weightsStep: 3,
+      hasWeights: true,
+      globalBatchSize: 4000,
+      microBatches: Array.from({ length: 1000 }, (_, id) => ({ id, start: id * 4, end: id * 4 + 4 })),
+    };
     const values = new Float32Array(20_000).map((_, i) => i);
     const frame = encoder.bodyFrame(values.length);
     frame.body.set(values);

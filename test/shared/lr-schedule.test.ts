@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { createLrSchedule, learningRateAt, scaledLearningRate, type LrScheduleConfig } from '../../shared/lr-schedule.js';
+import {
+  createLrSchedule,
+  learningRateAt,
+  scaledLearningRate,
+  type LrScheduleConfig,
+} from '../../shared/lr-schedule.js';
 
 const base: LrScheduleConfig = {
   baseLr: 0.1,

@@ -17,13 +17,22 @@ function values(n: number, seed: number, scale: number): Float32Array {
   const out = new Float32Array(n);
   const specials = [0, -0, 1e-45, -3e-39, Infinity, -Infinity, NaN, 3.4e38];
   for (let i = 0; i < n; i++) {
-    out[i] = i % 97 === 5 ? specials[(i / 97) % specials.length | 0]! : (random.next() < 0.5 ? -1 : 1) * scale * 10 ** (random.next() * 8 - 4);
+    out[i] =
+      i % 97 === 5
+        ? specials[((i / 97) % specials.length) | 0]!
+        : (random.next() < 0.5 ? -1 : 1) * scale * 10 ** (random.next() * 8 - 4);
   }
   return out;
 }
 
 /** The scalar float64 Adam loop (torch.optim.Adam's formula), the kernel's reference. */
-function adamReference(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, c: { b1: number; b2: number; coupled: number; shrink: number; stepSize: number; invSqrtC2: number; eps: number }): void {
+function adamReference(
+  w: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  c: { b1: number; b2: number; coupled: number; shrink: number; stepSize: number; invSqrtC2: number; eps: number },
+): void {
   for (let i = 0; i < w.length; i++) {
     const gi = g[i]! + c.coupled * w[i]!;
     const mi = c.b1 * m[i]! + (1 - c.b1) * gi;
@@ -34,7 +43,15 @@ function adamReference(w: Float32Array, g: Float32Array, m: Float32Array, v: Flo
   }
 }
 
-function sgdReference(w: Float32Array, g: Float32Array, v: Float32Array, mu: number, wd: number, lr: number, nesterov: boolean): void {
+function sgdReference(
+  w: Float32Array,
+  g: Float32Array,
+  v: Float32Array,
+  mu: number,
+  wd: number,
+  lr: number,
+  nesterov: boolean,
+): void {
   for (let i = 0; i < w.length; i++) {
     const gi = g[i]! + wd * w[i]!;
     const vi = mu * v[i]! + gi;
@@ -50,19 +67,34 @@ describe('optimizer kernels (WebAssembly SIMD)', () => {
   it('ship the bytes that optimizer-kernels.wat compiles to', async () => {
     const source = await readFile(new URL(KERNEL_SOURCE, root), 'utf8');
     const bytes = await compileWat(source);
-    expect(Buffer.from(OPTIMIZER_KERNELS_WASM_BASE64, 'base64').equals(Buffer.from(bytes)), 'run: npm run build && node dist/scripts/build-wasm-kernels.js').toBe(true);
+    expect(
+      Buffer.from(OPTIMIZER_KERNELS_WASM_BASE64, 'base64').equals(Buffer.from(bytes)),
+      'run: npm run build && node dist/scripts/build-wasm-kernels.js',
+    ).toBe(true);
   });
 
-  it('Adam gives the scalar float64 loop\'s bits over several steps, coupled and decoupled decay', () => {
+  it("Adam gives the scalar float64 loop's bits over several steps, coupled and decoupled decay", () => {
     for (const n of LENGTHS) {
-      for (const [coupled, shrink] of [[0, 1], [0.01, 1], [0, 1 - 1e-3 * 0.05]] as const) {
+      for (const [coupled, shrink] of [
+        [0, 1],
+        [0.01, 1],
+        [0, 1 - 1e-3 * 0.05],
+      ] as const) {
         const w = values(n, 1 + n, 0.1);
         const m = new Float32Array(n);
         const v = new Float32Array(n);
         const [w2, m2, v2] = [w.slice(), m.slice(), v.slice()];
         for (let t = 1; t <= 3; t++) {
           const g = values(n, 100 * t + n, 1e-3);
-          const c = { b1: 0.9, b2: 0.999, coupled, shrink, stepSize: 1e-3 / (1 - 0.9 ** t), invSqrtC2: 1 / Math.sqrt(1 - 0.999 ** t), eps: 1e-8 };
+          const c = {
+            b1: 0.9,
+            b2: 0.999,
+            coupled,
+            shrink,
+            stepSize: 1e-3 / (1 - 0.9 ** t),
+            invSqrtC2: 1 / Math.sqrt(1 - 0.999 ** t),
+            eps: 1e-8,
+          };
           adamUpdate(w, g, m, v, c);
           adamReference(w2, g, m2, v2, c);
         }
@@ -74,7 +106,7 @@ describe('optimizer kernels (WebAssembly SIMD)', () => {
     }
   });
 
-  it('momentum SGD gives the scalar float64 loop\'s bits, plain and Nesterov', () => {
+  it("momentum SGD gives the scalar float64 loop's bits, plain and Nesterov", () => {
     for (const n of LENGTHS) {
       for (const nesterov of [false, true]) {
         const w = values(n, 3 + n, 0.1);
@@ -91,9 +123,13 @@ describe('optimizer kernels (WebAssembly SIMD)', () => {
     }
   });
 
-  it('refuse arrays whose lengths differ from the weights\', naming both', () => {
+  it("refuse arrays whose lengths differ from the weights', naming both", () => {
     const c = { b1: 0.9, b2: 0.999, coupled: 0, shrink: 1, stepSize: 1e-3, invSqrtC2: 1, eps: 1e-8 };
-    expect(() => adamUpdate(new Float32Array(8), new Float32Array(7), new Float32Array(8), new Float32Array(8), c)).toThrow(/7 values but the weights have 8/);
-    expect(() => sgdMomentumUpdate(new Float32Array(4), new Float32Array(4), new Float32Array(5), 0.9, 0, 0.1, false)).toThrow(/5 values but the weights have 4/);
+    expect(() =>
+      adamUpdate(new Float32Array(8), new Float32Array(7), new Float32Array(8), new Float32Array(8), c),
+    ).toThrow(/7 values but the weights have 8/);
+    expect(() =>
+      sgdMomentumUpdate(new Float32Array(4), new Float32Array(4), new Float32Array(5), 0.9, 0, 0.1, false),
+    ).toThrow(/5 values but the weights have 4/);
   });
 });

@@ -35,9 +35,12 @@ interface Case {
 }
 
 const config = (patch: Partial<OptimizerConfig>): OptimizerConfig => ({ ...DEFAULT_OPTIMIZER_CONFIG, ...patch });
-const sgd = (patch: Partial<OptimizerConfig>): OptimizerConfig => config({ momentum: 0, nesterov: false, weightDecay: 0, ...patch });
-const adam = (patch: Partial<OptimizerConfig> = {}): OptimizerConfig => config({ beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, ...patch });
-const lars = (patch: Partial<OptimizerConfig> = {}): OptimizerConfig => config({ momentum: 0.9, weightDecay: 0, trustCoefficient: 0.001, ...patch });
+const sgd = (patch: Partial<OptimizerConfig>): OptimizerConfig =>
+  config({ momentum: 0, nesterov: false, weightDecay: 0, ...patch });
+const adam = (patch: Partial<OptimizerConfig> = {}): OptimizerConfig =>
+  config({ beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, ...patch });
+const lars = (patch: Partial<OptimizerConfig> = {}): OptimizerConfig =>
+  config({ momentum: 0.9, weightDecay: 0, trustCoefficient: 0.001, ...patch });
 
 /** One rank-1 tensor of `n` values: the layout for the element-wise rules' cases. */
 const flatParams = (n: number): ParamSpec[] => [{ name: 'weights', shape: [n] }];
@@ -118,7 +121,13 @@ const norm = (values: number[]): number => Math.sqrt(values.reduce((s, x) => s +
  *   v = mu * v + lr * trust * (g + wd * w);  w -= v
  * Rank-1 tensors: v = mu * v + lr * g;  w -= v (trust 1, no decay).
  */
-function larsByHand(params: ParamSpec[], weights: number[], grads: number[][], lrs: number | number[], c: OptimizerConfig): number[][] {
+function larsByHand(
+  params: ParamSpec[],
+  weights: number[],
+  grads: number[][],
+  lrs: number | number[],
+  c: OptimizerConfig,
+): number[][] {
   const w = [...weights];
   const v = w.map(() => 0);
   return grads.map((g, k) => {
@@ -127,7 +136,7 @@ function larsByHand(params: ParamSpec[], weights: number[], grads: number[][], l
       if (isBiasLike) {
         for (const i of indices) {
           v[i] = c.momentum * v[i]! + lr * g[i]!;
-          w[i] = w[i]! - v[i]!;
+          w[i] = w[i]! - v[i];
         }
         continue;
       }
@@ -136,7 +145,7 @@ function larsByHand(params: ParamSpec[], weights: number[], grads: number[][], l
       const trust = wNorm === 0 || gNorm === 0 ? 1 : (c.trustCoefficient * wNorm) / (gNorm + c.weightDecay * wNorm);
       for (const i of indices) {
         v[i] = c.momentum * v[i]! + lr * trust * (g[i]! + c.weightDecay * w[i]!);
-        w[i] = w[i]! - v[i]!;
+        w[i] = w[i]! - v[i];
       }
     }
     return [...w];
@@ -149,7 +158,13 @@ function larsByHand(params: ParamSpec[], weights: number[], grads: number[][], l
  *   w -= lr * trust * u
  * Rank-1 tensors: w -= lr * r (trust 1, no decay).
  */
-function lambByHand(params: ParamSpec[], weights: number[], grads: number[][], lr: number, c: OptimizerConfig): number[][] {
+function lambByHand(
+  params: ParamSpec[],
+  weights: number[],
+  grads: number[][],
+  lr: number,
+  c: OptimizerConfig,
+): number[][] {
   const w = [...weights];
   const m = w.map(() => 0);
   const v = w.map(() => 0);
@@ -159,7 +174,7 @@ function lambByHand(params: ParamSpec[], weights: number[], grads: number[][], l
       const u = indices.map((i) => {
         m[i] = c.beta1 * m[i]! + (1 - c.beta1) * g[i]!;
         v[i] = c.beta2 * v[i]! + (1 - c.beta2) * g[i]! * g[i]!;
-        const r = m[i]! / (1 - c.beta1 ** t) / (Math.sqrt(v[i]! / (1 - c.beta2 ** t)) + c.epsilon);
+        const r = m[i] / (1 - c.beta1 ** t) / (Math.sqrt(v[i] / (1 - c.beta2 ** t)) + c.epsilon);
         return isBiasLike ? r : r + c.weightDecay * w[i]!;
       });
       const wNorm = norm(indices.map((i) => w[i]!));
@@ -316,7 +331,11 @@ const CASES: Case[] = [
     ],
     lr: 0.01,
     // Constant g: m_t = (1 - b1^t) g and v_t = (1 - b2^t) g^2 exactly, so m_hat = g, v_hat = g^2.
-    expected: [1, 2, 3].map((t) => [1 - (t * 0.01 * 0.25) / (0.25 + 1e-8), -1 + (t * 0.01 * 4) / (4 + 1e-8), 2 - (t * 0.01 * 1e-3) / (1e-3 + 1e-8)]),
+    expected: [1, 2, 3].map((t) => [
+      1 - (t * 0.01 * 0.25) / (0.25 + 1e-8),
+      -1 + (t * 0.01 * 4) / (4 + 1e-8),
+      2 - (t * 0.01 * 1e-3) / (1e-3 + 1e-8),
+    ]),
   },
   {
     name: 'Adam with coupled weight decay 0.1, 3 steps',
@@ -479,7 +498,9 @@ function expectRelativelyClose(actual: Float32Array, expected: number[], where: 
   expect(actual.length, where).toBe(expected.length);
   expected.forEach((e, i) => {
     const error = Math.abs(actual[i]! - e);
-    expect(error <= RELATIVE_TOLERANCE * Math.abs(e), `${where}, weight ${i}: got ${actual[i]}, expected ${e}`).toBe(true);
+    expect(error <= RELATIVE_TOLERANCE * Math.abs(e), `${where}, weight ${i}: got ${actual[i]}, expected ${e}`).toBe(
+      true,
+    );
   });
 }
 
@@ -538,7 +559,11 @@ describe('optimizer conformance', () => {
     // The step is 1e-2 of |w|, so float32 rounding of each weight (~6e-8 of it) is ~1e-5 of the step.
     const expected = lr * eta * norm(L_W0.slice(0, 6));
     expect(Math.abs(stepNorm(before, weights, 0, 6) - expected) / expected).toBeLessThan(1e-4);
-    expectRelativelyClose(weights.subarray(6), [6, 7, 8].map((i) => L_W0[i]! - lr * L_G[0]![i]!), 'bias');
+    expectRelativelyClose(
+      weights.subarray(6),
+      [6, 7, 8].map((i) => L_W0[i]! - lr * L_G[0]![i]!),
+      'bias',
+    );
   });
 
   it('moves every non-excluded layer by lr*|w| on every LAMB step (the trust ratio), whatever the gradient', () => {
@@ -556,7 +581,10 @@ describe('optimizer conformance', () => {
       ] as const) {
         const expected = lr * norm(Array.from(before.subarray(offset, offset + size)));
         // The step is ~lr of |w|: float32 rounding of the weights is ~1e-6 of it.
-        expect(Math.abs(stepNorm(before, weights, offset, size) - expected) / expected, `step ${step + 1}, layer at ${offset}`).toBeLessThan(1e-5);
+        expect(
+          Math.abs(stepNorm(before, weights, offset, size) - expected) / expected,
+          `step ${step + 1}, layer at ${offset}`,
+        ).toBeLessThan(1e-5);
       }
     }
   });
@@ -569,7 +597,11 @@ describe('optimizer conformance', () => {
     const zero = new Float32Array(L_W0.length);
     for (let t = 1; t <= 5; t++) {
       optimizer.apply(weights, zero, lr);
-      expectRelativelyClose(weights, L_W0.map((w) => w * (1 - lr * wd) ** t), `after step ${t}`);
+      expectRelativelyClose(
+        weights,
+        L_W0.map((w) => w * (1 - lr * wd) ** t),
+        `after step ${t}`,
+      );
     }
   });
 
@@ -596,7 +628,14 @@ describe('optimizer conformance', () => {
   });
 
   it('keeps the default config at PyTorch defaults for Adam (eps 1e-8, betas 0.9/0.999) and eta 0.001 for LARS', () => {
-    expect(DEFAULT_OPTIMIZER_CONFIG).toMatchObject({ beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0, nesterov: false, trustCoefficient: 0.001 });
+    expect(DEFAULT_OPTIMIZER_CONFIG).toMatchObject({
+      beta1: 0.9,
+      beta2: 0.999,
+      epsilon: 1e-8,
+      weightDecay: 0,
+      nesterov: false,
+      trustCoefficient: 0.001,
+    });
   });
 });
 
@@ -709,13 +748,21 @@ describe.each(OPTIMIZER_NAMES)('%s optimizer instances', (name) => {
   });
 
   it('refuses a state saved by another kind of optimizer or for another model', () => {
-    const other: OptimizerState = name === 'sgd' || name === 'lars' ? { t: 1, m: new Float32Array(9), v: new Float32Array(9) } : { velocity: new Float32Array(9) };
+    const other: OptimizerState =
+      name === 'sgd' || name === 'lars'
+        ? { t: 1, m: new Float32Array(9), v: new Float32Array(9) }
+        : { velocity: new Float32Array(9) };
     expect(() => create().loadState(other)).toThrow(BatchlabError);
     expect(() => create().loadState(other)).toThrow(/unexpected keys/);
 
     const optimizer = create();
     optimizer.apply(Float32Array.from(L_W0), grad, 0.1);
-    const short = Object.fromEntries(Object.entries(optimizer.state()).map(([key, value]) => [key, value instanceof Float32Array ? value.subarray(1) : value]));
+    const short = Object.fromEntries(
+      Object.entries(optimizer.state()).map(([key, value]) => [
+        key,
+        value instanceof Float32Array ? value.subarray(1) : value,
+      ]),
+    );
     // LARS and LAMB know the model size and refuse at load; the element-wise rules at the next step.
     const restored = create();
     expect(() => {
@@ -727,8 +774,12 @@ describe.each(OPTIMIZER_NAMES)('%s optimizer instances', (name) => {
   if (name === 'adam' || name === 'adamw' || name === 'lamb') {
     it('refuses a step counter that is not a count, or moments without a step', () => {
       expect(() => create().loadState({ t: -1 })).toThrow(/"t" must be a step count/);
-      expect(() => create().loadState({ t: 1.5, m: new Float32Array(9), v: new Float32Array(9) })).toThrow(/"t" must be a step count/);
-      expect(() => create().loadState({ t: 0, m: new Float32Array(9), v: new Float32Array(9) })).toThrow(/present exactly when/);
+      expect(() => create().loadState({ t: 1.5, m: new Float32Array(9), v: new Float32Array(9) })).toThrow(
+        /"t" must be a step count/,
+      );
+      expect(() => create().loadState({ t: 0, m: new Float32Array(9), v: new Float32Array(9) })).toThrow(
+        /present exactly when/,
+      );
       expect(() => create().loadState({ t: 2, m: new Float32Array(9) })).toThrow(/present exactly when/);
     });
   }

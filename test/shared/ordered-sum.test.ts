@@ -21,7 +21,9 @@ function mixedMagnitudes(n: number, seed: number): Float32Array {
 
 function permutations<T>(items: T[]): T[][] {
   if (items.length <= 1) return [items];
-  return items.flatMap((x, i) => permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [x, ...rest]));
+  return items.flatMap((x, i) =>
+    permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [x, ...rest]),
+  );
 }
 
 describe('OrderedSum', () => {
@@ -154,7 +156,9 @@ describe('OrderedSum', () => {
         reducer.begin(ids);
         for (const k of order) reducer.add(ids[k]!, grads[k]!, samples[k]!);
         const { meanGrad, sqNorm } = reducer.finish();
-        expect(Buffer.compare(bytesOf(meanGrad), bytesOf(expected)), `${count} replies, order ${order.join(',')}`).toBe(0);
+        expect(Buffer.compare(bytesOf(meanGrad), bytesOf(expected)), `${count} replies, order ${order.join(',')}`).toBe(
+          0,
+        );
         expect(sqNorm).toBe(expectedSq);
       }
       grads.forEach((g, k) => expect(Buffer.compare(bytesOf(g), bytesOf(copies[k]!))).toBe(0));
@@ -219,4 +223,3 @@ describe('OrderedSum', () => {
     expect(Array.from(reducer.finish().meanGrad)).toEqual([1.5]);
   });
 });
-

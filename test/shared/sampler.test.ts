@@ -27,7 +27,8 @@ describe('EpochSampler', () => {
   it('gives the same indices for the same seed, on separate instances', () => {
     const a = new EpochSampler(1000, 1234);
     const b = new EpochSampler(1000, 1234);
-    for (const step of [0, 1, 7, 31]) expect(Array.from(a.indicesFor(step, 64))).toEqual(Array.from(b.indicesFor(step, 64)));
+    for (const step of [0, 1, 7, 31])
+      expect(Array.from(a.indicesFor(step, 64))).toEqual(Array.from(b.indicesFor(step, 64)));
   });
 
   it('gives different indices for different seeds, including neighbouring ones', () => {
@@ -93,7 +94,9 @@ describe('EpochSampler', () => {
     const coordinator = new EpochSampler(200, 8);
     const worker = new EpochSampler(200, 8);
     // The worker only ever sees its own slice of step 12.
-    expect(Array.from(worker.indicesFor(12, B, 20, 32))).toEqual(Array.from(coordinator.indicesFor(12, B)).slice(20, 32));
+    expect(Array.from(worker.indicesFor(12, B, 20, 32))).toEqual(
+      Array.from(coordinator.indicesFor(12, B)).slice(20, 32),
+    );
   });
 
   it('reports the fractional epoch reached after a number of steps', () => {

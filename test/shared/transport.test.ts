@@ -4,7 +4,8 @@ import { isLoopbackHost, useZeroMask } from '../../shared/transport.js';
 describe('client masking choice', () => {
   it('recognises loopback hosts', () => {
     for (const h of ['localhost', '127.0.0.1', '127.3.2.1', '::1', '[::1]']) expect(isLoopbackHost(h)).toBe(true);
-    for (const h of ['10.0.0.1', 'example.org', '128.0.0.1', '127.0.0.1.nip.io', '::2']) expect(isLoopbackHost(h)).toBe(false);
+    for (const h of ['10.0.0.1', 'example.org', '128.0.0.1', '127.0.0.1.nip.io', '::2'])
+      expect(isLoopbackHost(h)).toBe(false);
   });
 
   it('auto uses the zero mask only on loopback or under TLS', () => {

@@ -42,8 +42,13 @@ function outAndPad(inSize: number, k: number, stride: number, pad: Pad): [number
  * cpu and wasm happened to share would still be caught.
  */
 function referenceFilterGrad(
-  x: Float32Array, xShape: Shape4, dy: Float32Array, dyShape: Shape4,
-  filterShape: Shape4, strides: [number, number], pad: Pad,
+  x: Float32Array,
+  xShape: Shape4,
+  dy: Float32Array,
+  dyShape: Shape4,
+  filterShape: Shape4,
+  strides: [number, number],
+  pad: Pad,
 ): Float64Array {
   const [b, h, w, ci] = xShape;
   const [fh, fw, , co] = filterShape;
@@ -63,8 +68,7 @@ function referenceFilterGrad(
             for (let i = 0; i < ci; i++) {
               const xv = x[((n * h + xr) * w + xc) * ci + i]!;
               for (let o = 0; o < co; o++) {
-                dW[((r * fw + c) * ci + i) * co + o]! +=
-                  xv * dy[((n * oh + yr) * ow + yc) * co + o]!;
+                dW[((r * fw + c) * ci + i) * co + o]! += xv * dy[((n * oh + yr) * ow + yc) * co + o]!;
               }
             }
           }
@@ -106,11 +110,13 @@ function filterGrads(c: Case, xv: Float32Array, wv: Float32Array, rv: Float32Arr
     const w = tf.tensor4d(wv, c.filterShape);
     const r = tf.tensor4d(rv, dyShape);
     const viaGrad = tf.grad((f) => tf.sum(tf.mul(tf.conv2d(x, f as tf.Tensor4D, c.strides, c.pad), r)))(w);
-    const direct = tf.engine().runKernel(
-      tf.Conv2DBackpropFilter,
-      { x, dy: r },
-      { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', filterShape: c.filterShape },
-    ) as tf.Tensor;
+    const direct = tf
+      .engine()
+      .runKernel<tf.Tensor>(
+        tf.Conv2DBackpropFilter,
+        { x, dy: r },
+        { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', filterShape: c.filterShape },
+      );
     return { viaGrad: viaGrad.dataSync().slice(), direct: direct.dataSync().slice() };
   });
 }
@@ -119,12 +125,36 @@ const cases: Case[] = [];
 for (const s of [1, 2, 3]) {
   for (const pad of ['same', 'valid'] as const) {
     cases.push({ name: `3x3 s${s} ${pad}`, xShape: [2, 9, 9, 3], filterShape: [3, 3, 3, 4], strides: [s, s], pad });
-    cases.push({ name: `2x3 s${s} ${pad} non-square`, xShape: [3, 10, 7, 5], filterShape: [2, 3, 5, 6], strides: [s, s], pad });
+    cases.push({
+      name: `2x3 s${s} ${pad} non-square`,
+      xShape: [3, 10, 7, 5],
+      filterShape: [2, 3, 5, 6],
+      strides: [s, s],
+      pad,
+    });
   }
 }
-cases.push({ name: '5x5 s2 same (even input)', xShape: [1, 12, 12, 2], filterShape: [5, 5, 2, 3], strides: [2, 2], pad: 'same' });
-cases.push({ name: '3x1 strides [2,3] same', xShape: [2, 11, 13, 4], filterShape: [3, 1, 4, 2], strides: [2, 3], pad: 'same' });
-cases.push({ name: '4x2 strides [3,1] valid', xShape: [2, 11, 8, 3], filterShape: [4, 2, 3, 5], strides: [3, 1], pad: 'valid' });
+cases.push({
+  name: '5x5 s2 same (even input)',
+  xShape: [1, 12, 12, 2],
+  filterShape: [5, 5, 2, 3],
+  strides: [2, 2],
+  pad: 'same',
+});
+cases.push({
+  name: '3x1 strides [2,3] same',
+  xShape: [2, 11, 13, 4],
+  filterShape: [3, 1, 4, 2],
+  strides: [2, 3],
+  pad: 'same',
+});
+cases.push({
+  name: '4x2 strides [3,1] valid',
+  xShape: [2, 11, 8, 3],
+  filterShape: [4, 2, 3, 5],
+  strides: [3, 1],
+  pad: 'valid',
+});
 
 describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
   describe('before registration', () => {
@@ -132,9 +162,11 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       await useBackend('wasm');
       expect(tf.getKernel(tf.Conv2DBackpropFilter, 'wasm')).toBeUndefined();
       expect(() =>
-        tf.tidy(() => tf.grad((f) => tf.sum(tf.conv2d(tf.ones([1, 4, 4, 1]) as tf.Tensor4D, f as tf.Tensor4D, 1, 'same')))(
-          tf.ones([2, 2, 1, 1]) as tf.Tensor4D,
-        )),
+        tf.tidy(() =>
+          tf.grad((f) => tf.sum(tf.conv2d(tf.ones<tf.Rank.R4>([1, 4, 4, 1]), f as tf.Tensor4D, 1, 'same')))(
+            tf.ones<tf.Rank.R4>([2, 2, 1, 1]),
+          ),
+        ),
       ).toThrow(/Conv2DBackpropFilter/);
     });
   });
@@ -204,8 +236,13 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       const model = tfl.sequential({
         layers: [
           tfl.layers.conv2d({
-            inputShape: [8, 8, 2], filters: 4, kernelSize: [3, 2], strides: 2, padding: 'same',
-            activation: 'relu', kernelInitializer: tfl.initializers.glorotUniform({ seed: 7 }),
+            inputShape: [8, 8, 2],
+            filters: 4,
+            kernelSize: [3, 2],
+            strides: 2,
+            padding: 'same',
+            activation: 'relu',
+            kernelInitializer: tfl.initializers.glorotUniform({ seed: 7 }),
           }),
           tfl.layers.flatten(),
           tfl.layers.dense({ units: 1, kernelInitializer: tfl.initializers.glorotUniform({ seed: 8 }) }),
@@ -219,7 +256,7 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       let tensorsAfterFirst = -1;
       for (let i = 0; i < 8; i++) {
         const { value, grads } = tf.variableGrads(
-          () => tf.losses.meanSquaredError(ys, model.apply(xs) as tf.Tensor) as tf.Scalar,
+          () => tf.losses.meanSquaredError<tf.Tensor, tf.Scalar>(ys, model.apply(xs) as tf.Tensor),
           vars,
         );
         tf.tidy(() => {
@@ -242,8 +279,13 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       const model = tfl.sequential({
         layers: [
           tfl.layers.conv2d({
-            inputShape: [9, 9, 3], filters: 5, kernelSize: 3, strides: 3, padding: 'valid',
-            activation: 'tanh', kernelInitializer: tfl.initializers.glorotUniform({ seed: 9 }),
+            inputShape: [9, 9, 3],
+            filters: 5,
+            kernelSize: 3,
+            strides: 3,
+            padding: 'valid',
+            activation: 'tanh',
+            kernelInitializer: tfl.initializers.glorotUniform({ seed: 9 }),
           }),
           tfl.layers.flatten(),
           tfl.layers.dense({ units: 2, kernelInitializer: tfl.initializers.glorotUniform({ seed: 10 }) }),
@@ -291,7 +333,13 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
     }
 
     /** Output size and leading padding for any padding form (mirrors TF's conv_util, floor rounding). */
-    function outAndPadAny(inSize: number, k: number, stride: number, pad: FastCase['pad'], dim: 1 | 2): [number, number] {
+    function outAndPadAny(
+      inSize: number,
+      k: number,
+      stride: number,
+      pad: FastCase['pad'],
+      dim: 1 | 2,
+    ): [number, number] {
       if (pad === 'same' || pad === 'valid') return outAndPad(inSize, k, stride, pad);
       const [before, after] = typeof pad === 'number' ? [pad, pad] : pad[dim];
       return [Math.floor((inSize + before + after - k) / stride) + 1, before];
@@ -325,13 +373,24 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       return mag;
     }
 
-    function runFilterGradKernel(c: FastCase, xv: Float32Array, dyv: Float32Array, dyShape: Shape4, dataFormat: 'NHWC' | 'NCHW' = 'NHWC'): Float32Array {
+    function runFilterGradKernel(
+      c: FastCase,
+      xv: Float32Array,
+      dyv: Float32Array,
+      dyShape: Shape4,
+      dataFormat: 'NHWC' | 'NCHW' = 'NHWC',
+    ): Float32Array {
       return tf.tidy(() => {
-        const out = tf.engine().runKernel(
+        const out = tf.engine().runKernel<tf.Tensor>(
           tf.Conv2DBackpropFilter,
           { x: tf.tensor4d(xv, c.xShape), dy: tf.tensor4d(dyv, dyShape) },
-          { strides: c.strides, pad: c.pad, dataFormat, filterShape: c.filterShape } as unknown as tf.NamedAttrMap,
-        ) as tf.Tensor;
+          {
+            strides: c.strides,
+            pad: c.pad,
+            dataFormat,
+            filterShape: c.filterShape,
+          },
+        );
         expect(out.shape).toEqual(c.filterShape);
         return out.dataSync().slice() as Float32Array;
       });
@@ -366,12 +425,48 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
 
     const fastCases: FastCase[] = [
       // The default cnn's real shapes (3x3 valid, 8 and 16 filters) at a worker's micro-batch size.
-      { name: 'cnn conv1 b64 28x28x1 -> 8', xShape: [64, 28, 28, 1], filterShape: [3, 3, 1, 8], strides: [1, 1], pad: 'valid' },
-      { name: 'cnn conv2 b64 13x13x8 -> 16', xShape: [64, 13, 13, 8], filterShape: [3, 3, 8, 16], strides: [1, 1], pad: 'valid' },
-      { name: 'b1 1x1 s1 valid c3 -> 8', xShape: [1, 9, 9, 3], filterShape: [1, 1, 3, 8], strides: [1, 1], pad: 'valid' },
-      { name: 'b1 5x5 s1 same c1 -> 1', xShape: [1, 12, 12, 1], filterShape: [5, 5, 1, 1], strides: [1, 1], pad: 'same' },
-      { name: 'b64 1x1 s2 valid c16 -> 3', xShape: [64, 7, 7, 16], filterShape: [1, 1, 16, 3], strides: [2, 2], pad: 'valid' },
-      { name: 'b64 5x5 s2 same c1 -> 8', xShape: [64, 14, 14, 1], filterShape: [5, 5, 1, 8], strides: [2, 2], pad: 'same' },
+      {
+        name: 'cnn conv1 b64 28x28x1 -> 8',
+        xShape: [64, 28, 28, 1],
+        filterShape: [3, 3, 1, 8],
+        strides: [1, 1],
+        pad: 'valid',
+      },
+      {
+        name: 'cnn conv2 b64 13x13x8 -> 16',
+        xShape: [64, 13, 13, 8],
+        filterShape: [3, 3, 8, 16],
+        strides: [1, 1],
+        pad: 'valid',
+      },
+      {
+        name: 'b1 1x1 s1 valid c3 -> 8',
+        xShape: [1, 9, 9, 3],
+        filterShape: [1, 1, 3, 8],
+        strides: [1, 1],
+        pad: 'valid',
+      },
+      {
+        name: 'b1 5x5 s1 same c1 -> 1',
+        xShape: [1, 12, 12, 1],
+        filterShape: [5, 5, 1, 1],
+        strides: [1, 1],
+        pad: 'same',
+      },
+      {
+        name: 'b64 1x1 s2 valid c16 -> 3',
+        xShape: [64, 7, 7, 16],
+        filterShape: [1, 1, 16, 3],
+        strides: [2, 2],
+        pad: 'valid',
+      },
+      {
+        name: 'b64 5x5 s2 same c1 -> 8',
+        xShape: [64, 14, 14, 1],
+        filterShape: [5, 5, 1, 8],
+        strides: [2, 2],
+        pad: 'same',
+      },
     ];
     const batches = [1, 3, 8, 17];
     const channels = [1, 3, 8, 16];
@@ -385,37 +480,82 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
           const h = 11 + (idx % 3); // odd and even sizes, non-square below
           fastCases.push({
             name: `b${b} ${kSize}x${kSize} s${stride} ${pad} ${h}x${h + 2}x${ci} -> ${co}`,
-            xShape: [b, h, h + 2, ci], filterShape: [kSize, kSize, ci, co], strides: [stride, stride], pad,
+            xShape: [b, h, h + 2, ci],
+            filterShape: [kSize, kSize, ci, co],
+            strides: [stride, stride],
+            pad,
           });
           idx++;
         }
       }
     }
     fastCases.push(
-      { name: 'strides [1,3] same c3 -> 16', xShape: [4, 10, 16, 3], filterShape: [3, 5, 3, 16], strides: [1, 3], pad: 'same' },
+      {
+        name: 'strides [1,3] same c3 -> 16',
+        xShape: [4, 10, 16, 3],
+        filterShape: [3, 5, 3, 16],
+        strides: [1, 3],
+        pad: 'same',
+      },
       { name: 'numeric pad 2, 3x3 s2', xShape: [3, 9, 10, 8], filterShape: [3, 3, 8, 3], strides: [2, 2], pad: 2 },
-      { name: 'explicit pads [[1,2],[0,1]], 3x2 s[2,1]', xShape: [5, 8, 7, 3], filterShape: [3, 2, 3, 8], strides: [2, 1], pad: [[0, 0], [1, 2], [0, 1], [0, 0]] },
-      { name: 'kernel larger than the stride gap (4x4 s3 same)', xShape: [2, 10, 10, 2], filterShape: [4, 4, 2, 5], strides: [3, 3], pad: 'same' },
+      {
+        name: 'explicit pads [[1,2],[0,1]], 3x2 s[2,1]',
+        xShape: [5, 8, 7, 3],
+        filterShape: [3, 2, 3, 8],
+        strides: [2, 1],
+        pad: [
+          [0, 0],
+          [1, 2],
+          [0, 1],
+          [0, 0],
+        ],
+      },
+      {
+        name: 'kernel larger than the stride gap (4x4 s3 same)',
+        xShape: [2, 10, 10, 2],
+        filterShape: [4, 4, 2, 5],
+        strides: [3, 3],
+        pad: 'same',
+      },
     );
 
-    it.each(fastCases)('$name', async (c) => {
-      const { ratio } = await compareWithCpu(c);
-      expect(ratio).toBeLessThanOrEqual(1);
-    }, 30_000);
+    it.each(fastCases)(
+      '$name',
+      async (c) => {
+        const { ratio } = await compareWithCpu(c);
+        expect(ratio).toBeLessThanOrEqual(1);
+      },
+      30_000,
+    );
 
     it('splits large problems along the batch and still matches the cpu kernel', async () => {
       const saved = wasmConvFilterGradTuning.maxIm2colBytes;
       // 3 images per chunk for this shape (per image: K·oh·ow·4 = 27·81·4 bytes), 7 images: chunks 3,3,1.
       wasmConvFilterGradTuning.maxIm2colBytes = 27 * 81 * 4 * 3;
       try {
-        const { ratio } = await compareWithCpu({ name: 'chunked', xShape: [7, 11, 11, 3], filterShape: [3, 3, 3, 4], strides: [1, 1], pad: 'valid' });
+        const { ratio } = await compareWithCpu({
+          name: 'chunked',
+          xShape: [7, 11, 11, 3],
+          filterShape: [3, 3, 3, 4],
+          strides: [1, 1],
+          pad: 'valid',
+        });
         expect(ratio).toBeLessThanOrEqual(1);
         await useBackend('wasm');
         const wasmBackend = tf.findBackend('wasm') as BackendWasm;
         const x = tf.tensor4d(seededValues(7 * 11 * 11 * 3, 5), [7, 11, 11, 3]);
         const dy = tf.tensor4d(seededValues(7 * 9 * 9 * 4, 6), [7, 9, 9, 4]);
         const run = (): void => {
-          tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy }, { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', filterShape: [3, 3, 3, 4] } as unknown as tf.NamedAttrMap);
+          tf.engine().runKernel(
+            tf.Conv2DBackpropFilter,
+            { x, dy },
+            {
+              strides: [1, 1],
+              pad: 'valid',
+              dataFormat: 'NHWC',
+              filterShape: [3, 3, 3, 4],
+            },
+          );
         };
         tf.tidy(run);
         const tensors = tf.memory().numTensors;
@@ -465,11 +605,27 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
     it('NCHW goes to the cpu kernel, matches it, and frees its cpu-side buffers', async () => {
       const xShape: Shape4 = [2, 3, 9, 8]; // [N, C, H, W]
       const dyShape: Shape4 = [2, 4, 4, 3]; // 3x3 s2 valid: [N, Co, 4, 3]
-      const attrs = { strides: [2, 2], pad: 'valid', dataFormat: 'NCHW', filterShape: [3, 3, 3, 4] } as unknown as tf.NamedAttrMap;
+      const attrs = {
+        strides: [2, 2],
+        pad: 'valid',
+        dataFormat: 'NCHW',
+        filterShape: [3, 3, 3, 4],
+      } as unknown as tf.NamedAttrMap;
       const xv = seededValues(size(xShape), 12);
       const dyv = seededValues(size(dyShape), 13);
       const run = (): Float32Array =>
-        tf.tidy(() => (tf.engine().runKernel(tf.Conv2DBackpropFilter, { x: tf.tensor4d(xv, xShape), dy: tf.tensor4d(dyv, dyShape) }, attrs) as tf.Tensor).dataSync().slice() as Float32Array);
+        tf.tidy(
+          () =>
+            tf
+              .engine()
+              .runKernel<tf.Tensor>(
+                tf.Conv2DBackpropFilter,
+                { x: tf.tensor4d(xv, xShape), dy: tf.tensor4d(dyv, dyShape) },
+                attrs,
+              )
+              .dataSync()
+              .slice() as Float32Array,
+        );
       await useBackend('cpu');
       const cpu = run();
       await useBackend('wasm');
@@ -494,11 +650,20 @@ describe('wasm Conv2DBackpropFilter (tensorflow/tfjs#8474)', () => {
       await useBackend('wasm');
       const before = wasmConvFilterGradStats.cpuFallback;
       const dW = tf.tidy(() =>
-        (tf.engine().runKernel(
-          tf.Conv2DBackpropFilter,
-          { x: tf.ones([1, 3, 3, 1], 'int32'), dy: tf.ones([1, 2, 2, 1], 'int32') },
-          { strides: [1, 1], pad: 'valid', dataFormat: 'NHWC', filterShape: [2, 2, 1, 1] } as unknown as tf.NamedAttrMap,
-        ) as tf.Tensor).dataSync().slice(),
+        tf
+          .engine()
+          .runKernel<tf.Tensor>(
+            tf.Conv2DBackpropFilter,
+            { x: tf.ones([1, 3, 3, 1], 'int32'), dy: tf.ones([1, 2, 2, 1], 'int32') },
+            {
+              strides: [1, 1],
+              pad: 'valid',
+              dataFormat: 'NHWC',
+              filterShape: [2, 2, 1, 1],
+            },
+          )
+          .dataSync()
+          .slice(),
       );
       expect(wasmConvFilterGradStats.cpuFallback).toBe(before + 1);
       expect(Array.from(dW)).toEqual([4, 4, 4, 4]);

@@ -17,7 +17,8 @@ export interface CliResult {
 /** Environment for a child: the caller's, minus BATCHLAB_* settings that would leak into the test. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BATCHLAB_') && k !== 'MASTER_ADDR' && k !== 'MASTER_PORT') env[k] = v;
+  for (const [k, v] of Object.entries(process.env))
+    if (!k.startsWith('BATCHLAB_') && k !== 'MASTER_ADDR' && k !== 'MASTER_PORT') env[k] = v;
   return { ...env, ...extra };
 }
 
@@ -47,7 +48,10 @@ export function runCli(args: string[], env: Record<string, string> = {}, timeout
 export function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
   return new Promise((resolve, reject) => {
     let seen = '';
-    const timer = setTimeout(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms; output so far:\n${seen}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`no ${pattern} within ${timeoutMs} ms; output so far:\n${seen}`)),
+      timeoutMs,
+    );
     const onData = (d: Buffer): void => {
       seen += d.toString();
       const m = seen.match(pattern);

@@ -47,13 +47,26 @@ export interface GradientFields {
 }
 
 export function gradient(f: GradientFields): Record<string, unknown> {
-  return { type: 'gradient', step: f.step, microBatchId: f.microBatchId, samples: f.samples, lossSum: f.lossSum ?? 1, correct: 0, computeMs: 1, sqNorm: f.sqNorm ?? 1 };
+  return {
+    type: 'gradient',
+    step: f.step,
+    microBatchId: f.microBatchId,
+    samples: f.samples,
+    lossSum: f.lossSum ?? 1,
+    correct: 0,
+    computeMs: 1,
+    sqNorm: f.sqNorm ?? 1,
+  };
 }
 
 /** Opens a WebSocket (resolves null on an HTTP refusal, with its status). */
 export function open(url: string, token: string | null): Promise<{ ws: WebSocket | null; status: number }> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, headers: token ? { authorization: `Bearer ${token}` } : {} });
+    const ws = new WebSocket(url, {
+      perMessageDeflate: false,
+      maxPayload: 1024 * 1024 * 1024,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
     ws.once('open', () => resolve({ ws, status: 101 }));
     ws.once('unexpected-response', (_req, res) => {
       resolve({ ws: null, status: res.statusCode ?? 0 });
@@ -76,7 +89,11 @@ export interface Ending {
 }
 
 /** Collects what the coordinator sends until the socket closes (or `timeoutMs`, then terminates). */
-export function ending(ws: WebSocket, timeoutMs: number, onFrame?: (h: Record<string, unknown> & { type: string }, data: Buffer) => void): Promise<Ending> {
+export function ending(
+  ws: WebSocket,
+  timeoutMs: number,
+  onFrame?: (h: Record<string, unknown> & { type: string }, data: Buffer) => void,
+): Promise<Ending> {
   const received: string[] = [];
   let errorCode: string | null = null;
   ws.on('error', () => {}); // EPIPE/ECONNRESET while we still write is part of being hung up on.
@@ -144,7 +161,11 @@ export class Rogue {
       if (h.type === 'welcome') {
         const params = h.params as { shape: number[] }[];
         const dataset = h.dataset as { fingerprint: string };
-        resolveWelcome({ workerId: Number(h.workerId), fingerprint: dataset.fingerprint, paramCount: params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0) });
+        resolveWelcome({
+          workerId: Number(h.workerId),
+          fingerprint: dataset.fingerprint,
+          paramCount: params.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0),
+        });
       } else if (h.type === 'work') {
         const work = { step: Number(h.step), microBatches: h.microBatches as Work['microBatches'] };
         if (rogue) rogue.push(work);
@@ -152,7 +173,12 @@ export class Rogue {
       }
     });
     ws.send(frame(hello(name)), { binary: true });
-    const welcome = await Promise.race([welcomed, closed.then((e) => Promise.reject(new Error(`rogue ${name}: closed during the handshake (${JSON.stringify(e)})`)))]);
+    const welcome = await Promise.race([
+      welcomed,
+      closed.then((e) =>
+        Promise.reject(new Error(`rogue ${name}: closed during the handshake (${JSON.stringify(e)})`)),
+      ),
+    ]);
     rogue = new Rogue(ws, welcome, closed);
     for (const w of early) rogue.push(w);
     ws.send(frame({ type: 'ready', datasetFingerprint: welcome.fingerprint }), { binary: true });
@@ -168,7 +194,8 @@ export class Rogue {
   async work(index: number, timeoutMs = 20_000): Promise<Work> {
     const deadline = Date.now() + timeoutMs;
     while (this.works.length <= index) {
-      if (this.ws.readyState !== WebSocket.OPEN) throw new Error(`rogue ${this.welcome.workerId}: connection closed before work frame ${index}`);
+      if (this.ws.readyState !== WebSocket.OPEN)
+        throw new Error(`rogue ${this.welcome.workerId}: connection closed before work frame ${index}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`rogue ${this.welcome.workerId}: no work frame ${index} within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
@@ -202,11 +229,20 @@ export class ReplayProxy {
   }
 
   static async start(upstreamUrl: string, token: string): Promise<ReplayProxy> {
-    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024 });
+    const server = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      perMessageDeflate: false,
+      maxPayload: 1024 * 1024 * 1024,
+    });
     await once(server, 'listening');
     const proxy = new ReplayProxy(server);
     server.on('connection', (down) => {
-      const up = new WebSocket(upstreamUrl, { perMessageDeflate: false, maxPayload: 1024 * 1024 * 1024, headers: { authorization: `Bearer ${token}` } });
+      const up = new WebSocket(upstreamUrl, {
+        perMessageDeflate: false,
+        maxPayload: 1024 * 1024 * 1024,
+        headers: { authorization: `Bearer ${token}` },
+      });
       const pending: [Buffer, boolean][] = [];
       const closeWith = (ws: WebSocket, code: number, reason: Buffer): void => {
         if (ws.readyState === WebSocket.CLOSED || ws.readyState === WebSocket.CLOSING) return;

@@ -15,7 +15,17 @@ export function fakeGradient(step: number, spec: MicroBatchSpec, paramCount: num
 /** The reply message for `spec` (loss and correct counts that depend on the micro-batch only). */
 export function fakeReply(step: number, spec: MicroBatchSpec, extra: Partial<GradientMessage> = {}): GradientMessage {
   const samples = spec.end - spec.start;
-  return { type: 'gradient', step, microBatchId: spec.id, samples, lossSum: 0.25 * samples + spec.id, correct: samples - 1, computeMs: 5, sqNorm: 1 + spec.id, ...extra };
+  return {
+    type: 'gradient',
+    step,
+    microBatchId: spec.id,
+    samples,
+    lossSum: 0.25 * samples + spec.id,
+    correct: samples - 1,
+    computeMs: 5,
+    sqNorm: 1 + spec.id,
+    ...extra,
+  };
 }
 
 export class InMemoryChannel implements WorkerChannel {
@@ -33,19 +43,29 @@ export class InMemoryChannel implements WorkerChannel {
     private readonly paramCount: number,
     info: Partial<WorkerInfo> = {},
   ) {
-    this.info = { name: `mem-${workerId}`, backend: 'none', device: 'memory', maxChunk: 1024, metricsTarget: null, maxMicroBatches: null, ...info };
+    this.info = {
+      name: `mem-${workerId}`,
+      backend: 'none',
+      device: 'memory',
+      maxChunk: 1024,
+      metricsTarget: null,
+      maxMicroBatches: null,
+      ...info,
+    };
   }
 
   send(message: Message, body: Float32Array | null = null): boolean {
     if (!this.isOpen) return false;
     this.received.push({ message, body: body ? body.slice() : null });
-    if (message.type === 'work') for (const spec of message.microBatches) this.outstanding.push({ step: message.step, spec });
+    if (message.type === 'work')
+      for (const spec of message.microBatches) this.outstanding.push({ step: message.step, spec });
     return true;
   }
 
-  async shutdown(reason: string): Promise<void> {
+  shutdown(reason: string): Promise<void> {
     this.isOpen = false;
     this.shutdownReason = reason;
+    return Promise.resolve();
   }
 
   /** The work messages received, in order. */

@@ -12,7 +12,8 @@ export async function definedMetricNames(): Promise<Set<string>> {
   for (const registry of [coordinator, worker]) {
     for (const metric of await registry.getMetricsAsJSON()) {
       names.add(metric.name);
-      if (String(metric.type) === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) names.add(metric.name + suffix);
+      if (String(metric.type) === 'histogram')
+        for (const suffix of ['_bucket', '_sum', '_count']) names.add(metric.name + suffix);
     }
   }
   return names;

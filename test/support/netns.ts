@@ -25,7 +25,7 @@ export async function sh(command: 'ip' | 'tc', args: string[]): Promise<string> 
   try {
     return (await execFileAsync(command, args)).stdout;
   } catch (error) {
-    throw new Error(`${command} ${args.join(' ')}: ${firstLine(error)}`);
+    throw new Error(`${command} ${args.join(' ')}: ${firstLine(error)}`, { cause: error });
   }
 }
 
@@ -46,7 +46,11 @@ export function netnsUnavailableReason(): string | null {
     ['`ip netns exec`', 'ip', ['netns', 'exec', probe, 'true']],
     ['creating a bridge', 'ip', ['-n', probe, 'link', 'add', 'name', 'br0', 'type', 'bridge']],
     ['creating a veth pair', 'ip', ['-n', probe, 'link', 'add', 'name', 'va', 'type', 'veth', 'peer', 'name', 'vb']],
-    ['`tc qdisc add … tbf`', 'tc', ['-n', probe, 'qdisc', 'add', 'dev', 'va', 'root', 'tbf', 'rate', '20mbit', 'burst', '32kbit', 'latency', '50ms']],
+    [
+      '`tc qdisc add … tbf`',
+      'tc',
+      ['-n', probe, 'qdisc', 'add', 'dev', 'va', 'root', 'tbf', 'rate', '20mbit', 'burst', '32kbit', 'latency', '50ms'],
+    ],
   ];
   try {
     for (const [what, command, args] of steps) {
@@ -97,7 +101,7 @@ function deleteNamespace(ns: string): void {
 
 /** Deletes `bltest-<pid>-…` namespaces whose test process is gone; returns their names. */
 export function removeLeftoverNamespaces(): string[] {
-  let listing = '';
+  let listing: string;
   try {
     listing = shSync('ip', ['netns', 'list']);
   } catch {
@@ -145,7 +149,11 @@ export class LineLog {
   }
 
   /** The first line (already seen or still to come) that matches `pattern`. */
-  waitFor(pattern: RegExp, timeoutMs: number, what = String(pattern)): Promise<TimedLine & { match: RegExpMatchArray }> {
+  waitFor(
+    pattern: RegExp,
+    timeoutMs: number,
+    what = String(pattern),
+  ): Promise<TimedLine & { match: RegExpMatchArray }> {
     for (const line of this.lines) {
       const match = line.text.match(pattern);
       if (match) return Promise.resolve({ ...line, match });
@@ -252,7 +260,21 @@ export class NetnsLab {
       const bridgePort = `p-${name}`;
       const address = `${this.subnet}.${hostId}`;
       await this.addNamespace(ns);
-      await sh('ip', ['-n', this.bridgeNs, 'link', 'add', 'name', bridgePort, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+      await sh('ip', [
+        '-n',
+        this.bridgeNs,
+        'link',
+        'add',
+        'name',
+        bridgePort,
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'eth0',
+        'netns',
+        ns,
+      ]);
       await sh('ip', ['-n', this.bridgeNs, 'link', 'set', bridgePort, 'master', 'br0']);
       await sh('ip', ['-n', this.bridgeNs, 'link', 'set', bridgePort, 'up']);
       await sh('ip', ['-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
@@ -282,7 +304,9 @@ export class NetnsLab {
 
   /** Runs `command…` inside `host`'s namespace (`ip netns exec` execs it: the child's pid is the command's). */
   spawn(host: LabHost, command: string[], env: Record<string, string> = {}): LabProcess {
-    const p = track(spawn('ip', ['netns', 'exec', host.ns, ...command], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }));
+    const p = track(
+      spawn('ip', ['netns', 'exec', host.ns, ...command], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
     this.processes.push(p);
     return p;
   }
@@ -293,15 +317,32 @@ export class NetnsLab {
   }
 
   /** Starts a delaying TCP proxy in `host`'s namespace; resolves once it listens. */
-  async delayProxy(host: LabHost, listen: string, listenPort: number, target: string, targetPort: number, delayMs: number): Promise<LabProcess> {
-    const p = this.spawn(host, [process.execPath, '-e', DELAY_PROXY_SOURCE, listen, String(listenPort), target, String(targetPort), String(delayMs)]);
+  async delayProxy(
+    host: LabHost,
+    listen: string,
+    listenPort: number,
+    target: string,
+    targetPort: number,
+    delayMs: number,
+  ): Promise<LabProcess> {
+    const p = this.spawn(host, [
+      process.execPath,
+      '-e',
+      DELAY_PROXY_SOURCE,
+      listen,
+      String(listenPort),
+      target,
+      String(targetPort),
+      String(delayMs),
+    ]);
     await p.stdout.waitFor(/delay proxy listening/, 15_000, 'delay proxy start');
     return p;
   }
 
   /** Kills every process the lab started, then deletes every namespace (and so every link). */
   async destroy(): Promise<void> {
-    for (const p of this.processes) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+    for (const p of this.processes)
+      if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
     await Promise.all(this.processes.map((p) => exitWithin(p, 5000)));
     this.destroySync();
   }

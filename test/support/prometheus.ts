@@ -35,13 +35,31 @@ export async function startPrometheus(dir: string, targetsFile: string): Promise
   const config = join(dir, 'prometheus.yml');
   writeFileSync(
     config,
-    ['global:', '  scrape_interval: 1s', 'scrape_configs:', '  - job_name: batchlab', '    file_sd_configs:', `      - files: ['${targetsFile}']`, '        refresh_interval: 1s', ''].join('\n'),
+    [
+      'global:',
+      '  scrape_interval: 1s',
+      'scrape_configs:',
+      '  - job_name: batchlab',
+      '    file_sd_configs:',
+      `      - files: ['${targetsFile}']`,
+      '        refresh_interval: 1s',
+      '',
+    ].join('\n'),
   );
-  const child = spawn(PROMETHEUS_BIN, [`--config.file=${config}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    PROMETHEUS_BIN,
+    [
+      `--config.file=${config}`,
+      `--storage.tsdb.path=${join(dir, 'tsdb')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--log.level=warn',
+    ],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let log = '';
-  child.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
+  child.stderr.on('data', (d) => (log = (log + d).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
   for (;;) {
@@ -59,7 +77,11 @@ export async function startPrometheus(dir: string, targetsFile: string): Promise
     process: child,
     async query(expr, time) {
       const params = new URLSearchParams({ query: expr, ...(time ? { time: String(time) } : {}) });
-      const body = (await (await fetch(`${url}/api/v1/query?${params}`)).json()) as { status: string; error?: string; data: { resultType: string; result: never[] } };
+      const body = (await (await fetch(`${url}/api/v1/query?${params.toString()}`)).json()) as {
+        status: string;
+        error?: string;
+        data: { resultType: string; result: never[] };
+      };
       if (body.status !== 'success') throw new Error(`${expr}: ${body.error}`);
       return body.data.result;
     },

@@ -16,11 +16,13 @@ export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>
 /** The flat float32 weights of a model saved with --save-model (its weights.bin), in a fresh buffer. */
 export function readSavedWeights(modelDir: string): Float32Array {
   const bytes = readFileSync(join(modelDir, 'weights.bin'));
-  if (bytes.byteLength % 4 !== 0) throw new Error(`${modelDir}/weights.bin has ${bytes.byteLength} bytes, not a whole number of float32 values`);
+  if (bytes.byteLength % 4 !== 0)
+    throw new Error(`${modelDir}/weights.bin has ${bytes.byteLength} bytes, not a whole number of float32 values`);
   return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
-const bitsOf = (x: Float32Array): Uint32Array => new Uint32Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
+const bitsOf = (x: Float32Array): Uint32Array =>
+  new Uint32Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
 
 /**
  * Null when `actual` has exactly the bits of `expected` (so -0 ≠ +0, and every NaN payload

@@ -39,12 +39,16 @@ function reference(gm: GradientModel, images: Float32Array, labels: Int32Array) 
     let logits!: tf.Tensor;
     const { value, grads } = tf.variableGrads(() => {
       logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor);
-      return tf.losses.softmaxCrossEntropy(y, logits, undefined, 0, tf.Reduction.SUM) as tf.Scalar;
+      return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
     }, vars);
     const gradSum = tf.concat(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))).dataSync() as Float32Array;
     const predicted = tf.argMax(logits, 1).dataSync();
     logits.dispose();
-    return { gradSum: Float32Array.from(gradSum), lossSum: value.dataSync()[0]!, correct: labels.filter((l, i) => predicted[i] === l).length };
+    return {
+      gradSum: Float32Array.from(gradSum),
+      lossSum: value.dataSync()[0]!,
+      correct: labels.filter((l, i) => predicted[i] === l).length,
+    };
   });
 }
 
@@ -54,7 +58,11 @@ function spyOnGradients() {
 }
 
 function batch(seed: number, n: number) {
-  return gatherSamples(dataset.train, dataset.sampleShape, new EpochSampler(dataset.train.count, seed).indicesFor(0, n));
+  return gatherSamples(
+    dataset.train,
+    dataset.sampleShape,
+    new EpochSampler(dataset.train.count, seed).indicesFor(0, n),
+  );
 }
 
 type ModelMaker = (inputShape: number[], classes: number) => tfl.LayersModel;
@@ -76,20 +84,38 @@ const DENSE_VARIANTS: Record<string, ModelMaker> = {
     const out = tfl.layers.dense({ units: classes }).apply(h) as tfl.SymbolicTensor;
     return tfl.model({ inputs: input, outputs: out });
   },
-  'single dense layer': (inputShape, classes) => tfl.sequential({ layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: classes })] }),
+  'single dense layer': (inputShape, classes) =>
+    tfl.sequential({ layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: classes })] }),
 };
 
 /** Models the fast path must leave to the generic one. */
 const GENERIC_ONLY: Record<string, ModelMaker> = {
   cnn: (inputShape, classes) => buildModel('cnn', { inputShape, numClasses: classes, hidden: [4, 4] }),
   'tanh activation': (inputShape, classes) =>
-    tfl.sequential({ layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: 8, activation: 'tanh' }), tfl.layers.dense({ units: classes })] }),
+    tfl.sequential({
+      layers: [
+        tfl.layers.flatten({ inputShape }),
+        tfl.layers.dense({ units: 8, activation: 'tanh' }),
+        tfl.layers.dense({ units: classes }),
+      ],
+    }),
   'dropout between dense layers': (inputShape, classes) =>
     tfl.sequential({
-      layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: 8, activation: 'relu' }), tfl.layers.dropout({ rate: 0 }), tfl.layers.dense({ units: classes })],
+      layers: [
+        tfl.layers.flatten({ inputShape }),
+        tfl.layers.dense({ units: 8, activation: 'relu' }),
+        tfl.layers.dropout({ rate: 0 }),
+        tfl.layers.dense({ units: classes }),
+      ],
     }),
   'frozen first layer': (inputShape, classes) => {
-    const model = tfl.sequential({ layers: [tfl.layers.flatten({ inputShape }), tfl.layers.dense({ units: 8, activation: 'relu' }), tfl.layers.dense({ units: classes })] });
+    const model = tfl.sequential({
+      layers: [
+        tfl.layers.flatten({ inputShape }),
+        tfl.layers.dense({ units: 8, activation: 'relu' }),
+        tfl.layers.dense({ units: classes }),
+      ],
+    });
     model.layers[1]!.trainable = false;
     return model;
   },
@@ -137,16 +163,19 @@ describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend)
     [96, 40],
     [96, 96],
     [160, 160],
-  ])('the dense fast path matches the generic gradient on the default 784-256-128-10 MLP (batch %i, maxChunk %i)', (n, maxChunk) => {
-    const gm = setup('mlp', [256, 128]);
-    const { images, labels } = batch(11, n);
-    const fast = computeMicroBatch(gm, images, labels, maxChunk);
-    const want = reference(gm, images, labels);
-    expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
-    expect(Math.abs(fast.lossSum - want.lossSum) / Math.abs(want.lossSum)).toBeLessThan(1e-6);
-    expect(fast.correct).toBe(want.correct);
-    gm.model.dispose();
-  });
+  ])(
+    'the dense fast path matches the generic gradient on the default 784-256-128-10 MLP (batch %i, maxChunk %i)',
+    (n, maxChunk) => {
+      const gm = setup('mlp', [256, 128]);
+      const { images, labels } = batch(11, n);
+      const fast = computeMicroBatch(gm, images, labels, maxChunk);
+      const want = reference(gm, images, labels);
+      expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
+      expect(Math.abs(fast.lossSum - want.lossSum) / Math.abs(want.lossSum)).toBeLessThan(1e-6);
+      expect(fast.correct).toBe(want.correct);
+      gm.model.dispose();
+    },
+  );
 
   it.each(Object.keys(DENSE_VARIANTS))('the dense fast path handles a %s model', (variant) => {
     const gm = withWeights(DENSE_VARIANTS[variant]!(dataset.sampleShape, dataset.numClasses));
@@ -184,16 +213,21 @@ describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend)
 
   // Weights made on cpu, computed on wasm: on cpu there is no other backend for them to live on.
   const crossBackend = 'the dense fast path reads weights that still live on another backend';
-  it.skipIf(backend !== 'wasm')(backend === 'wasm' ? crossBackend : `${crossBackend} (skipped on cpu: the weights are made on cpu, so only wasm reads them across backends)`, async () => {
-    await tf.setBackend('cpu');
-    const gm = setup('mlp', [24, 12]);
-    await tf.setBackend(backend);
-    const { images, labels } = batch(12, 10);
-    const fast = computeMicroBatch(gm, images, labels, 10);
-    const want = reference(gm, images, labels);
-    expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
-    gm.model.dispose();
-  });
+  it.skipIf(backend !== 'wasm')(
+    backend === 'wasm'
+      ? crossBackend
+      : `${crossBackend} (skipped on cpu: the weights are made on cpu, so only wasm reads them across backends)`,
+    async () => {
+      await tf.setBackend('cpu');
+      const gm = setup('mlp', [24, 12]);
+      await tf.setBackend(backend);
+      const { images, labels } = batch(12, 10);
+      const fast = computeMicroBatch(gm, images, labels, 10);
+      const want = reference(gm, images, labels);
+      expect(maxRelativeDifference(want.gradSum, fast.gradSum)).toBeLessThan(2e-6);
+      gm.model.dispose();
+    },
+  );
 
   it('the dense fast path follows new weights and leaves no tensors behind', () => {
     const gm = setup('mlp', [32, 16]);
@@ -213,16 +247,19 @@ describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend)
   it.each([
     ['cnn', [4, 4], 20, 6],
     ['mlp', [256, 128], 140, 130],
-  ] as const)('gives the same bits when it yields between chunks (%s %j, batch %i, maxChunk %i)', async (name, hidden, n, maxChunk) => {
-    const gm = setup(name, [...hidden]);
-    const { images, labels } = batch(9, n);
-    const blocking = computeMicroBatch(gm, images, labels, maxChunk);
-    const yielding = await computeMicroBatchYielding(gm, images, labels, maxChunk);
-    expect(Buffer.from(yielding.gradSum.buffer).equals(Buffer.from(blocking.gradSum.buffer))).toBe(true);
-    expect(yielding.lossSum).toBe(blocking.lossSum);
-    expect(yielding.correct).toBe(blocking.correct);
-    gm.model.dispose();
-  });
+  ] as const)(
+    'gives the same bits when it yields between chunks (%s %j, batch %i, maxChunk %i)',
+    async (name, hidden, n, maxChunk) => {
+      const gm = setup(name, [...hidden]);
+      const { images, labels } = batch(9, n);
+      const blocking = computeMicroBatch(gm, images, labels, maxChunk);
+      const yielding = await computeMicroBatchYielding(gm, images, labels, maxChunk);
+      expect(Buffer.from(yielding.gradSum.buffer).equals(Buffer.from(blocking.gradSum.buffer))).toBe(true);
+      expect(yielding.lossSum).toBe(blocking.lossSum);
+      expect(yielding.correct).toBe(blocking.correct);
+      gm.model.dispose();
+    },
+  );
 
   it.each([
     ['mlp', [32, 16]],
@@ -239,7 +276,12 @@ describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend)
     let correct = 0;
     const sampleSize = images.length / labels.length;
     for (let start = 0; start < 48; start += 16) {
-      const part = computeMicroBatch(gm, images.subarray(start * sampleSize, (start + 16) * sampleSize), labels.subarray(start, start + 16), 1024);
+      const part = computeMicroBatch(
+        gm,
+        images.subarray(start * sampleSize, (start + 16) * sampleSize),
+        labels.subarray(start, start + 16),
+        1024,
+      );
       part.gradSum.forEach((v, i) => (sum[i]! += v));
       lossSum += part.lossSum;
       correct += part.correct;
@@ -267,19 +309,22 @@ describe.each(['wasm', 'cpu'] as const)('micro-batch gradients on %s', (backend)
   it.each([
     ['mlp', [32]],
     ['cnn', [4, 8]],
-  ] as const)('%s: writes into a reused output buffer, whatever it held, with the same bits as a fresh array', async (name, hidden) => {
-    const gm = setup(name, [...hidden]);
-    const indices = new EpochSampler(dataset.train.count, 5).indicesFor(0, 24);
-    const { images, labels } = gatherSamples(dataset.train, dataset.sampleShape, indices);
-    const fresh = computeMicroBatch(gm, images, labels, 10);
-    const out = new Float32Array(fresh.gradSum.length).fill(Number.NaN);
-    const reused = await computeMicroBatchYielding(gm, images, labels, 10, out);
-    expect(reused.gradSum).toBe(out);
-    expect(Buffer.from(out.buffer).equals(Buffer.from(fresh.gradSum.buffer))).toBe(true);
-    // A buffer of the wrong size is not used.
-    expect(computeMicroBatch(gm, images, labels, 10, new Float32Array(3)).gradSum.length).toBe(fresh.gradSum.length);
-    gm.model.dispose();
-  });
+  ] as const)(
+    '%s: writes into a reused output buffer, whatever it held, with the same bits as a fresh array',
+    async (name, hidden) => {
+      const gm = setup(name, [...hidden]);
+      const indices = new EpochSampler(dataset.train.count, 5).indicesFor(0, 24);
+      const { images, labels } = gatherSamples(dataset.train, dataset.sampleShape, indices);
+      const fresh = computeMicroBatch(gm, images, labels, 10);
+      const out = new Float32Array(fresh.gradSum.length).fill(Number.NaN);
+      const reused = await computeMicroBatchYielding(gm, images, labels, 10, out);
+      expect(reused.gradSum).toBe(out);
+      expect(Buffer.from(out.buffer).equals(Buffer.from(fresh.gradSum.buffer))).toBe(true);
+      // A buffer of the wrong size is not used.
+      expect(computeMicroBatch(gm, images, labels, 10, new Float32Array(3)).gradSum.length).toBe(fresh.gradSum.length);
+      gm.model.dispose();
+    },
+  );
 
   it('gives the same bits when it yields to the event loop between chunks', async () => {
     const gm = setup('mlp', [32]);

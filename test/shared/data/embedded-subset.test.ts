@@ -31,19 +31,24 @@ describe('embedded Fashion-MNIST subset', () => {
   // Needs Debian's full set to compare with: skipped without it, with the reason in its name,
   // except under CI=true (.ci/run installs dataset-fashion-mnist), where its absence fails.
   const title = 'holds exactly the first 8000 train and 1500 test samples of the full set';
-  it.skipIf(!debianInstalled && !inCi)(debianInstalled || inCi ? title : `${title} (skipped: ${debian} not installed; apt-get install dataset-fashion-mnist)`, async () => {
-    expect(debianInstalled, `${debian} is required under CI=true (apt-get install dataset-fashion-mnist)`).toBe(true);
-    for (const [images, labels, n] of [
-      ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 8000],
-      ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz', 1500],
-    ] as const) {
-      const part = await readIdxImages(join(subset, images));
-      const full = await readIdxImages(join(debian, images));
-      expect(part.count).toBe(n);
-      expect(Buffer.from(part.pixels).equals(Buffer.from(full.pixels.subarray(0, n * 784)))).toBe(true);
-      const partLabels = await readIdxLabels(join(subset, labels));
-      const fullLabels = await readIdxLabels(join(debian, labels));
-      expect(Buffer.from(partLabels).equals(Buffer.from(fullLabels.subarray(0, n)))).toBe(true);
-    }
-  });
+  it.skipIf(!debianInstalled && !inCi)(
+    debianInstalled || inCi
+      ? title
+      : `${title} (skipped: ${debian} not installed; apt-get install dataset-fashion-mnist)`,
+    async () => {
+      expect(debianInstalled, `${debian} is required under CI=true (apt-get install dataset-fashion-mnist)`).toBe(true);
+      for (const [images, labels, n] of [
+        ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 8000],
+        ['t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz', 1500],
+      ] as const) {
+        const part = await readIdxImages(join(subset, images));
+        const full = await readIdxImages(join(debian, images));
+        expect(part.count).toBe(n);
+        expect(Buffer.from(part.pixels).equals(Buffer.from(full.pixels.subarray(0, n * 784)))).toBe(true);
+        const partLabels = await readIdxLabels(join(subset, labels));
+        const fullLabels = await readIdxLabels(join(debian, labels));
+        expect(Buffer.from(partLabels).equals(Buffer.from(fullLabels.subarray(0, n)))).toBe(true);
+      }
+    },
+  );
 });

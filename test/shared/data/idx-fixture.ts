@@ -37,6 +37,10 @@ export async function writeTinyIdxDataset(dir: string, options: TinyIdxOptions =
     const pixels = new Uint8Array(n * 784);
     for (let i = 0; i < n; i++) for (let p = 0; p < 784; p++) pixels[i * 784 + p] = tinyPixel(i, p);
     await write(images, [n, 28, 28], pixels);
-    await write(labels, [n], Uint8Array.from({ length: n }, (_, i) => i % 10));
+    await write(
+      labels,
+      [n],
+      Uint8Array.from({ length: n }, (_, i) => i % 10),
+    );
   }
 }

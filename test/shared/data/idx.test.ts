@@ -5,7 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeIdx, encodeIdx, isGzip, readIdxFile, readIdxImages, readIdxLabels, writeIdxFile } from '../../../shared/data/idx.js';
+import {
+  decodeIdx,
+  encodeIdx,
+  isGzip,
+  readIdxFile,
+  readIdxImages,
+  readIdxLabels,
+  writeIdxFile,
+} from '../../../shared/data/idx.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -59,29 +67,39 @@ describe('IDX files', () => {
   it('refuses a truncated plain file, naming the file and the expected and found lengths', async () => {
     const path = join(dir, 'truncated-idx3-ubyte');
     await writeFile(path, encodeIdx(images).subarray(0, 30));
-    await expect(readIdxImages(path)).rejects.toThrow(`IDX file ${path}: expected 40 bytes (16-byte header + 3 × 2 × 4 data), found 30; file is truncated`);
+    await expect(readIdxImages(path)).rejects.toThrow(
+      `IDX file ${path}: expected 40 bytes (16-byte header + 3 × 2 × 4 data), found 30; file is truncated`,
+    );
   });
 
   it('refuses a truncated gzip file, naming the file', async () => {
     const path = join(dir, 'truncated.gz');
     const gz = gzipSync(encodeIdx(images));
     await writeFile(path, gz.subarray(0, gz.length - 12));
-    await expect(readIdxImages(path)).rejects.toThrow(new RegExp(`^IDX file ${path}: expected a valid gzip stream, found corrupt or truncated gzip data`));
+    await expect(readIdxImages(path)).rejects.toThrow(
+      new RegExp(`^IDX file ${path}: expected a valid gzip stream, found corrupt or truncated gzip data`),
+    );
   });
 
   it('refuses a file with trailing bytes', () => {
     const bytes = new Uint8Array([...encodeIdx(labels), 1, 2]);
-    expect(() => decodeIdx(bytes, 'x-labels', 1)).toThrow('IDX file x-labels: expected 11 bytes (8-byte header + 3 data), found 13; file has trailing bytes');
+    expect(() => decodeIdx(bytes, 'x-labels', 1)).toThrow(
+      'IDX file x-labels: expected 11 bytes (8-byte header + 3 data), found 13; file has trailing bytes',
+    );
   });
 
   it('refuses a file whose magic number is not IDX', () => {
     const bytes = new TextEncoder().encode('<html>not found</html>');
-    expect(() => decodeIdx(bytes, 'page.html')).toThrow('IDX file page.html: expected magic number 0x0000080N (IDX, unsigned bytes, N dimensions), found 0x3c68746d');
+    expect(() => decodeIdx(bytes, 'page.html')).toThrow(
+      'IDX file page.html: expected magic number 0x0000080N (IDX, unsigned bytes, N dimensions), found 0x3c68746d',
+    );
   });
 
   it('refuses non-byte element types', () => {
     const bytes = Uint8Array.from([0, 0, 0x0d, 1, 0, 0, 0, 0]);
-    expect(() => decodeIdx(bytes, 'floats')).toThrow('IDX file floats: expected element type 0x08 (unsigned byte), found 0x0d (float32)');
+    expect(() => decodeIdx(bytes, 'floats')).toThrow(
+      'IDX file floats: expected element type 0x08 (unsigned byte), found 0x0d (float32)',
+    );
   });
 
   it('refuses a labels file where images are expected', async () => {
@@ -92,8 +110,12 @@ describe('IDX files', () => {
   });
 
   it('refuses a file too short to hold its header', () => {
-    expect(() => decodeIdx(Uint8Array.from([0, 0, 8]), 'tiny')).toThrow('IDX file tiny: expected at least a 4-byte header, found 3 bytes');
-    expect(() => decodeIdx(Uint8Array.from([0, 0, 8, 3, 0, 0, 0, 1]), 'short')).toThrow('IDX file short: expected a 16-byte header for 3 dimension(s), found only 8 bytes');
+    expect(() => decodeIdx(Uint8Array.from([0, 0, 8]), 'tiny')).toThrow(
+      'IDX file tiny: expected at least a 4-byte header, found 3 bytes',
+    );
+    expect(() => decodeIdx(Uint8Array.from([0, 0, 8, 3, 0, 0, 0, 1]), 'short')).toThrow(
+      'IDX file short: expected a 16-byte header for 3 dimension(s), found only 8 bytes',
+    );
   });
 
   it('refuses to encode data whose length does not match the dimensions', () => {

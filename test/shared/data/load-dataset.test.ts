@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Split } from '../../../shared/data/dataset.js';
-import { datasetSearchPaths, describeDataset, embeddedSubsetDir, findPackageRoot, loadDataset } from '../../../shared/data/index.js';
+import {
+  datasetSearchPaths,
+  describeDataset,
+  embeddedSubsetDir,
+  findPackageRoot,
+  loadDataset,
+} from '../../../shared/data/index.js';
 import { tinyPixel, writeTinyIdxDataset } from './idx-fixture.js';
 
 const repoRoot = join(import.meta.dirname, '..', '..', '..');
@@ -50,7 +56,10 @@ describe('dataset search paths', () => {
   });
 
   it('has no embedded fallback for mnist', () => {
-    expect(datasetSearchPaths('mnist', { cwd: '/somewhere' })).toEqual(['/somewhere/data/mnist', '/usr/share/datasets/mnist']);
+    expect(datasetSearchPaths('mnist', { cwd: '/somewhere' })).toEqual([
+      '/somewhere/data/mnist',
+      '/usr/share/datasets/mnist',
+    ]);
   });
 
   it('searches only the --data-dir when one is given, resolved against cwd', () => {
@@ -134,24 +143,29 @@ describe('loadDataset', () => {
   it('refuses a searched directory that holds only part of the dataset', async () => {
     const other = join(cwd, 'other-cwd');
     await writeTinyIdxDataset(join(other, 'data', 'mnist'), { omit: ['train-images-idx3-ubyte'] });
-    await expect(loadDataset({ name: 'mnist', cwd: other, seed: 1 })).rejects.toThrow(/holds only part of the dataset: missing train-images-idx3-ubyte\[\.gz\]/);
+    await expect(loadDataset({ name: 'mnist', cwd: other, seed: 1 })).rejects.toThrow(
+      /holds only part of the dataset: missing train-images-idx3-ubyte\[\.gz\]/,
+    );
   });
 
   // Nothing can be missing where Debian's MNIST is installed: the search always finds it there.
   const debianMnist = existsSync('/usr/share/datasets/mnist');
   const notFound = 'lists every place searched and how to fix it when nothing is found';
-  it.skipIf(debianMnist)(debianMnist ? `${notFound} (skipped: /usr/share/datasets/mnist is installed, so MNIST is always found)` : notFound, async () => {
-    const empty = join(cwd, 'empty-cwd');
-    await mkdir(empty);
-    const error = await loadDataset({ name: 'mnist', cwd: empty, seed: 1 }).then(
-      () => undefined,
-      (err: Error) => err,
-    );
-    expect(error?.message).toContain('mnist: dataset files not found. Searched:');
-    expect(error?.message).toContain(`${join(empty, 'data', 'mnist')} (no such directory)`);
-    expect(error?.message).toContain('/usr/share/datasets/mnist (no such directory)');
-    expect(error?.message).toContain('--data-dir');
-  });
+  it.skipIf(debianMnist)(
+    debianMnist ? `${notFound} (skipped: /usr/share/datasets/mnist is installed, so MNIST is always found)` : notFound,
+    async () => {
+      const empty = join(cwd, 'empty-cwd');
+      await mkdir(empty);
+      const error = await loadDataset({ name: 'mnist', cwd: empty, seed: 1 }).then(
+        () => undefined,
+        (err: Error) => err,
+      );
+      expect(error?.message).toContain('mnist: dataset files not found. Searched:');
+      expect(error?.message).toContain(`${join(empty, 'data', 'mnist')} (no such directory)`);
+      expect(error?.message).toContain('/usr/share/datasets/mnist (no such directory)');
+      expect(error?.message).toContain('--data-dir');
+    },
+  );
 
   it('refuses files whose image and label counts differ, naming the label file', async () => {
     const dir = join(cwd, 'mismatch');
@@ -185,11 +199,18 @@ describe('loadDataset', () => {
   });
 
   const fallback = 'falls back to the Debian directory when <cwd>/data has no copy';
-  it.skipIf(!debianInstalled && !inCi)(debianInstalled || inCi ? fallback : `${fallback} (skipped: ${debianDir} not installed; apt-get install dataset-fashion-mnist)`, async () => {
-    expect(debianInstalled, `${debianDir} is required under CI=true (apt-get install dataset-fashion-mnist)`).toBe(true);
-    const empty = join(cwd, 'debian-cwd');
-    await mkdir(empty, { recursive: true });
-    const ds = await loadDataset({ name: 'fashion-mnist', cwd: empty, seed: 1 });
-    expect(ds.source).toBe(debianDir);
-  });
+  it.skipIf(!debianInstalled && !inCi)(
+    debianInstalled || inCi
+      ? fallback
+      : `${fallback} (skipped: ${debianDir} not installed; apt-get install dataset-fashion-mnist)`,
+    async () => {
+      expect(debianInstalled, `${debianDir} is required under CI=true (apt-get install dataset-fashion-mnist)`).toBe(
+        true,
+      );
+      const empty = join(cwd, 'debian-cwd');
+      await mkdir(empty, { recursive: true });
+      const ds = await loadDataset({ name: 'fashion-mnist', cwd: empty, seed: 1 });
+      expect(ds.source).toBe(debianDir);
+    },
+  );
 });

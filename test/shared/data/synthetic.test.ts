@@ -34,7 +34,7 @@ function linearProbeAccuracy(ds: Dataset, steps: number, batch: number, lr: numb
       logits(ds.train.images, i * d);
       const max = Math.max(...z);
       let sum = 0;
-      for (let k = 0; k < c; k++) sum += (z[k] = Math.exp(z[k]! - max));
+      for (let k = 0; k < c; k++) sum += z[k] = Math.exp(z[k]! - max);
       for (let k = 0; k < c; k++) {
         const g = z[k]! / sum - (k === ds.train.labels[i] ? 1 : 0);
         gb[k]! += g;
@@ -113,7 +113,12 @@ describe('synthetic dataset', () => {
 
   it('describes itself with the MNIST shape, balanced labels and its seed', () => {
     const ds = small(5, 1000, 200);
-    expect(ds).toMatchObject({ name: 'synthetic', sampleShape: [28, 28, 1], numClasses: 10, source: 'synthetic(seed=5)' });
+    expect(ds).toMatchObject({
+      name: 'synthetic',
+      sampleShape: [28, 28, 1],
+      numClasses: 10,
+      source: 'synthetic(seed=5)',
+    });
     expect(ds.train.count).toBe(1000);
     expect(ds.train.images.length).toBe(1000 * 784);
     const counts = new Array(10).fill(0);

@@ -19,7 +19,8 @@ describe('fitCriticalBatch', () => {
     const random = createRandom(11);
     const points: StepsToTargetPoint[] = [];
     for (const b of BATCHES) {
-      for (let seed = 0; seed < 3; seed++) points.push({ globalBatchSize: b, steps: lawSteps(b) * (1 + 0.05 * random.normal()) });
+      for (let seed = 0; seed < 3; seed++)
+        points.push({ globalBatchSize: b, steps: lawSteps(b) * (1 + 0.05 * random.normal()) });
     }
     const fit = fitCriticalBatch(points);
     if (!fit.fittable) throw new Error(fit.reason);
@@ -34,23 +35,40 @@ describe('fitCriticalBatch', () => {
     const one = fitCriticalBatch([{ globalBatchSize: 64, steps: 200 }]);
     expect(one.fittable).toBe(false);
     if (!one.fittable) expect(one.reason).toMatch(/at least 2 distinct batch sizes, got 1/);
-    expect(fitCriticalBatch([{ globalBatchSize: 64, steps: 200 }, { globalBatchSize: 64, steps: 210 }]).fittable).toBe(false);
+    expect(
+      fitCriticalBatch([
+        { globalBatchSize: 64, steps: 200 },
+        { globalBatchSize: 64, steps: 210 },
+      ]).fittable,
+    ).toBe(false);
     expect(fitCriticalBatch([]).fittable).toBe(false);
   });
 
   it('refuses a negative S_min or E_min instead of reporting a meaningless B_crit', () => {
     // Steps halve exactly with each doubling and then some: the intercept is negative.
-    const perfect = fitCriticalBatch([{ globalBatchSize: 32, steps: 1000 }, { globalBatchSize: 64, steps: 480 }, { globalBatchSize: 128, steps: 200 }]);
+    const perfect = fitCriticalBatch([
+      { globalBatchSize: 32, steps: 1000 },
+      { globalBatchSize: 64, steps: 480 },
+      { globalBatchSize: 128, steps: 200 },
+    ]);
     expect(perfect.fittable).toBe(false);
     if (!perfect.fittable) expect(perfect.reason).toMatch(/S_min = -.* is not positive/);
     // Steps grow with the batch: the slope is negative.
-    const growing = fitCriticalBatch([{ globalBatchSize: 32, steps: 100 }, { globalBatchSize: 256, steps: 150 }]);
+    const growing = fitCriticalBatch([
+      { globalBatchSize: 32, steps: 100 },
+      { globalBatchSize: 256, steps: 150 },
+    ]);
     expect(growing.fittable).toBe(false);
     if (!growing.fittable) expect(growing.reason).toMatch(/E_min = -.* is not positive/);
   });
 
   it('rejects a run that never reached the target, naming the point', () => {
-    expect(() => fitCriticalBatch([{ globalBatchSize: 32, steps: 100 }, { globalBatchSize: 64, steps: Infinity }])).toThrow(/points\[1\]\.steps/);
+    expect(() =>
+      fitCriticalBatch([
+        { globalBatchSize: 32, steps: 100 },
+        { globalBatchSize: 64, steps: Infinity },
+      ]),
+    ).toThrow(/points\[1\]\.steps/);
   });
 });
 

@@ -47,7 +47,10 @@ function trainBriefly(gm: GradientModel, dataset: Dataset): void {
       labels[j] = dataset.train.labels[index]!;
     });
     const { gradSum } = computeMicroBatch(gm, images, labels, TRAIN_BATCH);
-    writeWeights(gm.model, readWeights(gm.model).map((w, i) => w - (TRAIN_LR / TRAIN_BATCH) * gradSum[i]!));
+    writeWeights(
+      gm.model,
+      readWeights(gm.model).map((w, i) => w - (TRAIN_LR / TRAIN_BATCH) * gradSum[i]!),
+    );
   }
 }
 
@@ -62,7 +65,12 @@ beforeAll(async () => {
   // computeMicroBatch on one example returns that example's gradient g_i (a sum of one).
   const size = dataset.sampleShape.reduce((a, b) => a * b, 1);
   for (let i = 0; i < N; i++) {
-    const { gradSum } = computeMicroBatch(gm, dataset.train.images.subarray(i * size, (i + 1) * size), Int32Array.of(dataset.train.labels[i]!), 1);
+    const { gradSum } = computeMicroBatch(
+      gm,
+      dataset.train.images.subarray(i * size, (i + 1) * size),
+      Int32Array.of(dataset.train.labels[i]!),
+      1,
+    );
     if (i === 0) {
       params = gradSum.length;
       perExample = new Float32Array(N * params);
@@ -180,7 +188,9 @@ describe('noise-scale estimator against exact per-example statistics (Fashion-MN
       await annotate(
         `tr(Σ) exact ${exactTrace.toFixed(3)}, S_hat mean ${s.mean.toFixed(3)} ± ${s.se.toFixed(3)}; ` +
           `|G|^2 − tr(Σ)/N exact ${g2Target.toFixed(4)} (|G|^2 ${exactG2.toFixed(4)}), G2_hat mean ${g2.mean.toFixed(4)} ± ${g2.se.toFixed(4)}` +
-          (sizes.every((b) => b === 1) ? `; max |S_hat − sample variance| / variance ${worstVarianceGap.toExponential(2)}` : ''),
+          (sizes.every((b) => b === 1)
+            ? `; max |S_hat − sample variance| / variance ${worstVarianceGap.toExponential(2)}`
+            : ''),
       );
       expect(Math.abs(s.mean - exactTrace)).toBeLessThan(3 * s.se);
       expect(Math.abs(g2.mean - g2Target)).toBeLessThan(3 * g2.se);

@@ -3,6 +3,7 @@ import {
   estimateStepNoise,
   NoiseScaleEstimator,
   temperatureOf,
+  type NoiseScaleResult,
   type NoiseScaleStepInput,
 } from '../../../shared/statistics/noise-scale.js';
 
@@ -10,7 +11,11 @@ import {
  * A step whose per-step estimates are exactly `sHat` and `g2Hat`: K equal micro-batches of `b`
  * samples, n = G2 + S/B and every s_k = A = n + S (K − 1)/B (inverting the estimator).
  */
-function stepWith(sHat: number, g2Hat: number, opts: { k?: number; b?: number; lr?: number; momentum?: number } = {}): NoiseScaleStepInput {
+function stepWith(
+  sHat: number,
+  g2Hat: number,
+  opts: { k?: number; b?: number; lr?: number; momentum?: number } = {},
+): NoiseScaleStepInput {
   const k = opts.k ?? 2;
   const b = opts.b ?? 8;
   const batch = k * b;
@@ -104,7 +109,13 @@ describe('NoiseScaleEstimator', () => {
   it('reports no estimate for a step with one micro-batch and leaves the EMAs untouched', () => {
     const est = new NoiseScaleEstimator();
     est.update(stepWith(50, 1));
-    const r = est.update({ microBatches: [{ samples: 16, sqNorm: 9 }], globalSqNorm: 9, lr: 0.1, globalBatchSize: 16, momentum: 0.9 });
+    const r = est.update({
+      microBatches: [{ samples: 16, sqNorm: 9 }],
+      globalSqNorm: 9,
+      lr: 0.1,
+      globalBatchSize: 16,
+      momentum: 0.9,
+    });
     expect(r.estimable).toBe(false);
     if (!r.estimable) expect(r.reason).toContain('K = 1');
     expect(r.sHat).toBeNull();
@@ -160,7 +171,7 @@ describe('NoiseScaleEstimator', () => {
     expect(results[5]!.relativeError).toBeCloseTo(0, 6);
 
     const noisy = new NoiseScaleEstimator({ minSteps: 5 });
-    let last;
+    let last: NoiseScaleResult | undefined;
     // G2 alternates between +21 and −19: mean 1, standard deviation 20 per step.
     for (let i = 0; i < 50; i++) last = noisy.update(stepWith(100, i % 2 === 0 ? 21 : -19, { b: 2 }));
     expect(last!.bSimple).not.toBeNull();
@@ -172,7 +183,7 @@ describe('NoiseScaleEstimator', () => {
     const beta = 0.9;
     const est = new NoiseScaleEstimator({ beta, minSteps: 2 });
     const values = [3, 1, 4, 1, 5, 9, 2, 6];
-    let last;
+    let last: NoiseScaleResult | undefined;
     for (const v of values) last = est.update(stepWith(10, v));
     // Direct computation with the bias-corrected weights w_i ∝ beta^(t−i).
     const t = values.length;
@@ -202,8 +213,12 @@ describe('NoiseScaleEstimator', () => {
 
   it('refuses a state saved with another beta, naming both', () => {
     const state = new NoiseScaleEstimator({ beta: 0.9 }).state();
-    expect(() => new NoiseScaleEstimator({ beta: 0.99 }).loadState(state)).toThrow(/beta 0\.9, this estimator uses 0\.99/);
-    expect(() => new NoiseScaleEstimator().loadState({ ...new NoiseScaleEstimator().state(), g2Accumulator: NaN })).toThrow(/g2Accumulator/);
+    expect(() => new NoiseScaleEstimator({ beta: 0.99 }).loadState(state)).toThrow(
+      /beta 0\.9, this estimator uses 0\.99/,
+    );
+    expect(() =>
+      new NoiseScaleEstimator().loadState({ ...new NoiseScaleEstimator().state(), g2Accumulator: NaN }),
+    ).toThrow(/g2Accumulator/);
   });
 
   it('rejects a global batch size that is not the sum of the micro-batches', () => {
