@@ -1,29 +1,14 @@
 // GatherRound: ownership of one step's micro-batches and the checks every reply passes.
 
 import { describe, expect, it } from 'vitest';
+import { fakeReply } from '../support/in-memory-channel.js';
+import { bytesOf, mixedMagnitudes } from '../support/tensors.js';
 import { GatherRound } from '../../coordinator/gather-round.js';
 import type { StepReduction, StepResult, WorkPayload } from '../../coordinator/reducer.js';
 import { StarReducer } from '../../coordinator/star-reducer.js';
-import { createRandom } from '../../shared/data/seeded-random.js';
 import { allFinite } from '../../shared/finite.js';
 import { cutMicroBatches } from '../../shared/micro-batches.js';
 import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG } from '../../shared/optimizers/index.js';
-import type { GradientMessage, MicroBatchSpec } from '../../shared/protocol.js';
-
-function bytesOf(a: Float32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-}
-
-/** Float32 values of both signs spread over magnitudes 1e-20..1e20, so summation order changes results. */
-function mixedMagnitudes(n: number, seed: number): Float32Array {
-  const random = createRandom(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const sign = random.next() < 0.5 ? -1 : 1;
-    out[i] = sign * (1 + random.next()) * 10 ** Math.floor(random.next() * 41 - 20);
-  }
-  return out;
-}
 
 /** A step reduction that records what reaches it (checking bodies as the star does), to see which replies get reduced. */
 class RecordingReduction implements StepReduction {
@@ -43,21 +28,6 @@ class RecordingReduction implements StepReduction {
 }
 
 const PARAMS = 3;
-
-function reply(step: number, spec: MicroBatchSpec, extra: Partial<GradientMessage> = {}): GradientMessage {
-  const samples = spec.end - spec.start;
-  return {
-    type: 'gradient',
-    step,
-    microBatchId: spec.id,
-    samples,
-    lossSum: 0.5 * samples,
-    correct: samples - 1,
-    computeMs: 10,
-    sqNorm: 1,
-    ...extra,
-  };
-}
 
 const grad = (...v: number[]): Float32Array => (v.length ? Float32Array.from(v) : new Float32Array(PARAMS).fill(1));
 
@@ -83,40 +53,40 @@ describe('GatherRound', () => {
   it('accepts a reply from the owning worker and passes it to the reducer', () => {
     const { specs, reducer, round } = setup();
     const g = grad();
-    expect(round.accept(1, reply(5, specs[1]!), g)).toBeNull();
+    expect(round.accept(1, fakeReply(5, specs[1]!), g)).toBeNull();
     expect(reducer.added).toEqual([{ id: 1, gradSum: g, samples: 4 }]);
   });
 
   it('drops gradients from a previous step as stale_step', () => {
     const { specs, reducer, round } = setup(5);
-    expect(round.accept(1, reply(4, specs[0]!), grad())).toBe('stale_step');
-    expect(round.accept(1, reply(6, specs[0]!), grad())).toBe('stale_step');
+    expect(round.accept(1, fakeReply(4, specs[0]!), grad())).toBe('stale_step');
+    expect(round.accept(1, fakeReply(6, specs[0]!), grad())).toBe('stale_step');
     expect(reducer.added).toEqual([]);
   });
 
   it('refuses a micro-batch owned by another worker as unassigned', () => {
     const { specs, reducer, round } = setup();
-    expect(round.accept(2, reply(5, specs[0]!), grad())).toBe('unassigned');
-    expect(round.accept(1, reply(5, specs[2]!), grad())).toBe('unassigned');
+    expect(round.accept(2, fakeReply(5, specs[0]!), grad())).toBe('unassigned');
+    expect(round.accept(1, fakeReply(5, specs[2]!), grad())).toBe('unassigned');
     expect(reducer.added).toEqual([]);
   });
 
   it('refuses a micro-batch id the step does not have as unassigned', () => {
     const { round } = setup();
-    expect(round.accept(1, reply(5, { id: 7, start: 0, end: 4 }), grad())).toBe('unassigned');
+    expect(round.accept(1, fakeReply(5, { id: 7, start: 0, end: 4 }), grad())).toBe('unassigned');
   });
 
   it('refuses a reply whose sample count does not match its micro-batch as unassigned', () => {
     const { specs, reducer, round } = setup();
-    expect(round.accept(1, reply(5, specs[0]!, { samples: 3 }), grad())).toBe('unassigned');
-    expect(round.accept(2, reply(5, specs[2]!, { samples: 4 }), grad())).toBe('unassigned');
+    expect(round.accept(1, fakeReply(5, specs[0]!, { samples: 3 }), grad())).toBe('unassigned');
+    expect(round.accept(2, fakeReply(5, specs[2]!, { samples: 4 }), grad())).toBe('unassigned');
     expect(reducer.added).toEqual([]);
   });
 
   it('refuses a repeated reply as duplicate and reduces it once', () => {
     const { specs, reducer, round } = setup();
-    expect(round.accept(1, reply(5, specs[0]!), grad())).toBeNull();
-    expect(round.accept(1, reply(5, specs[0]!), grad())).toBe('duplicate');
+    expect(round.accept(1, fakeReply(5, specs[0]!), grad())).toBeNull();
+    expect(round.accept(1, fakeReply(5, specs[0]!), grad())).toBe('duplicate');
     expect(reducer.added.map((a) => a.id)).toEqual([0]);
   });
 
@@ -126,10 +96,10 @@ describe('GatherRound', () => {
     ['-Infinity', Number.NEGATIVE_INFINITY],
   ])('refuses a gradient containing %s as non_finite and does not reduce it', (_name, bad) => {
     const { specs, reducer, round } = setup();
-    expect(round.accept(1, reply(5, specs[0]!), grad(0.5, bad, 2))).toBe('non_finite');
+    expect(round.accept(1, fakeReply(5, specs[0]!), grad(0.5, bad, 2))).toBe('non_finite');
     expect(reducer.added).toEqual([]);
     // The micro-batch is still outstanding: a finite retry from its owner is accepted.
-    expect(round.accept(1, reply(5, specs[0]!), grad())).toBeNull();
+    expect(round.accept(1, fakeReply(5, specs[0]!), grad())).toBeNull();
     expect(reducer.added.map((a) => a.id)).toEqual([0]);
   });
 
@@ -138,7 +108,7 @@ describe('GatherRound', () => {
     ['an infinite sqNorm', { sqNorm: Number.POSITIVE_INFINITY }],
   ])('refuses a reply with %s as non_finite and does not reduce it', (_name, patch) => {
     const { specs, reducer, round } = setup();
-    expect(round.accept(1, { ...reply(5, specs[0]!), ...patch }, grad())).toBe('non_finite');
+    expect(round.accept(1, { ...fakeReply(5, specs[0]!), ...patch }, grad())).toBe('non_finite');
     expect(reducer.added).toEqual([]);
   });
 
@@ -146,12 +116,12 @@ describe('GatherRound', () => {
     const { specs, round } = setup();
     let finished = false;
     void round.done.then(() => (finished = true));
-    round.accept(2, reply(5, specs[2]!), grad());
-    round.accept(1, reply(5, specs[0]!), grad());
-    round.accept(1, reply(5, specs[0]!), grad()); // duplicate: does not count
+    round.accept(2, fakeReply(5, specs[2]!), grad());
+    round.accept(1, fakeReply(5, specs[0]!), grad());
+    round.accept(1, fakeReply(5, specs[0]!), grad()); // duplicate: does not count
     await settle();
     expect(finished).toBe(false);
-    round.accept(1, reply(5, specs[1]!), grad());
+    round.accept(1, fakeReply(5, specs[1]!), grad());
     await settle();
     expect(finished).toBe(true);
   });
@@ -161,7 +131,7 @@ describe('GatherRound', () => {
     const round = new GatherRound(specs, new RecordingReduction(0));
     round.assign(7, [specs[4]!, specs[1]!, specs[3]!]);
     round.assign(8, [specs[0]!, specs[2]!]);
-    expect(round.accept(7, reply(0, specs[3]!), grad())).toBeNull();
+    expect(round.accept(7, fakeReply(0, specs[3]!), grad())).toBeNull();
     expect(round.orphan(7)).toEqual([specs[1], specs[4]]);
     expect(round.orphan(7)).toEqual([]);
     expect(round.orphan(99)).toEqual([]);
@@ -169,13 +139,13 @@ describe('GatherRound', () => {
 
   it("accepts the new owner's reply after re-assignment and refuses the lost worker's late one", async () => {
     const { specs, reducer, round } = setup();
-    round.accept(2, reply(5, specs[2]!), grad());
+    round.accept(2, fakeReply(5, specs[2]!), grad());
     const orphans = round.orphan(1);
     expect(orphans.map((s) => s.id)).toEqual([0, 1]);
     round.assign(2, orphans);
-    expect(round.accept(1, reply(5, specs[0]!), grad())).toBe('unassigned');
-    expect(round.accept(2, reply(5, specs[0]!), grad())).toBeNull();
-    expect(round.accept(2, reply(5, specs[1]!), grad())).toBeNull();
+    expect(round.accept(1, fakeReply(5, specs[0]!), grad())).toBe('unassigned');
+    expect(round.accept(2, fakeReply(5, specs[0]!), grad())).toBeNull();
+    expect(round.accept(2, fakeReply(5, specs[1]!), grad())).toBeNull();
     await round.done;
     expect(reducer.added.map((a) => a.id)).toEqual([2, 0, 1]);
   });
@@ -192,7 +162,7 @@ describe('GatherRound', () => {
       const reduction = new StarReducer(weights, sgd).beginStep({ step: 0, microBatches: specs, lr: 1 });
       const round = new GatherRound(specs, reduction);
       specs.forEach((s, i) => round.assign(owners[i]!, [s]));
-      for (const id of order) expect(round.accept(owners[id]!, reply(0, specs[id]!), grads[id]!)).toBeNull();
+      for (const id of order) expect(round.accept(owners[id]!, fakeReply(0, specs[id]!), grads[id]!)).toBeNull();
       await Promise.all([round.done, reduction.result]);
       return Buffer.from(bytesOf(weights));
     };
@@ -214,7 +184,7 @@ describe('GatherRound', () => {
     for (const id of [2, 3, 1, 0]) {
       round.accept(
         owner[id]!,
-        reply(3, specs[id]!, {
+        fakeReply(3, specs[id]!, {
           lossSum: lossSums[id],
           correct: correct[id],
           sqNorm: sqNorms[id],
@@ -248,7 +218,7 @@ describe('GatherRound', () => {
 describe('GatherRound re-issue support', () => {
   it('refuses a gradient of the wrong length as bad_shape and does not reduce it', () => {
     const { specs, reducer, round } = setup();
-    expect(round.accept(1, reply(5, specs[0]!), new Float32Array(PARAMS + 1))).toBe('bad_shape');
+    expect(round.accept(1, fakeReply(5, specs[0]!), new Float32Array(PARAMS + 1))).toBe('bad_shape');
     expect(reducer.added).toEqual([]);
   });
 
@@ -257,8 +227,8 @@ describe('GatherRound re-issue support', () => {
     expect(round.outstandingOwners().sort()).toEqual([1, 2]);
     expect(round.release(specs[0]!.id)).toEqual([specs[0]]);
     expect(round.release(specs[0]!.id)).toEqual([]);
-    expect(round.accept(1, reply(5, specs[0]!), grad())).toBe('unassigned');
+    expect(round.accept(1, fakeReply(5, specs[0]!), grad())).toBe('unassigned');
     round.assign(2, [specs[0]!]);
-    expect(round.accept(2, reply(5, specs[0]!), grad())).toBeNull();
+    expect(round.accept(2, fakeReply(5, specs[0]!), grad())).toBeNull();
   });
 });

@@ -15,6 +15,7 @@ import { BatchlabError } from '../../shared/errors.js';
 import { cutMicroBatches } from '../../shared/micro-batches.js';
 import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG } from '../../shared/optimizers/index.js';
 import type { MicroBatchSpec } from '../../shared/protocol.js';
+import { bytesOf } from '../support/tensors.js';
 import { fakeGradient, InMemoryChannel } from '../support/in-memory-channel.js';
 
 const P = 6;
@@ -22,10 +23,6 @@ const DEADLINE_MS = 1_000;
 const WORKER_WAIT_MS = 30_000;
 /** 16 samples in micro-batches of 2: ids 0..7. */
 const MICRO_BATCHES = cutMicroBatches(16, 2);
-
-function bytes(a: Float32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-}
 
 function newReducer(): { reducer: StarReducer; weights: Float32Array } {
   const weights = Float32Array.from({ length: P }, (_, i) => 0.1 * i - 0.2);
@@ -38,7 +35,7 @@ function referenceWeights(step: number, specs: readonly MicroBatchSpec[] = MICRO
   const { reducer, weights } = newReducer();
   const reduction = reducer.beginStep({ step, microBatches: specs, lr: 0.01 });
   for (const spec of specs) reduction.add(spec.id, spec.end - spec.start, fakeGradient(step, spec, P));
-  return Buffer.from(bytes(weights));
+  return Buffer.from(bytesOf(weights));
 }
 
 /** Membership with `count` joined in-memory workers (ids 1..count) and a record of what happened. */
@@ -103,7 +100,7 @@ describe('gather over in-memory workers', () => {
     lab.workers[0]!.answer();
     const result = await step.done;
     expect(result.samples).toBe(16);
-    expect(bytes(step.weights).equals(referenceWeights(0))).toBe(true);
+    expect(bytesOf(step.weights).equals(referenceWeights(0))).toBe(true);
     expect(lab.reassigns).toEqual([]);
   });
 
@@ -122,7 +119,7 @@ describe('gather over in-memory workers', () => {
     );
     fast!.answer();
     await step.done;
-    expect(bytes(step.weights).equals(referenceWeights(3))).toBe(true);
+    expect(bytesOf(step.weights).equals(referenceWeights(3))).toBe(true);
     // The stuck worker's late reply within the step would be refused, not double-counted.
     expect(stuck!.outstanding).toHaveLength(4);
   });
@@ -142,7 +139,7 @@ describe('gather over in-memory workers', () => {
       { reason: 'unassigned', workerId: 2 },
       { reason: 'stale_step', workerId: -1 },
     ]);
-    expect(bytes(step.weights).equals(referenceWeights(1))).toBe(true);
+    expect(bytesOf(step.weights).equals(referenceWeights(1))).toBe(true);
   });
 
   it('refuses a repeated reply as duplicate and counts its micro-batch once', async () => {
@@ -156,7 +153,7 @@ describe('gather over in-memory workers', () => {
     b!.answer();
     const result = await step.done;
     expect(result.samples).toBe(16);
-    expect(bytes(step.weights).equals(referenceWeights(2))).toBe(true);
+    expect(bytesOf(step.weights).equals(referenceWeights(2))).toBe(true);
   });
 
   it("re-issues a lost worker's unanswered micro-batches to the others at once, and the step ends exact", async () => {
@@ -172,7 +169,7 @@ describe('gather over in-memory workers', () => {
     a!.answer();
     c!.answer();
     await step.done;
-    expect(bytes(step.weights).equals(referenceWeights(4))).toBe(true);
+    expect(bytesOf(step.weights).equals(referenceWeights(4))).toBe(true);
     expect(lab.logs.join('\n')).toMatch(/worker 2 \(mem-2\) lost: killed; re-issuing micro-batches 3,4/);
   });
 
@@ -193,7 +190,7 @@ describe('gather over in-memory workers', () => {
     expect(newcomer.received[0]!.body).not.toBeNull();
     newcomer.answer();
     await step.done;
-    expect(bytes(step.weights).equals(referenceWeights(5))).toBe(true);
+    expect(bytesOf(step.weights).equals(referenceWeights(5))).toBe(true);
     expect(lab.reassigns).toEqual([{ reason: 'worker_lost', count: 7 }]);
   });
 
@@ -205,7 +202,7 @@ describe('gather over in-memory workers', () => {
     lab.workers.forEach((w) => w.answer());
     await step.done;
     expect(newcomer.works()).toEqual([]);
-    expect(bytes(step.weights).equals(referenceWeights(6))).toBe(true);
+    expect(bytesOf(step.weights).equals(referenceWeights(6))).toBe(true);
   });
 
   it('stops the run with NO_WORKERS when nobody joins within --worker-wait', async () => {

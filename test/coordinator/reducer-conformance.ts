@@ -8,6 +8,7 @@ import type { Reducer } from '../../coordinator/reducer.js';
 import { cutMicroBatches } from '../../shared/micro-batches.js';
 import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG, type OptimizerName } from '../../shared/optimizers/index.js';
 import type { MicroBatchSpec, ParamSpec } from '../../shared/protocol.js';
+import { bytesOf } from '../support/tensors.js';
 import { fakeGradient } from '../support/in-memory-channel.js';
 
 /** Two layers, so per-layer rules (LAMB's trust ratio) see more than one tensor. */
@@ -23,10 +24,6 @@ export type ReducerFactory = (weights: Float32Array, optimizer: OptimizerName, p
 
 function initialWeights(): Float32Array {
   return Float32Array.from({ length: P }, (_, i) => Math.cos(i) * 0.3);
-}
-
-function bytes(a: Float32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 }
 
 /** One process, written out: float64 sums left to right in id order, × 1/samples, rounded to float32. */
@@ -49,7 +46,7 @@ function referenceWeights(optimizer: OptimizerName, steps: number, specs: readon
   const weights = initialWeights();
   const rule = createOptimizer(optimizer, DEFAULT_OPTIMIZER_CONFIG, CONFORMANCE_PARAMS);
   for (let step = 0; step < steps; step++) rule.apply(weights, referenceMean(step, specs).mean, LR);
-  return Buffer.from(bytes(weights));
+  return Buffer.from(bytesOf(weights));
 }
 
 /** A fixed shuffle of `items` for `seed` (arrival orders that differ between steps). */
@@ -82,7 +79,7 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
           const result = await reduction.result;
           expect(result.samples).toBe(21);
         }
-        expect(bytes(await reducer.weights()).equals(referenceWeights(optimizer, 3, specs))).toBe(true);
+        expect(bytesOf(await reducer.weights()).equals(referenceWeights(optimizer, 3, specs))).toBe(true);
       },
     );
 
@@ -125,7 +122,7 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
         );
       }
       await reduction.result;
-      expect(bytes(await reducer.weights()).equals(referenceWeights('adam', 1, specs))).toBe(true);
+      expect(bytesOf(await reducer.weights()).equals(referenceWeights('adam', 1, specs))).toBe(true);
     });
 
     it('refuses a body of the wrong length as bad_shape and one with NaN or Inf as non_finite', () => {

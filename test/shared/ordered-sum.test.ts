@@ -1,23 +1,8 @@
 // OrderedSum: the exact id-order float64 sum every reducer builds on.
 
 import { describe, expect, it } from 'vitest';
-import { createRandom } from '../../shared/data/seeded-random.js';
+import { bytesOf, mixedMagnitudes } from '../support/tensors.js';
 import { OrderedSum } from '../../shared/ordered-sum.js';
-
-function bytesOf(a: Float32Array): Buffer {
-  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
-}
-
-/** Float32 values of both signs spread over magnitudes 1e-20..1e20, so summation order changes results. */
-function mixedMagnitudes(n: number, seed: number): Float32Array {
-  const random = createRandom(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const sign = random.next() < 0.5 ? -1 : 1;
-    out[i] = sign * (1 + random.next()) * 10 ** Math.floor(random.next() * 41 - 20);
-  }
-  return out;
-}
 
 function permutations<T>(items: T[]): T[][] {
   if (items.length <= 1) return [items];

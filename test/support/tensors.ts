@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { maxRelativeDifference as maxRelative } from '../../bench/support.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { expect } from 'vitest';
+import { createRandom } from '../../shared/data/seeded-random.js';
 
 /** max |a − b| / max |a|: the tolerance measure the oracle uses. */
 export function maxRelativeDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -62,4 +63,20 @@ export function expectNoLeaks(fn: () => void, times = 3): void {
   const before = tf.memory().numTensors;
   for (let i = 0; i < times; i++) fn();
   expect(tf.memory().numTensors).toBe(before);
+}
+
+/** The bytes of `a` (a view, not a copy), for byte-for-byte comparisons. */
+export function bytesOf(a: Float32Array): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Float32 values of both signs spread over magnitudes 1e-20..1e20, so summation order changes results. */
+export function mixedMagnitudes(n: number, seed: number): Float32Array {
+  const random = createRandom(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const sign = random.next() < 0.5 ? -1 : 1;
+    out[i] = sign * (1 + random.next()) * 10 ** Math.floor(random.next() * 41 - 20);
+  }
+  return out;
 }
