@@ -68,8 +68,11 @@ export interface RunSpec {
 }
 
 /** One local run; samples/s over the steps after the warm-up (step time only, not start-up or eval). */
-export async function measureRun(spec: RunSpec, configure: ConfigureRun): Promise<RunMeasurement> {
-  const settings = configure({
+export async function measureRun(
+  spec: RunSpec,
+  context: Pick<ScalingOptions, 'configure' | 'signal'>,
+): Promise<RunMeasurement> {
+  const settings = context.configure({
     model: spec.model,
     dataset: spec.dataset ?? 'fashion-mnist',
     'global-batch': String(spec.globalBatchSize),
@@ -86,7 +89,10 @@ export async function measureRun(spec: RunSpec, configure: ConfigureRun): Promis
   const steps: StepRecord[] = [];
   // Step times only: the evaluations a run ends with (~0.9 s) would only slow the benchmark.
   const observer = { onStep: (record: StepRecord): void => void steps.push(record) };
-  const report = await launchLocal({ ...settings, timingOnly: true }, { command: 'bench', observer, log: () => {} });
+  const report = await launchLocal(
+    { ...settings, timingOnly: true },
+    { command: 'bench', observer, log: () => {}, signal: context.signal },
+  );
   const timed = steps.slice(spec.warmupSteps);
   const seconds = timed.reduce((a, r) => a + r.wallSeconds, 0);
   const samples = timed.reduce((a, r) => a + r.stats.samples, 0);
@@ -130,6 +136,8 @@ export interface ScalingOptions {
   quick: boolean;
   log?: (line: string) => void;
   configure: ConfigureRun;
+  /** Aborting stops the run in progress and its worker processes (Ctrl-C). */
+  signal?: AbortSignal;
 }
 
 /** Efficiency points for MLP and CNN at 1 and 2 workers. */
@@ -156,12 +164,12 @@ export async function benchScaling(
       const runOne = (): Promise<RunMeasurement> =>
         measureRun(
           { model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed },
-          options.configure,
+          options,
         );
       const runTwo = (): Promise<RunMeasurement> =>
         measureRun(
           { model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed },
-          options.configure,
+          options,
         );
       let one: RunMeasurement;
       let two: RunMeasurement;
@@ -207,7 +215,7 @@ export async function benchBalance(options: ScalingOptions): Promise<BalancePoin
   const timed = options.quick ? 10 : 60;
   const single = await measureRun(
     { model: 'mlp', globalBatchSize: b / 2, workers: 1, microBatch: micro, warmupSteps: warmup, timedSteps: timed },
-    options.configure,
+    options,
   );
   const capacity = slowdown.reduce((a, f) => a + single.samplesPerSecond / f, 0);
   const points: BalancePoint[] = [];
@@ -223,7 +231,7 @@ export async function benchBalance(options: ScalingOptions): Promise<BalancePoin
         slowdown,
         balance,
       },
-      options.configure,
+      options,
     );
     points.push({
       balance,

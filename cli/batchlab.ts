@@ -26,6 +26,15 @@ import { formatSummary, formatSweepSummary } from './summary.js';
 const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
 
 /** Runs a command body; prints any failure once and exits with its code. */
+/** A signal that SIGINT or SIGTERM aborts with INTERRUPTED, so the run stops in order (and its workers with it). */
+function abortOnSignals(): AbortSignal {
+  const controller = new AbortController();
+  const stop = (signal: NodeJS.Signals): void => controller.abort(interruptedBy(signal));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return controller.signal;
+}
+
 async function execute(body: () => Promise<number>, where: string): Promise<never> {
   let code: number;
   try {
@@ -69,16 +78,13 @@ try {
           const settings = parseCoordinatorSettings(argv);
           const { runCoordinator } = await import('../coordinator/coordinator.js');
           const progress = new ProgressReporter(process.stderr);
-          const controller = new AbortController();
-          const stop = (signal: NodeJS.Signals): void => controller.abort(interruptedBy(signal));
-          process.once('SIGINT', stop);
-          process.once('SIGTERM', stop);
+          const signal = abortOnSignals();
           const report = await runCoordinator(
             { ...settings, command: commandLine },
             {
               log: (line) => progress.log(line),
               observer: progress,
-              signal: controller.signal,
+              signal,
               onListening: ({ steps }) => progress.start(steps),
             },
           );
@@ -128,7 +134,7 @@ try {
         execute(async () => {
           const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
           const settings = parseBenchSettings(argv);
-          const report = await runBench(settings, (line) => process.stderr.write(`${line}\n`));
+          const report = await runBench(settings, (line) => process.stderr.write(`${line}\n`), abortOnSignals());
           process.stdout.write(`${formatBench(report)}\n`);
           if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
           return 0;

@@ -238,7 +238,11 @@ export function formatBench(report: BenchReport): string {
 }
 
 /** Runs the selected sections in order, logging progress to `log`. */
-export async function runBench(settings: BenchSettings, log: (line: string) => void): Promise<BenchReport> {
+export async function runBench(
+  settings: BenchSettings,
+  log: (line: string) => void,
+  signal?: AbortSignal,
+): Promise<BenchReport> {
   const t0 = performance.now();
   const cpu = cpus();
   const report: BenchReport = {
@@ -274,10 +278,10 @@ export async function runBench(settings: BenchSettings, log: (line: string) => v
     return Promise.resolve();
   });
   await section('scaling', 'local runs on 1 and 2 workers', async () => {
-    report.scaling = (await benchScaling({ quick, log: indented, configure: parseLocalSettings })).scaling;
+    report.scaling = (await benchScaling({ quick, log: indented, configure: parseLocalSettings, signal })).scaling;
   });
   await section('balance', 'a slowed worker, equal vs throughput split', async () => {
-    report.balance = await benchBalance({ quick, log: indented, configure: parseLocalSettings });
+    report.balance = await benchBalance({ quick, log: indented, configure: parseLocalSettings, signal });
   });
   await section('backends', 'wasm vs cpu', async () => {
     report.backends = await benchBackends({ quick, log: indented });

@@ -87,10 +87,10 @@ export class GatherRound {
     const bodyProblem = this.reduction.check(body);
     if (bodyProblem) return bodyProblem;
     if (!Number.isFinite(message.lossSum) || !Number.isFinite(message.sqNorm)) return 'non_finite';
+    this.reduction.add(message.microBatchId, message.samples, body);
     this.received.set(message.microBatchId, message);
     this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) + message.computeMs);
     this.samplesByWorker.set(workerId, (this.samplesByWorker.get(workerId) ?? 0) + message.samples);
-    this.reduction.add(message.microBatchId, message.samples, body);
     if (this.received.size === this.specs.size) this.resolve();
     return null;
   }

@@ -24,8 +24,10 @@ export async function gather(ctx: GatherContext): Promise<StepResult> {
   const reissuer = new Reissuer({ ...ctx, fail: (error: BatchlabError) => fail(error) });
 
   const onGradient = (worker: WorkerChannel, message: GradientMessage, body: Float32Array | null): void => {
+    // Taken before accept(): the last reply's accept also applies the update.
+    const receivedAtMs = performance.now();
     const reason = round.accept(worker.workerId, message, body);
-    if (reason === null) return observer.onReply?.(worker.workerId, message, performance.now());
+    if (reason === null) return observer.onReply?.(worker.workerId, message, receivedAtMs);
     observer.onReject?.(reason, worker.workerId);
     if (reason === 'non_finite') reissuer.onNonFinite(worker, message.microBatchId);
   };

@@ -38,8 +38,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return this.workers.get(workerId);
   }
 
-  /** A worker finished its handshake (data and model loaded): it takes work from the next split. */
+  /** A worker finished its handshake (data and model loaded): it takes work from the next split. Ignored after close. */
   join(worker: WorkerChannel): void {
+    if (this.closed) return;
     this.workers.set(worker.workerId, worker);
     this.schedule.add(worker.workerId, worker.info.maxMicroBatches);
     this.emitSafely('joined', worker);

@@ -91,7 +91,14 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
     progress: { stepsDone: 0, samples: 0 },
   };
   log(describePlan(options, run, countParams(params)));
-  if (options.resume && options.checkpointDir) await resume(run, options.checkpointDir, log);
+  if (options.resume && options.checkpointDir) {
+    try {
+      await resume(run, options.checkpointDir, log);
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+  }
   return run;
 }
 

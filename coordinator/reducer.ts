@@ -48,7 +48,7 @@ export interface StepReduction {
    * must stay unchanged until `result` settles.
    */
   add(microBatchId: number, samples: number, body: Float32Array | null): void;
-  /** Settles once every micro-batch is in and the update is applied. */
+  /** Settles once every micro-batch is in and the update is applied; rejects when that fails (the run stops). */
   readonly result: Promise<StepResult>;
 }
 

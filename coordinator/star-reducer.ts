@@ -67,13 +67,19 @@ class StarStepReduction implements StepReduction {
   readonly step: number;
   readonly result: Promise<StepResult>;
   private settle!: (result: StepResult) => void;
+  private fail!: (error: unknown) => void;
 
   constructor(
     private readonly plan: StepPlan,
     private readonly reducer: StarReducer,
   ) {
     this.step = plan.step;
-    this.result = new Promise((resolve) => (this.settle = resolve));
+    this.result = new Promise((resolve, reject) => {
+      this.settle = resolve;
+      this.fail = reject;
+    });
+    // An abandoned step's failure has no one waiting for it; the gather of a live step does.
+    this.result.catch(() => {});
   }
 
   payloadFor(weightsStep: number): WorkPayload {
@@ -87,8 +93,13 @@ class StarStepReduction implements StepReduction {
     return allFinite(body) ? null : 'non_finite';
   }
 
+  /** A failure to sum or apply (e.g. the optimizer's SHAPE_MISMATCH) rejects `result`: it stops the run. */
   add(microBatchId: number, samples: number, body: Float32Array | null): void {
-    if (!body) throw new Error(`micro-batch ${microBatchId}: the star reducer needs the gradient body`);
-    if (this.reducer.fold(this, microBatchId, samples, body)) this.settle(this.reducer.finish(this.plan.lr));
+    try {
+      if (!body) throw new Error(`micro-batch ${microBatchId}: the star reducer needs the gradient body`);
+      if (this.reducer.fold(this, microBatchId, samples, body)) this.settle(this.reducer.finish(this.plan.lr));
+    } catch (error) {
+      this.fail(error);
+    }
   }
 }

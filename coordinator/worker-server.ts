@@ -70,11 +70,15 @@ export class WorkerServer {
     this.closed = true;
     clearInterval(this.heartbeat);
     this.http.off('upgrade', this.onUpgrade);
-    await this.membership.close(reason);
+    // One snapshot: a worker still loading is told too, and one whose `ready` arrives from now on
+    // is not joined (frames are ignored once closed).
     const pending = [...this.connections].filter((c) => !c.ready);
-    await Promise.all(
-      pending.map((c) => shutdownSocket(c.socket, reason, () => this.sendRaw(c.socket, { type: 'shutdown', reason }))),
-    );
+    await Promise.all([
+      this.membership.close(reason),
+      ...pending.map((c) =>
+        shutdownSocket(c.socket, reason, () => this.sendRaw(c.socket, { type: 'shutdown', reason })),
+      ),
+    ]);
     this.wss.close();
   }
 
@@ -123,10 +127,10 @@ export class WorkerServer {
       channel: null,
       ready: false,
       dropped: false,
-      handshakeTimer: setTimeout(
-        () => this.drop(connection, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${timeoutMs} ms`)),
-        timeoutMs,
-      ),
+      handshakeTimer: setTimeout(() => {
+        connection.dropped = true;
+        this.drop(connection, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${timeoutMs} ms`));
+      }, timeoutMs),
     };
     this.connections.add(connection);
     socket.on('message', (data: Buffer, isBinary: boolean) => this.onFrame(connection, data, isBinary));
@@ -139,7 +143,7 @@ export class WorkerServer {
 
   private onFrame(connection: Connection, data: Buffer, isBinary: boolean): void {
     this.options.onBytes?.('in', data.length);
-    if (connection.dropped) return;
+    if (connection.dropped || this.closed) return;
     // Any frame is a sign of life, as good as a pong.
     if (connection.channel) connection.channel.lastHeardMs = Date.now();
     try {
@@ -197,10 +201,11 @@ export class WorkerServer {
     clearTimeout(connection.handshakeTimer);
     this.connections.delete(connection);
     const { channel } = connection;
-    if (!channel || !connection.ready || this.closed) return;
+    if (!channel || !connection.ready) return;
     const why =
       channel.lostReason ?? `connection closed (code ${code}${reason.length ? `, ${reason.toString()}` : ''})`;
-    this.options.log(`worker ${connection.workerId} (${channel.info.name}) lost: ${why}`);
+    // After close every worker leaves: that is the end of the run, not a loss.
+    if (!this.closed) this.options.log(`worker ${connection.workerId} (${channel.info.name}) lost: ${why}`);
     this.membership.leave(channel, why);
   }
 

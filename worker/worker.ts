@@ -169,10 +169,11 @@ async function serve(
     const { message, body } = decodeFrame(data);
     switch (message.type) {
       case 'welcome':
-        heartbeatMs = message.heartbeatIntervalMs;
         // Loading the data and model can block the event loop for seconds, and the coordinator
-        // does not expect pongs before `ready`: the watchdog starts once the worker can listen.
+        // does not expect pongs before `ready`: the watchdog (armed by pings once heartbeatMs is
+        // set) starts only once the worker can listen again.
         session.state = await prepare(message, options, session.datasets);
+        heartbeatMs = message.heartbeatIntervalMs;
         feedWatchdog();
         encoder = new FrameEncoder(message.wireDtype ?? 'f32');
         void send({ type: 'ready', datasetFingerprint: session.state.dataset.fingerprint });

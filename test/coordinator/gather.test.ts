@@ -13,7 +13,7 @@ import { StarReducer } from '../../coordinator/star-reducer.js';
 import type { TrainerObserver } from '../../coordinator/trainer.js';
 import { BatchlabError } from '../../shared/errors.js';
 import { cutMicroBatches } from '../../shared/micro-batches.js';
-import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG } from '../../shared/optimizers/index.js';
+import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG, type Optimizer } from '../../shared/optimizers/index.js';
 import type { MicroBatchSpec } from '../../shared/protocol.js';
 import { bytesOf } from '../support/tensors.js';
 import { fakeGradient, InMemoryChannel } from '../support/in-memory-channel.js';
@@ -226,6 +226,36 @@ describe('gather over in-memory workers', () => {
     const error = await step.done.catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BatchlabError);
     expect((error as BatchlabError).code).toBe('NON_FINITE');
+  });
+
+  it('stops the step with the error when the update fails, instead of waiting for ever', async () => {
+    const lab = createLab(2);
+    const failing: Optimizer = {
+      name: 'broken',
+      apply: () => {
+        throw new BatchlabError('SHAPE_MISMATCH', 'the optimizer refuses these shapes');
+      },
+      state: () => ({}),
+      loadState: () => {},
+    };
+    const reduction = new StarReducer(new Float32Array(P), failing).beginStep({
+      step: 0,
+      microBatches: MICRO_BATCHES,
+      lr: 0.01,
+    });
+    const round = new GatherRound(MICRO_BATCHES, reduction);
+    const target = { membership: lab.membership, round, reduction, globalBatchSize: 16 };
+    dispatch(target, splitMicroBatches(MICRO_BATCHES, lab.membership.schedule.splitWorkers([1, 2]), 'equal'));
+    const done = gather({
+      ...target,
+      balance: 'equal',
+      deadlineMs: DEADLINE_MS,
+      workerWaitTimeoutMs: WORKER_WAIT_MS,
+      observer: lab.observer,
+      log: lab.log,
+    });
+    lab.workers.forEach((w) => w.answer());
+    await expect(done).rejects.toThrow(/the optimizer refuses these shapes/);
   });
 
   it('sends the weights only to a worker whose copy is stale', () => {
