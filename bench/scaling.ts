@@ -14,7 +14,7 @@
 // measures exactly what the command would run. `batchlab bench --only scaling,balance` runs it.
 
 import { launchLocal, type LocalRunConfig } from '../coordinator/launch-local.js';
-import type { StepRecord } from '../coordinator/trainer.js';
+import type { StepRecord } from '../coordinator/trainer-observer.js';
 import { measuredScalingEfficiency } from '../shared/efficiency.js';
 import type { ModelName } from '../shared/models/index.js';
 

@@ -2,9 +2,8 @@
 // with the checks that span several options. Bad values fail at once with an OptionError naming
 // option, value and what is accepted.
 
-import type { CoordinatorConfig } from '../coordinator/coordinator.js';
 import type { LocalRunConfig } from '../coordinator/launch-local.js';
-import type { RunConfig } from '../coordinator/run-config.js';
+import type { CoordinatorConfig, RunConfig } from '../coordinator/run-config.js';
 import type { WorkerConfig } from '../worker/worker.js';
 import type { SweepSettings } from './sweep.js';
 import { OptionError } from '../shared/errors.js';

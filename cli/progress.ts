@@ -2,9 +2,9 @@
 // otherwise plain lines about every 5% of the run. Log lines print above the progress line.
 
 import type { Evaluation } from '../shared/evaluate.js';
-import type { RunStart } from '../coordinator/coordinator.js';
+import type { RunStart } from '../coordinator/run-config.js';
 import type { RunObserver } from '../coordinator/launch-local.js';
-import type { StepRecord } from '../coordinator/trainer.js';
+import type { StepRecord } from '../coordinator/trainer-observer.js';
 
 function formatSeconds(seconds: number): string {
   if (!Number.isFinite(seconds)) return '?';

@@ -10,7 +10,7 @@ import type { PreparedRun } from './prepare-run.js';
 import { prepareRun } from './prepare-run.js';
 import type { Reducer } from './reducer.js';
 import { writeReport, type RunReport } from './report.js';
-import type { RunConfig } from './run-config.js';
+import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
 import { buildReport } from './run-report.js';
 import { startServers, type RunServers } from './run-servers.js';
 import { RunTotals } from './run-totals.js';
@@ -18,52 +18,8 @@ import { saveLayersModel } from './save-model.js';
 import { StarReducer } from './star-reducer.js';
 import { TargetTracker } from './target.js';
 import { TraceRecorder } from './trace.js';
-import {
-  combineObservers,
-  train,
-  type TrainerObserver,
-  type TrainerParts,
-  type TrainingOutcome,
-  type TrainingProgress,
-} from './trainer.js';
-
-/** A coordinator's validated configuration (what `batchlab coordinator` options parse into). */
-export interface CoordinatorConfig extends RunConfig {
-  host: string;
-  port: number;
-  /** null: no token required (loopback demos only). */
-  token: string | null;
-  /** PEM files: serve wss:// when both are given. */
-  tlsCert?: string;
-  tlsKey?: string;
-}
-
-export interface CoordinatorOptions extends CoordinatorConfig {
-  /** Written into the report's `command` field. */
-  command: string;
-  /**
-   * Benchmarks that time steps only: no evaluation at all (not the periodic one, the final one
-   * or the train-split one for the generalization gap); the report's accuracies are null.
-   */
-  timingOnly?: boolean;
-}
-
-/** What the coordinator tells the code that started it. */
-export interface RunStart {
-  port: number;
-  metricsUrl: string | null;
-  steps: number;
-  backend: string;
-  dataset: string;
-}
-
-export interface CoordinatorHooks {
-  log: (line: string) => void;
-  /** Called once the WebSocket server listens (port resolved) and the run is planned. */
-  onListening?: (start: RunStart) => void;
-  observer?: TrainerObserver;
-  signal?: AbortSignal;
-}
+import { train, type TrainerParts, type TrainingOutcome, type TrainingProgress } from './trainer.js';
+import { combineObservers, type TrainerObserver } from './trainer-observer.js';
 
 /** Optimizers whose `--momentum` enters the temperature of the noise scale. */
 const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);

@@ -8,10 +8,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { generateToken } from '../shared/auth.js';
 import { BatchlabError } from '../shared/errors.js';
-import { runCoordinator, type RunStart } from './coordinator.js';
+import { runCoordinator } from './coordinator.js';
 import type { RunReport } from './report.js';
-import type { RunConfig } from './run-config.js';
-import type { TrainerObserver } from './trainer.js';
+import type { RunConfig, RunStart } from './run-config.js';
+import type { TrainerObserver } from './trainer-observer.js';
 
 /** A run with its own local workers. */
 export interface LocalRunConfig extends RunConfig {

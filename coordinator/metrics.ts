@@ -8,7 +8,7 @@ import type { Evaluation } from '../shared/evaluate.js';
 import { defineCoordinatorMetrics, type CoordinatorMetrics, type CoordinatorMetricsConfig } from '../shared/metrics.js';
 import { REASSIGN_REASONS, REJECT_REASONS, type ReassignReason, type RejectReason } from '../shared/reasons.js';
 import { meanComputeSeconds } from './gather-round.js';
-import type { StepRecord, TrainerObserver } from './trainer.js';
+import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
 /** Trainer observer that records every step into `metrics`. */
 export class CoordinatorMetricsObserver implements TrainerObserver {

@@ -7,7 +7,7 @@ import type { MicroBatchSpec } from '../shared/protocol.js';
 import { REASSIGN_REASON_FOR } from '../shared/reasons.js';
 import { dispatch, type DispatchTarget } from './dispatch.js';
 import { splitMicroBatches, type BalanceMode } from './split.js';
-import type { TrainerObserver } from './trainer.js';
+import type { TrainerObserver } from './trainer-observer.js';
 import type { WorkerChannel } from './worker-channel.js';
 
 export interface ReissueContext extends DispatchTarget {

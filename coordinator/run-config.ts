@@ -1,5 +1,6 @@
 // The configuration of one training run, as the coordinator consumes it (the CLI validates
-// options into this shape; sweeps and experiments build it directly).
+// options into this shape; sweeps and experiments build it directly), and what the code that
+// starts a coordinator hands it and hears back.
 
 import type { BackendName } from '../shared/backend.js';
 import type { DatasetName } from '../shared/data/dataset.js';
@@ -8,6 +9,7 @@ import type { ModelName } from '../shared/models/index.js';
 import type { OptimizerName } from '../shared/optimizers/index.js';
 import type { WireDtype } from '../shared/codec.js';
 import type { BalanceMode } from './split.js';
+import type { TrainerObserver } from './trainer-observer.js';
 
 export interface RunConfig {
   model: ModelName;
@@ -69,4 +71,42 @@ export interface RunConfig {
   wireDtype: WireDtype;
   /** How micro-batches are shared among workers. */
   balance: BalanceMode;
+}
+
+/** A coordinator's validated configuration (what `batchlab coordinator` options parse into). */
+export interface CoordinatorConfig extends RunConfig {
+  host: string;
+  port: number;
+  /** null: no token required (loopback demos only). */
+  token: string | null;
+  /** PEM files: serve wss:// when both are given. */
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+export interface CoordinatorOptions extends CoordinatorConfig {
+  /** Written into the report's `command` field. */
+  command: string;
+  /**
+   * Benchmarks that time steps only: no evaluation at all (not the periodic one, the final one
+   * or the train-split one for the generalization gap); the report's accuracies are null.
+   */
+  timingOnly?: boolean;
+}
+
+/** What the coordinator tells the code that started it. */
+export interface RunStart {
+  port: number;
+  metricsUrl: string | null;
+  steps: number;
+  backend: string;
+  dataset: string;
+}
+
+export interface CoordinatorHooks {
+  log: (line: string) => void;
+  /** Called once the WebSocket server listens (port resolved) and the run is planned. */
+  onListening?: (start: RunStart) => void;
+  observer?: TrainerObserver;
+  signal?: AbortSignal;
 }

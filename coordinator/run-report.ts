@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import { describeDataset } from '../shared/data/index.js';
 import { evaluateModel } from '../shared/evaluate.js';
 import { writeWeights } from '../shared/param-layout.js';
-import type { CoordinatorOptions } from './coordinator.js';
+import type { CoordinatorOptions } from './run-config.js';
 import type { PreparedRun } from './prepare-run.js';
 import type { RunReport } from './report.js';
 import type { RunTotals } from './run-totals.js';

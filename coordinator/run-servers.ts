@@ -11,7 +11,7 @@ import { describeDataset } from '../shared/data/index.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
 import { createRegistry } from '../shared/metrics.js';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../shared/protocol.js';
-import type { CoordinatorHooks, CoordinatorOptions } from './coordinator.js';
+import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
 import { Membership } from './membership.js';
 import { createCoordinatorMetrics, type CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';

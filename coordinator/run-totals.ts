@@ -5,7 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Evaluation } from '../shared/evaluate.js';
 import { meanComputeSeconds } from './gather-round.js';
-import type { StepRecord, TrainerObserver } from './trainer.js';
+import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
 /** One row of the per-run history (noise scale over training, loss curves). */
 export interface HistoryPoint {

@@ -2,7 +2,7 @@
 // reaches --target-accuracy, or the bias-corrected EMA of the training loss falls to --target-loss.
 
 import type { Evaluation } from '../shared/evaluate.js';
-import type { StepRecord, TrainerObserver } from './trainer.js';
+import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
 export interface TrainingTarget {
   accuracy: number | null;

@@ -6,7 +6,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { GradientMessage } from '../shared/protocol.js';
-import type { StepRecord, TrainerObserver } from './trainer.js';
+import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
 /** One Trace Event Format record. */
 export interface TraceEvent {

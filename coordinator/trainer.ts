@@ -5,17 +5,17 @@
 import { performance } from 'node:perf_hooks';
 import { BatchlabError } from '../shared/errors.js';
 import { cutMicroBatches } from '../shared/micro-batches.js';
-import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
-import type { ReassignReason, RejectReason } from '../shared/reasons.js';
+import type { MicroBatchSpec } from '../shared/protocol.js';
 import type { Evaluation } from '../shared/evaluate.js';
-import type { NoiseScaleEstimator, NoiseScaleResult } from '../shared/statistics/noise-scale.js';
-import { GatherRound, type StepStats } from './gather-round.js';
+import type { NoiseScaleEstimator } from '../shared/statistics/noise-scale.js';
+import { GatherRound } from './gather-round.js';
 import type { Membership } from './membership.js';
 import type { Reducer } from './reducer.js';
 import { dispatch } from './dispatch.js';
 import { gather } from './gather.js';
 import type { WorkerChannel } from './worker-channel.js';
 import { splitMicroBatches, type BalanceMode } from './split.js';
+import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
 export interface TrainerConfig {
   globalBatchSize: number;
@@ -35,47 +35,6 @@ export interface TrainerConfig {
   stepDeadlineCapMs: number;
   /** How micro-batches are shared among workers. */
   balance: BalanceMode;
-}
-
-/** What one applied step produced; observers (progress, metrics, trace) read it. */
-export interface StepRecord {
-  step: number;
-  /** performance.now() when the step began (for the trace). */
-  startedAtMs: number;
-  /** |mean gradient|^2 of this step. */
-  gradSqNorm: number;
-  lr: number;
-  loss: number;
-  accuracy: number;
-  stats: StepStats;
-  wallSeconds: number;
-  workers: number;
-  /** The gradient noise scale estimate after this step, when an estimator runs. */
-  noise: NoiseScaleResult | null;
-  /** Wall seconds per phase: dispatch, gather-wait, reduce, apply. */
-  phases: Record<'dispatch' | 'gather-wait' | 'reduce' | 'apply', number>;
-}
-
-export interface TrainerObserver {
-  onStep?(record: StepRecord): void;
-  onEval?(step: number, evaluation: Evaluation): void;
-  /** A refused reply or frame: `reason` is a RejectReason or a membership refusal (auth, bad_frame, …). */
-  onReject?(reason: RejectReason, workerId: number): void;
-  onReassign?(reason: ReassignReason, count: number): void;
-  /** A reply was accepted at `receivedAtMs` (performance.now()). */
-  onReply?(workerId: number, message: GradientMessage, receivedAtMs: number): void;
-}
-
-/** One observer that forwards every event to each of `observers` (nulls skipped), in order. */
-export function combineObservers(observers: readonly (TrainerObserver | null | undefined)[]): TrainerObserver {
-  const list = observers.filter((o): o is TrainerObserver => Boolean(o));
-  return {
-    onStep: (record) => list.forEach((o) => o.onStep?.(record)),
-    onEval: (step, evaluation) => list.forEach((o) => o.onEval?.(step, evaluation)),
-    onReject: (reason, workerId) => list.forEach((o) => o.onReject?.(reason, workerId)),
-    onReassign: (reason, count) => list.forEach((o) => o.onReassign?.(reason, count)),
-    onReply: (workerId, message, at) => list.forEach((o) => o.onReply?.(workerId, message, at)),
-  };
 }
 
 export interface TrainerParts {

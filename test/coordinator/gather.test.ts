@@ -10,7 +10,7 @@ import { GatherRound } from '../../coordinator/gather-round.js';
 import { Membership } from '../../coordinator/membership.js';
 import { splitMicroBatches } from '../../coordinator/split.js';
 import { StarReducer } from '../../coordinator/star-reducer.js';
-import type { TrainerObserver } from '../../coordinator/trainer.js';
+import type { TrainerObserver } from '../../coordinator/trainer-observer.js';
 import { BatchlabError } from '../../shared/errors.js';
 import { cutMicroBatches } from '../../shared/micro-batches.js';
 import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG, type Optimizer } from '../../shared/optimizers/index.js';

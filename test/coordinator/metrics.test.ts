@@ -4,7 +4,7 @@
 import type { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createCoordinatorMetrics } from '../../coordinator/metrics.js';
-import type { StepRecord } from '../../coordinator/trainer.js';
+import type { StepRecord } from '../../coordinator/trainer-observer.js';
 import { liveScalingEfficiency, measuredScalingEfficiency } from '../../shared/efficiency.js';
 import { createRegistry } from '../../shared/metrics.js';
 

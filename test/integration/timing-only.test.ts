@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { parseLocalSettings } from '../../cli/options.js';
 import { launchLocal } from '../../coordinator/launch-local.js';
 import type { RunReport } from '../../coordinator/report.js';
-import type { TrainerObserver } from '../../coordinator/trainer.js';
+import type { TrainerObserver } from '../../coordinator/trainer-observer.js';
 import { CLI, SUBSET_DIR } from '../support/cli.js';
 
 /** Counts steps and records the steps evaluated after. */

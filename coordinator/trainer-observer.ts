@@ -1,0 +1,50 @@
+// What observers of training see: one StepRecord per applied step, evaluations, refusals,
+// re-issues and accepted replies. The progress line, the metrics, the trace and the report
+// totals are observers; the trainer, the gather and the re-issue path report to them.
+
+import type { Evaluation } from '../shared/evaluate.js';
+import type { GradientMessage } from '../shared/protocol.js';
+import type { ReassignReason, RejectReason } from '../shared/reasons.js';
+import type { NoiseScaleResult } from '../shared/statistics/noise-scale.js';
+import type { StepStats } from './gather-round.js';
+
+/** What one applied step produced; observers (progress, metrics, trace) read it. */
+export interface StepRecord {
+  step: number;
+  /** performance.now() when the step began (for the trace). */
+  startedAtMs: number;
+  /** |mean gradient|^2 of this step. */
+  gradSqNorm: number;
+  lr: number;
+  loss: number;
+  accuracy: number;
+  stats: StepStats;
+  wallSeconds: number;
+  workers: number;
+  /** The gradient noise scale estimate after this step, when an estimator runs. */
+  noise: NoiseScaleResult | null;
+  /** Wall seconds per phase: dispatch, gather-wait, reduce, apply. */
+  phases: Record<'dispatch' | 'gather-wait' | 'reduce' | 'apply', number>;
+}
+
+export interface TrainerObserver {
+  onStep?(record: StepRecord): void;
+  onEval?(step: number, evaluation: Evaluation): void;
+  /** A refused reply or frame: `reason` is a RejectReason or a membership refusal (auth, bad_frame, …). */
+  onReject?(reason: RejectReason, workerId: number): void;
+  onReassign?(reason: ReassignReason, count: number): void;
+  /** A reply was accepted at `receivedAtMs` (performance.now()). */
+  onReply?(workerId: number, message: GradientMessage, receivedAtMs: number): void;
+}
+
+/** One observer that forwards every event to each of `observers` (nulls skipped), in order. */
+export function combineObservers(observers: readonly (TrainerObserver | null | undefined)[]): TrainerObserver {
+  const list = observers.filter((o): o is TrainerObserver => Boolean(o));
+  return {
+    onStep: (record) => list.forEach((o) => o.onStep?.(record)),
+    onEval: (step, evaluation) => list.forEach((o) => o.onEval?.(step, evaluation)),
+    onReject: (reason, workerId) => list.forEach((o) => o.onReject?.(reason, workerId)),
+    onReassign: (reason, count) => list.forEach((o) => o.onReassign?.(reason, count)),
+    onReply: (workerId, message, at) => list.forEach((o) => o.onReply?.(workerId, message, at)),
+  };
+}
