@@ -49,23 +49,10 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
   const dataset = await loadDataset({ name: options.dataset, dataDir, seed, syntheticTrain, syntheticTest });
   log(`dataset ${describeDataset(dataset)}`);
   const steps = options.steps ?? Math.ceil(((options.epochs ?? 1) * dataset.train.count) / options.globalBatchSize);
-  const model = buildModel(options.model, {
-    inputShape: dataset.sampleShape,
-    numClasses: dataset.numClasses,
-    hidden: options.hidden,
-  });
-  const params = paramSpecsOf(model);
-  const weights = initialWeights(params, options.seed);
-  writeWeights(model, weights);
-  const topology = modelTopology(model);
+  const { model, params, weights, topology } = buildInitialModel(options, dataset);
   const schedule = scheduleOf(options, steps);
-  const optimizerConfig = {
-    ...DEFAULT_OPTIMIZER_CONFIG,
-    momentum: options.momentum,
-    nesterov: options.nesterov,
-    weightDecay: options.weightDecay,
-  };
-  const { globalBatchSize, optimizer: optimizerName } = options;
+  const { globalBatchSize, optimizer: optimizerName, momentum, nesterov, weightDecay } = options;
+  const optimizerConfig = { ...DEFAULT_OPTIMIZER_CONFIG, momentum, nesterov, weightDecay };
   const run: PreparedRun = {
     runId: randomBytes(6).toString('hex'),
     backend,
@@ -100,6 +87,16 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
     }
   }
   return run;
+}
+
+/** The model for the dataset's shape with its seeded initial weights (also written into the model). */
+function buildInitialModel(options: RunConfig, dataset: Dataset) {
+  const { sampleShape: inputShape, numClasses } = dataset;
+  const model = buildModel(options.model, { inputShape, numClasses, hidden: options.hidden });
+  const params = paramSpecsOf(model);
+  const weights = initialWeights(params, options.seed);
+  writeWeights(model, weights);
+  return { model, params, weights, topology: modelTopology(model) };
 }
 
 function scheduleOf(options: RunConfig, steps: number): LrScheduleConfig {

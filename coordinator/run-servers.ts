@@ -16,7 +16,7 @@ import { Membership } from './membership.js';
 import { createCoordinatorMetrics, type CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
 import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
-import { WorkerServer } from './worker-server.js';
+import { WorkerServer, type WorkerServerOptions } from './worker-server.js';
 
 export interface RunServers extends AsyncDisposable {
   membership: Membership;
@@ -41,19 +41,7 @@ export async function startServers(
     workersConnected: () => membership.readyWorkers().length,
   });
   const http = await createHttpServer(options);
-  const paramCount = run.weights.length;
-  const workerServer = new WorkerServer(http, membership, {
-    token: options.token,
-    datasetFingerprint: run.dataset.fingerprint,
-    // A frame is the weights or one gradient plus a small header.
-    maxPayloadBytes: paramCount * 4 + 16 * 1024 * 1024,
-    handshakeTimeoutMs: 120_000,
-    heartbeatIntervalMs: options.heartbeatIntervalMs,
-    log,
-    onBytes: (direction, bytes) => metrics.onBytes(direction, bytes),
-    wireDtype: options.wireDtype,
-    welcome: (workerId) => welcomeFor(workerId, options, run),
-  });
+  const workerServer = new WorkerServer(http, membership, workerServerOptions(options, run, metrics, log));
   warnOnUnequalChunks(membership, options.microBatch, log);
   let metricsServer: MetricsServer | null = null;
   const dispose = async (): Promise<void> => {
@@ -67,11 +55,7 @@ export async function startServers(
   try {
     const port = await listen(http, options.port, options.host);
     if (options.metricsPort !== null) {
-      const health = (): Record<string, unknown> => ({
-        role: 'coordinator',
-        runId: run.runId,
-        workers: membership.readyWorkers().length,
-      });
+      const health = () => ({ role: 'coordinator', runId: run.runId, workers: membership.readyWorkers().length });
       metricsServer = await startMetricsServer(registry, options.metricsPort, options.host, health);
     }
     const scheme = options.tlsCert ? 'wss' : 'ws';
@@ -93,6 +77,26 @@ export async function startServers(
     await dispose();
     throw error;
   }
+}
+
+function workerServerOptions(
+  options: CoordinatorOptions,
+  run: PreparedRun,
+  metrics: CoordinatorMetricsObserver,
+  log: (line: string) => void,
+): WorkerServerOptions {
+  return {
+    token: options.token,
+    datasetFingerprint: run.dataset.fingerprint,
+    // A frame is the weights or one gradient plus a small header.
+    maxPayloadBytes: run.weights.length * 4 + 16 * 1024 * 1024,
+    handshakeTimeoutMs: 120_000,
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+    log,
+    onBytes: (direction, bytes) => metrics.onBytes(direction, bytes),
+    wireDtype: options.wireDtype,
+    welcome: (workerId) => welcomeFor(workerId, options, run),
+  };
 }
 
 function answerPlainRequest(_req: unknown, res: ServerResponse): void {
