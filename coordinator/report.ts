@@ -1,4 +1,4 @@
-// The `--report FILE` summary: one JSON object with the keys DESIGN.md fixes (null where not
+// The `--report FILE` summary: one JSON object with the keys the README lists (null where not
 // measured), written atomically.
 
 import { mkdir, rename, writeFile } from 'node:fs/promises';

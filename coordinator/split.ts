@@ -1,4 +1,4 @@
-// Assigning a step's micro-batches to live workers (DESIGN.md "split"). Micro-batch ids and
+// Assigning a step's micro-batches to live workers (docs/ARCHITECTURE.md, "Split"). Micro-batch ids and
 // their sample ranges never change, so the split only decides *who* computes each one: the
 // reduction, in id order, gives the same bits whatever the split. Workers get contiguous blocks
 // in worker-id order; `throughput` sizes the blocks in proportion to each worker's measured

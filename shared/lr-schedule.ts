@@ -24,7 +24,7 @@ export interface LrScheduleConfig {
   /** For `step` decay: steps (counted from 0) at which the LR is multiplied by `decayFactor`. */
   decayBoundaries: number[];
   decayFactor: number;
-  /** Multiply the LR by `factor` for steps [start, end): temperature experiments (LARGE_BATCH.md). */
+  /** Multiply the LR by `factor` for steps [start, end): temperature experiments (docs/EXPERIMENTS.md). */
   windows?: LrWindow[];
 }
 

@@ -1,5 +1,5 @@
 // Cutting a global batch into micro-batches with fixed ids: id i always covers the same
-// positions of the step's sample list, whichever worker computes it (DESIGN.md vocabulary).
+// positions of the step's sample list, whichever worker computes it (docs/ARCHITECTURE.md, "One step's path").
 
 import type { MicroBatchSpec } from './protocol.js';
 

@@ -1,6 +1,6 @@
 // The critical batch size from measured steps to a target: a least-squares fit of McCandlish's
 // steps–examples law S = S_min + E_min / B, B_crit = E_min / S_min (McCandlish, Kaplan, Amodei
-// 2018, arXiv:1812.06162; Shallue et al. 2019 measure the same curves; LARGE_BATCH.md).
+// 2018, arXiv:1812.06162; Shallue et al. 2019 measure the same curves; docs/EXPERIMENTS.md).
 
 /** One run of the "steps to target" experiment. */
 export interface StepsToTargetPoint {

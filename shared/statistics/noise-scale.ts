@@ -1,6 +1,6 @@
 // The gradient noise scale B_simple = tr(Σ)/|G|^2, estimated for free from the micro-batch norms
 // of data-parallel training: McCandlish, Kaplan, Amodei 2018 (arXiv:1812.06162), App. A.1, as
-// restated in LARGE_BATCH.md ("Gradient noise scale").
+// restated in docs/EXPERIMENTS.md ("What batchlab measures").
 
 /** One micro-batch (or worker) of a step: its sample count and the squared norm of its mean gradient. */
 export interface MicroBatchNorm {
@@ -68,7 +68,7 @@ export function estimateStepNoise(microBatches: readonly MicroBatchNorm[], globa
 
 /**
  * The SGD temperature T = lr / (B (1 − momentum)) (McCandlish et al. 2018, with the momentum
- * correction; LARGE_BATCH.md): the noise scale of a run scales as 1/T.
+ * correction; docs/EXPERIMENTS.md, "Temperature law"): the noise scale of a run scales as 1/T.
  */
 export function temperatureOf(lr: number, globalBatchSize: number, momentum: number): number {
   return lr / (globalBatchSize * (1 - momentum));

@@ -1,6 +1,6 @@
 // Statistical efficiency of a batch size from the gradient noise scale: predicted steps and
 // examples relative to their minima, efficiency against a base batch, and goodput.
-// McCandlish, Kaplan, Amodei 2018 (arXiv:1812.06162); LARGE_BATCH.md "Derived quantities".
+// McCandlish, Kaplan, Amodei 2018 (arXiv:1812.06162); docs/EXPERIMENTS.md "What batchlab measures".
 
 /** True for a usable noise scale: a finite number >= 0 (null and NaN are "not estimable"). */
 function isUsableNoiseScale(bSimple: number | null): bSimple is number {

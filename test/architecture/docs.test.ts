@@ -1,6 +1,7 @@
 // Docs that name code must match it: every source file is in ARCHITECTURE.md's table, every
 // reject and re-issue reason in METRICS.md, every error code in PROTOCOL.md's table.
 
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -29,6 +30,16 @@ describe('docs that name code', () => {
   it('METRICS.md lists every reject and re-issue reason', () => {
     const metrics = doc('METRICS.md');
     expect([...REJECT_REASONS, ...REASSIGN_REASONS].filter((r) => !metrics.includes(`\`${r}\``))).toEqual([]);
+  });
+
+  it('stand alone: no file points to the team notes beside the checkout', () => {
+    const tracked = execFileSync('git', ['ls-files'], { cwd: ROOT, encoding: 'utf8' })
+      .split('\n')
+      .filter((f) => /\.(md|ts|js|sh|py|ya?ml)$/.test(f) || f.endsWith('Dockerfile'));
+    expect(tracked.length).toBeGreaterThan(100);
+    const outside = /\b(DESIGN|LARGE_BATCH|STYLE|ECOSYSTEM-NOTES)\.md\b|\]\(\.\.\/shared\/|`\.\.\/shared\/[A-Z]/;
+    const offenders = tracked.filter((f) => outside.test(readFileSync(join(ROOT, f), 'utf8')));
+    expect(offenders).toEqual([]);
   });
 
   it("PROTOCOL.md's error table has every error code", () => {

@@ -1,5 +1,5 @@
 // The headline property: for the same seed, global batch and micro-batch size, N worker
-// processes produce the same weights as one, bit for bit on one backend (DESIGN.md "the oracle").
+// processes produce the same weights as one, bit for bit on one backend (docs/ARCHITECTURE.md, "Why N workers equal one").
 // Every case trains what it compares itself; runs with the same command line are trained once
 // and shared, so a case never depends on another case having run first.
 

@@ -1,4 +1,4 @@
-// Estimator correctness (LARGE_BATCH.md, "Verification cases"): at frozen MLP weights, the
+// Estimator correctness (docs/EXPERIMENTS.md, "Estimator correctness"): at frozen MLP weights, the
 // per-step S_hat and G2_hat of simulated data-parallel steps average to the exact tr(Σ) and |G|^2
 // computed from every per-example gradient of a finite population.
 //
