@@ -123,8 +123,8 @@ function meanPhases(steps: readonly StepRecord[]): StepRecord['phases'] {
 /**
  * "step 31.8 ms = dispatch 0.8 + gather-wait (reduce overlaps it) 29.5 + finish 0.0 + apply 1.6":
  * where a step's time goes. Replies are checked and folded as they arrive, inside gather-wait;
- * the trainer's "reduce" phase is only `finish()`, which returns the result, so it is printed as
- * "finish".
+ * the mean and norm are formed in the final reply's fold, so the step's "reduce" phase is only
+ * what the reducer does after that, printed as "finish".
  */
 export function describePhases(run: RunMeasurement): string {
   const ms = (seconds: number): string => (seconds * 1000).toFixed(1);

@@ -7,7 +7,8 @@
 
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { describeError, exitCodeFor, interruptedBy, OptionError } from '../shared/errors.js';
+import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import { interruptOnSignals } from './interrupt.js';
 import {
   BENCH_OPTIONS,
   COORDINATOR_OPTIONS,
@@ -26,15 +27,6 @@ import { formatSummary, formatSweepSummary } from './summary.js';
 const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
 
 /** Runs a command body; prints any failure once and exits with its code. */
-/** A signal that SIGINT or SIGTERM aborts with INTERRUPTED, so the run stops in order (and its workers with it). */
-function abortOnSignals(): AbortSignal {
-  const controller = new AbortController();
-  const stop = (signal: NodeJS.Signals): void => controller.abort(interruptedBy(signal));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  return controller.signal;
-}
-
 async function execute(body: () => Promise<number>, where: string): Promise<never> {
   let code: number;
   try {
@@ -78,7 +70,7 @@ try {
           const settings = parseCoordinatorSettings(argv);
           const { runCoordinator } = await import('../coordinator/coordinator.js');
           const progress = new ProgressReporter(process.stderr);
-          const signal = abortOnSignals();
+          const { signal } = interruptOnSignals();
           const report = await runCoordinator(
             { ...settings, command: commandLine },
             {
@@ -134,7 +126,11 @@ try {
         execute(async () => {
           const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
           const settings = parseBenchSettings(argv);
-          const report = await runBench(settings, (line) => process.stderr.write(`${line}\n`), abortOnSignals());
+          const report = await runBench(
+            settings,
+            (line) => process.stderr.write(`${line}\n`),
+            interruptOnSignals().signal,
+          );
           process.stdout.write(`${formatBench(report)}\n`);
           if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
           return 0;

@@ -261,7 +261,7 @@ export async function runBench(
   const quick = settings.quick;
   const indented = (line: string): void => log(`  ${line}`);
   /** Runs `body` if `section` was asked for, announcing it with `title` and timing it. */
-  const section = async (name: BenchSection, title: string, body: () => Promise<void>): Promise<void> => {
+  const section = async (name: BenchSection, title: string, body: () => void | Promise<void>): Promise<void> => {
     if (!settings.sections.includes(name)) return;
     log(`${name}: ${title} …`);
     const started = performance.now();
@@ -275,7 +275,6 @@ export async function runBench(
   });
   await section('reduce', 'reduce+apply vs a plain add loop', () => {
     report.reduce = benchReduce({ quick });
-    return Promise.resolve();
   });
   await section('scaling', 'local runs on 1 and 2 workers', async () => {
     report.scaling = (await benchScaling({ quick, log: indented, configure: parseLocalSettings, signal })).scaling;

@@ -3,7 +3,7 @@
 
 import { launchLocal, type LocalRunConfig } from '../coordinator/launch-local.js';
 import type { RunReport } from '../coordinator/report.js';
-import { interruptedBy } from '../shared/errors.js';
+import { interruptOnSignals } from './interrupt.js';
 import type { ProgressReporter } from './progress.js';
 
 /** Lines worth showing even in quiet mode: failures and refusals. */
@@ -19,20 +19,13 @@ export async function runLocal(
   progress: ProgressReporter,
   quiet = false,
 ): Promise<RunReport> {
-  const controller = new AbortController();
   const log = (line: string): void => {
     if (!quiet || NOTEWORTHY.test(line)) progress.log(line);
   };
-  const onSignal = (signal: NodeJS.Signals): void => {
-    log(`${signal} received: stopping the run and its workers`);
-    controller.abort(interruptedBy(signal));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  const interrupt = interruptOnSignals((signal) => log(`${signal} received: stopping the run and its workers`));
   try {
-    return await launchLocal(settings, { command, observer: progress, log, signal: controller.signal });
+    return await launchLocal(settings, { command, observer: progress, log, signal: interrupt.signal });
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    interrupt.dispose();
   }
 }

@@ -43,15 +43,16 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
     const outcome = await trainSavingOnAbort(parts, writeCheckpoint, hooks.signal);
     if (options.checkpointDir) await writeCheckpoint(run.progress);
-    const weights = await reducer.weights();
-    const report = buildReport(options, run, { outcome, resumedFrom, totals, target, weights, startedAtMs });
+    // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
+    writeWeights(run.model, await reducer.weights());
+    const report = buildReport(options, run, { outcome, resumedFrom, totals, target, startedAtMs });
     if (target.isSet)
       hooks.log(
         target.reached
           ? `target reached after ${target.stepsToTarget} steps`
           : `target not reached in ${outcome.stepsDone} steps`,
       );
-    await writeOutputs(options, run, report, trace, weights, hooks.log);
+    await writeOutputs(options, run, report, trace, hooks.log);
     return report;
   } finally {
     run.model.dispose();
@@ -153,17 +154,13 @@ async function writeOutputs(
   run: PreparedRun,
   report: RunReport,
   trace: TraceRecorder | null,
-  weights: Float32Array,
   log: (line: string) => void,
 ): Promise<void> {
   if (trace && options.trace) {
     await trace.write(options.trace);
     log(`trace written to ${options.trace} (open in chrome://tracing or ui.perfetto.dev)`);
   }
-  if (options.saveModel) {
-    writeWeights(run.model, weights);
-    log(`model saved to ${await saveLayersModel(run.model, options.saveModel)}`);
-  }
+  if (options.saveModel) log(`model saved to ${await saveLayersModel(run.model, options.saveModel)}`);
   if (options.report) {
     await writeReport(options.report, report);
     log(`report written to ${options.report}`);

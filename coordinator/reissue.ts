@@ -95,7 +95,7 @@ export class Reissuer {
   private reissue(specs: MicroBatchSpec[], fault: BatchlabError, avoid: number | null, announce = true): void {
     const { membership, observer, log } = this.ctx;
     const reason = REASSIGN_REASON_FOR[fault.code];
-    if (specs.length === 0 || fault.recovery !== 'retry-step' || !reason) return;
+    if (specs.length === 0 || !reason) return;
     if (announce) log(fault.message);
     const live = membership.readyWorkers();
     const others = live.filter((w) => w.workerId !== avoid);

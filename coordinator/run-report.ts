@@ -3,7 +3,6 @@
 import { performance } from 'node:perf_hooks';
 import { describeDataset } from '../shared/data/index.js';
 import { evaluateModel } from '../shared/evaluate.js';
-import { writeWeights } from '../shared/param-layout.js';
 import type { CoordinatorOptions } from './run-config.js';
 import type { PreparedRun } from './prepare-run.js';
 import type { RunReport } from './report.js';
@@ -20,8 +19,6 @@ export interface RunResults {
   resumedFrom: TrainingProgress;
   totals: RunTotals;
   target: TargetTracker;
-  /** The final weights. */
-  weights: Float32Array;
   /** performance.now() when the run started. */
   startedAtMs: number;
 }
@@ -33,7 +30,7 @@ export function buildReport(options: CoordinatorOptions, run: PreparedRun, resul
   const sessionSteps = outcome.stepsDone - results.resumedFrom.stepsDone;
   const sessionSamples = outcome.samples - results.resumedFrom.samples;
   const trainSeconds = totals.trainSeconds();
-  const trainAccuracy = options.timingOnly ? null : evaluateTrainSplit(run, results.weights);
+  const trainAccuracy = options.timingOnly ? null : evaluateTrainSplit(run);
   const evalAccuracy = outcome.lastEval?.accuracy ?? null;
   return {
     command: options.command,
@@ -68,10 +65,9 @@ export function buildReport(options: CoordinatorOptions, run: PreparedRun, resul
   };
 }
 
-/** Train-split accuracy in inference mode, for the generalization gap. */
-function evaluateTrainSplit(run: PreparedRun, weights: Float32Array): number {
+/** Train-split accuracy of the model (holding the final weights) in inference mode, for the generalization gap. */
+function evaluateTrainSplit(run: PreparedRun): number {
   const { dataset, model } = run;
-  writeWeights(model, weights);
   const subset = { ...dataset.train, count: Math.min(TRAIN_EVAL_SAMPLES, dataset.train.count) };
   return evaluateModel(model, subset, dataset.sampleShape, dataset.numClasses).accuracy;
 }

@@ -21,9 +21,6 @@ import { WorkerServer, type WorkerServerOptions } from './worker-server.js';
 export interface RunServers extends AsyncDisposable {
   membership: Membership;
   metrics: CoordinatorMetricsObserver;
-  /** The port workers connect to (resolved when --port is 0). */
-  port: number;
-  metricsUrl: string | null;
 }
 
 /** Starts listening; the returned object stops everything (telling workers why) when disposed. */
@@ -72,7 +69,7 @@ export async function startServers(
       backend: run.backend.backend,
       dataset: describeDataset(run.dataset),
     });
-    return { membership, metrics, port, metricsUrl, [Symbol.asyncDispose]: dispose };
+    return { membership, metrics, [Symbol.asyncDispose]: dispose };
   } catch (error) {
     await dispose();
     throw error;

@@ -35,11 +35,6 @@ export class WorkerSchedule {
     if (state.replies > 1) state.samplesPerSecond = updateThroughput(state.samplesPerSecond, samples, computeMs);
   }
 
-  /** Measured samples/s of a worker (null until measured or when unknown). */
-  samplesPerSecond(workerId: number): number | null {
-    return this.states.get(workerId)?.samplesPerSecond ?? null;
-  }
-
   /** The split's view of `workerIds`, in the given order. */
   splitWorkers(workerIds: readonly number[]): SplitWorker[] {
     return workerIds.map((workerId) => {

@@ -44,26 +44,14 @@ export const REASSIGN_REASON_FOR: Partial<Record<ErrorCode, ReassignReason>> = {
   NON_FINITE_REPLY: 'non_finite',
 };
 
+/** The reject reason counted for an error that closes a connection (others count as `bad_frame`). */
+const REJECT_REASON_FOR: Partial<Record<ErrorCode, RejectReason>> = {
+  AUTH_FAILED: 'auth',
+  VERSION_MISMATCH: 'version_mismatch',
+  DATASET_MISMATCH: 'dataset_mismatch',
+};
+
 /** The reject reason counted for an error that closes a connection. */
 export function rejectReasonForError(code: ErrorCode): RejectReason {
-  switch (code) {
-    case 'AUTH_FAILED':
-      return 'auth';
-    case 'VERSION_MISMATCH':
-      return 'version_mismatch';
-    case 'DATASET_MISMATCH':
-      return 'dataset_mismatch';
-    case 'BAD_FRAME':
-    case 'BAD_MESSAGE':
-    case 'BAD_OPTION':
-    case 'SHAPE_MISMATCH':
-    case 'NON_FINITE':
-    case 'NON_FINITE_REPLY':
-    case 'WORKER_LOST':
-    case 'TIMEOUT':
-    case 'NO_WORKERS':
-    case 'CONNECT_FAILED':
-    case 'INTERRUPTED':
-      return 'bad_frame';
-  }
+  return REJECT_REASON_FOR[code] ?? 'bad_frame';
 }

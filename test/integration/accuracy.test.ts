@@ -10,6 +10,7 @@ import { selectBackend } from '../../shared/backend.js';
 import { evaluateModel } from '../../shared/evaluate.js';
 import { loadDataset } from '../../shared/data/index.js';
 import { runCli, SUBSET_DIR } from '../support/cli.js';
+import { REPORT_KEYS } from '../support/report.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-accuracy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -42,23 +43,7 @@ it('2 workers reach at least 0.75 eval accuracy on the embedded Fashion-MNIST su
   ]);
   expect(result.code, result.stderr).toBe(0);
   const summary = JSON.parse(readFileSync(report, 'utf8'));
-  for (const key of [
-    'command',
-    'backend',
-    'workers',
-    'globalBatchSize',
-    'microBatchSize',
-    'steps',
-    'samples',
-    'initialLoss',
-    'finalLoss',
-    'evalAccuracy',
-    'samplesPerSecond',
-    'scalingEfficiency',
-    'gradientNoiseScale',
-    'learningRate',
-    'wallSeconds',
-  ]) {
+  for (const key of REPORT_KEYS) {
     expect(summary).toHaveProperty(key);
   }
   expect(summary).toMatchObject({

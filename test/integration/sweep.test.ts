@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { runCli } from '../support/cli.js';
+import { REPORT_KEYS } from '../support/report.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-sweep-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,25 +50,7 @@ it('runs every point, measures efficiency against 1 worker, finds steps to targe
     sweep.points.map((p: { globalBatchSize: number; workers: number }) => `${p.globalBatchSize}x${p.workers}`),
   ).toEqual(['16x1', '16x2', '64x1', '64x2']);
   for (const p of sweep.points) {
-    for (const key of [
-      'command',
-      'backend',
-      'workers',
-      'globalBatchSize',
-      'microBatchSize',
-      'steps',
-      'samples',
-      'initialLoss',
-      'finalLoss',
-      'evalAccuracy',
-      'samplesPerSecond',
-      'scalingEfficiency',
-      'gradientNoiseScale',
-      'learningRate',
-      'wallSeconds',
-      'stepsToTarget',
-      'samplesToTarget',
-    ]) {
+    for (const key of [...REPORT_KEYS, 'stepsToTarget', 'samplesToTarget']) {
       expect(p, key).toHaveProperty(key);
     }
     expect(p.status).toBe('ok');
