@@ -125,6 +125,13 @@ describe('OrderedSum', () => {
     for (const count of [1, 2, 3]) {
       const ids = Array.from({ length: count }, (_, k) => 10 + k);
       const grads = ids.map((id) => mixedMagnitudes(n, 7000 + id));
+      if (count === 3) {
+        // Every seventh parameter: the first two cancel exactly, so only id order keeps the third.
+        for (let i = 0; i < n; i += 7) [grads[0]![i], grads[1]![i], grads[2]![i]] = [3e18, -3e18, 0.75];
+        const reversed = (i: number): number => grads[2]![i]! + grads[1]![i]! + grads[0]![i]!;
+        const inIdOrder = (i: number): number => grads[0]![i]! + grads[1]![i]! + grads[2]![i]!;
+        expect(reversed(7), 'the data must make the summation order matter').not.toBe(inIdOrder(7));
+      }
       const copies = grads.map((g) => Float32Array.from(g));
       const samples = ids.map((_, k) => 2 + k);
       const total = samples.reduce((a, b) => a + b, 0);
