@@ -51,7 +51,7 @@ function measure(params: number, replies: number, optimizerName: OptimizerName, 
   let step = 0;
   // The last reply's add() sums, forms the mean and applies the update before it returns.
   const reduceApply = (): void => {
-    const reduction = reducer.beginStep({ step: step++, microBatches, lr: 1e-3 });
+    const reduction = reducer.startStep({ step: step++, microBatches, lr: 1e-3 });
     grads.forEach((g, k) => reduction.add(k, 32, g));
   };
   // Warm-up so both loops are optimized before timing.

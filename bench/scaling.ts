@@ -111,12 +111,16 @@ export async function measureRun(
 /** The mean of each phase over `steps`. */
 function meanPhases(steps: readonly StepRecord[]): StepRecord['phases'] {
   const mean = (phase: keyof StepRecord['phases']): number =>
-    steps.reduce((a, r) => a + r.phases[phase], 0) / steps.length;
+    steps.reduce((a, r) => a + (r.phases[phase] ?? 0), 0) / steps.length;
+  const exchange = steps.some((r) => r.phases['reduce-scatter'] !== undefined)
+    ? { 'reduce-scatter': mean('reduce-scatter'), 'all-gather': mean('all-gather') }
+    : {};
   return {
     dispatch: mean('dispatch'),
     'gather-wait': mean('gather-wait'),
     reduce: mean('reduce'),
     apply: mean('apply'),
+    ...exchange,
   };
 }
 

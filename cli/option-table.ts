@@ -10,6 +10,7 @@ import { DEFAULT_HIDDEN, MODEL_NAMES } from '../shared/models/index.js';
 import { OPTIMIZER_NAMES, type OptimizerName } from '../shared/optimizers/index.js';
 import { WIRE_DTYPES } from '../shared/codec.js';
 import { BALANCE_MODES } from '../coordinator/split.js';
+import { REDUCERS } from '../coordinator/reducer.js';
 import { CLIENT_MASKS } from '../shared/transport.js';
 import {
   readDecimal,
@@ -307,6 +308,14 @@ export const TRAINING_TABLE = {
       'rounded to nearest even with a per-frame power-of-two scale; sums stay float64)',
     parse: (raw, name) => readOneOf(raw, name, WIRE_DTYPES),
   },
+  reducer: {
+    kind: 'string',
+    default: 'star',
+    help:
+      `where gradients are summed and the update applied: ${REDUCERS.join(' | ')} (star: on the coordinator; ` +
+      'sharded: an all-reduce among the workers, each summing one shard; same bits either way)',
+    parse: (raw, name) => readOneOf(raw, name, REDUCERS),
+  },
   balance: {
     kind: 'string',
     default: 'throughput',
@@ -480,6 +489,24 @@ export const WORKER_TABLE = {
     defaultText: 'no limit',
     help: 'most micro-batches this worker takes per step (its memory limit)',
     parse: (raw, name) => readInteger(raw, name, 1, 1_000_000),
+  },
+  'peer-port': {
+    kind: 'string',
+    default: '0',
+    help: 'port of the peer server other workers send shards to (sharded reducer; 0: any free port)',
+    parse: (raw, name) => readPort(raw, name),
+  },
+  'peer-host': {
+    kind: 'string',
+    defaultText: 'the local address of the connection to the coordinator',
+    help: 'address the peer server listens on',
+    parse: (raw, name) => readText(raw, name) || undefined,
+  },
+  'advertise-address': {
+    kind: 'string',
+    defaultText: '--peer-host',
+    help: 'address other workers reach this worker at (e.g. the pod IP; the peer port is added)',
+    parse: (raw, name) => readText(raw, name) || undefined,
   },
   'debug-slowdown': {
     kind: 'string',

@@ -72,6 +72,8 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   if (resume && !checkpointDir) {
     throw new OptionError('resume', true, '--checkpoint-dir DIR naming where the checkpoint is');
   }
+  if (read('reducer') === 'sharded' && read('wire-dtype') === 'f16')
+    throw new OptionError('wire-dtype', 'f16', 'f32 with --reducer sharded (shards travel as float32)');
   if (decay === 'step' && decayBoundaries.length === 0) {
     throw new OptionError('decay-steps', '', 'at least one step for --decay step, e.g. 1000,2000');
   }
@@ -122,6 +124,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     checkpointEvery: read('checkpoint-every'),
     resume,
     wireDtype: read('wire-dtype'),
+    reducer: read('reducer'),
     balance: read('balance'),
   };
 }
@@ -143,6 +146,12 @@ export function parseCoordinatorSettings(raw: RawOptions): CoordinatorSettings {
   if (Boolean(tlsCert) !== Boolean(tlsKey)) {
     throw new OptionError(tlsCert ? 'tls-key' : 'tls-cert', '', 'both --tls-cert and --tls-key, or neither');
   }
+  if (tlsCert && training.reducer === 'sharded')
+    throw new OptionError(
+      'reducer',
+      'sharded',
+      'star when the coordinator serves TLS (peer links are plain ws:// so far)',
+    );
   return {
     ...training,
     host: read('host'),
@@ -240,6 +249,9 @@ export function parseWorkerSettings(raw: RawOptions, env: NodeJS.ProcessEnv): Wo
     ...keepGiven('ca', read('ca')),
     clientMask: read('client-mask'),
     maxMicroBatches: read('max-micro-batches') ?? null,
+    peerPort: read('peer-port'),
+    ...keepGiven('peerHost', read('peer-host')),
+    ...keepGiven('advertiseAddress', read('advertise-address')),
     debugSlowdown: read('debug-slowdown'),
   };
 }

@@ -15,6 +15,7 @@ import { buildReport } from './run-report.js';
 import { startServers, type RunServers } from './run-servers.js';
 import { RunTotals } from './run-totals.js';
 import { saveLayersModel } from './save-model.js';
+import { ShardedReducer } from './sharded-reducer.js';
 import { StarReducer } from './star-reducer.js';
 import { TargetTracker } from './target.js';
 import { TraceRecorder } from './trace.js';
@@ -30,7 +31,8 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   const run = await prepareRun(options, hooks.log);
   try {
     await using servers = await startServers(options, run, hooks);
-    const reducer = new StarReducer(run.weights, run.optimizer);
+    const reducer = createReducer(options, run, servers, hooks.log);
+    servers.reportReducer(() => reducer.name);
     const totals = new RunTotals(run.steps);
     const target = new TargetTracker({ accuracy: options.targetAccuracy, loss: options.targetLoss });
     const trace = options.trace ? new TraceRecorder(`batchlab run ${run.runId}`) : null;
@@ -57,6 +59,25 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   } finally {
     run.model.dispose();
   }
+}
+
+/** The reducer `--reducer` names; the sharded one falls back to the star when workers cannot reach each other. */
+function createReducer(
+  options: CoordinatorOptions,
+  run: PreparedRun,
+  servers: RunServers,
+  log: (line: string) => void,
+): Reducer {
+  if (options.reducer === 'star') return new StarReducer(run.weights, run.optimizer);
+  return new ShardedReducer({
+    membership: servers.membership,
+    weights: run.weights,
+    optimizer: run.optimizer,
+    startStep: run.progress.stepsDone,
+    probeTimeoutMs: 10_000,
+    stateTimeoutMs: 120_000,
+    log,
+  });
 }
 
 interface TrainerWiring {

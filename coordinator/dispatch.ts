@@ -22,7 +22,7 @@ export function dispatch(target: DispatchTarget, plan: ReadonlyMap<number, Micro
     const worker = membership.get(workerId);
     if (!worker) continue;
     round.assign(workerId, specs);
-    const { weights, bodyKey } = reduction.payloadFor(membership.schedule.weightsStep(workerId));
+    const { weights, bodyKey, fields } = reduction.payloadFor(membership.schedule.weightsStep(workerId));
     const work = {
       type: 'work',
       step,
@@ -30,6 +30,7 @@ export function dispatch(target: DispatchTarget, plan: ReadonlyMap<number, Micro
       hasWeights: weights !== null,
       globalBatchSize,
       microBatches: specs,
+      ...fields,
     } as const;
     if (worker.send(work, weights, bodyKey)) membership.schedule.markWeights(workerId, step);
   }

@@ -63,6 +63,18 @@ export class GatherRound {
     return lost.sort((a, b) => a.id - b.id);
   }
 
+  /** Forgets the replies `workerId` sent (it still owns those micro-batches, now outstanding again). */
+  revoke(workerId: number): void {
+    for (const [id, message] of this.received) {
+      if (this.owner.get(id) !== workerId) continue;
+      this.received.delete(id);
+      this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) - message.computeMs);
+      this.samplesByWorker.set(workerId, (this.samplesByWorker.get(workerId) ?? 0) - message.samples);
+    }
+    if (this.computeMsByWorker.get(workerId) === 0) this.computeMsByWorker.delete(workerId);
+    if (this.samplesByWorker.get(workerId) === 0) this.samplesByWorker.delete(workerId);
+  }
+
   /** Takes one outstanding micro-batch back from its owner (for re-issue); [] if already in. */
   release(microBatchId: number): MicroBatchSpec[] {
     if (this.received.has(microBatchId) || !this.owner.has(microBatchId)) return [];

@@ -31,7 +31,11 @@ export async function gather(ctx: GatherContext): Promise<StepResult> {
     observer.onReject?.(reason, worker.workerId);
     if (reason === 'non_finite') reissuer.onNonFinite(worker, message.microBatchId);
   };
-  const onLost = (worker: WorkerChannel, why: string): void => reissuer.onLost(worker, why);
+  const onLost = (worker: WorkerChannel, why: string): void => {
+    // Sharded: the gradients of its replies left with it, so they are computed again as well.
+    if (reduction.workerLost(worker.workerId)) round.revoke(worker.workerId);
+    reissuer.onLost(worker, why);
+  };
   const deadline = setInterval(() => reissuer.onDeadline(ctx.deadlineMs), ctx.deadlineMs);
   const onAbort = (): void => fail(ctx.signal!.reason);
   membership.setGradientHandler(onGradient);

@@ -4,7 +4,7 @@
 
 import { EventEmitter } from 'node:events';
 import { describeError } from '../shared/errors.js';
-import type { GradientMessage } from '../shared/protocol.js';
+import type { GradientMessage, ProbeResultMessage, ReducedMessage, StateMessage } from '../shared/protocol.js';
 import type { RejectReason } from '../shared/reasons.js';
 import type { WorkerChannel } from './worker-channel.js';
 import { WorkerSchedule } from './worker-schedule.js';
@@ -18,10 +18,15 @@ export interface MembershipEvents {
 /** Receives the gradient replies of the step being gathered. */
 export type GradientHandler = (worker: WorkerChannel, message: GradientMessage, body: Float32Array | null) => void;
 
+/** What a worker tells the reducer (sharded): its exchange finished, its state, or its probe. */
+export type ReducerReply = ReducedMessage | StateMessage | ProbeResultMessage;
+export type ReducerReplyHandler = (worker: WorkerChannel, message: ReducerReply, body: Float32Array | null) => void;
+
 export class Membership extends EventEmitter<MembershipEvents> {
   readonly schedule = new WorkerSchedule();
   private readonly workers = new Map<number, WorkerChannel>();
   private gradientHandler: GradientHandler | null = null;
+  private reducerHandler: ReducerReplyHandler | null = null;
   private closed = false;
 
   constructor(private readonly log: (line: string) => void) {
@@ -60,6 +65,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
     // Between steps (evaluation, a checkpoint write) no gather listens: the reply is late.
     if (!handler) this.reject('stale_step', `worker ${worker.workerId}: reply for step ${message.step} between steps`);
     else this.callSafely('gradient', () => handler(worker, message, body));
+  }
+
+  /** A message for the reducer; refused as unexpected when the run's reducer takes none. */
+  receiveReducerReply(worker: WorkerChannel, message: ReducerReply, body: Float32Array | null): void {
+    const handler = this.reducerHandler;
+    if (!handler) this.reject('unassigned', `worker ${worker.workerId}: ${message.type} but the reducer expects none`);
+    else this.callSafely(message.type, () => handler(worker, message, body));
+  }
+
+  /** Routes reducer messages (`reduced`, `state`, `probe-result`) to `handler`. */
+  setReducerHandler(handler: ReducerReplyHandler | null): void {
+    this.reducerHandler = handler;
   }
 
   /** Counts a refused connection, frame or reply. */

@@ -8,7 +8,12 @@ import { describeDataset, loadDataset } from '../shared/data/index.js';
 import type { Dataset } from '../shared/data/dataset.js';
 import { createLrSchedule, scaledLearningRate, type LrScheduleConfig } from '../shared/lr-schedule.js';
 import { buildModel, modelTopology } from '../shared/models/index.js';
-import { createOptimizer, DEFAULT_OPTIMIZER_CONFIG, type Optimizer } from '../shared/optimizers/index.js';
+import {
+  createOptimizer,
+  DEFAULT_OPTIMIZER_CONFIG,
+  type Optimizer,
+  type OptimizerConfig,
+} from '../shared/optimizers/index.js';
 import { countParams, paramSpecsOf, writeWeights } from '../shared/param-layout.js';
 import type { ParamSpec } from '../shared/protocol.js';
 import { NoiseScaleEstimator } from '../shared/statistics/noise-scale.js';
@@ -33,6 +38,8 @@ export interface PreparedRun {
   /** η after the batch-size scaling rule. */
   peakLr: number;
   optimizer: Optimizer;
+  /** The optimizer's hyperparameters (workers build the same optimizer with the sharded reducer). */
+  optimizerConfig: OptimizerConfig;
   noise: NoiseScaleEstimator;
   identity: CheckpointIdentity;
   /** Where training starts: step 0, or the resumed checkpoint's step. */
@@ -66,6 +73,7 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
     lrAt: createLrSchedule(schedule),
     peakLr: scaledLearningRate(schedule),
     optimizer: createOptimizer(optimizerName, optimizerConfig, params),
+    optimizerConfig,
     noise: new NoiseScaleEstimator(),
     identity: {
       model: JSON.stringify(topology),

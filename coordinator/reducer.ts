@@ -5,8 +5,12 @@
 // sums on the coordinator; a sharded reducer would sum shards on the workers (docs/ARCHITECTURE.md).
 
 import type { OptimizerState } from '../shared/optimizers/index.js';
-import type { MicroBatchSpec } from '../shared/protocol.js';
+import type { MicroBatchSpec, WorkMessage } from '../shared/protocol.js';
 import type { ReplyRejectReason } from '../shared/reasons.js';
+
+/** The reducers `--reducer` accepts. */
+export const REDUCERS = ['star', 'sharded'] as const;
+export type ReducerName = (typeof REDUCERS)[number];
 
 /** One step as the trainer hands it to the reducer. */
 export interface StepPlan {
@@ -15,6 +19,8 @@ export interface StepPlan {
   microBatches: readonly MicroBatchSpec[];
   /** The learning rate of this step's update. */
   lr: number;
+  /** The workers the step is first dispatched to, by ascending id (the sharded reducer's shard owners). */
+  workers: readonly number[];
 }
 
 /** What a worker's `work` message carries besides its micro-batches. */
@@ -23,6 +29,8 @@ export interface WorkPayload {
   weights: Float32Array | null;
   /** Same key, same body: the encoder converts it once for every worker (f16). */
   bodyKey?: number;
+  /** Further `work` fields (the sharded reducer's exchange plan and state layout). */
+  fields?: Pick<WorkMessage, 'exchange' | 'state'>;
 }
 
 /** The step's outcome once the new weights are ready. */
@@ -34,6 +42,8 @@ export interface StepResult {
   /** Seconds after the last contribution: forming the mean, then applying the update. */
   reduceSeconds: number;
   applySeconds: number;
+  /** Seconds of the sharded exchange's phases (the slowest worker's), when it ran. */
+  exchangeSeconds?: { 'reduce-scatter': number; 'all-gather': number };
 }
 
 /** One step's reduction; created by `Reducer.beginStep`, abandoned when the step is. */
@@ -41,6 +51,13 @@ export interface StepReduction {
   readonly step: number;
   /** The payload for a worker that holds the weights of step `weightsStep` (-1: none). */
   payloadFor(weightsStep: number): WorkPayload;
+  /** Whether a worker holding the weights of `weightsStep` (-1: none) can be given micro-batches of this step. */
+  canCompute(weightsStep: number): boolean;
+  /**
+   * Worker `workerId` was lost mid-step. True: the replies it already sent are void too (their
+   * gradients left with it), so the gather re-issues them as well.
+   */
+  workerLost(workerId: number): boolean;
   /** Why a reply's body cannot be used (null: it can); called before `add`. */
   check(body: Float32Array | null): Extract<ReplyRejectReason, 'bad_shape' | 'non_finite'> | null;
   /**
@@ -57,8 +74,8 @@ export interface Reducer {
   readonly name: string;
   /** Length of the flat parameter vector. */
   readonly paramCount: number;
-  /** Starts `plan.step`; a reduction of an earlier step that has not finished is abandoned. */
-  beginStep(plan: StepPlan): StepReduction;
+  /** Starts `plan.step` (once whatever it needs first is fetched); a reduction of an earlier step that has not finished is abandoned. */
+  beginStep(plan: StepPlan): Promise<StepReduction>;
   /** The weights after the last applied step (fetched from wherever they live). */
   weights(): Promise<Float32Array>;
   /** A copy of the optimizer state after the last applied step, for a checkpoint. */

@@ -97,7 +97,10 @@ export class Reissuer {
     const reason = REASSIGN_REASON_FOR[fault.code];
     if (specs.length === 0 || !reason) return;
     if (announce) log(fault.message);
-    const live = membership.readyWorkers();
+    // A worker that cannot get this step's weights (sharded: the coordinator does not hold them) cannot help.
+    const live = membership
+      .readyWorkers()
+      .filter((w) => this.ctx.reduction.canCompute(membership.schedule.weightsStep(w.workerId)));
     const others = live.filter((w) => w.workerId !== avoid);
     const targets = others.length > 0 ? others : live;
     if (targets.length === 0) return this.waitForWorker(specs, fault);

@@ -8,6 +8,7 @@ import type { DecayKind, LrScaling, LrWindow, WarmupKind } from '../shared/lr-sc
 import type { ModelName } from '../shared/models/index.js';
 import type { OptimizerName } from '../shared/optimizers/index.js';
 import type { WireDtype } from '../shared/codec.js';
+import type { ReducerName } from './reducer.js';
 import type { BalanceMode } from './split.js';
 import type { TrainerObserver } from './trainer-observer.js';
 
@@ -69,6 +70,8 @@ export interface RunConfig {
   targetsFile?: string;
   /** Number format of gradient and weight bodies on the wire. */
   wireDtype: WireDtype;
+  /** Where gradients are summed and the update applied: on the coordinator, or sharded among the workers. */
+  reducer: ReducerName;
   /** How micro-batches are shared among workers. */
   balance: BalanceMode;
 }

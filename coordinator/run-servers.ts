@@ -21,6 +21,8 @@ import { WorkerServer, type WorkerServerOptions } from './worker-server.js';
 export interface RunServers extends AsyncDisposable {
   membership: Membership;
   metrics: CoordinatorMetricsObserver;
+  /** Tells the metrics which reducer is in use (it can change when sharded falls back to star). */
+  reportReducer(name: () => string): void;
 }
 
 /** Starts listening; the returned object stops everything (telling workers why) when disposed. */
@@ -31,11 +33,13 @@ export async function startServers(
 ): Promise<RunServers> {
   const { log } = hooks;
   const membership = new Membership(log);
+  let reducerName = (): string => options.reducer;
   const registry = createRegistry('coordinator');
   const metrics = createCoordinatorMetrics(registry, {
     backend: run.backend.backend,
     baseBatch: run.schedule.baseBatch,
     workersConnected: () => membership.readyWorkers().length,
+    reducer: () => reducerName(),
   });
   const http = await createHttpServer(options);
   const workerServer = new WorkerServer(http, membership, workerServerOptions(options, run, metrics, log));
@@ -69,7 +73,10 @@ export async function startServers(
       backend: run.backend.backend,
       dataset: describeDataset(run.dataset),
     });
-    return { membership, metrics, [Symbol.asyncDispose]: dispose };
+    const reportReducer = (name: () => string): void => {
+      reducerName = name;
+    };
+    return { membership, metrics, reportReducer, [Symbol.asyncDispose]: dispose };
   } catch (error) {
     await dispose();
     throw error;
@@ -85,8 +92,8 @@ function workerServerOptions(
   return {
     token: options.token,
     datasetFingerprint: run.dataset.fingerprint,
-    // A frame is the weights or one gradient plus a small header.
-    maxPayloadBytes: run.weights.length * 4 + 16 * 1024 * 1024,
+    // A frame is the weights or one gradient plus a small header; sharded: weights and optimizer state.
+    maxPayloadBytes: run.weights.length * 4 * (options.reducer === 'sharded' ? 4 : 1) + 16 * 1024 * 1024,
     handshakeTimeoutMs: 120_000,
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     log,
@@ -137,6 +144,9 @@ function welcomeFor(workerId: number, options: CoordinatorOptions, run: Prepared
     },
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     wireDtype: options.wireDtype,
+    ...(options.reducer === 'sharded'
+      ? { sharded: { optimizer: options.optimizer, optimizerConfig: { ...run.optimizerConfig } } }
+      : {}),
   };
 }
 

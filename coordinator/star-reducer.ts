@@ -25,7 +25,12 @@ export class StarReducer implements Reducer {
     this.sum = new OrderedSum(this.paramCount);
   }
 
-  beginStep(plan: StepPlan): StepReduction {
+  beginStep(plan: StepPlan): Promise<StepReduction> {
+    return Promise.resolve(this.startStep(plan));
+  }
+
+  /** `beginStep` without the promise: the star needs nothing fetched first (the reduce benchmark times it bare). */
+  startStep(plan: Omit<StepPlan, 'workers'>): StepReduction {
     this.sum.begin(plan.microBatches.map((m) => m.id));
     this.current = new StarStepReduction(plan, this);
     return this.current;
@@ -70,7 +75,7 @@ class StarStepReduction implements StepReduction {
   private fail!: (error: unknown) => void;
 
   constructor(
-    private readonly plan: StepPlan,
+    private readonly plan: Omit<StepPlan, 'workers'>,
     private readonly reducer: StarReducer,
   ) {
     this.step = plan.step;
@@ -86,6 +91,16 @@ class StarStepReduction implements StepReduction {
     if (weightsStep === this.step) return { weights: null };
     // The weights do not change within a step: under f16 they are converted once for all workers.
     return { weights: this.reducer.weightsForWorkers, bodyKey: this.step };
+  }
+
+  /** Any worker can: the weights travel with the work. */
+  canCompute(): boolean {
+    return true;
+  }
+
+  /** A reply already in was summed here: only the lost worker's outstanding work is re-issued. */
+  workerLost(): boolean {
+    return false;
   }
 
   check(body: Float32Array | null): 'bad_shape' | 'non_finite' | null {

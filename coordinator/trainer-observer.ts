@@ -23,8 +23,9 @@ export interface StepRecord {
   workers: number;
   /** The gradient noise scale estimate after this step, when an estimator runs. */
   noise: NoiseScaleResult | null;
-  /** Wall seconds per phase: dispatch, gather-wait, reduce, apply. */
-  phases: Record<'dispatch' | 'gather-wait' | 'reduce' | 'apply', number>;
+  /** Wall seconds per phase: dispatch, gather-wait, reduce, apply; with the sharded reducer also its exchange (within gather-wait). */
+  phases: Record<'dispatch' | 'gather-wait' | 'reduce' | 'apply', number> &
+    Partial<Record<'reduce-scatter' | 'all-gather', number>>;
 }
 
 export interface TrainerObserver {

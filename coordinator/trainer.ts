@@ -119,7 +119,7 @@ async function runStep(
     membership.schedule.splitWorkers(workers.map((w) => w.workerId)),
     config.balance,
   );
-  const reduction = reducer.beginStep({ step, microBatches, lr });
+  const reduction = await reducer.beginStep({ step, microBatches, lr, workers: [...plan.keys()] });
   const round = new GatherRound(microBatches, reduction);
   const target = { membership, round, reduction, globalBatchSize: config.globalBatchSize };
   dispatch(target, plan);
@@ -160,6 +160,7 @@ async function runStep(
       'gather-wait': gatherWait,
       reduce: result.reduceSeconds,
       apply: result.applySeconds,
+      ...result.exchangeSeconds,
     },
   };
 }

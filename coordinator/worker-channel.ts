@@ -14,6 +14,8 @@ export interface WorkerInfo {
   metricsTarget: string | null;
   /** Its memory limit in micro-batches per step; null: none. */
   maxMicroBatches: number | null;
+  /** host:port of its peer server (sharded reducer); null: it has none. */
+  peerAddress: string | null;
 }
 
 /** One worker, as membership, dispatch and gather see it. */

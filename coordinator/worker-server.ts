@@ -10,7 +10,7 @@ import { decodeFrame, encodeFrame, FrameEncoder, type WireDtype } from '../share
 import { BatchlabError, closeCodeFor, describeError, ProtocolError } from '../shared/errors.js';
 import { PROTOCOL_VERSION, type HelloMessage, type Message, type WelcomeMessage } from '../shared/protocol.js';
 import { rejectReasonForError } from '../shared/reasons.js';
-import type { Membership } from './membership.js';
+import type { Membership, ReducerReply } from './membership.js';
 import type { WorkerChannel } from './worker-channel.js';
 import { shutdownSocket, WebSocketChannel } from './websocket-channel.js';
 
@@ -173,6 +173,8 @@ export class WorkerServer {
       this.membership.join(channel);
     } else if (message.type === 'gradient' && connection.ready) {
       this.membership.receive(channel, message, body);
+    } else if (isReducerReply(message) && connection.ready) {
+      this.membership.receiveReducerReply(channel, message, body);
     } else if (message.type === 'error') {
       this.options.log(`worker ${workerId} (${channel.info.name}) reported [${message.code}] ${message.message}`);
     } else {
@@ -240,6 +242,10 @@ export class WorkerServer {
   }
 }
 
+function isReducerReply(message: Message): message is ReducerReply {
+  return message.type === 'reduced' || message.type === 'state' || message.type === 'probe-result';
+}
+
 /** The worker's self-description; its metrics address is the one this connection came from. */
 function workerInfoOf(hello: HelloMessage, remoteAddress: string): WorkerChannel['info'] {
   const host = remoteAddress.replace(/^::ffff:/, '');
@@ -251,5 +257,6 @@ function workerInfoOf(hello: HelloMessage, remoteAddress: string): WorkerChannel
     maxChunk: hello.maxChunk,
     metricsTarget,
     maxMicroBatches: hello.maxMicroBatches ?? null,
+    peerAddress: hello.peerAddress ?? null,
   };
 }

@@ -19,6 +19,8 @@ export interface CoordinatorMetricsConfig {
   baseBatch: number;
   /** Filled at scrape time. */
   workersConnected: () => number;
+  /** The reducer in use (sharded can fall back to star mid-run); filled at scrape time. */
+  reducer: () => string;
 }
 
 /** A fresh registry with the process's default metrics under the batchlab_process_ prefix. */
@@ -75,6 +77,16 @@ export function defineCoordinatorMetrics(registry: Registry, config: Coordinator
     labelNames: ['backend'] as const,
     registers,
   }).set({ backend: config.backend }, 1);
+  new Gauge({
+    name: 'batchlab_reducer_info',
+    help: 'The reducer in use (value 1): star (the coordinator sums) or sharded (the workers do).',
+    labelNames: ['reducer'] as const,
+    registers,
+    collect() {
+      const current = config.reducer();
+      for (const reducer of ['star', 'sharded']) this.set({ reducer }, reducer === current ? 1 : 0);
+    },
+  });
   return {
     stepsTotal: new Counter({ name: 'batchlab_steps_total', help: 'Optimizer steps applied.', registers }),
     samplesTotal: new Counter({
@@ -230,6 +242,24 @@ export function defineWorkerMetrics(registry: Registry, config: { backend: strin
       registers,
     }),
     step: new Gauge({ name: 'batchlab_worker_step', help: 'Last step this worker computed for.', registers }),
+    peerBytes: new Counter({
+      name: 'batchlab_peer_bytes_total',
+      help: 'Bytes of frames on the peer links of the sharded reducer, per peer worker and direction.',
+      labelNames: ['peer', 'direction'] as const,
+      registers,
+    }),
+    peerSendSeconds: new Counter({
+      name: 'batchlab_peer_send_seconds_total',
+      help: 'Seconds from handing a frame to a peer link until the kernel took it, per peer worker.',
+      labelNames: ['peer'] as const,
+      registers,
+    }),
+    rejected: new Counter({
+      name: 'batchlab_rejected_messages_total',
+      help: 'Peer frames or connections this worker refused, by reason.',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
   };
 }
 

@@ -4,7 +4,7 @@
 import { ProtocolError } from './errors.js';
 
 /** Bumped on any incompatible change; `hello` and `welcome` carry it and a mismatch is refused. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Name and shape of one trainable tensor; the flat parameter vector is their concatenation. */
 export interface ParamSpec {
@@ -41,6 +41,8 @@ export interface HelloMessage {
   metricsPort?: number;
   /** Most micro-batches it takes per step (`--max-micro-batches`); absent: no limit. */
   maxMicroBatches?: number;
+  /** host:port where its peer server listens for other workers (sharded reducer); absent: none. */
+  peerAddress?: string;
 }
 
 /** Coordinator → worker: everything needed to compute gradients for this run. */
@@ -58,6 +60,42 @@ export interface WelcomeMessage {
   heartbeatIntervalMs: number;
   /** How gradient and weight bodies travel (`--wire-dtype`); absent means 'f32'. */
   wireDtype?: 'f32' | 'f16';
+  /** With the sharded reducer: the optimizer every worker applies (absent: the star reducer). */
+  sharded?: ShardedRunSpec;
+}
+
+/** What a worker needs to reduce and apply updates itself (`--reducer sharded`). */
+export interface ShardedRunSpec {
+  optimizer: string;
+  /** The optimizer's hyperparameters (numbers and booleans only). */
+  optimizerConfig: Record<string, number | boolean>;
+}
+
+/** A worker taking part in a step's exchange, and where its peer server listens. */
+export interface PeerSpec {
+  workerId: number;
+  address: string;
+}
+
+/**
+ * One attempt at a step's sharded exchange. `peers` own the shards in order: peer i sums
+ * values [bounds[i], bounds[i + 1]) of every micro-batch in `microBatchIds`. A lost peer ends
+ * the attempt; the next one (attempt + 1) re-plans over the survivors.
+ */
+export interface ExchangePlan {
+  attempt: number;
+  peers: PeerSpec[];
+  bounds: number[];
+  /** Every micro-batch of the step, whoever computes it: owners sum them in id order. */
+  microBatches: MicroBatchSpec[];
+  /** Learning rate of this step's update. */
+  lr: number;
+}
+
+/** Layout of an optimizer state after the weights in a state body: scalars in the header, arrays in the body. */
+export interface StateLayout {
+  scalars: Record<string, number>;
+  arrays: string[];
 }
 
 /** Worker → coordinator: dataset and model are loaded; the fingerprint proves it is the same data. */
@@ -76,6 +114,79 @@ export interface WorkMessage {
   /** Size of the step's sample list that micro-batch ranges index into. */
   globalBatchSize: number;
   microBatches: MicroBatchSpec[];
+  /** Sharded reducer: the step's exchange (the body, when present, is weights then optimizer state). */
+  exchange?: ExchangePlan;
+  /** Sharded reducer, with weights in the body: where the optimizer state's arrays are. */
+  state?: StateLayout;
+}
+
+/** Worker → coordinator (sharded): every shard of the step's mean gradient is in; |mean|² over all of it. */
+export interface ReducedMessage {
+  type: 'reduced';
+  step: number;
+  attempt: number;
+  sqNorm: number;
+  /** Milliseconds from the worker's first contribution to its own shard's sum, and from there to the last shard. */
+  scatterMs: number;
+  gatherMs: number;
+}
+
+/** Coordinator → worker (sharded): every peer has the mean gradient; apply the update. */
+export interface CommitMessage {
+  type: 'commit';
+  step: number;
+  attempt: number;
+}
+
+/** Coordinator → worker (sharded): send your weights and optimizer state (of `step`: the weights the step computes at). */
+export interface StateRequestMessage {
+  type: 'state-request';
+  step: number;
+}
+
+/** Worker → coordinator (sharded): body = weights then the arrays `state` names. */
+export interface StateMessage {
+  type: 'state';
+  step: number;
+  state: StateLayout;
+}
+
+/** Coordinator → worker (sharded): open links to these peers and say which cannot be reached. */
+export interface ProbeMessage {
+  type: 'probe';
+  peers: PeerSpec[];
+  timeoutMs: number;
+}
+
+/** Worker → coordinator: the peers of the last probe it could not reach, and why. */
+export interface ProbeResultMessage {
+  type: 'probe-result';
+  unreachable: { workerId: number; why: string }[];
+}
+
+/** Worker → worker, first frame on a peer link: who is sending. */
+export interface PeerHelloMessage {
+  type: 'peer-hello';
+  protocolVersion: number;
+  runId: string;
+  workerId: number;
+}
+
+/** Worker → shard owner: values [bounds[shard], bounds[shard + 1]) of micro-batch `microBatchId`'s gradient sum. */
+export interface SliceMessage {
+  type: 'slice';
+  step: number;
+  attempt: number;
+  shard: number;
+  microBatchId: number;
+}
+
+/** Shard owner → every peer: its shard of the step's mean gradient. */
+export interface ShardMessage {
+  type: 'shard';
+  step: number;
+  attempt: number;
+  shard: number;
 }
 
 /** Worker → coordinator: one micro-batch's result. Body: the gradient *sum* over its samples. */
@@ -105,7 +216,22 @@ export interface ShutdownMessage {
 }
 
 export type Message =
-  HelloMessage | WelcomeMessage | ReadyMessage | WorkMessage | GradientMessage | ErrorMessage | ShutdownMessage;
+  | HelloMessage
+  | WelcomeMessage
+  | ReadyMessage
+  | WorkMessage
+  | GradientMessage
+  | ErrorMessage
+  | ShutdownMessage
+  | ReducedMessage
+  | CommitMessage
+  | StateRequestMessage
+  | StateMessage
+  | ProbeMessage
+  | ProbeResultMessage
+  | PeerHelloMessage
+  | SliceMessage
+  | ShardMessage;
 
 export type MessageType = Message['type'];
 
@@ -115,9 +241,19 @@ export const BODY_RULE: Record<MessageType, 'required' | 'optional' | 'none'> = 
   welcome: 'none',
   ready: 'none',
   work: 'optional',
-  gradient: 'required',
+  // With the sharded reducer the gradient goes to the shard owners; the coordinator gets the statistics.
+  gradient: 'optional',
   error: 'none',
   shutdown: 'none',
+  reduced: 'none',
+  commit: 'none',
+  'state-request': 'none',
+  state: 'required',
+  probe: 'none',
+  'probe-result': 'none',
+  'peer-hello': 'none',
+  slice: 'required',
+  shard: 'required',
 };
 
 type Obj = Record<string, unknown>;
@@ -197,11 +333,64 @@ function validateParams(o: Obj): ParamSpec[] {
   });
 }
 
-function validateMicroBatches(o: Obj): MicroBatchSpec[] {
-  return arr(o, 'work', 'microBatches', 1_000_000).map((m, i) => {
-    if (typeof m !== 'object' || m === null) fail('work', `microBatches[${i}]`, 'an object', m);
+function validateShardedSpec(o: Obj): ShardedRunSpec {
+  const spec = obj(o, 'welcome', 'sharded');
+  const config = obj(spec, 'welcome.sharded', 'optimizerConfig');
+  const optimizerConfig: Record<string, number | boolean> = {};
+  for (const [key, value] of Object.entries(config).slice(0, 64)) {
+    if (typeof value !== 'number' && typeof value !== 'boolean')
+      fail('welcome.sharded.optimizerConfig', key, 'a number or a boolean', value);
+    optimizerConfig[key] = value;
+  }
+  return { optimizer: str(spec, 'welcome.sharded', 'optimizer', 32), optimizerConfig };
+}
+
+function validatePeers(o: Obj, where: string): PeerSpec[] {
+  return arr(o, where, 'peers', 4096).map((p, i) => {
+    if (typeof p !== 'object' || p === null) fail(where, `peers[${i}]`, 'an object', p);
+    const po = p as Obj;
+    return {
+      workerId: int(po, `${where}.peers[${i}]`, 'workerId'),
+      address: str(po, `${where}.peers[${i}]`, 'address'),
+    };
+  });
+}
+
+function validateExchange(o: Obj): ExchangePlan {
+  const plan = obj(o, 'work', 'exchange');
+  const where = 'work.exchange';
+  const peers = validatePeers(plan, where);
+  const bounds = arr(plan, where, 'bounds', 4097).map((b, i) => {
+    if (typeof b !== 'number' || !Number.isSafeInteger(b) || b < 0) fail(where, `bounds[${i}]`, 'an integer >= 0', b);
+    if (i > 0 && b < (plan.bounds as number[])[i - 1]!) fail(where, `bounds[${i}]`, 'bounds in ascending order', b);
+    return b;
+  });
+  if (peers.length === 0 || bounds.length !== peers.length + 1)
+    fail(where, 'bounds', `${peers.length + 1} bounds for ${peers.length} peers`, bounds.length);
+  const microBatches = validateMicroBatches(plan, where);
+  return { attempt: int(plan, where, 'attempt'), peers, bounds, microBatches, lr: num(plan, where, 'lr') };
+}
+
+function validateStateLayout(o: Obj, type: string): StateLayout {
+  const state = obj(o, type, 'state');
+  const scalars: Record<string, number> = {};
+  for (const [key, value] of Object.entries(obj(state, `${type}.state`, 'scalars')).slice(0, 64)) {
+    if (typeof value !== 'number' || !Number.isFinite(value))
+      fail(`${type}.state.scalars`, key, 'a finite number', value);
+    scalars[key] = value;
+  }
+  const arrays = arr(state, `${type}.state`, 'arrays', 64).map((name, i) => {
+    if (typeof name !== 'string' || name.length > 64) fail(`${type}.state`, `arrays[${i}]`, 'a short string', name);
+    return name;
+  });
+  return { scalars, arrays };
+}
+
+function validateMicroBatches(o: Obj, type = 'work'): MicroBatchSpec[] {
+  return arr(o, type, 'microBatches', 1_000_000).map((m, i) => {
+    if (typeof m !== 'object' || m === null) fail(type, `microBatches[${i}]`, 'an object', m);
     const mo = m as Obj;
-    const where = `work.microBatches[${i}]`;
+    const where = `${type}.microBatches[${i}]`;
     const spec = { id: int(mo, where, 'id'), start: int(mo, where, 'start'), end: int(mo, where, 'end', 1) };
     if (spec.end <= spec.start) fail(where, 'end', `> start (${spec.start})`, spec.end);
     return spec;
@@ -228,6 +417,7 @@ export function validateMessage(raw: unknown): Message {
       };
       if (o.metricsPort !== undefined) hello.metricsPort = int(o, type, 'metricsPort', 1);
       if (o.maxMicroBatches !== undefined) hello.maxMicroBatches = int(o, type, 'maxMicroBatches', 1);
+      if (o.peerAddress !== undefined) hello.peerAddress = str(o, type, 'peerAddress');
       return hello;
     }
     case 'welcome': {
@@ -256,12 +446,13 @@ export function validateMessage(raw: unknown): Message {
         if (o.wireDtype !== 'f32' && o.wireDtype !== 'f16') fail(type, 'wireDtype', '"f32" or "f16"', o.wireDtype);
         welcome.wireDtype = o.wireDtype;
       }
+      if (o.sharded !== undefined) welcome.sharded = validateShardedSpec(o);
       return welcome;
     }
     case 'ready':
       return { type, datasetFingerprint: str(o, type, 'datasetFingerprint', 64) };
-    case 'work':
-      return {
+    case 'work': {
+      const work: WorkMessage = {
         type,
         step: int(o, type, 'step'),
         weightsStep: int(o, type, 'weightsStep'),
@@ -269,6 +460,10 @@ export function validateMessage(raw: unknown): Message {
         globalBatchSize: int(o, type, 'globalBatchSize', 1),
         microBatches: validateMicroBatches(o),
       };
+      if (o.exchange !== undefined) work.exchange = validateExchange(o);
+      if (o.state !== undefined) work.state = validateStateLayout(o, type);
+      return work;
+    }
     case 'gradient':
       return {
         type,
@@ -284,6 +479,52 @@ export function validateMessage(raw: unknown): Message {
       return { type, code: str(o, type, 'code', 64), message: str(o, type, 'message', 4096) };
     case 'shutdown':
       return { type, reason: str(o, type, 'reason', 1024) };
+    case 'reduced':
+      return {
+        type,
+        step: int(o, type, 'step'),
+        attempt: int(o, type, 'attempt'),
+        sqNorm: anyNumber(o, type, 'sqNorm'),
+        scatterMs: num(o, type, 'scatterMs'),
+        gatherMs: num(o, type, 'gatherMs'),
+      };
+    case 'commit':
+      return { type, step: int(o, type, 'step'), attempt: int(o, type, 'attempt') };
+    case 'state-request':
+      return { type, step: int(o, type, 'step') };
+    case 'state':
+      return { type, step: int(o, type, 'step'), state: validateStateLayout(o, type) };
+    case 'probe':
+      return { type, peers: validatePeers(o, type), timeoutMs: int(o, type, 'timeoutMs', 1) };
+    case 'probe-result':
+      return {
+        type,
+        unreachable: arr(o, type, 'unreachable', 4096).map((u, i) => {
+          if (typeof u !== 'object' || u === null) fail(type, `unreachable[${i}]`, 'an object', u);
+          const uo = u as Obj;
+          return {
+            workerId: int(uo, `${type}.unreachable[${i}]`, 'workerId'),
+            why: str(uo, `${type}.unreachable[${i}]`, 'why', 1024),
+          };
+        }),
+      };
+    case 'peer-hello':
+      return {
+        type,
+        protocolVersion: int(o, type, 'protocolVersion'),
+        runId: str(o, type, 'runId', 64),
+        workerId: int(o, type, 'workerId'),
+      };
+    case 'slice':
+      return {
+        type,
+        step: int(o, type, 'step'),
+        attempt: int(o, type, 'attempt'),
+        shard: int(o, type, 'shard'),
+        microBatchId: int(o, type, 'microBatchId'),
+      };
+    case 'shard':
+      return { type, step: int(o, type, 'step'), attempt: int(o, type, 'attempt'), shard: int(o, type, 'shard') };
     default:
       return fail('message', 'type', `one of ${Object.keys(BODY_RULE).join(', ')}`, type);
   }

@@ -9,16 +9,32 @@ import { authorizationHeader } from '../shared/auth.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../shared/backend.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
 import { createRegistry, defineWorkerMetrics, type WorkerMetrics } from '../shared/metrics.js';
-import { decodeFrame, FrameEncoder, type BodyFrame, type PooledFrame } from '../shared/codec.js';
+import { decodeFrame, encodeFrame, FrameEncoder, type BodyFrame, type PooledFrame } from '../shared/codec.js';
 import { useZeroMask, zeroMask, type ClientMask } from '../shared/transport.js';
 import { gatherSamples, type Dataset, type DatasetName } from '../shared/data/dataset.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
 import { BatchlabError, closeCodeFor, describeError, exitCodeFor, ProtocolError } from '../shared/errors.js';
 import { modelFromTopology } from '../shared/models/index.js';
+import {
+  createOptimizer,
+  DEFAULT_OPTIMIZER_CONFIG,
+  OPTIMIZER_NAMES,
+  type Optimizer,
+  type OptimizerName,
+} from '../shared/optimizers/index.js';
 import { assertLayout, countParams, writeWeights } from '../shared/param-layout.js';
-import { PROTOCOL_VERSION, type Message, type WelcomeMessage, type WorkMessage } from '../shared/protocol.js';
+import {
+  PROTOCOL_VERSION,
+  type CommitMessage,
+  type Message,
+  type WelcomeMessage,
+  type WorkMessage,
+} from '../shared/protocol.js';
 import { EpochSampler } from '../shared/sampler.js';
+import { packState, unpackState } from '../shared/state-body.js';
 import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
+import { PeerLinks } from './peer-links.js';
+import { ShardExchange } from './shard-exchange.js';
 
 /** A worker's validated configuration (what `batchlab worker` options parse into). */
 export interface WorkerConfig {
@@ -38,6 +54,12 @@ export interface WorkerConfig {
   clientMask: ClientMask;
   /** Most micro-batches per step this worker takes (reported in hello); null: no limit. */
   maxMicroBatches: number | null;
+  /** Port of the peer server for the sharded reducer (0: any free port). */
+  peerPort: number;
+  /** Address the peer server listens on; default: the local address of the coordinator connection. */
+  peerHost?: string;
+  /** Address peers reach this worker at; default: the peer host. */
+  advertiseAddress?: string;
   /** >= 1: sleep (factor − 1) × compute time after each micro-batch, to test load balancing. */
   debugSlowdown: number;
 }
@@ -54,6 +76,14 @@ interface RunState {
   gm: GradientModel;
   paramCount: number;
   weightsStep: number;
+  /** With the sharded reducer: this worker's copy of the weights, its optimizer and its exchange. */
+  sharded: ShardedState | null;
+}
+
+interface ShardedState {
+  weights: Float32Array;
+  optimizer: Optimizer;
+  exchange: ShardExchange;
 }
 
 /** How a connection ended. */
@@ -74,7 +104,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   );
   const registry = createRegistry('worker');
   const metrics = defineWorkerMetrics(registry, choice);
-  const session: Session = { state: null, datasets: new Map(), stopping: false, socket: null };
+  const session: Session = { state: null, datasets: new Map(), stopping: false, socket: null, peers: null };
   let metricsServer: MetricsServer | null = null;
   if (options.metricsPort !== null) {
     metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, () => ({
@@ -96,6 +126,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
       if (!socket) return 0;
       session.socket = socket;
       log(`connected to ${options.connect}`);
+      session.peers ??= await startPeerLinks(socket, options, metrics);
       const ending = await serve(socket, options, choice, metrics, metricsServer?.port, session);
       session.socket = null;
       if (ending.kind === 'shutdown' || ending.kind === 'stopped') return 0;
@@ -108,6 +139,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   } finally {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
+    await session.peers?.links.close();
     await metricsServer?.close();
   }
 }
@@ -118,6 +150,32 @@ interface Session {
   datasets: Map<string, Dataset>;
   stopping: boolean;
   socket: WebSocket | null;
+  /** The peer server and links (sharded reducer), started with the first connection; and the address peers use. */
+  peers: { links: PeerLinks; address: string } | null;
+}
+
+/** Starts the peer server on --peer-host (default: the address this worker reaches the coordinator from). */
+async function startPeerLinks(
+  socket: WebSocket,
+  options: WorkerOptions,
+  metrics: WorkerMetrics,
+): Promise<{ links: PeerLinks; address: string }> {
+  const local = (
+    (socket as unknown as { _socket?: { localAddress?: string } })._socket?.localAddress ?? '127.0.0.1'
+  ).replace(/^::ffff:/, '');
+  const host = options.peerHost ?? local;
+  const links = await PeerLinks.listen(host, options.peerPort ?? 0, {
+    token: options.token,
+    clientMask: options.clientMask ?? 'auto',
+    onReject: (reason) => metrics.rejected.inc({ reason }),
+    onBytes: (peer, direction, bytes) => metrics.peerBytes.inc({ peer: String(peer), direction }, bytes),
+    onSendSeconds: (peer, seconds) => metrics.peerSendSeconds.inc({ peer: String(peer) }, seconds),
+    log: options.log,
+  });
+  const advertised = options.advertiseAddress ?? host;
+  const address = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${links.port}`;
+  options.log(`peer server on ${host}:${links.port}, advertised as ${address}`);
+  return { links, address };
 }
 
 /** One connection's life: handshake, then work frames in order until it ends. */
@@ -173,6 +231,7 @@ async function serve(
         // does not expect pongs before `ready`: the watchdog (armed by pings once heartbeatMs is
         // set) starts only once the worker can listen again.
         session.state = await prepare(message, options, session.datasets);
+        if (message.sharded) session.state.sharded = shardedState(session.state, message, session, send);
         heartbeatMs = message.heartbeatIntervalMs;
         feedWatchdog();
         encoder = new FrameEncoder(message.wireDtype ?? 'f32');
@@ -190,6 +249,24 @@ async function serve(
           () => socket.readyState !== WebSocket.OPEN,
         );
         return;
+      case 'commit':
+        commit(requireSharded(session.state), session.state!, message);
+        return;
+      case 'probe': {
+        const peers = session.peers;
+        if (!peers) throw new ProtocolError('BAD_MESSAGE', 'probe, but this worker has no peer server');
+        const unreachable = await peers.links.probe(message.peers, message.timeoutMs);
+        for (const u of unreachable) log(`cannot reach peer worker ${u.workerId}: ${u.why}`);
+        void send({ type: 'probe-result', unreachable });
+        return;
+      }
+      case 'state-request': {
+        const state = session.state;
+        const sharded = requireSharded(state);
+        const { body: stateBody, layout } = packState(sharded.weights, sharded.optimizer.state());
+        void send({ type: 'state', step: state!.weightsStep, state: layout }, stateBody);
+        return;
+      }
       case 'shutdown':
         ending = { kind: 'shutdown' };
         log(`coordinator says: ${message.reason}`);
@@ -201,6 +278,12 @@ async function serve(
       case 'hello':
       case 'ready':
       case 'gradient':
+      case 'reduced':
+      case 'state':
+      case 'probe-result':
+      case 'peer-hello':
+      case 'slice':
+      case 'shard':
         throw new ProtocolError('BAD_MESSAGE', `unexpected ${message.type} from the coordinator`);
     }
   };
@@ -242,6 +325,7 @@ async function serve(
       maxChunk: options.maxChunk,
       ...(metricsPort ? { metricsPort } : {}),
       ...(options.maxMicroBatches ? { maxMicroBatches: options.maxMicroBatches } : {}),
+      ...(session.peers ? { peerAddress: session.peers.address } : {}),
     });
   });
 }
@@ -339,7 +423,55 @@ async function prepare(
     gm: { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses },
     paramCount,
     weightsStep: -1,
+    sharded: null,
   };
+}
+
+/** The optimizer and exchange of a sharded run; peer frames go to the exchange from now on. */
+function shardedState(
+  state: RunState,
+  welcome: WelcomeMessage,
+  session: Session,
+  send: (message: Message) => Promise<void>,
+): ShardedState {
+  const spec = welcome.sharded!;
+  if (!OPTIMIZER_NAMES.includes(spec.optimizer as OptimizerName))
+    throw new ProtocolError('BAD_MESSAGE', `welcome.sharded.optimizer: unknown optimizer ${spec.optimizer}`);
+  const optimizer = createOptimizer(
+    spec.optimizer as OptimizerName,
+    { ...DEFAULT_OPTIMIZER_CONFIG, ...spec.optimizerConfig },
+    welcome.params,
+  );
+  const peers = session.peers;
+  if (!peers) throw new ProtocolError('BAD_MESSAGE', 'sharded run but this worker has no peer server');
+  const exchange = new ShardExchange(state.paramCount, {
+    sendToPeer: (peer, message, body) => peers.links.send(peer, message, body),
+    sendToCoordinator: (message) => void send(message),
+  });
+  peers.links.bind(welcome.runId, welcome.workerId, state.paramCount, (from, message, body) =>
+    exchange.receive(from, message, body),
+  );
+  return { weights: new Float32Array(state.paramCount), optimizer, exchange };
+}
+
+function requireSharded(state: RunState | null): ShardedState {
+  if (!state?.sharded) throw new ProtocolError('BAD_MESSAGE', 'sharded-reducer message in a run without it');
+  return state.sharded;
+}
+
+/** Applies the step's update once every peer holds the mean gradient (the coordinator says so). */
+function commit(sharded: ShardedState, state: RunState, message: CommitMessage): void {
+  const { exchange } = sharded;
+  const plan = exchange.current;
+  if (!plan || !exchange.isComplete(message.step, message.attempt))
+    throw new ProtocolError(
+      'BAD_MESSAGE',
+      `commit of step ${message.step} attempt ${message.attempt}, but this worker has not got that mean gradient`,
+    );
+  sharded.optimizer.apply(sharded.weights, exchange.mean, plan.lr);
+  writeWeights(state.gm.model, sharded.weights);
+  state.weightsStep = message.step + 1;
+  exchange.committed();
 }
 
 /**
@@ -357,15 +489,7 @@ async function computeWork(
   metrics: WorkerMetrics,
   isClosed: () => boolean,
 ): Promise<void> {
-  if (work.hasWeights) {
-    if (!body || body.length !== state.paramCount)
-      throw new ProtocolError(
-        'BAD_FRAME',
-        `work: weights body has ${body?.length ?? 0} values, the model has ${state.paramCount}`,
-      );
-    writeWeights(state.gm.model, body);
-    state.weightsStep = work.weightsStep;
-  }
+  if (work.hasWeights) loadWeights(state, work, body);
   if (state.weightsStep !== work.weightsStep)
     throw new ProtocolError(
       'BAD_MESSAGE',
@@ -387,6 +511,8 @@ async function computeWork(
       gatherMs: performance.now() - t0,
     };
   };
+  const sharded = work.exchange ? requireSharded(state) : null;
+  if (sharded && work.exchange) sharded.exchange.begin(work.step, work.exchange, state.welcome.workerId);
   const slowdown = options.debugSlowdown ?? 1;
   let inFlight: Promise<void> = Promise.resolve();
   let next = work.microBatches.length > 0 ? gatherFor(0) : null;
@@ -396,8 +522,9 @@ async function computeWork(
     const spec = work.microBatches[i]!;
     const { images, labels, gatherMs } = next!;
     const t0 = performance.now();
-    // The gradient is computed straight into its frame's body: no model-sized copy to send it.
-    const frame = out.bodyFrame(state.paramCount);
+    // The gradient is computed straight into its frame's body: no model-sized copy to send it. With
+    // the sharded reducer it goes to the shard owners instead, and the coordinator gets the statistics.
+    const frame = sharded ? bodilessFrame(sharded.exchange.takeBuffer()) : out.bodyFrame(state.paramCount);
     let result;
     try {
       result = await computeMicroBatchYielding(state.gm, images, labels, options.maxChunk, frame.body);
@@ -416,6 +543,7 @@ async function computeWork(
     metrics.microBatchCompute.observe(computeMs / 1000);
     metrics.step.set(work.step);
     if (result.gradSum !== frame.body) frame.body.set(result.gradSum);
+    if (sharded) sharded.exchange.contribute(spec.id, frame.body);
     await inFlight;
     let sealed;
     try {
@@ -437,4 +565,30 @@ async function computeWork(
     // Prefetch: gather the next micro-batch's samples while this gradient is on its way.
     next = i + 1 < work.microBatches.length ? gatherFor(i + 1) : null;
   }
+}
+
+/** A frame whose header alone is sent: the gradient computed into `body` stays with the worker (sharded). */
+function bodilessFrame(body: Float32Array): BodyFrame {
+  return { body, seal: (message) => ({ bytes: encodeFrame(message), release: () => {} }), release: () => {} };
+}
+
+/** Takes the weights a `work` carries (with the sharded reducer: the optimizer state after them). */
+function loadWeights(state: RunState, work: WorkMessage, body: Float32Array | null): void {
+  if (work.state) {
+    const sharded = requireSharded(state);
+    if (!body) throw new ProtocolError('BAD_FRAME', 'work: optimizer state without weights');
+    const { weights, state: optimizerState } = unpackState(body, work.state, state.paramCount);
+    sharded.optimizer.loadState(optimizerState);
+    sharded.weights.set(weights);
+    sharded.exchange.reset();
+    writeWeights(state.gm.model, weights);
+  } else {
+    if (!body || body.length !== state.paramCount)
+      throw new ProtocolError(
+        'BAD_FRAME',
+        `work: weights body has ${body?.length ?? 0} values, the model has ${state.paramCount}`,
+      );
+    writeWeights(state.gm.model, body);
+  }
+  state.weightsStep = work.weightsStep;
 }

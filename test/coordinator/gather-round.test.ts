@@ -18,6 +18,12 @@ class RecordingReduction implements StepReduction {
   payloadFor(): WorkPayload {
     return { weights: null };
   }
+  canCompute(): boolean {
+    return true;
+  }
+  workerLost(): boolean {
+    return false;
+  }
   check(body: Float32Array | null): 'bad_shape' | 'non_finite' | null {
     if (!body || body.length !== PARAMS) return 'bad_shape';
     return allFinite(body) ? null : 'non_finite';
@@ -159,7 +165,7 @@ describe('GatherRound', () => {
       const sgd = createOptimizer('sgd', { ...DEFAULT_OPTIMIZER_CONFIG, momentum: 0 }, [
         { name: 'w', shape: [PARAMS] },
       ]);
-      const reduction = new StarReducer(weights, sgd).beginStep({ step: 0, microBatches: specs, lr: 1 });
+      const reduction = new StarReducer(weights, sgd).startStep({ step: 0, microBatches: specs, lr: 1 });
       const round = new GatherRound(specs, reduction);
       specs.forEach((s, i) => round.assign(owners[i]!, [s]));
       for (const id of order) expect(round.accept(owners[id]!, fakeReply(0, specs[id]!), grads[id]!)).toBeNull();

@@ -33,7 +33,7 @@ function newReducer(): { reducer: StarReducer; weights: Float32Array } {
 /** The weights after `step` when one process computes every micro-batch. */
 function referenceWeights(step: number, specs: readonly MicroBatchSpec[] = MICRO_BATCHES): Buffer {
   const { reducer, weights } = newReducer();
-  const reduction = reducer.beginStep({ step, microBatches: specs, lr: 0.01 });
+  const reduction = reducer.startStep({ step, microBatches: specs, lr: 0.01 });
   for (const spec of specs) reduction.add(spec.id, spec.end - spec.start, fakeGradient(step, spec, P));
   return Buffer.from(bytesOf(weights));
 }
@@ -60,7 +60,7 @@ type Lab = ReturnType<typeof createLab>;
 /** Splits `step` equally over the lab's live workers, dispatches it and starts gathering. */
 function startStep(lab: Lab, step: number) {
   const { reducer, weights } = newReducer();
-  const reduction = reducer.beginStep({ step, microBatches: MICRO_BATCHES, lr: 0.01 });
+  const reduction = reducer.startStep({ step, microBatches: MICRO_BATCHES, lr: 0.01 });
   const round = new GatherRound(MICRO_BATCHES, reduction);
   const target = { membership: lab.membership, round, reduction, globalBatchSize: 16 };
   const live = lab.membership.readyWorkers().map((w) => w.workerId);
@@ -238,7 +238,7 @@ describe('gather over in-memory workers', () => {
       state: () => ({}),
       loadState: () => {},
     };
-    const reduction = new StarReducer(new Float32Array(P), failing).beginStep({
+    const reduction = new StarReducer(new Float32Array(P), failing).startStep({
       step: 0,
       microBatches: MICRO_BATCHES,
       lr: 0.01,

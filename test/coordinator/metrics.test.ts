@@ -80,7 +80,12 @@ async function value(
 describe('coordinator metrics after known steps', () => {
   it('counts steps and samples and keeps the last step values', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 2,
+      reducer: () => 'star',
+    });
     for (let s = 0; s < 3; s++) observer.onStep(record(s));
     expect(await value(registry, 'batchlab_steps_total')).toBe(3);
     expect(await value(registry, 'batchlab_samples_total')).toBe(192);
@@ -94,7 +99,12 @@ describe('coordinator metrics after known steps', () => {
 
   it('labels throughput and efficiency with the global batch size and worker count', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 2,
+      reducer: () => 'star',
+    });
     observer.onStep(record(0));
     const labels = { global_batch_size: '64', workers: '2' };
     expect(await value(registry, 'batchlab_throughput_samples_per_second', labels)).toBeCloseTo(128, 9);
@@ -104,7 +114,12 @@ describe('coordinator metrics after known steps', () => {
 
   it('records per-worker compute time and throughput, phases, and squared norms', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 2,
+      reducer: () => 'star',
+    });
     observer.onStep(record(0));
     observer.onStep(record(1));
     expect(await value(registry, 'batchlab_worker_throughput_samples_per_second', { worker: '2' })).toBeCloseTo(64, 9);
@@ -133,7 +148,12 @@ describe('coordinator metrics after known steps', () => {
 
   it('starts reason counters at zero, counts rejections, reassignments and bytes, and says NaN for the noise scale', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 0 });
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 0,
+      reducer: () => 'star',
+    });
     expect(await value(registry, 'batchlab_rejected_messages_total', { reason: 'stale_step' })).toBe(0);
     expect(await value(registry, 'batchlab_microbatch_reassignments_total', { reason: 'worker_lost' })).toBe(0);
     observer.onReject('stale_step');
@@ -153,7 +173,12 @@ describe('coordinator metrics after known steps', () => {
 
   it('exports B_simple, the statistical efficiency relative to the base batch, and goodput', async () => {
     const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, { backend: 'cpu', baseBatch: 32, workersConnected: () => 2 });
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 2,
+      reducer: () => 'star',
+    });
     const noise = {
       estimable: true,
       sHat: 10,
@@ -177,9 +202,19 @@ describe('coordinator metrics after known steps', () => {
 
   it('keeps registries apart: a second coordinator starts from zero', async () => {
     const first = createRegistry('coordinator');
-    createCoordinatorMetrics(first, { backend: 'cpu', baseBatch: 32, workersConnected: () => 0 }).onStep(record(0));
+    createCoordinatorMetrics(first, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 0,
+      reducer: () => 'star',
+    }).onStep(record(0));
     const second = createRegistry('coordinator');
-    createCoordinatorMetrics(second, { backend: 'cpu', baseBatch: 32, workersConnected: () => 0 });
+    createCoordinatorMetrics(second, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 0,
+      reducer: () => 'star',
+    });
     expect(await value(first, 'batchlab_steps_total')).toBe(1);
     expect(await value(second, 'batchlab_steps_total')).toBe(0);
   });

@@ -70,7 +70,7 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
         const weights = initialWeights();
         const reducer = createReducer(weights, optimizer, CONFORMANCE_PARAMS);
         for (let step = 0; step < 3; step++) {
-          const reduction = reducer.beginStep({ step, microBatches: specs, lr: LR });
+          const reduction = await reducer.beginStep({ step, microBatches: specs, lr: LR, workers: [1] });
           for (const spec of shuffled(specs, step + 1)) {
             const body = fakeGradient(step, spec, P);
             expect(reduction.check(body)).toBeNull();
@@ -90,7 +90,7 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
         Float32Array.from({ length: P }, (_, i) => (i % 2 === 0 ? [3e18, -3e18, 0.75][k]! : 0.01 * (k + 1))),
       );
       const reducer = createReducer(initialWeights(), 'sgd', CONFORMANCE_PARAMS);
-      const reduction = reducer.beginStep({ step: 0, microBatches: three, lr: LR });
+      const reduction = await reducer.beginStep({ step: 0, microBatches: three, lr: LR, workers: [1] });
       for (const k of [2, 1, 0]) reduction.add(k, 4, bodies[k]!);
       const mean = Float32Array.from({ length: P }, (_, i) =>
         Math.fround((bodies[0]![i]! + bodies[1]![i]! + bodies[2]![i]!) * (1 / 12)),
@@ -104,7 +104,7 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
 
     it('settles the result only once every micro-batch is in', async () => {
       const reducer = createReducer(initialWeights(), 'adam', CONFORMANCE_PARAMS);
-      const reduction = reducer.beginStep({ step: 0, microBatches: specs, lr: LR });
+      const reduction = await reducer.beginStep({ step: 0, microBatches: specs, lr: LR, workers: [1] });
       let settled = false;
       void reduction.result.then(() => (settled = true));
       for (const spec of specs.slice(1)) reduction.add(spec.id, spec.end - spec.start, fakeGradient(0, spec, P));
@@ -117,7 +117,7 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
 
     it('reports the squared norm of the mean gradient it applied', async () => {
       const reducer = createReducer(initialWeights(), 'sgd', CONFORMANCE_PARAMS);
-      const reduction = reducer.beginStep({ step: 0, microBatches: specs, lr: LR });
+      const reduction = await reducer.beginStep({ step: 0, microBatches: specs, lr: LR, workers: [1] });
       for (const spec of specs) reduction.add(spec.id, spec.end - spec.start, fakeGradient(0, spec, P));
       expect((await reduction.result).sqNorm).toBe(referenceMean(0, specs).sqNorm);
     });
@@ -125,13 +125,13 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
     it('ignores what reaches an abandoned step once the next step has begun', async () => {
       const weights = initialWeights();
       const reducer = createReducer(weights, 'adam', CONFORMANCE_PARAMS);
-      const abandoned = reducer.beginStep({ step: 0, microBatches: specs, lr: LR });
+      const abandoned = await reducer.beginStep({ step: 0, microBatches: specs, lr: LR, workers: [1] });
       abandoned.add(
         3,
         4,
         fakeGradient(0, specs[3]!, P).map(() => 1e6),
       );
-      const reduction = reducer.beginStep({ step: 0, microBatches: specs, lr: LR });
+      const reduction = await reducer.beginStep({ step: 0, microBatches: specs, lr: LR, workers: [1] });
       for (const spec of specs) {
         reduction.add(spec.id, spec.end - spec.start, fakeGradient(0, spec, P));
         abandoned.add(
@@ -144,23 +144,25 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
       expect(bytesOf(await reducer.weights()).equals(referenceWeights('adam', 1, specs))).toBe(true);
     });
 
-    it('refuses a body of the wrong length as bad_shape and one with NaN or Inf as non_finite', () => {
-      const reduction = createReducer(initialWeights(), 'sgd', CONFORMANCE_PARAMS).beginStep({
+    it('refuses a body of the wrong length as bad_shape and one with NaN or Inf as non_finite', async () => {
+      const reduction = await createReducer(initialWeights(), 'sgd', CONFORMANCE_PARAMS).beginStep({
         step: 0,
         microBatches: specs,
         lr: LR,
+        workers: [1],
       });
       expect(reduction.check(new Float32Array(P - 1))).toBe('bad_shape');
       expect(reduction.check(new Float32Array(P).fill(Number.NaN))).toBe('non_finite');
       expect(reduction.check(new Float32Array(P).fill(Number.POSITIVE_INFINITY))).toBe('non_finite');
     });
 
-    it("gives a worker without this step's weights a payload that brings it up to date, and one that has them none", () => {
+    it("gives a worker without this step's weights a payload that brings it up to date, and one that has them none", async () => {
       const weights = initialWeights();
-      const reduction = createReducer(weights, 'sgd', CONFORMANCE_PARAMS).beginStep({
+      const reduction = await createReducer(weights, 'sgd', CONFORMANCE_PARAMS).beginStep({
         step: 4,
         microBatches: specs,
         lr: LR,
+        workers: [1],
       });
       expect(reduction.payloadFor(4).weights).toBeNull();
       for (const stale of [-1, 3])
@@ -169,12 +171,12 @@ export function describeReducerConformance(name: string, createReducer: ReducerF
 
     it('hands out the optimizer state a checkpoint needs, as a copy', async () => {
       const reducer = createReducer(initialWeights(), 'adam', CONFORMANCE_PARAMS);
-      const reduction = reducer.beginStep({ step: 0, microBatches: specs, lr: LR });
+      const reduction = await reducer.beginStep({ step: 0, microBatches: specs, lr: LR, workers: [1] });
       for (const spec of specs) reduction.add(spec.id, spec.end - spec.start, fakeGradient(0, spec, P));
       await reduction.result;
       const state = await reducer.optimizerState();
       const asTaken = JSON.stringify(state);
-      const again = reducer.beginStep({ step: 1, microBatches: specs, lr: LR });
+      const again = await reducer.beginStep({ step: 1, microBatches: specs, lr: LR, workers: [1] });
       for (const spec of specs) again.add(spec.id, spec.end - spec.start, fakeGradient(1, spec, P));
       await again.result;
       // The snapshot, moment arrays included, is what it was when taken; the reducer's state moved on.

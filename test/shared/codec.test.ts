@@ -117,6 +117,15 @@ function protocolErrorFrom(fn: () => unknown): ProtocolError {
   throw new Error('expected a ProtocolError, nothing was thrown');
 }
 
+/** The sharded reducer's bodiless messages, one of each. */
+const reduced: Message = { type: 'reduced', step: 3, attempt: 1, sqNorm: 0.25, scatterMs: 4, gatherMs: 2 };
+const commit: Message = { type: 'commit', step: 3, attempt: 1 };
+const stateRequest: Message = { type: 'state-request', step: 3 };
+const probe: Message = { type: 'probe', peers: [{ workerId: 2, address: '127.0.0.1:4000' }], timeoutMs: 1000 };
+const probeResult: Message = { type: 'probe-result', unreachable: [{ workerId: 2, why: 'ECONNREFUSED' }] };
+const peerHello: Message = { type: 'peer-hello', protocolVersion: 2, runId: 'r1', workerId: 1 };
+const slice: Message = { type: 'slice', step: 3, attempt: 0, shard: 1, microBatchId: 4 };
+
 describe('encodeFrame / decodeFrame round trip', () => {
   const bodiless: [string, Message][] = [
     ['hello', hello],
@@ -125,6 +134,13 @@ describe('encodeFrame / decodeFrame round trip', () => {
     ['work without weights', work(false)],
     ['error', error],
     ['shutdown', shutdown],
+    ['reduced', reduced],
+    ['commit', commit],
+    ['state-request', stateRequest],
+    ['probe', probe],
+    ['probe-result', probeResult],
+    ['peer-hello', peerHello],
+    ['gradient without its body (sharded: the statistics only)', gradient],
   ];
 
   it.each(bodiless)('returns a %s message unchanged and without a body', (_name, message) => {
@@ -255,11 +271,10 @@ describe('decodeFrame refusals', () => {
     expect(err.message).toMatch(/bodyLength/);
   });
 
-  it('refuses a gradient frame without a body with BAD_FRAME', () => {
-    const err = protocolErrorFrom(() => decodeFrame(encodeFrame(gradient)));
+  it('refuses a slice frame without a body with BAD_FRAME', () => {
+    const err = protocolErrorFrom(() => decodeFrame(encodeFrame(slice)));
     expect(err.code).toBe('BAD_FRAME');
-    expect(err.message).toMatch(/gradient/);
-    expect(err.message).toMatch(/body/);
+    expect(err.message).toMatch(/^slice frame has no body/);
   });
 
   it.each(
@@ -267,7 +282,19 @@ describe('decodeFrame refusals', () => {
       .filter(([, rule]) => rule === 'none')
       .map(([type]) => type as MessageType),
   )('refuses a %s frame that carries a body with BAD_FRAME', (type) => {
-    const message = { hello, welcome, ready, error, shutdown }[type as 'hello'];
+    const message = {
+      hello,
+      welcome,
+      ready,
+      error,
+      shutdown,
+      reduced,
+      commit,
+      'state-request': stateRequest,
+      probe,
+      'probe-result': probeResult,
+      'peer-hello': peerHello,
+    }[type as 'hello'];
     const err = protocolErrorFrom(() => decodeFrame(encodeFrame(message, new Float32Array([1, 2]))));
     expect(err.code).toBe('BAD_FRAME');
     expect(err.message).toMatch(new RegExp(`^${type} .*body`));
@@ -298,7 +325,7 @@ describe('decodeFrame refusals', () => {
     const err = protocolErrorFrom(() => decodeFrame(rawFrame({ type: 'launch_missiles', bodyLength: -1 })));
     expect(err.code).toBe('BAD_MESSAGE');
     expect(err.message).toMatch(
-      /^message\.type: expected one of hello, welcome, ready, work, gradient, error, shutdown, got "launch_missiles"/,
+      /^message\.type: expected one of hello, welcome, ready, work, gradient, error, shutdown, reduced, commit, state-request, state, probe, probe-result, peer-hello, slice, shard, got "launch_missiles"/,
     );
   });
 
@@ -393,15 +420,24 @@ describe('validateMessage', () => {
     expect(err.message).toMatch(/^welcome\.dataset\.trainCount: /);
   });
 
-  it('states a body rule for every message type: gradients need one, work may have one, the rest none', () => {
+  it('states a body rule for every message type: tensors (state, slice, shard) need one, work and gradient may have one, the rest none', () => {
     expect(BODY_RULE).toEqual({
       hello: 'none',
       welcome: 'none',
       ready: 'none',
       work: 'optional',
-      gradient: 'required',
+      gradient: 'optional',
       error: 'none',
       shutdown: 'none',
+      reduced: 'none',
+      commit: 'none',
+      'state-request': 'none',
+      state: 'required',
+      probe: 'none',
+      'probe-result': 'none',
+      'peer-hello': 'none',
+      slice: 'required',
+      shard: 'required',
     });
   });
 });

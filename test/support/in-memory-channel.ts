@@ -50,6 +50,7 @@ export class InMemoryChannel implements WorkerChannel {
       maxChunk: 1024,
       metricsTarget: null,
       maxMicroBatches: null,
+      peerAddress: null,
       ...info,
     };
   }

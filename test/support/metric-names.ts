@@ -6,7 +6,12 @@ import { defineCoordinatorMetrics, defineWorkerMetrics, createRegistry } from '.
 export async function definedMetricNames(): Promise<Set<string>> {
   const names = new Set<string>();
   const coordinator = createRegistry('coordinator');
-  defineCoordinatorMetrics(coordinator, { backend: 'cpu', baseBatch: 1, workersConnected: () => 0 });
+  defineCoordinatorMetrics(coordinator, {
+    backend: 'cpu',
+    baseBatch: 1,
+    workersConnected: () => 0,
+    reducer: () => 'star',
+  });
   const worker = createRegistry('worker');
   defineWorkerMetrics(worker, { backend: 'cpu', device: 'cpu' });
   for (const registry of [coordinator, worker]) {
