@@ -45,6 +45,10 @@ export async function gather(ctx: GatherContext): Promise<StepResult> {
     if (ctx.signal?.aborted) throw ctx.signal.reason;
     const [, result] = await Promise.race([Promise.all([round.done, reduction.result]), failed]);
     return result;
+  } catch (error) {
+    // Sharded: a late `reduced` must not commit a step the run gave up (its checkpoint holds the step before).
+    reduction.abandon();
+    throw error;
   } finally {
     clearInterval(deadline);
     reissuer.dispose();

@@ -58,6 +58,8 @@ export interface StepReduction {
    * gradients left with it), so the gather re-issues them as well.
    */
   workerLost(workerId: number): boolean;
+  /** The step was given up (the run stops): nothing of it may be applied from now on. */
+  abandon(): void;
   /** Why a reply's body cannot be used (null: it can); called before `add`. */
   check(body: Float32Array | null): Extract<ReplyRejectReason, 'bad_shape' | 'non_finite'> | null;
   /**

@@ -106,6 +106,11 @@ export class ShardedReducer implements Reducer {
     return this.snapshot?.step === step ? this.snapshot : null;
   }
 
+  /** For the step reduction: a line for the run's log. */
+  log(line: string): void {
+    this.options.log(line);
+  }
+
   /** For the step reduction: sends a frame to a worker; false when it is gone. */
   send(workerId: number, message: Parameters<WorkerChannel['send']>[0]): boolean {
     return this.options.membership.get(workerId)?.send(message) ?? false;
@@ -322,6 +327,9 @@ class ShardedStepReduction implements StepReduction {
     }
     this.plan = planFor(this.plan.attempt + 1, survivors, this.reducer.paramCount, this.stepPlan);
     this.reduced.clear();
+    this.reducer.log(
+      `step ${this.step}: worker ${workerId} owned a shard; exchange restarted over ${survivors.length} workers (attempt ${this.plan.attempt})`,
+    );
     for (const peer of survivors) {
       this.reducer.send(peer.workerId, {
         type: 'work',

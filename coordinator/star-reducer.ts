@@ -98,6 +98,9 @@ class StarStepReduction implements StepReduction {
     return true;
   }
 
+  /** The star applies in the last `add`, which an abandoned step's gather no longer makes. */
+  abandon(): void {}
+
   /** A reply already in was summed here: only the lost worker's outstanding work is re-issued. */
   workerLost(): boolean {
     return false;

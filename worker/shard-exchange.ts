@@ -145,18 +145,26 @@ export class ShardExchange {
     return this.complete && step === this.step && this.plan?.attempt === attempt;
   }
 
-  /** Frees the step's gradients after its update is applied. */
+  /**
+   * Frees the step's gradients after its update is applied. Frames of later steps that came
+   * early (a faster peer already computes the next step) are kept for its plan.
+   */
   committed(): void {
+    const step = this.step;
+    this.forget();
+    this.early = this.early.filter((frame) => frame.message.step > step);
+  }
+
+  /** Forgets the step in progress (new weights from the coordinator); early frames wait for their plan. */
+  reset(): void {
+    this.forget();
+  }
+
+  private forget(): void {
     for (const grad of this.grads.values()) this.pool.push(grad);
     this.grads.clear();
     this.plan = null;
     this.step = -1;
-    this.early = [];
-  }
-
-  /** Forgets everything (a new run, or weights from the coordinator). */
-  reset(): void {
-    this.committed();
   }
 
   private scatter(microBatchId: number, grad: Float32Array): void {

@@ -172,7 +172,8 @@ async function startPeerLinks(
     onSendSeconds: (peer, seconds) => metrics.peerSendSeconds.inc({ peer: String(peer) }, seconds),
     log: options.log,
   });
-  const advertised = options.advertiseAddress ?? host;
+  // A wildcard listen address is no address to give peers: then the one the coordinator sees is.
+  const advertised = options.advertiseAddress ?? (host === '0.0.0.0' || host === '::' ? local : host);
   const address = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${links.port}`;
   options.log(`peer server on ${host}:${links.port}, advertised as ${address}`);
   return { links, address };

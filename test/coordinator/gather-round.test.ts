@@ -21,6 +21,7 @@ class RecordingReduction implements StepReduction {
   canCompute(): boolean {
     return true;
   }
+  abandon(): void {}
   workerLost(): boolean {
     return false;
   }

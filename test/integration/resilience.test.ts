@@ -69,7 +69,7 @@ beforeAll(async () => {
   reference = readSavedWeights(join(dir, 'reference'));
 }, 180_000);
 
-function coordinator(tag: string, extra: string[], port = 0) {
+function startCoordinator(tag: string, extra: string[], port = 0) {
   const child = startCli([
     'coordinator',
     '--host',
@@ -111,9 +111,14 @@ function expectUndisturbedResult(tag: string): void {
   expectBitIdentical(reference, readSavedWeights(join(dir, tag)), `${tag}: weights vs the undisturbed run`);
 }
 
-describe('resilience', () => {
+// The same four faults under each reducer; each ends with the star's undisturbed weights.
+describe.each(['star', 'sharded'] as const)('resilience with the %s reducer', (reducer) => {
+  /** A coordinator of this reducer. */
+  const coordinator = (tag: string, extra: string[], port = 0) =>
+    startCoordinator(tag, ['--reducer', reducer, ...extra], port);
+
   it('completes with the undisturbed weights when a worker is killed with SIGKILL mid-run', async () => {
-    const c = coordinator('sigkill', ['--min-workers', '2']);
+    const c = coordinator(`sigkill-${reducer}`, ['--min-workers', '2']);
     const port = await portOf(c.output);
     const workers = ['w1', 'w2', 'w3'].map((name) => worker(port, name));
     await waitForText(c.output, /worker \d+ joined \(w3,/);
@@ -131,12 +136,12 @@ describe('resilience', () => {
     expect(c.output()).toMatch(
       /step \d+: worker \d+ \(w2\) lost: connection closed[^\n]*; re-issuing micro-batches \d+/,
     );
-    expectUndisturbedResult('sigkill');
+    expectUndisturbedResult(`sigkill-${reducer}`);
     for (const w of [workers[0]!, workers[2]!]) expect(await w.exit, w.output().slice(-2000)).toBe(0);
   }, 180_000);
 
   it('lets a worker join mid-run and still ends with the undisturbed weights', async () => {
-    const c = coordinator('join', ['--min-workers', '2']);
+    const c = coordinator(`join-${reducer}`, ['--min-workers', '2']);
     const port = await portOf(c.output);
     worker(port, 'first');
     worker(port, 'second');
@@ -144,17 +149,17 @@ describe('resilience', () => {
     const late = worker(port, 'late');
     expect(await c.exit, c.output().slice(-3000)).toBe(0);
     expect(c.output()).toMatch(/worker \d+ joined \(late,/);
-    const report = JSON.parse(readFileSync(join(dir, 'join.json'), 'utf8'));
+    const report = JSON.parse(readFileSync(join(dir, `join-${reducer}.json`), 'utf8'));
     expect(report.workers).toBe(3);
-    expectUndisturbedResult('join');
+    expectUndisturbedResult(`join-${reducer}`);
     expect(await late.exit).toBe(0);
   }, 180_000);
 
   it('resumes from a checkpoint after the coordinator is killed; workers reconnect by themselves', async () => {
     const port = await freePort();
-    const checkpoints = join(dir, 'restart-ckpt');
+    const checkpoints = join(dir, `restart-ckpt-${reducer}`);
     const first = coordinator(
-      'restart',
+      `restart-${reducer}`,
       ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10'],
       port,
     );
@@ -163,7 +168,7 @@ describe('resilience', () => {
     first.child.kill('SIGKILL');
     await first.exit;
     const second = coordinator(
-      'restart',
+      `restart-${reducer}`,
       ['--min-workers', '2', '--checkpoint-dir', checkpoints, '--checkpoint-every', '10', '--resume'],
       port,
     );
@@ -175,12 +180,12 @@ describe('resilience', () => {
       expect(await w.exit).toBe(0);
       expect(w.output()).toMatch(/connection lost .*reconnecting/);
     }
-    expectUndisturbedResult('restart');
+    expectUndisturbedResult(`restart-${reducer}`);
   }, 180_000);
 
   it('writes a checkpoint and stops its workers on SIGTERM, and the resumed run ends with the undisturbed weights', async () => {
-    const checkpoints = join(dir, 'sigterm-ckpt');
-    const first = coordinator('sigterm', [
+    const checkpoints = join(dir, `sigterm-ckpt-${reducer}`);
+    const first = coordinator(`sigterm-${reducer}`, [
       '--min-workers',
       '1',
       '--checkpoint-dir',
@@ -199,16 +204,18 @@ describe('resilience', () => {
     expect(await w.exit).toBe(0);
     expect(w.output()).toMatch(/coordinator says: coordinator interrupted/);
 
-    const second = coordinator('sigterm', ['--checkpoint-dir', checkpoints, '--resume']);
+    const second = coordinator(`sigterm-${reducer}`, ['--checkpoint-dir', checkpoints, '--resume']);
     const port2 = await portOf(second.output);
     worker(port2, 'again');
     expect(await second.exit, second.output().slice(-3000)).toBe(0);
     // It continued from the step the checkpoint holds instead of starting over.
     expect(resumedAt(second.output())).toBe(written);
     expect(firstProgressStep(second.output())).toBeGreaterThan(written);
-    expectUndisturbedResult('sigterm');
+    expectUndisturbedResult(`sigterm-${reducer}`);
   }, 180_000);
+});
 
+describe('resilience', () => {
   it('refuses to resume from a checkpoint of a different run, naming what differs', { timeout: 120_000 }, async () => {
     // A checkpoint of this job, written at the end of a short run.
     const checkpoints = join(dir, 'other-run-ckpt');
