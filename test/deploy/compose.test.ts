@@ -107,6 +107,33 @@ describe('deploy/compose.yaml', () => {
     );
   });
 
+  it('passes the reducer (default star) to the coordinator and gives every worker a peer port on its own address', () => {
+    expect(
+      serviceEnvironment(loadCompose(COMPOSE, { BATCHLAB_TOKEN: TOKEN }).services.coordinator).BATCHLAB_REDUCER,
+    ).toBe('star');
+    expect(
+      serviceEnvironment(loadCompose(COMPOSE, { ...exampleEnv(), BATCHLAB_REDUCER: 'sharded' }).services.coordinator)
+        .BATCHLAB_REDUCER,
+    ).toBe('sharded');
+    const workers: [string, Json][] = [
+      ['worker', loadCompose(COMPOSE, exampleEnv()).services.worker],
+      ...(Object.entries(loadCompose(GPU, exampleEnv()).services).filter(([name]) => name !== 'coordinator') as [
+        string,
+        Json,
+      ][]),
+    ];
+    for (const [name, service] of workers) {
+      const env = serviceEnvironment(service);
+      expect(env.BATCHLAB_PEER_PORT, name).toBe('7071');
+      expect(env.BATCHLAB_PEER_PORT, name).not.toBe(env.BATCHLAB_METRICS_PORT);
+      // Neither set: the worker listens on and advertises its container IP, which the others reach.
+      // A listen address of 0.0.0.0 without an advertised address would be advertised as 0.0.0.0.
+      expect(env.BATCHLAB_PEER_HOST, name).toBeUndefined();
+      expect(env.BATCHLAB_ADVERTISE_ADDRESS, name).toBeUndefined();
+    }
+    expect(workers.length).toBe(9);
+  });
+
   it('has Prometheus find the coordinator and every worker by service name on the metrics ports the services fix', () => {
     const model = loadCompose(COMPOSE, exampleEnv());
     const mount = model.services.prometheus.volumes.find((v: string) =>

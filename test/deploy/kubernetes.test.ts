@@ -1,13 +1,15 @@
 // deploy/k8s: every manifest validates offline against the Kubernetes schemas, the
 // kustomization references only files that exist and renders with the settings in one place,
 // and the pieces fit: workers dial the coordinator's Service, the token comes from a Secret,
-// GPUs are limits, Prometheus finds the metrics ports.
+// GPUs are limits, Prometheus finds the metrics ports, workers serve and advertise a peer port.
 
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { TRAINING_TABLE } from '../../cli/option-table.js';
+import { REDUCERS } from '../../coordinator/reducer.js';
 import { kubernetesErrors } from './schemas.js';
 import { DEPLOY, parseYamlText, readYaml, readYamlOne, rel, walk, which, type Json } from './support.js';
 
@@ -154,12 +156,13 @@ describe('deploy/k8s manifests', () => {
       expect(container(job, 'worker').image).toMatch(/batchlab-gpu:/);
       const coordinator = find(out, 'Job', 'batchlab-coordinator');
       expect(envOf(container(coordinator, 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe(String(workers));
+      expect(envOf(container(coordinator, 'coordinator')).BATCHLAB_REDUCER.value).toBe(settings().reducer);
       expect(container(coordinator, 'coordinator').image).toMatch(/batchlab-cpu:/);
     },
   );
 
   it.skipIf(!KUBECTL)(
-    kubectlTitle('settings.yaml is the one place for worker count and GPUs: changing it changes every use'),
+    kubectlTitle('settings.yaml is the one place for worker count, GPUs and reducer: changing it changes every use'),
     () => {
       const copy = join(tmp, 'k8s');
       cpSync(K8S, copy, { recursive: true });
@@ -168,7 +171,8 @@ describe('deploy/k8s manifests', () => {
         path,
         readFileSync(path, 'utf8')
           .replace(/workers: \d+/, 'workers: 7')
-          .replace(/gpusPerWorker: \d+/, 'gpusPerWorker: 2'),
+          .replace(/gpusPerWorker: \d+/, 'gpusPerWorker: 2')
+          .replace(/reducer: \w+/, 'reducer: sharded'),
       );
       const out = render(copy);
       const job = find(out, 'Job', 'batchlab-workers');
@@ -177,9 +181,11 @@ describe('deploy/k8s manifests', () => {
         job.spec.completions,
         container(job, 'worker').resources.limits['nvidia.com/gpu'],
       ]).toEqual([7, 7, 2]);
-      expect(envOf(container(find(out, 'Job', 'batchlab-coordinator'), 'coordinator')).BATCHLAB_MIN_WORKERS.value).toBe(
+      const coordinatorEnv = envOf(container(find(out, 'Job', 'batchlab-coordinator'), 'coordinator'));
+      expect([coordinatorEnv.BATCHLAB_MIN_WORKERS.value, coordinatorEnv.BATCHLAB_REDUCER.value]).toEqual([
         '7',
-      );
+        'sharded',
+      ]);
       for (const doc of out) expect(kubernetesErrors(doc)).toEqual([]);
     },
   );
@@ -218,6 +224,27 @@ describe('deploy/k8s wiring', () => {
     expect(workersJob.spec.template.metadata.labels['app.kubernetes.io/component']).not.toBe(
       service.spec.selector['app.kubernetes.io/component'],
     );
+  });
+
+  it('settings.yaml names a real reducer and ships the code default (star), which the coordinator gets', () => {
+    expect(REDUCERS).toContain(settings().reducer);
+    expect(settings().reducer).toBe(TRAINING_TABLE.reducer.default);
+    expect(envOf(coordinator).BATCHLAB_REDUCER.value).toBe(settings().reducer);
+  });
+
+  it('workers serve the peer port they declare on every interface and advertise their pod IP (downward API)', () => {
+    const env = envOf(worker);
+    const peer = worker.ports.find((p: Json) => p.name === 'peer');
+    expect(peer, 'a container port named peer').toBeDefined();
+    expect(env.BATCHLAB_PEER_PORT.value).toBe(String(peer.containerPort));
+    expect(peer.containerPort).not.toBe(worker.ports.find((p: Json) => p.name === 'metrics').containerPort);
+    expect(env.BATCHLAB_PEER_HOST.value).toBe('0.0.0.0');
+    // Listening on 0.0.0.0 would otherwise be advertised as such: the pod IP must be given.
+    expect(env.POD_IP.valueFrom.fieldRef.fieldPath).toBe('status.podIP');
+    expect(env.BATCHLAB_ADVERTISE_ADDRESS.value).toBe('$(POD_IP)');
+    // $(VAR) expands only variables defined earlier in the list.
+    const order = worker.env.map((e: Json) => e.name);
+    expect(order.indexOf('POD_IP')).toBeLessThan(order.indexOf('BATCHLAB_ADVERTISE_ADDRESS'));
   });
 
   it('both sides take the token from the same Secret key (secretKeyRef), never from a literal', () => {

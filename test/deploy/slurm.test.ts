@@ -30,14 +30,15 @@ const SCONTROL = `#!/bin/bash
 [ "$1 $2" = "show hostnames" ] || { echo "scontrol stand-in: unsupported: $*" >&2; exit 2; }
 printf '127.0.0.1\\n127.0.0.2\\n'
 `;
-// srun: run the command once per task with SLURM_PROCID/SLURM_LOCALID, forward TERM like srun does.
+// srun: run the command once per task with SLURM_PROCID/SLURM_LOCALID and slurmd's SLURMD_NODENAME
+// (this machine: 127.0.0.1), forward TERM like srun does.
 const SRUN = `#!/bin/bash
 printf '%s\\n' "$*" >> "$SRUN_LOG"
 n=1
 while [[ $# -gt 0 && $1 == -* ]]; do case $1 in --ntasks=*) n=\${1#*=};; esac; shift; done
 pids=()
 trap 'kill "\${pids[@]}" 2>/dev/null; wait; exit 143' TERM INT
-for ((i = 0; i < n; i++)); do SLURM_PROCID=$i SLURM_LOCALID=$i "$@" & pids+=($!); done
+for ((i = 0; i < n; i++)); do SLURM_PROCID=$i SLURM_LOCALID=$i SLURMD_NODENAME=127.0.0.1 "$@" & pids+=($!); done
 rc=0
 for p in "\${pids[@]}"; do wait "$p" || rc=$?; done
 exit $rc
@@ -65,6 +66,7 @@ async function runJob(name: string, args: string[], env: Record<string, string> 
       v !== undefined &&
       !k.startsWith('BATCHLAB') &&
       !k.startsWith('SLURM_') &&
+      !k.startsWith('SLURMD_') &&
       k !== 'MASTER_ADDR' &&
       k !== 'MASTER_PORT'
     )
@@ -168,6 +170,41 @@ describe('deploy/slurm/batchlab.sbatch', () => {
       // The coordinator kept a Prometheus file_sd list for the job and the script removed it at the end.
       expect(job.output).toMatch(/Prometheus targets in .*prometheus-targets\/batchlab-4242\.json/);
       expect(readdirSync(join(tmp, 'ok', 'prometheus-targets'))).toEqual([]);
+    },
+    60_000,
+  );
+
+  it.skipIf(!built && !inCi)(
+    runTitle(
+      'trains with --reducer sharded: each worker listens on PEER_HOST and advertises its node name, and the workers reach each other',
+    ),
+    async () => {
+      const report = join(tmp, 'sharded-report.json');
+      const job = await runJob('sharded', [
+        '--reducer',
+        'sharded',
+        '--dataset',
+        'synthetic',
+        '--hidden',
+        '16',
+        '--global-batch',
+        '32',
+        '--micro-batch',
+        '16',
+        '--steps',
+        '3',
+        '--eval-every',
+        '0',
+        '--report',
+        report,
+      ]);
+      expect(job.code, job.output.slice(-3000)).toBe(0);
+      expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({ steps: 3, workers: 2 });
+      // Both workers: listening on the default PEER_HOST, any free port, advertised at SLURMD_NODENAME.
+      const advertised = [...job.output.matchAll(/peer server on 0\.0\.0\.0:(\d+), advertised as 127\.0\.0\.1:(\d+)/g)];
+      expect(advertised.length, job.output.slice(-3000)).toBe(2);
+      for (const [, listening, port] of advertised) expect(port).toBe(listening);
+      expect(job.output).not.toMatch(/falling back to the star reducer/);
     },
     60_000,
   );
