@@ -121,6 +121,49 @@ describe('N workers give the same weights as one worker', () => {
   }, 180_000);
 });
 
+describe('the sharded reducer sums and applies among the workers with the bits of the star', () => {
+  const LAMB = ['--optimizer', 'lamb', '--lr', '0.002', ...MLP, '--steps', '12'];
+  const CNN = [
+    '--optimizer',
+    'sgd',
+    '--lr',
+    '0.05',
+    '--model',
+    'cnn',
+    '--hidden',
+    '4,8',
+    '--steps',
+    '6',
+    '--backend',
+    'wasm',
+  ];
+  it.each([
+    ['sgd', ['--optimizer', 'sgd', '--lr', '0.05', ...MLP, '--steps', '20']],
+    ['adam', ADAM],
+    ['lamb', LAMB],
+    ['cnn-sgd', CNN],
+  ])(
+    '%s: --reducer sharded with 1, 2 and 3 workers gives the weights of 1 worker under the star',
+    async (tag, extra) => {
+      const sharded = ['--reducer', 'sharded'];
+      const [star, ...runs] = await Promise.all([
+        trained(1, extra),
+        trained(1, [...extra, ...sharded]),
+        trained(2, [...extra, ...sharded]),
+        trained(3, [...extra, ...sharded]),
+      ]);
+      runs.forEach((run, i) => {
+        expect(run.report.workers).toBe(i + 1);
+        expectBitIdentical(star!.weights, run.weights, `${tag}: sharded with ${i + 1} workers vs the star`);
+        expect(run.report.finalLoss).toBe(star!.report.finalLoss);
+        // |mean gradient|², squared on the workers, enters the noise scale with the star's bits too.
+        expect(run.report.gradientNoiseScale).toBe(star!.report.gradientNoiseScale);
+      });
+    },
+    240_000,
+  );
+});
+
 describe('float16 on the wire', () => {
   it('changes the weights (it is really used) but only slightly: within 2% of the float32 run after 20 Adam steps', async () => {
     const [{ weights: f32 }, { weights: f16 }] = await Promise.all([
