@@ -22,8 +22,6 @@ const RECOVERY = {
   /** One worker's reply had NaN or Inf values: computed again by another worker. */
   NON_FINITE_REPLY: 'retry-step',
   NO_WORKERS: 'stop-run',
-  /** A worker could not open a link to a peer (sharded reducer): the run falls back to the star reducer. */
-  PEER_UNREACHABLE: 'retry-step',
   /** Every worker holding the sharded reducer's weights left at once: resume from the last checkpoint. */
   STATE_LOST: 'stop-run',
   CONNECT_FAILED: 'stop-run',
