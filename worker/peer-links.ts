@@ -207,7 +207,7 @@ export class PeerLinks {
         }
         if ((message.type !== 'slice' && message.type !== 'shard') || !body)
           throw new ProtocolError('BAD_MESSAGE', `unexpected ${message.type} on a peer link`);
-        const problem = this.run?.handler(sender, message, body) ?? 'stale_step';
+        const problem = this.run ? this.run.handler(sender, message, body) : 'stale_step';
         if (problem) this.options.onReject(problem, `worker ${sender}: ${message.type} of step ${message.step}`);
       } catch (error) {
         const code = error instanceof BatchlabError ? error.code : 'BAD_MESSAGE';

@@ -154,10 +154,10 @@ describe('the sharded reducer sums and applies among the workers with the bits o
       ]);
       runs.forEach((run, i) => {
         expect(run.report.workers).toBe(i + 1);
-        expectBitIdentical(star!.weights, run.weights, `${tag}: sharded with ${i + 1} workers vs the star`);
-        expect(run.report.finalLoss).toBe(star!.report.finalLoss);
+        expectBitIdentical(star.weights, run.weights, `${tag}: sharded with ${i + 1} workers vs the star`);
+        expect(run.report.finalLoss).toBe(star.report.finalLoss);
         // |mean gradient|², squared on the workers, enters the noise scale with the star's bits too.
-        expect(run.report.gradientNoiseScale).toBe(star!.report.gradientNoiseScale);
+        expect(run.report.gradientNoiseScale).toBe(star.report.gradientNoiseScale);
       });
     },
     240_000,
