@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { Packr, unpack } from 'msgpackr';
 import WebSocket, { WebSocketServer, type RawData } from 'ws';
+import { PROTOCOL_VERSION } from '../../shared/protocol.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -34,7 +35,7 @@ export function toBuffer(data: RawData): Buffer {
   return Buffer.from(data);
 }
 
-export function hello(name: string, protocolVersion = 1): Record<string, unknown> {
+export function hello(name: string, protocolVersion = PROTOCOL_VERSION): Record<string, unknown> {
   return { type: 'hello', protocolVersion, workerName: name, backend: 'cpu', device: 'fuzz', maxChunk: 16 };
 }
 

@@ -10,6 +10,7 @@ import { OrderedSum } from '../../shared/ordered-sum.js';
 import type { ExchangePlan, Message, PeerSpec, ReducedMessage } from '../../shared/protocol.js';
 import type { RejectReason } from '../../shared/reasons.js';
 import { shardBounds } from '../../coordinator/sharded-reducer.js';
+import { createRandom } from '../../shared/data/seeded-random.js';
 import { PeerLinks } from '../../worker/peer-links.js';
 import { ShardExchange } from '../../worker/shard-exchange.js';
 import { expectBitIdentical, mixedMagnitudes } from '../support/tensors.js';
@@ -87,6 +88,8 @@ async function rawPeer(port: number, token: string, from: number): Promise<WebSo
 const sendRaw = (socket: WebSocket, message: Message, body: Float32Array | null): Promise<void> =>
   new Promise((resolve) => socket.send(encodeFrame(message, body), { binary: true }, () => resolve()));
 
+const bounds = (plan: ExchangePlan, shard: number): number => plan.bounds[shard + 1]! - plan.bounds[shard]!;
+
 const settle = (ms = 100): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('the sharded exchange over peer links', () => {
@@ -159,6 +162,74 @@ describe('the sharded exchange over peer links', () => {
     expect(await closed).toBe(4400);
     expect(w1.rejected.at(-1)).toBe('bad_frame');
     forger.terminate();
+  });
+
+  it('survives 300 seeded random frames on its peer links (noise, forged headers, wrong fields) and still sums exactly', async () => {
+    const { workers, plan } = await threeWorkers();
+    for (const w of workers) w.exchange.begin(5, plan, w.id);
+    const random = createRandom(42);
+    const int = (n: number): number => Math.floor(random.next() * n);
+    const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
+    // Mostly plausible values, so frames get past validation to the exchange's own checks.
+    const steps = [5, 5, 5, 4, 6, -1, 'x'];
+    const attempts = [0, 0, 0, 1, 1.5];
+    const shards = [0, 1, 2, 3, -1];
+    const ids = [0, 1, 2, 3, 4, 77, null];
+    let closedLinks = 0;
+    for (let i = 0; i < 300; i++) {
+      const target = pick(workers);
+      // Most hostile links die at their first bad frame; open a fresh one when needed.
+      const link = await rawPeer(target.links.port, TOKEN, 1 + int(3));
+      link.on('close', () => closedLinks++);
+      const kind = int(4);
+      if (kind === 0) link.send(Buffer.from(Array.from({ length: 1 + int(64) }, () => int(256))));
+      else {
+        const header = {
+          type: pick(['slice', 'shard', 'slice', 'shard', 'work', 'hello', 'bogus']),
+          step: pick(steps),
+          attempt: pick(attempts),
+          shard: pick(shards),
+          microBatchId: pick(ids),
+        };
+        const length = pick([0, 1, 333, 334, P, bounds(plan, header.shard as number) || 1]);
+        let fill = pick([0, 1e-30, Number.NaN, Number.POSITIVE_INFINITY, 3]);
+        // A frame right in every field would be summed: a token holder can do that (docs/PROTOCOL.md);
+        // the fuzz is about frames that are wrong somewhere, so such a frame gets a NaN.
+        const own = workers.indexOf(target);
+        const real =
+          header.step === 5 &&
+          header.attempt === 0 &&
+          ((header.type === 'slice' &&
+            header.shard === own &&
+            typeof header.microBatchId === 'number' &&
+            header.microBatchId < 5) ||
+            header.type === 'shard') &&
+          length === bounds(plan, header.shard as number);
+        if (real && Number.isFinite(fill)) fill = Number.NaN;
+        const body = new Float32Array(length).fill(fill);
+        try {
+          link.send(encodeFrame(header as unknown as Message, kind === 1 ? null : body));
+        } catch {
+          link.send(Buffer.from('not a frame'));
+        }
+      }
+      await new Promise((r) => setTimeout(r, 2));
+      link.terminate();
+    }
+    await settle(200);
+    // The real step, after the noise: every worker still gets the star's bits.
+    workers[0]!.exchange.contribute(0, gradOf(0));
+    workers[1]!.exchange.contribute(1, gradOf(1));
+    workers[1]!.exchange.contribute(2, gradOf(2));
+    workers[2]!.exchange.contribute(3, gradOf(3));
+    workers[2]!.exchange.contribute(4, gradOf(4));
+    await Promise.all(workers.map((w) => w.reduced));
+    const star = starMean();
+    for (const w of workers) expectBitIdentical(star.mean, w.exchange.mean, `worker ${w.id} after the fuzz`);
+    const refused = workers.flatMap((w) => w.rejected);
+    expect(refused.length).toBeGreaterThan(100);
+    expect([...new Set(refused)].sort()).toEqual(['bad_frame', 'bad_shape', 'non_finite', 'stale_step', 'unassigned']);
+    expect(closedLinks).toBeGreaterThan(0);
   });
 
   it('closes a link whose frame is larger than the limit (1009), counted as bad_frame', async () => {
