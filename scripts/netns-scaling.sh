@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the node -e programs are JavaScript, single-quoted on purpose
 # Scaling efficiency of batchlab when the coordinator's link is bandwidth-limited, measured across
 # Linux network namespaces (root only). The lab follows test/support/netns.ts: a private bridge
 # namespace plus one namespace per host, joined by veth pairs; nothing is created in the root
@@ -74,7 +75,7 @@ WORKERS="2 3 4"
 LIMIT=""
 RATES_GIVEN=0
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { sed -n '3,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "netns-scaling: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
@@ -104,15 +105,15 @@ done
 [ "$(id -u)" = 0 ] || die "needs root (ip netns, tc)"
 [ -n "$NODE" ] || die "node not found"
 case "$WIRE" in f32|f16) ;; *) die "--wire-dtype must be f32 or f16" ;; esac
-[[ "$BATCH" =~ ^[0-9]+$ ]] && [ "$BATCH" -ge 2 ] && [ $((BATCH % 2)) = 0 ] || die "--batch must be an even integer >= 2"
-[[ "$STEPS" =~ ^[0-9]+$ ]] && [ "$STEPS" -gt $((WARMUP + 1)) ] || die "--steps must exceed --warmup + 1"
+if ! { [[ "$BATCH" =~ ^[0-9]+$ ]] && [ "$BATCH" -ge 2 ] && [ $((BATCH % 2)) = 0 ]; }; then die "--batch must be an even integer >= 2"; fi
+if ! { [[ "$STEPS" =~ ^[0-9]+$ ]] && [ "$STEPS" -gt $((WARMUP + 1)) ]; }; then die "--steps must exceed --warmup + 1"; fi
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "--repeats must be a positive integer"
 HALF=$((BATCH / 2))
 NWORKERS=2
 if [ -n "$REDUCERS" ]; then
   for red in $REDUCERS; do case "$red" in star|sharded) ;; *) die "--reducers takes star and/or sharded" ;; esac; done
   for n in $WORKERS; do
-    [[ "$n" =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 50 ] || die "--workers takes integers 1..50"
+    if ! { [[ "$n" =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 50 ]; }; then die "--workers takes integers 1..50"; fi
     [ "$n" -gt "$NWORKERS" ] && NWORKERS=$n
   done
   [ "$RATES_GIVEN" = 1 ] || RATES=100mbit
@@ -176,9 +177,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local pid
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:-}"; do if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; fi; done
   sleep 0.3
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:-}"; do if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi; done
   local ns i
   for ((i = ${#NAMESPACES[@]} - 1; i >= 0; i--)); do
     ns=${NAMESPACES[$i]}
@@ -460,6 +461,8 @@ compare_reducers() {
       log "  link check (TCP, 6 MB): coordinator→w1 $out_mbit, w1→coordinator $in_mbit, w1→w2 $peer_mbit Mbit/s"
     fi
     [ "$LINK_ONLY" = 1 ] && continue
+    local burst=none
+    [ "$rate" = none ] || burst=$(burst_for "$rate")
     for n in $WORKERS; do
       mb=$(( (BATCH + n - 1) / n ))
       declare -A picked=()
@@ -483,7 +486,7 @@ compare_reducers() {
           console.log(JSON.stringify({ rate, limit, tbf: rate === "none" ? null : { rate, burst, latency },
             linkCheckMbit: { coordinatorToWorker: JSON.parse(outMbit), workerToCoordinator: JSON.parse(inMbit), workerToWorker: JSON.parse(peerMbit) },
             ...pick, allMedianStepMs: all.map((x) => x.medianStepMs), allSamplesPerSecond: all.map((x) => x.samplesPerSecond), build: JSON.parse(build) }));
-        ' "$rate" "$out_mbit" "$in_mbit" "$peer_mbit" "$LIMIT" "$LATENCY" "$( [ "$rate" = none ] && echo none || burst_for "$rate")" "$BUILD_INFO" "${runs[@]}")")
+        ' "$rate" "$out_mbit" "$in_mbit" "$peer_mbit" "$LIMIT" "$LATENCY" "$burst" "$BUILD_INFO" "${runs[@]}")")
       done
       unset picked
     done
@@ -542,7 +545,8 @@ RESULTS=()
 for rate in $RATES; do
   [ "$rate" = none ] || rate_bps "$rate" >/dev/null
   set_rate "$rate"
-  qdisc_desc=$( [ "$rate" = none ] && echo none || tc -n "$NS_COORD" qdisc show dev eth0 | head -1 )
+  qdisc_desc=none
+  [ "$rate" = none ] || qdisc_desc=$(tc -n "$NS_COORD" qdisc show dev eth0 | head -1)
   log "rate $rate: $qdisc_desc"
   out_mbit=null; in_mbit=null
   if [ "$LINK_CHECK" = 1 ]; then
@@ -557,19 +561,20 @@ for rate in $RATES; do
     [ "$rate" = none ] || set_rate "$rate"   # fresh counters per run
     run_point 1 "$HALF" "$HALF" "$tag-1w" || die "run $tag-1w failed (rerun with --keep DIR to keep the logs)"
     one=$(cat "$WORK/$tag-1w/result.json")
-    qdisc1+=("$( [ "$rate" = none ] && echo null || qdisc_json )")
+    if [ "$rate" = none ]; then qdisc1+=(null); else qdisc1+=("$(qdisc_json)"); fi
     log "  1 worker  B=$HALF: $(echo "$one" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(`${r.samplesPerSecond} samples/s (report ${r.reportSamplesPerSecond}), step ${r.meanStepMs} ms, compute ${r.meanComputeMs} ms`)')"
     [ "$rate" = none ] || set_rate "$rate"
     run_point 2 "$BATCH" "$HALF" "$tag-2w" || die "run $tag-2w failed (rerun with --keep DIR to keep the logs)"
     two=$(cat "$WORK/$tag-2w/result.json")
-    qdisc2+=("$( [ "$rate" = none ] && echo null || qdisc_json )")
+    if [ "$rate" = none ]; then qdisc2+=(null); else qdisc2+=("$(qdisc_json)"); fi
     log "  2 workers B=$BATCH: $(echo "$two" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(`${r.samplesPerSecond} samples/s (report ${r.reportSamplesPerSecond}), step ${r.meanStepMs} ms, compute ${r.meanComputeMs} ms`)')"
     ones+=("$(echo "$one" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));r.qdisc=JSON.parse(process.argv[1]);console.log(JSON.stringify(r))' "${qdisc1[-1]}")")
     twos+=("$(echo "$two" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));r.qdisc=JSON.parse(process.argv[1]);console.log(JSON.stringify(r))' "${qdisc2[-1]}")")
   done
   one=$(median_run "${ones[@]}")
   two=$(median_run "${twos[@]}")
-  burst=$( [ "$rate" = none ] && echo null || echo "\"$(burst_for "$rate")\"" )
+  burst=null
+  [ "$rate" = none ] || burst="\"$(burst_for "$rate")\""
   RESULTS+=("$("$NODE" -e '
     const [rate, batch, model, wire, steps, warmup, latency, burst, outMbit, inMbit, one, two, build] = process.argv.slice(1);
     const o = JSON.parse(one), t = JSON.parse(two);
