@@ -32,13 +32,17 @@
 # samples/s among the repeats) next to the alpha-beta prediction, with S = P × bytes per value
 # (P read from the coordinator's log), β = R / 8 bytes/s and the measured compute of that run:
 #   sharded: 2·(N−1)/N·S/β + compute      star: 2·N·S/β + compute
-# A run whose coordinator logs "falling back to the star reducer" is marked as such.
+# A run whose coordinator logs "falling back to the star reducer" is marked as such. A run that
+# does not finish within --run-timeout seconds (default 300; 120 with --reducers) is killed,
+# counted as hung in the table and the JSON (its logs stay with --keep), and that repeat is tried
+# again, up to --attempts times (default 3); only with --reducers, otherwise a failed run ends
+# the script.
 #
 # Usage: scripts/netns-scaling.sh [--rates "100mbit 300mbit 1gbit none"] [--batch 512] [--steps 30]
 #          [--wire-dtype f32|f16] [--json /tmp/netns-scaling.json] [--model mlp] [--warmup 3]
 #          [--repeats 1] [--burst auto] [--latency 100ms] [--no-link-check] [--link-check-only]
 #          [--no-snapshot] [--keep DIR] [--reducers "star sharded"] [--workers "2 3 4"]
-#          [--limit all|coordinator]
+#          [--limit all|coordinator] [--run-timeout 120] [--attempts 3]
 # --rates takes spaces or commas. --repeats N runs each point N times and keeps the run with the
 # median samples/s (all rates are kept in the JSON). --burst auto = 64 KiB + 2 ms at R.
 # The link check pushes 6 MB through each direction with a plain TCP socket before the runs, to
@@ -69,7 +73,8 @@ SNAPSHOT=1
 KEEP=""
 PORT=7070
 SUBNET=10.77.0
-RUN_TIMEOUT_S=300
+RUN_TIMEOUT_S=""
+ATTEMPTS=3
 REDUCERS=""
 WORKERS="2 3 4"
 LIMIT=""
@@ -97,6 +102,8 @@ while [ $# -gt 0 ]; do
     --reducers) REDUCERS=${2//,/ }; shift 2 ;;
     --workers) WORKERS=${2//,/ }; shift 2 ;;
     --limit) LIMIT=$2; shift 2 ;;
+    --run-timeout) RUN_TIMEOUT_S=$2; shift 2 ;;
+    --attempts) ATTEMPTS=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -118,7 +125,11 @@ if [ -n "$REDUCERS" ]; then
   done
   [ "$RATES_GIVEN" = 1 ] || RATES=100mbit
   LIMIT=${LIMIT:-all}
+  RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-120}
 fi
+RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-300}
+[[ "$RUN_TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || die "--run-timeout must be a positive integer (seconds)"
+[[ "$ATTEMPTS" =~ ^[1-9][0-9]*$ ]] || die "--attempts must be a positive integer"
 LIMIT=${LIMIT:-coordinator}
 case "$LIMIT" in all|coordinator) ;; *) die "--limit must be all or coordinator" ;; esac
 
@@ -466,29 +477,41 @@ compare_reducers() {
     for n in $WORKERS; do
       mb=$(( (BATCH + n - 1) / n ))
       declare -A picked=()
-      for red in $REDUCERS; do picked[$red]=""; done
+      declare -A failed=()
+      for red in $REDUCERS; do picked[$red]=""; failed[$red]=""; done
       for ((r = 1; r <= REPEATS; r++)); do
         for red in $REDUCERS; do
-          tag="${rate}-N$n-$red-r$r"
-          set_rate "$rate"   # fresh counters per run
-          run_point "$n" "$BATCH" "$mb" "$tag" "$red" || die "run $tag failed (rerun with --keep DIR to keep the logs)"
+          local attempt ok=0
+          for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+            tag="${rate}-N$n-$red-r$r"
+            [ "$attempt" = 1 ] || tag+="-a$attempt"
+            set_rate "$rate"   # fresh counters per run
+            if run_point "$n" "$BATCH" "$mb" "$tag" "$red"; then ok=1; break; fi
+            failed[$red]+="$tag "
+            log "  N=$n $red r$r: run $tag failed (last coordinator line: $(tail -1 "$WORK/$tag/coordinator.log" 2>/dev/null)); $( [ "$attempt" -lt "$ATTEMPTS" ] && echo "trying again" || echo "giving up on this repeat")"
+          done
+          [ "$ok" = 1 ] || continue
           with_extras "$(cat "$WORK/$tag/result.json")" "$tag" "$red" >"$WORK/$tag/extended.json"
           picked[$red]+="$(cat "$WORK/$tag/extended.json")"$'\n'
           log "  N=$n $red r$r: $("$NODE" -e 'const r=JSON.parse(process.argv[1]);console.log(`median step ${r.medianStepMs} ms, mean ${r.meanStepMs} ms, compute ${r.meanComputeMs} ms, ${r.samplesPerSecond} samples/s${r.fellBack ? ", FELL BACK TO STAR" : ""}, peers ${r.advertised.join(" ")}`)' "$(cat "$WORK/$tag/extended.json")")"
         done
       done
       for red in $REDUCERS; do
-        mapfile -t runs < <(printf '%s' "${picked[$red]}")
+        runs=()
+        [ -z "${picked[$red]}" ] || mapfile -t runs < <(printf '%s' "${picked[$red]}")
         rows+=("$("$NODE" -e '
-          const [rate, outMbit, inMbit, peerMbit, limit, latency, burst, build, ...runs] = process.argv.slice(1);
+          const [rate, n, red, mb, failedTags, outMbit, inMbit, peerMbit, limit, latency, burst, build, ...runs] = process.argv.slice(1);
           const all = runs.map((l) => JSON.parse(l));
-          const pick = [...all].sort((a, b) => a.samplesPerSecond - b.samplesPerSecond)[Math.floor((all.length - 1) / 2)];
+          const pick = all.length ? [...all].sort((a, b) => a.samplesPerSecond - b.samplesPerSecond)[Math.floor((all.length - 1) / 2)]
+            : { workers: Number(n), reducer: red, microBatch: Number(mb), medianStepMs: null, meanComputeMs: null, params: null, qdisc: {} };
+          const failed = failedTags.split(" ").filter(Boolean);
           console.log(JSON.stringify({ rate, limit, tbf: rate === "none" ? null : { rate, burst, latency },
             linkCheckMbit: { coordinatorToWorker: JSON.parse(outMbit), workerToCoordinator: JSON.parse(inMbit), workerToWorker: JSON.parse(peerMbit) },
-            ...pick, allMedianStepMs: all.map((x) => x.medianStepMs), allSamplesPerSecond: all.map((x) => x.samplesPerSecond), build: JSON.parse(build) }));
-        ' "$rate" "$out_mbit" "$in_mbit" "$peer_mbit" "$LIMIT" "$LATENCY" "$burst" "$BUILD_INFO" "${runs[@]}")")
+            ...pick, allMedianStepMs: all.map((x) => x.medianStepMs), allSamplesPerSecond: all.map((x) => x.samplesPerSecond),
+            failedRuns: failed.length, failedTags: failed, build: JSON.parse(build) }));
+        ' "$rate" "$n" "$red" "$mb" "${failed[$red]}" "$out_mbit" "$in_mbit" "$peer_mbit" "$LIMIT" "$LATENCY" "$burst" "$BUILD_INFO" "${runs[@]}")")
       done
-      unset picked
+      unset picked failed
     done
   done
   [ "$LINK_ONLY" = 1 ] && return 0
@@ -498,39 +521,46 @@ compare_reducers() {
     const [path, wireArg, ...rows] = process.argv.slice(1);
     const bytesPerValue = wireArg === "f16" ? 2 : 4;
     const results = rows.map((r) => JSON.parse(r));
+    const P = results.find((r) => r.params)?.params ?? null;
+    for (const r of results) r.params ??= P;
     const bps = (rate) => { const m = /^(\d+)(g|m|k|)bit$/i.exec(rate); return m ? Number(m[1]) * { g: 1e9, m: 1e6, k: 1e3, "": 1 }[m[2].toLowerCase()] : null; };
     for (const r of results) {
       const S = r.params * bytesPerValue, beta = bps(r.rate) === null ? null : bps(r.rate) / 8, n = r.workers, c = r.meanComputeMs / 1000;
-      const comm = beta === null ? null : (r.reducer === "sharded" ? (2 * (n - 1) / n) * S : 2 * n * S) / beta;
-      r.model = { bytesPerStepS: S, betaBytesPerSecond: beta, communicationSeconds: comm, computeSeconds: c,
-        predictedStepSeconds: comm === null ? null : comm + c, formula: r.reducer === "sharded" ? "2(N-1)/N*S/beta + compute" : "2*N*S/beta + compute" };
-      r.measuredOverPredicted = comm === null ? null : r.medianStepMs / 1000 / (comm + c);
+      const comm = beta === null || S === 0 ? null : (r.reducer === "sharded" ? (2 * (n - 1) / n) * S : 2 * n * S) / beta;
+      const predicted = comm === null || r.meanComputeMs === null ? null : comm + c;
+      r.model = { bytesPerStepS: S, betaBytesPerSecond: beta, communicationSeconds: comm, computeSeconds: r.meanComputeMs === null ? null : c,
+        predictedStepSeconds: predicted, formula: r.reducer === "sharded" ? "2(N-1)/N*S/beta + compute" : "2*N*S/beta + compute" };
+      r.measuredOverPredicted = predicted === null || r.medianStepMs === null ? null : r.medianStepMs / 1000 / predicted;
     }
     fs.writeFileSync(path, JSON.stringify(results, null, 2) + "\n");
     const f = (x, d = 1) => (x === null || x === undefined ? "—" : Number(x).toFixed(d));
-    const perStep = (q, r) => (q ? f(q.sentBytes / r.steps / 1e6, 2) : "—");
-    const head = ["rate", "N", "reducer", "mb", "median step s", "predicted s", "meas/pred", "compute ms", "comm model s", "star/sharded", "coord out/in MB/step", "w1 out/in MB/step", "note"];
+    const perStep = (q, r) => (q && r.steps ? f(q.sentBytes / r.steps / 1e6, 2) : "—");
+    const head = ["rate", "N", "reducer", "mb", "runs ok/hung", "median step s", "predicted s", "meas/pred", "compute ms", "comm model s", "star/sharded", "coord out/in MB/step", "w1 out/in MB/step", "note"];
     const table = results.map((r) => {
       const other = results.find((o) => o.rate === r.rate && o.workers === r.workers && o.reducer === "star");
-      return [r.rate, String(r.workers), r.reducer, String(r.microBatch), f(r.medianStepMs / 1000, 3), f(r.model.predictedStepSeconds, 3), f(r.measuredOverPredicted, 2),
-        f(r.meanComputeMs), f(r.model.communicationSeconds, 3), r.reducer === "sharded" && other ? f(other.medianStepMs / r.medianStepMs, 2) : "",
+      return [r.rate, String(r.workers), r.reducer, String(r.microBatch), `${r.allMedianStepMs.length}/${r.failedRuns}`, f(r.medianStepMs === null ? null : r.medianStepMs / 1000, 3), f(r.model.predictedStepSeconds, 3), f(r.measuredOverPredicted, 2),
+        f(r.meanComputeMs), f(r.model.communicationSeconds, 3), r.reducer === "sharded" && other && other.medianStepMs && r.medianStepMs ? f(other.medianStepMs / r.medianStepMs, 2) : "",
         `${perStep(r.qdisc.coordinator?.out, r)}/${perStep(r.qdisc.coordinator?.in, r)}`, `${perStep(r.qdisc.worker1?.out, r)}/${perStep(r.qdisc.worker1?.in, r)}`,
-        [r.fellBack ? "FELL BACK TO STAR" : "", r.warning ?? ""].filter(Boolean).join("; ")];
+        [r.fellBack ? "FELL BACK TO STAR" : "", r.failedRuns ? `hung/failed: ${r.failedTags.join(" ")}` : "", r.warning ?? ""].filter(Boolean).join("; ")];
     });
     const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
     const line = (cells) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
     console.log(line(head));
     for (const r of table) console.log(line(r));
     const r0 = results[0];
-    console.log(`\nS = ${r0.params} params × ${bytesPerValue} B = ${(r0.params * bytesPerValue / 1e6).toFixed(3)} MB; β = rate/8; compute = mean compute span of the run; step = median of steps >= ${r0.warmupSteps ?? "warm-up"} of the run with the median samples/s. MB/step: tbf byte counters / all steps (warm-up and the first weights included).`);
+    console.log(`\nS = ${P} params × ${bytesPerValue} B = ${(P * bytesPerValue / 1e6).toFixed(3)} MB; β = rate/8; compute = mean compute span of the run; step = median of steps >= ${r0.warmupSteps ?? "warm-up"} of the run with the median samples/s. MB/step: tbf byte counters / all steps (warm-up and the first weights included).`);
     for (const rate of [...new Set(results.map((r) => r.rate))]) {
       const sh = results.filter((r) => r.rate === rate && r.reducer === "sharded");
-      if (!sh.length || sh[0].measuredOverPredicted === null) continue;
-      const worst = Math.max(...sh.map((r) => r.measuredOverPredicted));
-      console.log(`${rate}: sharded within 1.5× of its prediction at every N: ${worst <= 1.5 ? "yes" : "NO"} (worst ${worst.toFixed(2)}×)`);
+      const measured = sh.filter((r) => r.measuredOverPredicted !== null);
+      if (!measured.length) continue;
+      const worst = Math.max(...measured.map((r) => r.measuredOverPredicted));
+      const missing = sh.filter((r) => r.measuredOverPredicted === null).map((r) => r.workers);
+      console.log(`${rate}: sharded within 1.5× of its prediction at every N: ${worst <= 1.5 && !missing.length ? "yes" : "NO"} (worst ${worst.toFixed(2)}×${missing.length ? `; no finished run at N = ${missing.join(", ")}` : ""})`);
+      const hung = sh.reduce((k, r) => k + r.failedRuns, 0);
+      if (hung) console.log(`${rate}: ${hung} sharded run(s) hung or failed and were retried: ${sh.flatMap((r) => r.failedTags).join(" ")}`);
       const nMax = Math.max(...sh.map((r) => r.workers));
       const s = sh.find((r) => r.workers === nMax), st = results.find((r) => r.rate === rate && r.reducer === "star" && r.workers === nMax);
-      if (s && st) console.log(`${rate}: at N = ${nMax} the sharded step is ${(st.medianStepMs / s.medianStepMs).toFixed(2)}× shorter than the star (target >= 2.5×): ${st.medianStepMs / s.medianStepMs >= 2.5 ? "yes" : "NO"}`);
+      if (s && st && s.medianStepMs && st.medianStepMs) console.log(`${rate}: at N = ${nMax} the sharded step is ${(st.medianStepMs / s.medianStepMs).toFixed(2)}× shorter than the star (target >= 2.5×): ${st.medianStepMs / s.medianStepMs >= 2.5 ? "yes" : "NO"}`);
     }
     console.log(`JSON: ${path}`);
   ' "$JSON_OUT" "$WIRE" "${rows[@]}"
