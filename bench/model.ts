@@ -114,6 +114,76 @@ export function clusterTable(reduceValuesPerSecond = 500e6, applyParamsPerSecond
   return lines.join('\n');
 }
 
+/** One point of the namespace lab: a reducer at N workers, its measured compute and step. */
+export interface MeasuredStep {
+  workers: number;
+  reducer: 'star' | 'sharded';
+  microBatch: number;
+  /** Mean worker compute per micro-batch in that run (seconds); N workers share two cores. */
+  computeSeconds: number;
+  /** Median step after the warm-up steps, of the run with the median samples/s (seconds). */
+  stepSeconds: number;
+}
+
+/**
+ * Measured on 2026-12-05 with `scripts/netns-scaling.sh --reducers "star sharded"`: every host
+ * in its own network namespace, `tc tbf` at 100 Mbit/s on both directions of every link (the
+ * coordinator's and each worker's), MLP, B = 512, micro-batch ceil(B/N) so each worker computes
+ * one micro-batch per step, f32 on the wire, 30 steps of which 3 warm-up, median of 3 runs, on
+ * the 2-core machine of docs/PERFORMANCE.md (load from other jobs ~5 during the run). The TCP
+ * link check gave 97 Mbit/s each way.
+ */
+export const NETNS_100MBIT = {
+  params: 235_146,
+  bytesPerValue: 4,
+  betaBytesPerSecond: 100e6 / 8,
+  linkCheckMbit: 97,
+  globalBatch: 512,
+  points: [
+    { workers: 2, reducer: 'star', microBatch: 256, computeSeconds: 0.0331, stepSeconds: 0.31111 },
+    { workers: 2, reducer: 'sharded', microBatch: 256, computeSeconds: 0.03927, stepSeconds: 0.13699 },
+    { workers: 3, reducer: 'star', microBatch: 171, computeSeconds: 0.02732, stepSeconds: 0.42154 },
+    { workers: 3, reducer: 'sharded', microBatch: 171, computeSeconds: 0.03385, stepSeconds: 0.17636 },
+    { workers: 4, reducer: 'star', microBatch: 128, computeSeconds: 0.02079, stepSeconds: 0.54682 },
+    { workers: 4, reducer: 'sharded', microBatch: 128, computeSeconds: 0.04343, stepSeconds: 0.21954 },
+  ] as readonly MeasuredStep[],
+} as const;
+
+/**
+ * The model inputs of the namespace lab at a measured compute time: link time plus compute only
+ * (α, reduce and apply left out), which makes shardedStep 2·(N−1)/N·S/β + compute and starStep
+ * 2·N·S/β + compute.
+ */
+export function netnsInputs(computeSeconds: number): StepModelInputs {
+  return {
+    params: NETNS_100MBIT.params,
+    bytesPerValue: NETNS_100MBIT.bytesPerValue,
+    computeSecondsPerSample: (samplesPerWorker) => computeSeconds / samplesPerWorker,
+    alphaSeconds: 0,
+    betaBytesPerSecond: NETNS_100MBIT.betaBytesPerSecond,
+    reduceValuesPerSecond: Infinity,
+    applyParamsPerSecond: Infinity,
+  };
+}
+
+/** The namespace lab's measured steps beside the model's predictions, and sharded vs star per N. */
+export function netnsTable(): string {
+  const { points, globalBatch } = NETNS_100MBIT;
+  const lines: string[] = ['workers  reducer  compute ms  measured ms  model ms  measured/model  star/sharded'];
+  for (const p of points) {
+    const step = p.reducer === 'sharded' ? shardedStep : starStep;
+    const model = step(netnsInputs(p.computeSeconds), p.workers, globalBatch).total;
+    const star = points.find((q) => q.workers === p.workers && q.reducer === 'star');
+    const ratio = p.reducer === 'sharded' && star ? (star.stepSeconds / p.stepSeconds).toFixed(2) : '';
+    lines.push(
+      `${String(p.workers).padStart(7)}  ${p.reducer.padEnd(7)}  ${(p.computeSeconds * 1000).toFixed(1).padStart(10)}  ${(p.stepSeconds * 1000).toFixed(0).padStart(11)}  ${(model * 1000).toFixed(0).padStart(8)}  ${(p.stepSeconds / model).toFixed(2).padStart(14)}  ${ratio.padStart(12)}`,
+    );
+  }
+  return lines.join('\n');
+}
+
 if (process.argv[1] === new URL(import.meta.url).pathname) {
   console.log(clusterTable());
+  console.log('\nnamespace lab, 100 Mbit/s on every link (scripts/netns-scaling.sh --reducers "star sharded"):');
+  console.log(netnsTable());
 }

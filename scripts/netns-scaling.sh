@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # the node -e programs are JavaScript, single-quoted on purpose
 # Scaling efficiency of batchlab when the coordinator's link is bandwidth-limited, measured across
 # Linux network namespaces (root only). The lab follows test/support/netns.ts: a private bridge
 # namespace plus one namespace per host, joined by veth pairs; nothing is created in the root
 # namespace. Every namespace is named `blscale-<pid>-…` and is deleted on exit.
 #
-#   bridge ns: br0 + one port per host (p-coord, p-w1, p-w2)
-#   coordinator ns: eth0 10.77.0.1/24      worker ns: eth0 10.77.0.11/24, 10.77.0.12/24
+#   bridge ns: br0 + one port per host (p-coord, p-w1, p-w2, …)
+#   coordinator ns: eth0 10.77.0.1/24      worker ns: eth0 10.77.0.11/24, 10.77.0.12/24, …
 #
 # For a rate R, `tc tbf rate R` sits on BOTH directions of the coordinator's link: the egress of
 # its own eth0 (weights going out) and the egress of its bridge port p-coord (gradients coming
@@ -21,10 +22,27 @@
 # come from the same steps. The report's samplesPerSecond (all steps, warm-up included) is kept
 # beside it for comparison.
 #
+# --reducers "star sharded" compares the reducers instead: for each N of --workers (default
+# "2 3 4") and each repeat, one run per reducer back to back (interleaved), all at global batch B
+# and micro-batch ceil(B/N), so each worker computes one micro-batch per step. tbf is on EVERY
+# link then (coordinator and workers, both directions; --limit coordinator: only the
+# coordinator's), and --rates defaults to 100mbit. Workers keep their default --peer-host (the
+# local address of their connection to the coordinator, i.e. their eth0 address); the address
+# each advertised is checked in its log. The table shows the median step (the run with the median
+# samples/s among the repeats) next to the alpha-beta prediction, with S = P × bytes per value
+# (P read from the coordinator's log), β = R / 8 bytes/s and the measured compute of that run:
+#   sharded: 2·(N−1)/N·S/β + compute      star: 2·N·S/β + compute
+# A run whose coordinator logs "falling back to the star reducer" is marked as such. A run that
+# does not finish within --run-timeout seconds (default 300; 120 with --reducers) is killed,
+# counted as hung in the table and the JSON (its logs stay with --keep), and that repeat is tried
+# again, up to --attempts times (default 3); only with --reducers, otherwise a failed run ends
+# the script.
+#
 # Usage: scripts/netns-scaling.sh [--rates "100mbit 300mbit 1gbit none"] [--batch 512] [--steps 30]
 #          [--wire-dtype f32|f16] [--json /tmp/netns-scaling.json] [--model mlp] [--warmup 3]
 #          [--repeats 1] [--burst auto] [--latency 100ms] [--no-link-check] [--link-check-only]
-#          [--no-snapshot] [--keep DIR]
+#          [--no-snapshot] [--keep DIR] [--reducers "star sharded"] [--workers "2 3 4"]
+#          [--limit all|coordinator] [--run-timeout 120] [--attempts 3]
 # --rates takes spaces or commas. --repeats N runs each point N times and keeps the run with the
 # median samples/s (all rates are kept in the JSON). --burst auto = 64 KiB + 2 ms at R.
 # The link check pushes 6 MB through each direction with a plain TCP socket before the runs, to
@@ -55,14 +73,19 @@ SNAPSHOT=1
 KEEP=""
 PORT=7070
 SUBNET=10.77.0
-RUN_TIMEOUT_S=300
+RUN_TIMEOUT_S=""
+ATTEMPTS=3
+REDUCERS=""
+WORKERS="2 3 4"
+LIMIT=""
+RATES_GIVEN=0
 
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+usage() { sed -n '3,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "netns-scaling: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --rates) RATES=${2//,/ }; shift 2 ;;
+    --rates) RATES=${2//,/ }; RATES_GIVEN=1; shift 2 ;;
     --batch) BATCH=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --wire-dtype) WIRE=$2; shift 2 ;;
@@ -76,6 +99,11 @@ while [ $# -gt 0 ]; do
     --link-check-only) LINK_ONLY=1; shift ;;
     --no-snapshot) SNAPSHOT=0; shift ;;
     --keep) KEEP=$2; shift 2 ;;
+    --reducers) REDUCERS=${2//,/ }; shift 2 ;;
+    --workers) WORKERS=${2//,/ }; shift 2 ;;
+    --limit) LIMIT=$2; shift 2 ;;
+    --run-timeout) RUN_TIMEOUT_S=$2; shift 2 ;;
+    --attempts) ATTEMPTS=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -84,10 +112,26 @@ done
 [ "$(id -u)" = 0 ] || die "needs root (ip netns, tc)"
 [ -n "$NODE" ] || die "node not found"
 case "$WIRE" in f32|f16) ;; *) die "--wire-dtype must be f32 or f16" ;; esac
-[[ "$BATCH" =~ ^[0-9]+$ ]] && [ "$BATCH" -ge 2 ] && [ $((BATCH % 2)) = 0 ] || die "--batch must be an even integer >= 2"
-[[ "$STEPS" =~ ^[0-9]+$ ]] && [ "$STEPS" -gt $((WARMUP + 1)) ] || die "--steps must exceed --warmup + 1"
+if ! { [[ "$BATCH" =~ ^[0-9]+$ ]] && [ "$BATCH" -ge 2 ] && [ $((BATCH % 2)) = 0 ]; }; then die "--batch must be an even integer >= 2"; fi
+if ! { [[ "$STEPS" =~ ^[0-9]+$ ]] && [ "$STEPS" -gt $((WARMUP + 1)) ]; }; then die "--steps must exceed --warmup + 1"; fi
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || die "--repeats must be a positive integer"
 HALF=$((BATCH / 2))
+NWORKERS=2
+if [ -n "$REDUCERS" ]; then
+  for red in $REDUCERS; do case "$red" in star|sharded) ;; *) die "--reducers takes star and/or sharded" ;; esac; done
+  for n in $WORKERS; do
+    if ! { [[ "$n" =~ ^[1-9][0-9]*$ ]] && [ "$n" -le 50 ]; }; then die "--workers takes integers 1..50"; fi
+    [ "$n" -gt "$NWORKERS" ] && NWORKERS=$n
+  done
+  [ "$RATES_GIVEN" = 1 ] || RATES=100mbit
+  LIMIT=${LIMIT:-all}
+  RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-120}
+fi
+RUN_TIMEOUT_S=${RUN_TIMEOUT_S:-300}
+[[ "$RUN_TIMEOUT_S" =~ ^[1-9][0-9]*$ ]] || die "--run-timeout must be a positive integer (seconds)"
+[[ "$ATTEMPTS" =~ ^[1-9][0-9]*$ ]] || die "--attempts must be a positive integer"
+LIMIT=${LIMIT:-coordinator}
+case "$LIMIT" in all|coordinator) ;; *) die "--limit must be all or coordinator" ;; esac
 
 # Children must not pick up the caller's batchlab settings.
 for v in $(compgen -e); do case "$v" in BATCHLAB_*|MASTER_ADDR|MASTER_PORT) unset "$v" ;; esac; done
@@ -95,7 +139,8 @@ for v in $(compgen -e); do case "$v" in BATCHLAB_*|MASTER_ADDR|MASTER_PORT) unse
 PREFIX="blscale-$$-"
 NS_BR="${PREFIX}br"
 NS_COORD="${PREFIX}coord"
-NS_W=("${PREFIX}w1" "${PREFIX}w2")
+NS_W=()
+for ((i = 1; i <= NWORKERS; i++)); do NS_W+=("${PREFIX}w$i"); done
 NAMESPACES=()
 PIDS=()
 if [ -n "$KEEP" ]; then WORK=$KEEP; mkdir -p "$WORK"; else WORK=$(mktemp -d /tmp/netns-scaling.XXXXXX); fi
@@ -143,9 +188,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local pid
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:-}"; do if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; fi; done
   sleep 0.3
-  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:-}"; do if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi; done
   local ns i
   for ((i = ${#NAMESPACES[@]} - 1; i >= 0; i--)); do
     ns=${NAMESPACES[$i]}
@@ -190,9 +235,8 @@ add_ns "$NS_BR"
 ip -n "$NS_BR" link add name br0 type bridge
 ip -n "$NS_BR" link set br0 up
 add_host "$NS_COORD" p-coord "$SUBNET.1"
-add_host "${NS_W[0]}" p-w1 "$SUBNET.11"
-add_host "${NS_W[1]}" p-w2 "$SUBNET.12"
-log "lab up: $NS_BR, $NS_COORD ($SUBNET.1), ${NS_W[0]} ($SUBNET.11), ${NS_W[1]} ($SUBNET.12); work dir $WORK"
+for ((i = 0; i < NWORKERS; i++)); do add_host "${NS_W[$i]}" "p-w$((i + 1))" "$SUBNET.$((11 + i))"; done
+log "lab up: $NS_BR, $NS_COORD ($SUBNET.1), workers ${NS_W[0]}… ($SUBNET.11–$SUBNET.$((10 + NWORKERS))); work dir $WORK"
 
 # Rate → bits per second (tc units: bit, kbit, mbit, gbit; decimal).
 rate_bps() {
@@ -216,21 +260,34 @@ burst_for() {
   echo "$(( 65536 + $(rate_bps "$1") / 8 / 500 ))b"
 }
 
-# set_rate R: tbf on both directions of the coordinator's link, or none.
-set_rate() {
-  tc -n "$NS_COORD" qdisc del dev eth0 root 2>/dev/null || true
-  tc -n "$NS_BR" qdisc del dev p-coord root 2>/dev/null || true
-  [ "$1" = none ] && return 0
-  local burst; burst=$(burst_for "$1")
-  tc -n "$NS_COORD" qdisc add dev eth0 root tbf rate "$1" burst "$burst" latency "$LATENCY"
-  tc -n "$NS_BR" qdisc add dev p-coord root tbf rate "$1" burst "$burst" latency "$LATENCY"
+# The limited links as "namespace bridge-port" pairs: the coordinator's, and with --limit all
+# every worker's too.
+limited_links() {
+  echo "$NS_COORD p-coord"
+  [ "$LIMIT" = all ] || return 0
+  local i
+  for ((i = 0; i < NWORKERS; i++)); do echo "${NS_W[$i]} p-w$((i + 1))"; done
 }
 
-# qdisc_counters → {"out":{sent,dropped,overlimits},"in":{…}} since the qdisc was (re)set or last read.
+# set_rate R: tbf on both directions of each limited link, or none.
+set_rate() {
+  local ns port burst
+  while read -r ns port; do
+    tc -n "$ns" qdisc del dev eth0 root 2>/dev/null || true
+    tc -n "$NS_BR" qdisc del dev "$port" root 2>/dev/null || true
+    [ "$1" = none ] && continue
+    burst=$(burst_for "$1")
+    tc -n "$ns" qdisc add dev eth0 root tbf rate "$1" burst "$burst" latency "$LATENCY"
+    tc -n "$NS_BR" qdisc add dev "$port" root tbf rate "$1" burst "$burst" latency "$LATENCY"
+  done < <(limited_links)
+}
+
+# qdisc_json [NS PORT] → {"out":{sent,dropped,overlimits},"in":{…}} of that host's link (default:
+# the coordinator's) since the qdisc was (re)set. "out" is what the host sent.
 qdisc_json() {
-  local out in
-  out=$(tc -s -n "$NS_COORD" qdisc show dev eth0 | tr '\n' ' ')
-  in=$(tc -s -n "$NS_BR" qdisc show dev p-coord | tr '\n' ' ')
+  local ns=${1:-$NS_COORD} port=${2:-p-coord} out in
+  out=$(tc -s -n "$ns" qdisc show dev eth0 | tr '\n' ' ')
+  in=$(tc -s -n "$NS_BR" qdisc show dev "$port" | tr '\n' ' ')
   "$NODE" -e '
     const parse = (s) => {
       const m = /Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+) requeues (\d+)\)/.exec(s);
@@ -290,7 +347,7 @@ const inMeasured = new Set(measured.map((e) => e.args.step));
 const mean = (xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
 const ms = (us) => (us === null ? null : Math.round(us / 10) / 100);
 const phases = {};
-for (const name of ["dispatch", "gather-wait", "reduce", "apply"]) {
+for (const name of new Set(["dispatch", "gather-wait", "reduce", "apply", ...events.filter((e) => e.cat === "phase").map((e) => e.name)])) {
   phases[name] = ms(mean(events.filter((e) => e.cat === "phase" && e.name === name && inMeasured.has(e.args.step)).map((e) => e.dur)));
 }
 const compute = events.filter((e) => e.cat === "compute" && inMeasured.has(e.args.step));
@@ -316,15 +373,18 @@ if (out.minWorkersPerStep !== null && out.minWorkersPerStep < workers) out.warni
 console.log(JSON.stringify(out));
 '
 
-# run_point N GLOBAL MICRO TAG: one run; its analysis (one JSON line) goes to $WORK/TAG/result.json.
+# run_point N GLOBAL MICRO TAG [REDUCER]: one run; its analysis (one JSON line) goes to
+# $WORK/TAG/result.json. Without REDUCER the coordinator's default is used.
 run_point() {
-  local n=$1 gb=$2 mb=$3 tag=$4
+  local n=$1 gb=$2 mb=$3 tag=$4 reducer=${5:-}
   local dir=$WORK/$tag
+  local extra=()
+  [ -n "$reducer" ] && extra=(--reducer "$reducer")
   mkdir -p "$dir"
   ip netns exec "$NS_COORD" "$NODE" "$CLI" coordinator --host "$SUBNET.1" --port "$PORT" --insecure \
     --model "$MODEL" --min-workers "$n" --global-batch "$gb" --micro-batch "$mb" --steps "$STEPS" \
     --eval-every 0 --metrics-port off --wire-dtype "$WIRE" --report "$dir/report.json" --trace "$dir/trace.json" \
-    >"$dir/coordinator.log" 2>&1 &
+    "${extra[@]}" >"$dir/coordinator.log" 2>&1 &
   local cpid=$!
   PIDS+=("$cpid")
   local i
@@ -373,6 +433,141 @@ median_run() {
   ' "$@"
 }
 
+# with_extras RESULT_JSON TAG: the run's result plus its reducer, parameter count (from the
+# coordinator's log), whether it fell back to the star reducer, the addresses the workers'
+# peer servers advertised, and the tbf counters of the coordinator's and worker 1's links.
+with_extras() {
+  local dir=$WORK/$2 reducer=$3 coord=null w1=null
+  if [ "$RATE_NOW" != none ]; then coord=$(qdisc_json); [ "$LIMIT" = all ] && w1=$(qdisc_json "${NS_W[0]}" p-w1); fi
+  "$NODE" -e '
+    const fs = require("node:fs");
+    const [result, dir, reducer, coord, w1] = process.argv.slice(1);
+    const r = JSON.parse(result);
+    const log = fs.readFileSync(`${dir}/coordinator.log`, "utf8");
+    const params = /\(([\d,]+) parameters\)/.exec(log);
+    r.reducer = reducer;
+    r.params = params ? Number(params[1].replace(/,/g, "")) : null;
+    r.fellBack = /falling back to the star reducer/.test(log);
+    r.advertised = fs.readdirSync(dir).filter((f) => /^worker\d+\.log$/.test(f)).sort()
+      .map((f) => (/advertised as (\S+)/.exec(fs.readFileSync(`${dir}/${f}`, "utf8")) ?? [])[1] ?? null);
+    r.qdisc = { coordinator: JSON.parse(coord), worker1: JSON.parse(w1) };
+    console.log(JSON.stringify(r));
+  ' "$(cat "$dir/result.json")" "$dir" "$reducer" "$coord" "$w1"
+}
+
+# The reducer comparison (--reducers): per rate, N and repeat, one run of each reducer in turn.
+compare_reducers() {
+  local rate n r red mb tag rows=() runs
+  log "reducers $REDUCERS, workers $WORKERS, model $MODEL, B=$BATCH (micro-batch ceil(B/N)), $STEPS steps ($WARMUP warm-up), wire $WIRE, rates: $RATES, tbf on $LIMIT link(s), latency $LATENCY, burst $BURST, repeats $REPEATS"
+  log "$NWORKERS workers + coordinator share $(nproc) cores"
+  for rate in $RATES; do
+    [ "$rate" = none ] || rate_bps "$rate" >/dev/null
+    RATE_NOW=$rate
+    set_rate "$rate"
+    local out_mbit=null in_mbit=null peer_mbit=null
+    if [ "$LINK_CHECK" = 1 ]; then
+      link_mbit "$NS_COORD" "${NS_W[0]}" "$SUBNET.11"; out_mbit=$LINK_MBIT
+      link_mbit "${NS_W[0]}" "$NS_COORD" "$SUBNET.1"; in_mbit=$LINK_MBIT
+      link_mbit "${NS_W[0]}" "${NS_W[1]}" "$SUBNET.12"; peer_mbit=$LINK_MBIT
+      log "  link check (TCP, 6 MB): coordinator→w1 $out_mbit, w1→coordinator $in_mbit, w1→w2 $peer_mbit Mbit/s"
+    fi
+    [ "$LINK_ONLY" = 1 ] && continue
+    local burst=none
+    [ "$rate" = none ] || burst=$(burst_for "$rate")
+    for n in $WORKERS; do
+      mb=$(( (BATCH + n - 1) / n ))
+      declare -A picked=()
+      declare -A failed=()
+      for red in $REDUCERS; do picked[$red]=""; failed[$red]=""; done
+      for ((r = 1; r <= REPEATS; r++)); do
+        for red in $REDUCERS; do
+          local attempt ok=0
+          for ((attempt = 1; attempt <= ATTEMPTS; attempt++)); do
+            tag="${rate}-N$n-$red-r$r"
+            [ "$attempt" = 1 ] || tag+="-a$attempt"
+            set_rate "$rate"   # fresh counters per run
+            if run_point "$n" "$BATCH" "$mb" "$tag" "$red"; then ok=1; break; fi
+            failed[$red]+="$tag "
+            log "  N=$n $red r$r: run $tag failed (last coordinator line: $(tail -1 "$WORK/$tag/coordinator.log" 2>/dev/null)); $( [ "$attempt" -lt "$ATTEMPTS" ] && echo "trying again" || echo "giving up on this repeat")"
+          done
+          [ "$ok" = 1 ] || continue
+          with_extras "$(cat "$WORK/$tag/result.json")" "$tag" "$red" >"$WORK/$tag/extended.json"
+          picked[$red]+="$(cat "$WORK/$tag/extended.json")"$'\n'
+          log "  N=$n $red r$r: $("$NODE" -e 'const r=JSON.parse(process.argv[1]);console.log(`median step ${r.medianStepMs} ms, mean ${r.meanStepMs} ms, compute ${r.meanComputeMs} ms, ${r.samplesPerSecond} samples/s${r.fellBack ? ", FELL BACK TO STAR" : ""}, peers ${r.advertised.join(" ")}`)' "$(cat "$WORK/$tag/extended.json")")"
+        done
+      done
+      for red in $REDUCERS; do
+        runs=()
+        [ -z "${picked[$red]}" ] || mapfile -t runs < <(printf '%s' "${picked[$red]}")
+        rows+=("$("$NODE" -e '
+          const [rate, n, red, mb, failedTags, outMbit, inMbit, peerMbit, limit, latency, burst, build, ...runs] = process.argv.slice(1);
+          const all = runs.map((l) => JSON.parse(l));
+          const pick = all.length ? [...all].sort((a, b) => a.samplesPerSecond - b.samplesPerSecond)[Math.floor((all.length - 1) / 2)]
+            : { workers: Number(n), reducer: red, microBatch: Number(mb), medianStepMs: null, meanComputeMs: null, params: null, qdisc: {} };
+          const failed = failedTags.split(" ").filter(Boolean);
+          console.log(JSON.stringify({ rate, limit, tbf: rate === "none" ? null : { rate, burst, latency },
+            linkCheckMbit: { coordinatorToWorker: JSON.parse(outMbit), workerToCoordinator: JSON.parse(inMbit), workerToWorker: JSON.parse(peerMbit) },
+            ...pick, allMedianStepMs: all.map((x) => x.medianStepMs), allSamplesPerSecond: all.map((x) => x.samplesPerSecond),
+            failedRuns: failed.length, failedTags: failed, build: JSON.parse(build) }));
+        ' "$rate" "$n" "$red" "$mb" "${failed[$red]}" "$out_mbit" "$in_mbit" "$peer_mbit" "$LIMIT" "$LATENCY" "$burst" "$BUILD_INFO" "${runs[@]}")")
+      done
+      unset picked failed
+    done
+  done
+  [ "$LINK_ONLY" = 1 ] && return 0
+  mkdir -p "$(dirname "$JSON_OUT")"
+  "$NODE" -e '
+    const fs = require("node:fs");
+    const [path, wireArg, ...rows] = process.argv.slice(1);
+    const bytesPerValue = wireArg === "f16" ? 2 : 4;
+    const results = rows.map((r) => JSON.parse(r));
+    const P = results.find((r) => r.params)?.params ?? null;
+    for (const r of results) r.params ??= P;
+    const bps = (rate) => { const m = /^(\d+)(g|m|k|)bit$/i.exec(rate); return m ? Number(m[1]) * { g: 1e9, m: 1e6, k: 1e3, "": 1 }[m[2].toLowerCase()] : null; };
+    for (const r of results) {
+      const S = r.params * bytesPerValue, beta = bps(r.rate) === null ? null : bps(r.rate) / 8, n = r.workers, c = r.meanComputeMs / 1000;
+      const comm = beta === null || S === 0 ? null : (r.reducer === "sharded" ? (2 * (n - 1) / n) * S : 2 * n * S) / beta;
+      const predicted = comm === null || r.meanComputeMs === null ? null : comm + c;
+      r.model = { bytesPerStepS: S, betaBytesPerSecond: beta, communicationSeconds: comm, computeSeconds: r.meanComputeMs === null ? null : c,
+        predictedStepSeconds: predicted, formula: r.reducer === "sharded" ? "2(N-1)/N*S/beta + compute" : "2*N*S/beta + compute" };
+      r.measuredOverPredicted = predicted === null || r.medianStepMs === null ? null : r.medianStepMs / 1000 / predicted;
+    }
+    fs.writeFileSync(path, JSON.stringify(results, null, 2) + "\n");
+    const f = (x, d = 1) => (x === null || x === undefined ? "—" : Number(x).toFixed(d));
+    const perStep = (q, r) => (q && r.steps ? f(q.sentBytes / r.steps / 1e6, 2) : "—");
+    const head = ["rate", "N", "reducer", "mb", "runs ok/hung", "median step s", "predicted s", "meas/pred", "compute ms", "comm model s", "star/sharded", "coord out/in MB/step", "w1 out/in MB/step", "note"];
+    const table = results.map((r) => {
+      const other = results.find((o) => o.rate === r.rate && o.workers === r.workers && o.reducer === "star");
+      return [r.rate, String(r.workers), r.reducer, String(r.microBatch), `${r.allMedianStepMs.length}/${r.failedRuns}`, f(r.medianStepMs === null ? null : r.medianStepMs / 1000, 3), f(r.model.predictedStepSeconds, 3), f(r.measuredOverPredicted, 2),
+        f(r.meanComputeMs), f(r.model.communicationSeconds, 3), r.reducer === "sharded" && other && other.medianStepMs && r.medianStepMs ? f(other.medianStepMs / r.medianStepMs, 2) : "",
+        `${perStep(r.qdisc.coordinator?.out, r)}/${perStep(r.qdisc.coordinator?.in, r)}`, `${perStep(r.qdisc.worker1?.out, r)}/${perStep(r.qdisc.worker1?.in, r)}`,
+        [r.fellBack ? "FELL BACK TO STAR" : "", r.failedRuns ? `hung/failed: ${r.failedTags.join(" ")}` : "", r.warning ?? ""].filter(Boolean).join("; ")];
+    });
+    const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i].length)));
+    const line = (cells) => cells.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+    console.log(line(head));
+    for (const r of table) console.log(line(r));
+    const r0 = results[0];
+    console.log(`\nS = ${P} params × ${bytesPerValue} B = ${(P * bytesPerValue / 1e6).toFixed(3)} MB; β = rate/8; compute = mean compute span of the run; step = median of steps >= ${r0.warmupSteps ?? "warm-up"} of the run with the median samples/s. MB/step: tbf byte counters / all steps (warm-up and the first weights included).`);
+    for (const rate of [...new Set(results.map((r) => r.rate))]) {
+      const sh = results.filter((r) => r.rate === rate && r.reducer === "sharded");
+      const measured = sh.filter((r) => r.measuredOverPredicted !== null);
+      if (!measured.length) continue;
+      const worst = Math.max(...measured.map((r) => r.measuredOverPredicted));
+      const missing = sh.filter((r) => r.measuredOverPredicted === null).map((r) => r.workers);
+      console.log(`${rate}: sharded within 1.5× of its prediction at every N: ${worst <= 1.5 && !missing.length ? "yes" : "NO"} (worst ${worst.toFixed(2)}×${missing.length ? `; no finished run at N = ${missing.join(", ")}` : ""})`);
+      const hung = sh.reduce((k, r) => k + r.failedRuns, 0);
+      if (hung) console.log(`${rate}: ${hung} sharded run(s) hung or failed and were retried: ${sh.flatMap((r) => r.failedTags).join(" ")}`);
+      const nMax = Math.max(...sh.map((r) => r.workers));
+      const s = sh.find((r) => r.workers === nMax), st = results.find((r) => r.rate === rate && r.reducer === "star" && r.workers === nMax);
+      if (s && st && s.medianStepMs && st.medianStepMs) console.log(`${rate}: at N = ${nMax} the sharded step is ${(st.medianStepMs / s.medianStepMs).toFixed(2)}× shorter than the star (target >= 2.5×): ${st.medianStepMs / s.medianStepMs >= 2.5 ? "yes" : "NO"}`);
+    }
+    console.log(`JSON: ${path}`);
+  ' "$JSON_OUT" "$WIRE" "${rows[@]}"
+}
+
+if [ -n "$REDUCERS" ]; then compare_reducers; exit 0; fi
+
 log "model $MODEL, B=$BATCH (micro-batch $HALF), $STEPS steps ($WARMUP warm-up), wire $WIRE, rates: $RATES, tbf latency $LATENCY, burst $BURST, repeats $REPEATS"
 log "backend/dataset chosen by the coordinator are in each run's log; 2 workers + coordinator share $(nproc) cores"
 
@@ -380,7 +575,8 @@ RESULTS=()
 for rate in $RATES; do
   [ "$rate" = none ] || rate_bps "$rate" >/dev/null
   set_rate "$rate"
-  qdisc_desc=$( [ "$rate" = none ] && echo none || tc -n "$NS_COORD" qdisc show dev eth0 | head -1 )
+  qdisc_desc=none
+  [ "$rate" = none ] || qdisc_desc=$(tc -n "$NS_COORD" qdisc show dev eth0 | head -1)
   log "rate $rate: $qdisc_desc"
   out_mbit=null; in_mbit=null
   if [ "$LINK_CHECK" = 1 ]; then
@@ -395,19 +591,20 @@ for rate in $RATES; do
     [ "$rate" = none ] || set_rate "$rate"   # fresh counters per run
     run_point 1 "$HALF" "$HALF" "$tag-1w" || die "run $tag-1w failed (rerun with --keep DIR to keep the logs)"
     one=$(cat "$WORK/$tag-1w/result.json")
-    qdisc1+=("$( [ "$rate" = none ] && echo null || qdisc_json )")
+    if [ "$rate" = none ]; then qdisc1+=(null); else qdisc1+=("$(qdisc_json)"); fi
     log "  1 worker  B=$HALF: $(echo "$one" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(`${r.samplesPerSecond} samples/s (report ${r.reportSamplesPerSecond}), step ${r.meanStepMs} ms, compute ${r.meanComputeMs} ms`)')"
     [ "$rate" = none ] || set_rate "$rate"
     run_point 2 "$BATCH" "$HALF" "$tag-2w" || die "run $tag-2w failed (rerun with --keep DIR to keep the logs)"
     two=$(cat "$WORK/$tag-2w/result.json")
-    qdisc2+=("$( [ "$rate" = none ] && echo null || qdisc_json )")
+    if [ "$rate" = none ]; then qdisc2+=(null); else qdisc2+=("$(qdisc_json)"); fi
     log "  2 workers B=$BATCH: $(echo "$two" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));console.log(`${r.samplesPerSecond} samples/s (report ${r.reportSamplesPerSecond}), step ${r.meanStepMs} ms, compute ${r.meanComputeMs} ms`)')"
     ones+=("$(echo "$one" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));r.qdisc=JSON.parse(process.argv[1]);console.log(JSON.stringify(r))' "${qdisc1[-1]}")")
     twos+=("$(echo "$two" | "$NODE" -e 'const r=JSON.parse(require("fs").readFileSync(0,"utf8"));r.qdisc=JSON.parse(process.argv[1]);console.log(JSON.stringify(r))' "${qdisc2[-1]}")")
   done
   one=$(median_run "${ones[@]}")
   two=$(median_run "${twos[@]}")
-  burst=$( [ "$rate" = none ] && echo null || echo "\"$(burst_for "$rate")\"" )
+  burst=null
+  [ "$rate" = none ] || burst="\"$(burst_for "$rate")\""
   RESULTS+=("$("$NODE" -e '
     const [rate, batch, model, wire, steps, warmup, latency, burst, outMbit, inMbit, one, two, build] = process.argv.slice(1);
     const o = JSON.parse(one), t = JSON.parse(two);
