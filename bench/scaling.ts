@@ -17,9 +17,11 @@ import { launchLocal, type LocalRunConfig } from '../coordinator/launch-local.js
 import type { StepRecord } from '../coordinator/trainer-observer.js';
 import { measuredScalingEfficiency } from '../shared/efficiency.js';
 import type { ModelName } from '../shared/models/index.js';
+import type { ReducerName } from '../coordinator/reducer.js';
 
 export interface RunMeasurement {
   model: ModelName;
+  reducer: ReducerName;
   globalBatchSize: number;
   workers: number;
   microBatch: number;
@@ -33,6 +35,8 @@ export interface RunMeasurement {
 
 export interface ScalingPoint {
   model: ModelName;
+  /** Where the 2-worker run summed (1-worker points: star, their own reference). */
+  reducer: ReducerName;
   globalBatchSize: number;
   workers: number;
   samplesPerSecond: number;
@@ -65,6 +69,7 @@ export interface RunSpec {
   balance?: 'equal' | 'throughput';
   wireDtype?: 'f32' | 'f16';
   dataset?: string;
+  reducer?: ReducerName;
 }
 
 /** One local run; samples/s over the steps after the warm-up (step time only, not start-up or eval). */
@@ -84,6 +89,7 @@ export async function measureRun(
     backend: spec.backend ?? 'auto',
     balance: spec.balance ?? 'throughput',
     'wire-dtype': spec.wireDtype ?? 'f32',
+    reducer: spec.reducer ?? 'star',
     ...(spec.slowdown ? { 'debug-slowdown': spec.slowdown.join(',') } : {}),
   });
   const steps: StepRecord[] = [];
@@ -98,6 +104,7 @@ export async function measureRun(
   const samples = timed.reduce((a, r) => a + r.stats.samples, 0);
   return {
     model: spec.model,
+    reducer: spec.reducer ?? 'star',
     globalBatchSize: spec.globalBatchSize,
     workers: spec.workers,
     microBatch: spec.microBatch,
@@ -164,46 +171,56 @@ export async function benchScaling(
   for (const { model, batches, warmup, timed } of plan) {
     for (const b of batches) {
       const half = b / 2;
-      // Alternate the order across pairs so drift on a shared machine does not favour one side.
-      const runOne = (): Promise<RunMeasurement> =>
+      const run = (workers: number, reducer: ReducerName): Promise<RunMeasurement> =>
         measureRun(
-          { model, globalBatchSize: half, workers: 1, microBatch: half, warmupSteps: warmup, timedSteps: timed },
+          {
+            model,
+            globalBatchSize: workers === 1 ? half : b,
+            workers,
+            microBatch: half,
+            warmupSteps: warmup,
+            timedSteps: timed,
+            reducer,
+          },
           options,
         );
-      const runTwo = (): Promise<RunMeasurement> =>
-        measureRun(
-          { model, globalBatchSize: b, workers: 2, microBatch: half, warmupSteps: warmup, timedSteps: timed },
-          options,
-        );
-      let one: RunMeasurement;
-      let two: RunMeasurement;
-      if (pair++ % 2 === 0) {
-        one = await runOne();
-        two = await runTwo();
-      } else {
-        two = await runTwo();
-        one = await runOne();
-      }
-      runs.push(one, two);
-      const efficiency = measuredScalingEfficiency(two.samplesPerSecond, 2, one.samplesPerSecond);
+      // Rotate the order across points so drift on a shared machine does not favour one side.
+      const order: [number, ReducerName][] = [
+        [1, 'star'],
+        [2, 'star'],
+        [2, 'sharded'],
+      ];
+      for (let i = 0; i < pair % 3; i++) order.push(order.shift()!);
+      pair++;
+      const measured = new Map<string, RunMeasurement>();
+      for (const [workers, reducer] of order) measured.set(`${workers}-${reducer}`, await run(workers, reducer));
+      const one = measured.get('1-star')!;
+      runs.push(...measured.values());
       scaling.push({
         model,
+        reducer: 'star',
         globalBatchSize: half,
         workers: 1,
         samplesPerSecond: one.samplesPerSecond,
         scalingEfficiency: null,
       });
-      scaling.push({
-        model,
-        globalBatchSize: b,
-        workers: 2,
-        samplesPerSecond: two.samplesPerSecond,
-        scalingEfficiency: efficiency,
-      });
-      log(
-        `scaling ${model} B=${b}: 1 worker @${half} ${one.samplesPerSecond.toFixed(0)}/s, 2 workers @${b} ${two.samplesPerSecond.toFixed(0)}/s, efficiency ${(efficiency * 100).toFixed(1)}%`,
-      );
-      for (const run of [one, two]) log(`  ${run.workers} worker${run.workers > 1 ? 's' : ''}: ${describePhases(run)}`);
+      for (const reducer of ['star', 'sharded'] as const) {
+        const two = measured.get(`2-${reducer}`)!;
+        const efficiency = measuredScalingEfficiency(two.samplesPerSecond, 2, one.samplesPerSecond);
+        scaling.push({
+          model,
+          reducer,
+          globalBatchSize: b,
+          workers: 2,
+          samplesPerSecond: two.samplesPerSecond,
+          scalingEfficiency: efficiency,
+        });
+        log(
+          `scaling ${model} B=${b} ${reducer}: 1 worker @${half} ${one.samplesPerSecond.toFixed(0)}/s, 2 workers @${b} ${two.samplesPerSecond.toFixed(0)}/s, efficiency ${(efficiency * 100).toFixed(1)}%`,
+        );
+      }
+      for (const r of measured.values())
+        log(`  ${r.workers} worker${r.workers > 1 ? 's' : ''} (${r.reducer}): ${describePhases(r)}`);
     }
   }
   return { scaling, runs };

@@ -10,9 +10,11 @@ import { benchBackends, type BackendPoint } from '../bench/backends.js';
 import { predictedEfficiency, predictedThroughput, starStep, type StepModelInputs } from '../bench/model.js';
 import { runPeer, type PeerResult } from '../bench/peer.js';
 import { benchReduce, type ReduceResult } from '../bench/reduce.js';
-import { benchBalance, benchScaling, type BalancePoint, type ScalingPoint } from '../bench/scaling.js';
+import { benchBalance, benchScaling, measureRun, type BalancePoint, type ScalingPoint } from '../bench/scaling.js';
 import { DEFAULT_MLP_PARAMS } from '../bench/support.js';
 import { benchTransport, type TransportResult } from '../bench/transport.js';
+import type { ReducerName } from '../coordinator/reducer.js';
+import { measuredScalingEfficiency } from '../shared/efficiency.js';
 import { OptionError } from '../shared/errors.js';
 import { readText } from './option-values.js';
 import { parseLocalSettings } from './options.js';
@@ -26,8 +28,14 @@ export interface BenchSettings {
   sections: BenchSection[];
 }
 
+/** batchlab (one reducer) and DDP at one B, 2 workers, measured in `pairs` interleaved pairs; the values are medians. */
 export interface Comparison {
   globalBatchSize: number;
+  reducer: ReducerName;
+  pairs: number;
+  /** Each pair's efficiencies, in the order measured. */
+  batchlabEfficiencies: number[];
+  peerEfficiencies: number[];
   batchlabSamplesPerSecond: number;
   batchlabScalingEfficiency: number | null;
   peerSamplesPerSecond: number;
@@ -69,6 +77,69 @@ export interface ModelCheck {
   measuredSamplesPerSecond: number;
 }
 
+/** Interleaved pairs per B in the comparison with DDP: this machine swings by ±25 points between runs. */
+const PAIRS = 5;
+
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+/**
+ * The sharded reducer and DDP at B with 2 workers, alternating which goes first, `pairs` times;
+ * each side's efficiency against its own 1-worker run at B/2 of the same pair. Null when DDP cannot run.
+ */
+async function pairWithDdp(
+  plan: { b: number; pairs: number; steps: number; warmupSteps: number },
+  context: Parameters<typeof measureRun>[1],
+  log: (line: string) => void,
+): Promise<Comparison | null> {
+  const { b, pairs, steps, warmupSteps } = plan;
+  const ours: { efficiency: number; samplesPerSecond: number }[] = [];
+  const theirs: { efficiency: number; samplesPerSecond: number }[] = [];
+  const runOurs = async (): Promise<void> => {
+    const spec = { model: 'mlp', microBatch: b / 2, warmupSteps, timedSteps: steps, reducer: 'sharded' } as const;
+    const one = await measureRun({ ...spec, globalBatchSize: b / 2, workers: 1 }, context);
+    const two = await measureRun({ ...spec, globalBatchSize: b, workers: 2 }, context);
+    const efficiency = measuredScalingEfficiency(two.samplesPerSecond, 2, one.samplesPerSecond);
+    ours.push({ efficiency, samplesPerSecond: two.samplesPerSecond });
+  };
+  const runTheirs = async (): Promise<boolean> => {
+    const result = await runPeer({ globalBatchSizes: [b], workers: [2], steps, warmupSteps });
+    const point = result.available ? result.points.find((p) => p.workers === 2) : undefined;
+    if (!point || point.scalingEfficiency === null) return false;
+    theirs.push({ efficiency: point.scalingEfficiency, samplesPerSecond: point.samplesPerSecond });
+    return true;
+  };
+  for (let i = 0; i < pairs; i++) {
+    if (i % 2 === 0) {
+      await runOurs();
+      if (!(await runTheirs())) return null;
+    } else {
+      if (!(await runTheirs())) return null;
+      await runOurs();
+    }
+    log(
+      `pair ${i + 1}/${pairs} B=${b}: sharded ${(ours.at(-1)!.efficiency * 100).toFixed(1)}%, DDP ${(theirs.at(-1)!.efficiency * 100).toFixed(1)}%`,
+    );
+  }
+  const oursRate = median(ours.map((p) => p.samplesPerSecond));
+  const theirRate = median(theirs.map((p) => p.samplesPerSecond));
+  return {
+    globalBatchSize: b,
+    reducer: 'sharded',
+    pairs,
+    batchlabEfficiencies: ours.map((p) => p.efficiency),
+    peerEfficiencies: theirs.map((p) => p.efficiency),
+    batchlabSamplesPerSecond: oursRate,
+    batchlabScalingEfficiency: median(ours.map((p) => p.efficiency)),
+    peerSamplesPerSecond: theirRate,
+    peerScalingEfficiency: median(theirs.map((p) => p.efficiency)),
+    throughputRatio: oursRate / theirRate,
+  };
+}
+
 /** Predicts the MLP scaling points from the separately measured terms, when all were measured. */
 function checkModel(report: BenchReport): BenchReport['model'] {
   const { transport, reduce, backends, scaling } = report;
@@ -100,7 +171,8 @@ function checkModel(report: BenchReport): BenchReport['model'] {
   // model, scheduling on shared cores), is fitted on each 1-worker point; the model then has to
   // predict the 2-worker point from it. The round trip of a small frame is its floor.
   const points: ModelCheck[] = [];
-  for (const two of scaling.filter((p) => p.model === 'mlp' && p.workers > 1)) {
+  // The model describes the star: its data path is the coordinator's.
+  for (const two of scaling.filter((p) => p.model === 'mlp' && p.workers > 1 && p.reducer === 'star')) {
     const one = scaling.find(
       (p) => p.model === 'mlp' && p.workers === 1 && p.globalBatchSize === two.globalBatchSize / two.workers,
     );
@@ -171,7 +243,7 @@ export function formatBench(report: BenchReport): string {
     lines.push('', 'scaling (Fashion-MNIST, micro-batch B/N)   samples/s   efficiency');
     for (const p of report.scaling)
       lines.push(
-        `  ${p.model.padEnd(4)} B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} worker${p.workers > 1 ? 's' : ' '}                ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.scalingEfficiency)}`,
+        `  ${p.model.padEnd(4)} B=${String(p.globalBatchSize).padEnd(5)} ${p.workers} worker${p.workers > 1 ? 's' : ' '} ${(p.workers > 1 ? p.reducer : '').padEnd(8)}       ${rate(p.samplesPerSecond).padStart(9)}   ${pct(p.scalingEfficiency)}`,
       );
   }
   if (report.balance) {
@@ -210,7 +282,11 @@ export function formatBench(report: BenchReport): string {
     }
   }
   if (report.comparison?.length) {
-    lines.push('', 'batchlab vs DDP, MLP, 2 workers   efficiency (ours / DDP)   samples/s (ours / DDP = ratio)');
+    const { reducer, pairs } = report.comparison[0]!;
+    lines.push(
+      '',
+      `batchlab (${reducer}) vs DDP, MLP, 2 workers, medians of ${pairs} interleaved pairs   efficiency (ours / DDP)   samples/s (ours / DDP = ratio)`,
+    );
     for (const c of report.comparison) {
       lines.push(
         `  B=${String(c.globalBatchSize).padEnd(5)}                        ${pct(c.batchlabScalingEfficiency)} / ${pct(c.peerScalingEfficiency)}           ${rate(c.batchlabSamplesPerSecond)} / ${rate(c.peerSamplesPerSecond)} = ${c.throughputRatio.toFixed(2)}`,
@@ -293,24 +369,15 @@ export async function runBench(
       steps: quick ? 30 : 150,
       warmupSteps: quick ? 20 : 30,
     });
-    if (!report.peer.available) indented(`not run: ${report.peer.reason}`);
-  });
-  if (report.peer?.available && report.scaling) {
-    const peer = report.peer;
+    if (!report.peer.available) return indented(`not run: ${report.peer.reason}`);
+    indented(`the sharded reducer against DDP: ${PAIRS} interleaved pairs at B = 64 and 512`);
     report.comparison = [];
-    for (const ours of report.scaling.filter((p) => p.model === 'mlp' && p.workers === 2)) {
-      const theirs = peer.points.find((p) => p.globalBatchSize === ours.globalBatchSize && p.workers === 2);
-      if (!theirs) continue;
-      report.comparison.push({
-        globalBatchSize: ours.globalBatchSize,
-        batchlabSamplesPerSecond: ours.samplesPerSecond,
-        batchlabScalingEfficiency: ours.scalingEfficiency,
-        peerSamplesPerSecond: theirs.samplesPerSecond,
-        peerScalingEfficiency: theirs.scalingEfficiency,
-        throughputRatio: ours.samplesPerSecond / theirs.samplesPerSecond,
-      });
+    for (const b of [64, 512]) {
+      const pairs = { b, pairs: PAIRS, steps: quick ? 20 : 100, warmupSteps: quick ? 10 : 30 };
+      const comparison = await pairWithDdp(pairs, { configure: parseLocalSettings, signal }, indented);
+      if (comparison) report.comparison.push(comparison);
     }
-  }
+  });
   report.model = checkModel(report);
   report.wallSeconds = (performance.now() - t0) / 1000;
   if (settings.json) await writeFile(settings.json, `${JSON.stringify(report, null, 2)}\n`);

@@ -82,6 +82,11 @@ export class GatherRound {
     return [this.specs.get(microBatchId)!];
   }
 
+  /** Whether every micro-batch's reply is in. */
+  get isComplete(): boolean {
+    return this.received.size === this.specs.size;
+  }
+
   /** Workers that still hold micro-batches without a reply. */
   outstandingOwners(): number[] {
     const owners = new Set<number>();

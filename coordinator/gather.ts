@@ -36,7 +36,11 @@ export async function gather(ctx: GatherContext): Promise<StepResult> {
     if (reduction.workerLost(worker.workerId)) round.revoke(worker.workerId);
     reissuer.onLost(worker, why);
   };
-  const deadline = setInterval(() => reissuer.onDeadline(ctx.deadlineMs), ctx.deadlineMs);
+  const deadline = setInterval(() => {
+    // Every reply in and still no result: the reduction itself stalled (sharded), not a worker's compute.
+    if (round.outstandingOwners().length === 0 && round.isComplete) reduction.restart();
+    else reissuer.onDeadline(ctx.deadlineMs);
+  }, ctx.deadlineMs);
   const onAbort = (): void => fail(ctx.signal!.reason);
   membership.setGradientHandler(onGradient);
   membership.on('lost', onLost);

@@ -58,6 +58,11 @@ export interface StepReduction {
    * gradients left with it), so the gather re-issues them as well.
    */
   workerLost(workerId: number): boolean;
+  /**
+   * The step deadline passed with every reply in but no result (sharded: an exchange that stopped
+   * moving): start the reduction over from what the workers kept. The star has nothing to redo.
+   */
+  restart(): void;
   /** The step was given up (the run stops): nothing of it may be applied from now on. */
   abandon(): void;
   /** Why a reply's body cannot be used (null: it can); called before `add`. */

@@ -325,12 +325,24 @@ class ShardedStepReduction implements StepReduction {
       );
       return false;
     }
-    this.plan = planFor(this.plan.attempt + 1, survivors, this.reducer.paramCount, this.stepPlan);
+    this.replan(survivors, `worker ${workerId} owned a shard`);
+    return true;
+  }
+
+  /** The deadline passed with every reply in: a frame went missing somewhere; redo the exchange. */
+  restart(): void {
+    if (this.done) return;
+    this.replan(this.plan.peers, 'the exchange did not finish within the step deadline');
+  }
+
+  /** Starts the next attempt over `peers`: they re-send the gradients they kept under the new plan. */
+  private replan(peers: PeerSpec[], why: string): void {
+    this.plan = planFor(this.plan.attempt + 1, peers, this.reducer.paramCount, this.stepPlan);
     this.reduced.clear();
     this.reducer.log(
-      `step ${this.step}: worker ${workerId} owned a shard; exchange restarted over ${survivors.length} workers (attempt ${this.plan.attempt})`,
+      `step ${this.step}: ${why}; exchange restarted over ${peers.length} workers (attempt ${this.plan.attempt})`,
     );
-    for (const peer of survivors) {
+    for (const peer of peers) {
       this.reducer.send(peer.workerId, {
         type: 'work',
         step: this.step,
@@ -341,7 +353,6 @@ class ShardedStepReduction implements StepReduction {
         exchange: this.plan,
       });
     }
-    return true;
   }
 
   /** A worker holds every shard of the mean; false when the message is not for this attempt. */

@@ -98,6 +98,9 @@ class StarStepReduction implements StepReduction {
     return true;
   }
 
+  /** The star sums as replies arrive: once all are in, the result is already there. */
+  restart(): void {}
+
   /** The star applies in the last `add`, which an abandoned step's gather no longer makes. */
   abandon(): void {}
 

@@ -49,11 +49,24 @@ describe('formatBench', () => {
       quick: true,
       startedAt: '2026-11-28T00:00:00Z',
       machine: { cpus: 2, cpuModel: 'test cpu', memoryGiB: 24, node: '20', platform: 'linux-x64' },
-      scaling: [{ model: 'mlp', globalBatchSize: 512, workers: 2, samplesPerSecond: 5000, scalingEfficiency: 0.9 }],
+      scaling: [
+        {
+          model: 'mlp',
+          reducer: 'sharded',
+          globalBatchSize: 512,
+          workers: 2,
+          samplesPerSecond: 5000,
+          scalingEfficiency: 0.9,
+        },
+      ],
       peer: { available: false, reason: 'python3 cannot import torch' },
       comparison: [
         {
           globalBatchSize: 512,
+          reducer: 'sharded',
+          pairs: 5,
+          batchlabEfficiencies: [0.9, 0.8, 0.95, 0.9, 1],
+          peerEfficiencies: [0.85, 0.8, 0.9, 0.85, 0.8],
           batchlabSamplesPerSecond: 5000,
           batchlabScalingEfficiency: 0.9,
           peerSamplesPerSecond: 4000,
@@ -66,6 +79,8 @@ describe('formatBench', () => {
     };
     const text = formatBench(report);
     expect(text).toContain('peer (PyTorch DDP): not run: python3 cannot import torch');
+    expect(text).toMatch(/B=512 +2 workers sharded +5,000 +90\.0%/);
+    expect(text).toContain('batchlab (sharded) vs DDP, MLP, 2 workers, medians of 5 interleaved pairs');
     expect(text).toMatch(/B=512 .*90\.0% \/ 85\.0% .*5,000 \/ 4,000 = 1\.25/);
   });
 });

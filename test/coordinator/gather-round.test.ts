@@ -22,6 +22,7 @@ class RecordingReduction implements StepReduction {
     return true;
   }
   abandon(): void {}
+  restart(): void {}
   workerLost(): boolean {
     return false;
   }
