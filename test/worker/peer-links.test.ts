@@ -191,7 +191,7 @@ describe('the sharded exchange over peer links', () => {
           shard: pick(shards),
           microBatchId: pick(ids),
         };
-        const length = pick([0, 1, 333, 334, P, bounds(plan, header.shard as number) || 1]);
+        const length = pick([0, 1, 333, 334, P, bounds(plan, header.shard) || 1]);
         let fill = pick([0, 1e-30, Number.NaN, Number.POSITIVE_INFINITY, 3]);
         // A frame right in every field would be summed: a token holder can do that (docs/PROTOCOL.md);
         // the fuzz is about frames that are wrong somewhere, so such a frame gets a NaN.
@@ -204,7 +204,7 @@ describe('the sharded exchange over peer links', () => {
             typeof header.microBatchId === 'number' &&
             header.microBatchId < 5) ||
             header.type === 'shard') &&
-          length === bounds(plan, header.shard as number);
+          length === bounds(plan, header.shard);
         if (real && Number.isFinite(fill)) fill = Number.NaN;
         const body = new Float32Array(length).fill(fill);
         try {
