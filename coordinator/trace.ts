@@ -23,6 +23,8 @@ export interface TraceEvent {
 
 const PID = 1;
 const COORDINATOR_TID = 0;
+/** Track of the sharded exchange (worker ids start at 1, so no worker shares it). */
+const EXCHANGE_TID = 1_000_000;
 
 export class TraceRecorder implements TrainerObserver {
   private readonly events: TraceEvent[] = [];
@@ -55,11 +57,21 @@ export class TraceRecorder implements TrainerObserver {
         workers: record.workers,
       }),
     );
+    const { 'reduce-scatter': scatter, 'all-gather': allGather, ...phases } = record.phases;
     let at = record.startedAtMs;
-    for (const [phase, seconds] of Object.entries(record.phases)) {
+    for (const [phase, seconds] of Object.entries(phases)) {
       this.events.push(this.span(phase, COORDINATOR_TID, at, seconds * 1000, 'phase', { step: record.step }));
       at += seconds * 1000;
     }
+    if (scatter === undefined || allGather === undefined) return;
+    // The sharded exchange happens inside gather-wait, on the workers: its own track, ending where gather-wait ends.
+    this.nameTrack(EXCHANGE_TID, 'sharded exchange (slowest worker)');
+    const end = record.startedAtMs + (record.phases.dispatch + record.phases['gather-wait']) * 1000;
+    const args = { step: record.step };
+    this.events.push(this.span('all-gather', EXCHANGE_TID, end - allGather * 1000, allGather * 1000, 'exchange', args));
+    this.events.push(
+      this.span('reduce-scatter', EXCHANGE_TID, end - (allGather + scatter) * 1000, scatter * 1000, 'exchange', args),
+    );
   }
 
   /**

@@ -75,3 +75,48 @@ it('writes a Chrome trace with spans for every worker and every step', async () 
   expect(spans.filter((e) => e.name === 'eval')).toHaveLength(2);
   expect(result.stderr).toMatch(/trace written to/);
 }, 120_000);
+
+it('gives the sharded exchange its own track: reduce-scatter then all-gather inside each step', async () => {
+  const file = join(dir, 'sharded-trace.json');
+  const steps = 4;
+  const result = await runCli([
+    'local',
+    '--workers',
+    '2',
+    '--reducer',
+    'sharded',
+    '--dataset',
+    'synthetic',
+    '--hidden',
+    '32',
+    '--global-batch',
+    '64',
+    '--micro-batch',
+    '16',
+    '--steps',
+    String(steps),
+    '--eval-every',
+    '0',
+    '--metrics-port',
+    'off',
+    '--trace',
+    file,
+  ]);
+  expect(result.code, result.stderr).toBe(0);
+  const events = (JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: TraceEvent[] }).traceEvents;
+  const track = events.find((e) => e.ph === 'M' && e.args?.name === 'sharded exchange (slowest worker)');
+  expect(track, 'the exchange track is named').toBeDefined();
+  for (let step = 0; step < steps; step++) {
+    const stepSpan = events.find((e) => e.name === `step ${step}` && e.cat === 'step')!;
+    const exchange = events.filter((e) => e.tid === track!.tid && e.args?.step === step && e.ph === 'X');
+    expect(exchange.map((e) => e.name).sort(), `step ${step}`).toEqual(['all-gather', 'reduce-scatter']);
+    const [scatter, gather] = ['reduce-scatter', 'all-gather'].map((n) => exchange.find((e) => e.name === n)!);
+    // Back to back, all-gather last, both within the step.
+    expect(Math.abs(scatter!.ts + scatter!.dur! - gather!.ts)).toBeLessThan(1);
+    expect(scatter!.ts).toBeGreaterThanOrEqual(stepSpan.ts - 1);
+    expect(gather!.ts + gather!.dur!).toBeLessThanOrEqual(stepSpan.ts + stepSpan.dur! + 1);
+  }
+  // The coordinator's own phases stay the four it runs.
+  const phases = events.filter((e) => e.cat === 'phase' && e.args?.step === 0).map((e) => e.name);
+  expect(phases).toEqual(['dispatch', 'gather-wait', 'reduce', 'apply']);
+}, 120_000);
