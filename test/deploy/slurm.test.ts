@@ -110,6 +110,12 @@ const built = existsSync(CLI);
 const runTitle = (title: string): string =>
   built || inCi ? title : `${title} (skipped: ${CLI} is missing; npm run build)`;
 
+/** A 3-step synthetic job small enough for a test, reporting to `report`. */
+const tinyJob = (report: string): string[] => [
+  ...['--dataset', 'synthetic', '--hidden', '16', '--global-batch', '32', '--micro-batch', '16'],
+  ...['--steps', '3', '--eval-every', '0', '--report', report],
+];
+
 describe('deploy/slurm/batchlab.sbatch', () => {
   it('passes bash -n', () => {
     execFileSync('bash', ['-n', SCRIPT]);
@@ -141,22 +147,7 @@ describe('deploy/slurm/batchlab.sbatch', () => {
     ),
     async () => {
       const report = join(tmp, 'ok-report.json');
-      const job = await runJob('ok', [
-        '--dataset',
-        'synthetic',
-        '--hidden',
-        '16',
-        '--global-batch',
-        '32',
-        '--micro-batch',
-        '16',
-        '--steps',
-        '3',
-        '--eval-every',
-        '0',
-        '--report',
-        report,
-      ]);
+      const job = await runJob('ok', tinyJob(report));
       expect(job.code, job.output.slice(-3000)).toBe(0);
       expect(job.output).toMatch(/coordinator on 127\.0\.0\.1:\d+, 2 workers/);
       const summary = JSON.parse(readFileSync(report, 'utf8'));
@@ -180,24 +171,7 @@ describe('deploy/slurm/batchlab.sbatch', () => {
     ),
     async () => {
       const report = join(tmp, 'sharded-report.json');
-      const job = await runJob('sharded', [
-        '--reducer',
-        'sharded',
-        '--dataset',
-        'synthetic',
-        '--hidden',
-        '16',
-        '--global-batch',
-        '32',
-        '--micro-batch',
-        '16',
-        '--steps',
-        '3',
-        '--eval-every',
-        '0',
-        '--report',
-        report,
-      ]);
+      const job = await runJob('sharded', ['--reducer', 'sharded', ...tinyJob(report)]);
       expect(job.code, job.output.slice(-3000)).toBe(0);
       expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({ steps: 3, workers: 2 });
       // Both workers: listening on the default PEER_HOST, any free port, advertised at SLURMD_NODENAME.

@@ -11,6 +11,12 @@ import { runCli } from '../support/cli.js';
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-trace-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** A small synthetic job of `steps` steps. */
+const job = (steps: number): string[] => [
+  ...['--dataset', 'synthetic', '--hidden', '32', '--global-batch', '64', '--micro-batch', '16'],
+  ...['--steps', String(steps)],
+];
+
 it('writes a Chrome trace with spans for every worker and every step', async () => {
   const file = join(dir, 'trace.json');
   const steps = 6;
@@ -18,16 +24,7 @@ it('writes a Chrome trace with spans for every worker and every step', async () 
     'local',
     '--workers',
     '2',
-    '--dataset',
-    'synthetic',
-    '--hidden',
-    '32',
-    '--global-batch',
-    '64',
-    '--micro-batch',
-    '16',
-    '--steps',
-    String(steps),
+    ...job(steps),
     '--eval-every',
     '3',
     '--metrics-port',
@@ -85,16 +82,7 @@ it('gives the sharded exchange its own track: reduce-scatter then all-gather ins
     '2',
     '--reducer',
     'sharded',
-    '--dataset',
-    'synthetic',
-    '--hidden',
-    '32',
-    '--global-batch',
-    '64',
-    '--micro-batch',
-    '16',
-    '--steps',
-    String(steps),
+    ...job(steps),
     '--eval-every',
     '0',
     '--metrics-port',
