@@ -366,15 +366,14 @@ class ShardedStepReduction implements StepReduction {
     for (const id of workers) this.reducer.send(id, { type: 'commit', step: this.step, attempt: this.plan.attempt });
     this.reducer.committed(this.step, workers);
     const replies = [...this.reduced.values()];
+    // The phases of the worker that finished last (one worker's pair, so they fit inside the step).
+    const slowest = replies.reduce((a, r) => (r.scatterMs + r.gatherMs > a.scatterMs + a.gatherMs ? r : a));
     this.settle({
       samples: this.samples,
       sqNorm: replies[0]!.sqNorm,
       reduceSeconds: 0,
       applySeconds: 0,
-      exchangeSeconds: {
-        'reduce-scatter': Math.max(...replies.map((r) => r.scatterMs)) / 1000,
-        'all-gather': Math.max(...replies.map((r) => r.gatherMs)) / 1000,
-      },
+      exchangeSeconds: { 'reduce-scatter': slowest.scatterMs / 1000, 'all-gather': slowest.gatherMs / 1000 },
     });
     return true;
   }
