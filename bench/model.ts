@@ -130,8 +130,8 @@ export interface MeasuredStep {
  * in its own network namespace, `tc tbf` at 100 Mbit/s on both directions of every link (the
  * coordinator's and each worker's), MLP, B = 512, micro-batch ceil(B/N) so each worker computes
  * one micro-batch per step, f32 on the wire, 30 steps of which 3 warm-up, median of 3 runs, on
- * the 2-core machine of docs/PERFORMANCE.md (load from other jobs ~5 during the run). The TCP
- * link check gave 97 Mbit/s each way.
+ * the 2-core machine of docs/PERFORMANCE.md (load ~2–3 during the run), with the fixes for the
+ * early-frame hang in. The TCP link check gave 97 Mbit/s each way.
  */
 export const NETNS_100MBIT = {
   params: 235_146,
@@ -140,12 +140,12 @@ export const NETNS_100MBIT = {
   linkCheckMbit: 97,
   globalBatch: 512,
   points: [
-    { workers: 2, reducer: 'star', microBatch: 256, computeSeconds: 0.0331, stepSeconds: 0.31111 },
-    { workers: 2, reducer: 'sharded', microBatch: 256, computeSeconds: 0.03927, stepSeconds: 0.13699 },
-    { workers: 3, reducer: 'star', microBatch: 171, computeSeconds: 0.02732, stepSeconds: 0.42154 },
-    { workers: 3, reducer: 'sharded', microBatch: 171, computeSeconds: 0.03385, stepSeconds: 0.17636 },
-    { workers: 4, reducer: 'star', microBatch: 128, computeSeconds: 0.02079, stepSeconds: 0.54682 },
-    { workers: 4, reducer: 'sharded', microBatch: 128, computeSeconds: 0.04343, stepSeconds: 0.21954 },
+    { workers: 2, reducer: 'star', microBatch: 256, computeSeconds: 0.02062, stepSeconds: 0.28351 },
+    { workers: 2, reducer: 'sharded', microBatch: 256, computeSeconds: 0.02872, stepSeconds: 0.11104 },
+    { workers: 3, reducer: 'star', microBatch: 171, computeSeconds: 0.02156, stepSeconds: 0.42545 },
+    { workers: 3, reducer: 'sharded', microBatch: 171, computeSeconds: 0.03346, stepSeconds: 0.16726 },
+    { workers: 4, reducer: 'star', microBatch: 128, computeSeconds: 0.02122, stepSeconds: 0.53838 },
+    { workers: 4, reducer: 'sharded', microBatch: 128, computeSeconds: 0.02566, stepSeconds: 0.17241 },
   ] as readonly MeasuredStep[],
 } as const;
 
