@@ -218,6 +218,25 @@ describe.each(['star', 'sharded'] as const)('resilience with the %s reducer', (r
 });
 
 describe('resilience', () => {
+  it('falls back to the star reducer when a joining worker cannot be reached by its peers, and the bits do not change', async () => {
+    const c = startCoordinator('fallback', ['--reducer', 'sharded', '--min-workers', '2']);
+    const port = await portOf(c.output);
+    worker(port, 'first');
+    worker(port, 'second');
+    await waitForStep(c.output, 20);
+    // It listens on 127.0.0.1 but tells its peers 127.0.0.2: nothing answers there.
+    const unreachable = worker(port, 'unreachable', ['--advertise-address', '127.0.0.2']);
+    expect(await c.exit, c.output().slice(-3000)).toBe(0);
+    const fellBack =
+      /worker \d+ cannot reach worker \d+ \(127\.0\.0\.2:\d+: [^)]*\)[^\n]*: falling back to the star reducer for the rest of this run/;
+    expect(c.output()).toMatch(fellBack);
+    // Sharded steps ran before (the fallback came with the join, after step 20).
+    const before = c.output().slice(0, c.output().search(fellBack));
+    expect(Math.max(...[...before.matchAll(/step +(\d+)\/\d+/g)].map((m) => Number(m[1])))).toBeGreaterThanOrEqual(20);
+    expectUndisturbedResult('fallback');
+    expect(await unreachable.exit).toBe(0);
+  }, 180_000);
+
   it('refuses to resume from a checkpoint of a different run, naming what differs', { timeout: 120_000 }, async () => {
     // A checkpoint of this job, written at the end of a short run.
     const checkpoints = join(dir, 'other-run-ckpt');
