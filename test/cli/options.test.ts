@@ -2,7 +2,12 @@
 // non-zero exit; environment variables BATCHLAB_<OPTION> go through the same checks.
 
 import { describe, expect, it } from 'vitest';
-import { parseLocalSettings, parseTrainingSettings, parseWorkerSettings } from '../../cli/options.js';
+import {
+  parseLocalSettings,
+  parseCoordinatorSettings,
+  parseTrainingSettings,
+  parseWorkerSettings,
+} from '../../cli/options.js';
 import { OptionError } from '../../shared/errors.js';
 import { runCli } from '../support/cli.js';
 
@@ -28,9 +33,19 @@ describe('option validation (in process)', () => {
     [{ 'metrics-port': '70000' }, /--metrics-port: got "70000"; expected an integer from 0 to 65535/],
     [{ 'wire-dtype': 'bf16' }, /--wire-dtype: got "bf16"; expected one of f32, f16/],
     [{ balance: 'random' }, /--balance: got "random"; expected one of throughput, equal/],
+    [{ reducer: 'ring' }, /--reducer: got "ring"; expected one of star, sharded/],
+    [{ reducer: 'sharded', 'wire-dtype': 'f16' }, /--wire-dtype: got "f16"; expected f32 with --reducer sharded/],
   ])('refuses %o', (raw, message) => {
     expect(() => parseTrainingSettings(raw)).toThrow(OptionError);
     expect(() => parseTrainingSettings(raw)).toThrow(message);
+  });
+
+  it('refuses --reducer sharded on a coordinator that serves TLS, naming why', () => {
+    const raw = { reducer: 'sharded', token: 't', 'tls-cert': 'c.pem', 'tls-key': 'k.pem' };
+    expect(() => parseCoordinatorSettings(raw)).toThrow(
+      /--reducer: got "sharded"; expected star when the coordinator serves TLS/,
+    );
+    expect(parseCoordinatorSettings({ ...raw, reducer: 'star' }).reducer).toBe('star');
   });
 
   it('fills defaults that train on the embedded data', () => {
