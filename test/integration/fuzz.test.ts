@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRandom, deriveSeed, type SeededRandom } from '../../shared/data/seeded-random.js';
+import { PROTOCOL_VERSION } from '../../shared/protocol.js';
 import { startCli, waitForOutput } from '../support/cli.js';
 import {
   counters,
@@ -312,7 +313,7 @@ async function handshakeFuzz(url: string, tally: Tally): Promise<Record<string, 
     results[name] = await end;
     closed(tally, results[name]);
   };
-  await script('version', [frame(hello('fuzz-version', 2))]);
+  await script('version', [frame(hello('fuzz-version', PROTOCOL_VERSION + 1))]);
   await script(
     'fingerprint',
     [frame(hello('fuzz-fingerprint'))],

@@ -48,11 +48,14 @@ describe('metrics scraped by a real Prometheus', () => {
     async () => {
       expect(PROMETHEUS_BIN, 'prometheus is required under CI=true (apt-get install prometheus)').not.toBeNull();
       const targets = join(dir, 'targets.json');
-      // Long enough to outlive the checks; stopped with SIGINT at the end.
+      // Long enough to outlive the checks; stopped with SIGINT at the end. Sharded, so the peer-link
+      // panels have data too (the coordinator still serves every star-era series).
       run = startCli([
         'local',
         '--workers',
         '2',
+        '--reducer',
+        'sharded',
         '--dataset',
         'synthetic',
         '--hidden',
