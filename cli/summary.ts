@@ -10,7 +10,7 @@ const num = (v: number | null, digits = 4): string => (v === null ? '-' : v.toFi
 export function formatSummary(report: RunReport): string {
   const rows: [string, string][] = [
     ['model / dataset', `${report.model} on ${report.dataset}`],
-    ['backend, workers', `${report.backend}, ${report.workers}`],
+    ['backend, workers, reducer', `${report.backend}, ${report.workers}, ${report.reducer}`],
     ['global batch / micro-batch', `${report.globalBatchSize} / ${report.microBatchSize}`],
     [
       'optimizer, lr',

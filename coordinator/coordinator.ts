@@ -47,7 +47,14 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     if (options.checkpointDir) await writeCheckpoint(run.progress);
     // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
     writeWeights(run.model, await reducer.weights());
-    const report = buildReport(options, run, { outcome, resumedFrom, totals, target, startedAtMs });
+    const report = buildReport(options, run, {
+      outcome,
+      resumedFrom,
+      totals,
+      target,
+      startedAtMs,
+      reducer: reducer.name,
+    });
     if (target.isSet)
       hooks.log(
         target.reached

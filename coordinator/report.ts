@@ -9,6 +9,8 @@ import type { HistoryPoint } from './run-totals.js';
 export interface RunReport {
   command: string;
   backend: string;
+  /** The reducer that ran the last step: `star` or `sharded` (a sharded run that fell back says `star`). */
+  reducer: string;
   workers: number;
   globalBatchSize: number;
   microBatchSize: number;

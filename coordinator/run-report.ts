@@ -21,6 +21,8 @@ export interface RunResults {
   target: TargetTracker;
   /** performance.now() when the run started. */
   startedAtMs: number;
+  /** The reducer in use at the end. */
+  reducer: string;
 }
 
 /** The report of a finished run; evaluates the train split for the generalization gap (unless timing only). */
@@ -35,6 +37,7 @@ export function buildReport(options: CoordinatorOptions, run: PreparedRun, resul
   return {
     command: options.command,
     backend: run.backend.backend,
+    reducer: results.reducer,
     workers: totals.maxWorkers,
     globalBatchSize: options.globalBatchSize,
     microBatchSize: options.microBatch,

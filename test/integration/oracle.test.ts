@@ -154,6 +154,8 @@ describe('the sharded reducer sums and applies among the workers with the bits o
       ]);
       runs.forEach((run, i) => {
         expect(run.report.workers).toBe(i + 1);
+        // The sharded reducer ran to the end (no fallback to the star).
+        expect(run.report.reducer).toBe('sharded');
         expectBitIdentical(star.weights, run.weights, `${tag}: sharded with ${i + 1} workers vs the star`);
         expect(run.report.finalLoss).toBe(star.report.finalLoss);
         // |mean gradient|², squared on the workers, enters the noise scale with the star's bits too.

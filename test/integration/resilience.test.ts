@@ -104,8 +104,10 @@ async function portOf(output: () => string): Promise<number> {
   return Number((await waitForText(output, /listening on wss?:\/\/127\.0\.0\.1:(\d+)/))[1]);
 }
 
-function expectUndisturbedResult(tag: string): void {
+/** The run ended with the undisturbed weights, and under `reducer` (a sharded run that fell back would say star). */
+function expectUndisturbedResult(tag: string, reducer = tag.endsWith('-sharded') ? 'sharded' : 'star'): void {
   const report = JSON.parse(readFileSync(join(dir, `${tag}.json`), 'utf8'));
+  expect(report.reducer, `${tag}: the reducer at the end`).toBe(reducer);
   expect(report.steps).toBe(STEPS);
   expect(report.samples).toBe(STEPS * BATCH);
   expectBitIdentical(reference, readSavedWeights(join(dir, tag)), `${tag}: weights vs the undisturbed run`);

@@ -4,6 +4,7 @@
 export const REPORT_KEYS = [
   'command',
   'backend',
+  'reducer',
   'workers',
   'globalBatchSize',
   'microBatchSize',
