@@ -68,6 +68,7 @@ export class GatherRound {
     for (const [id, message] of this.received) {
       if (this.owner.get(id) !== workerId) continue;
       this.received.delete(id);
+      this.reduction.retract(id);
       this.computeMsByWorker.set(workerId, (this.computeMsByWorker.get(workerId) ?? 0) - message.computeMs);
       this.samplesByWorker.set(workerId, (this.samplesByWorker.get(workerId) ?? 0) - message.samples);
     }

@@ -51,8 +51,8 @@ export interface StepReduction {
   readonly step: number;
   /** The payload for a worker that holds the weights of step `weightsStep` (-1: none). */
   payloadFor(weightsStep: number): WorkPayload;
-  /** Whether a worker holding the weights of `weightsStep` (-1: none) can be given micro-batches of this step. */
-  canCompute(weightsStep: number): boolean;
+  /** Whether worker `workerId`, holding the weights of `weightsStep` (-1: none), can be given micro-batches of this step. */
+  canCompute(workerId: number, weightsStep: number): boolean;
   /**
    * Worker `workerId` was lost mid-step. True: the replies it already sent are void too (their
    * gradients left with it), so the gather re-issues them as well.
@@ -72,6 +72,8 @@ export interface StepReduction {
    * must stay unchanged until `result` settles.
    */
   add(microBatchId: number, samples: number, body: Float32Array | null): void;
+  /** Takes back an `add` whose gradient was lost with its worker (after `workerLost` returned true). */
+  retract(microBatchId: number): void;
   /** Settles once every micro-batch is in and the update is applied; rejects when that fails (the run stops). */
   readonly result: Promise<StepResult>;
 }

@@ -100,7 +100,7 @@ export class Reissuer {
     // A worker that cannot get this step's weights (sharded: the coordinator does not hold them) cannot help.
     const live = membership
       .readyWorkers()
-      .filter((w) => this.ctx.reduction.canCompute(membership.schedule.weightsStep(w.workerId)));
+      .filter((w) => this.ctx.reduction.canCompute(w.workerId, membership.schedule.weightsStep(w.workerId)));
     const others = live.filter((w) => w.workerId !== avoid);
     const targets = others.length > 0 ? others : live;
     if (targets.length === 0) return this.waitForWorker(specs, fault);

@@ -55,8 +55,9 @@ export class ShardedReducer implements Reducer {
   /** Workers whose peer links were checked against each other. */
   private readonly verified = new Set<number>();
   private fallback: StarReducer | null = null;
+  /** Questions out to workers, by `${workerId} ${expected reply type}`. */
   private readonly waiting = new Map<
-    number,
+    string,
     { resolve: (message: ReducerReply, body: Float32Array | null) => void; reject: (error: Error) => void }
   >();
 
@@ -82,10 +83,11 @@ export class ShardedReducer implements Reducer {
     if (stale.length > 0 && this.snapshot?.step !== plan.step) this.snapshot = await this.fetch(plan.step);
     const unchecked = workers.filter((id) => !this.verified.has(id));
     if (unchecked.length > 0 && workers.length > 1) {
-      const why = await this.probe(workers);
-      if (why) return this.fallBack(plan, why);
-    }
-    for (const id of workers) this.verified.add(id);
+      const { problems, answered } = await this.probe(workers);
+      if (problems) return this.fallBack(plan, problems);
+      // A worker checked against all the others is verified only once all of them answered.
+      if (answered.length === workers.length) for (const id of workers) this.verified.add(id);
+    } else for (const id of workers) this.verified.add(id);
     const peers = workers.map((workerId) => ({ workerId, address: membership.get(workerId)?.info.peerAddress ?? '' }));
     this.current = new ShardedStepReduction(this, plan, peers);
     return this.current;
@@ -142,37 +144,51 @@ export class ShardedReducer implements Reducer {
   /** The weights and optimizer state of `step` from a live worker that holds them. */
   private async fetch(step: number): Promise<Snapshot> {
     const { membership } = this.options;
-    for (;;) {
-      const holder = [...this.holders].find((id) => membership.get(id));
-      if (holder === undefined)
-        throw new BatchlabError(
-          'STATE_LOST',
-          `every worker holding the weights of step ${step} has left (sharded reducer): resume from the last checkpoint`,
-        );
+    const failures: string[] = [];
+    for (const holder of [...this.holders]) {
+      if (!membership.get(holder)) {
+        this.holders.delete(holder);
+        continue;
+      }
       try {
-        const { message, body } = await this.ask(holder, { type: 'state-request', step }, this.options.stateTimeoutMs);
+        const { message, body } = await this.ask(
+          holder,
+          { type: 'state-request', step },
+          'state',
+          this.options.stateTimeoutMs,
+        );
         if (message.type !== 'state' || message.step !== step || !body)
           throw new Error(`worker ${holder} answered with ${message.type} of step ${(message as StateMessage).step}`);
         const { weights, state } = unpackState(body, message.state, this.paramCount);
         return makeSnapshot(step, weights, state);
       } catch (error) {
-        this.options.log(
-          `could not fetch the weights of step ${step} from worker ${holder}: ${(error as Error).message}`,
-        );
-        this.holders.delete(holder);
+        const why = `worker ${holder}: ${(error as Error).message}`;
+        this.options.log(`could not fetch the weights of step ${step} from ${why}`);
+        failures.push(why);
+        // Gone, or it sent something unusable; a worker that is only slow stays a holder.
+        if (!membership.get(holder) || !(error instanceof NoAnswer)) this.holders.delete(holder);
       }
     }
+    throw new BatchlabError(
+      'STATE_LOST',
+      `no worker could give the weights of step ${step} (sharded reducer)${failures.length ? `: ${failures.join('; ')}` : ': every worker holding them has left'}; resume from the last checkpoint`,
+    );
   }
 
-  /** Asks every worker to open links to the others; the first failure, described, or null. */
-  private async probe(workers: readonly number[]): Promise<string | null> {
+  /**
+   * Asks every worker to open links to the others. Returns the failures, described (null: none),
+   * and the workers that answered; one that did not (lost, or busy past the timeout) stays unchecked
+   * and is asked again before the next step.
+   */
+  private async probe(workers: readonly number[]): Promise<{ problems: string | null; answered: number[] }> {
     const { membership, probeTimeoutMs } = this.options;
     const peers: PeerSpec[] = [];
     for (const workerId of workers) {
       const address = membership.get(workerId)?.info.peerAddress;
-      if (!address) return `worker ${workerId} has no peer server (an older batchlab?)`;
+      if (!address) return { problems: `worker ${workerId} has no peer server (an older batchlab?)`, answered: [] };
       peers.push({ workerId, address });
     }
+    const answered: number[] = [];
     const results = await Promise.all(
       workers.map(async (workerId) => {
         try {
@@ -180,18 +196,20 @@ export class ShardedReducer implements Reducer {
           const { message } = await this.ask(
             workerId,
             { type: 'probe', peers: others, timeoutMs: probeTimeoutMs },
+            'probe-result',
             probeTimeoutMs + 30_000,
           );
-          const unreachable = (message as ProbeResultMessage).unreachable ?? [];
+          const unreachable = (message as ProbeResultMessage).unreachable;
+          answered.push(workerId);
           return unreachable.map((u) => `worker ${workerId} cannot reach worker ${u.workerId} (${u.why})`);
         } catch {
-          // A worker lost while probing is the gather's business, not a reason to fall back.
+          // Lost (the step is begun again without it) or busy: not a reason to fall back.
           return [];
         }
       }),
     );
     const problems = results.flat();
-    return problems.length > 0 ? problems.join('; ') : null;
+    return { problems: problems.length > 0 ? problems.join('; ') : null, answered };
   }
 
   /** Goes on with the star reducer for the rest of the run, from the weights of `plan.step`. */
@@ -211,14 +229,16 @@ export class ShardedReducer implements Reducer {
   private ask(
     workerId: number,
     message: Parameters<WorkerChannel['send']>[0],
+    expect: 'state' | 'probe-result',
     timeoutMs: number,
   ): Promise<{ message: ReducerReply; body: Float32Array | null }> {
+    const key = `${workerId} ${expect}`;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.waiting.delete(workerId);
-        reject(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`));
+        this.waiting.delete(key);
+        reject(new NoAnswer(`no answer within ${Math.round(timeoutMs / 1000)} s`));
       }, timeoutMs);
-      this.waiting.set(workerId, {
+      this.waiting.set(key, {
         resolve: (reply, body) => {
           clearTimeout(timer);
           resolve({ message: reply, body });
@@ -228,7 +248,10 @@ export class ShardedReducer implements Reducer {
           reject(error);
         },
       });
-      if (!this.send(workerId, message)) this.waiting.get(workerId)!.reject(new Error('worker gone'));
+      if (!this.send(workerId, message)) {
+        this.waiting.get(key)!.reject(new Error('worker gone'));
+        this.waiting.delete(key);
+      }
     });
   }
 
@@ -238,21 +261,28 @@ export class ShardedReducer implements Reducer {
         this.options.membership.reject('stale_step', `worker ${worker.workerId}: reduced for step ${message.step}`);
       return;
     }
-    const waiting = this.waiting.get(worker.workerId);
+    // A late answer to an earlier question (after its timeout) finds nobody waiting for its type.
+    const key = `${worker.workerId} ${message.type}`;
+    const waiting = this.waiting.get(key);
     if (!waiting)
       return this.options.membership.reject('unassigned', `worker ${worker.workerId}: unasked ${message.type}`);
-    this.waiting.delete(worker.workerId);
+    this.waiting.delete(key);
     waiting.resolve(message, body);
   }
 
   private onLost(worker: WorkerChannel): void {
     this.holders.delete(worker.workerId);
     this.verified.delete(worker.workerId);
-    const waiting = this.waiting.get(worker.workerId);
-    this.waiting.delete(worker.workerId);
-    waiting?.reject(new Error('worker lost'));
+    for (const expect of ['state', 'probe-result'] as const) {
+      const key = `${worker.workerId} ${expect}`;
+      this.waiting.get(key)?.reject(new Error('worker lost'));
+      this.waiting.delete(key);
+    }
   }
 }
+
+/** A worker did not answer in time (it may only be busy). */
+class NoAnswer extends Error {}
 
 function makeSnapshot(step: number, weights: Float32Array, state: OptimizerState): Snapshot {
   return { step, weights, state, packed: packState(weights, state) };
@@ -270,7 +300,8 @@ class ShardedStepReduction implements StepReduction {
   private fail!: (error: unknown) => void;
   private plan: ExchangePlan;
   private readonly reduced = new Map<number, ReducedMessage>();
-  private samples = 0;
+  /** Micro-batches whose statistics are in (id → samples): the commit waits for all of them. */
+  private readonly added = new Map<number, number>();
   private done = false;
 
   constructor(
@@ -298,8 +329,12 @@ class ShardedStepReduction implements StepReduction {
     };
   }
 
-  canCompute(weightsStep: number): boolean {
-    return weightsStep === this.step || this.reducer.snapshotFor(this.step) !== null;
+  /**
+   * Only the attempt's peers: they hold the step's weights, and a new attempt reaches them (a
+   * worker outside the plan would keep gradients that no re-plan asks it to send again).
+   */
+  canCompute(workerId: number): boolean {
+    return this.plan.peers.some((p) => p.workerId === workerId);
   }
 
   /** The gradient went to the shard owners: a reply carries only its statistics. */
@@ -307,8 +342,13 @@ class ShardedStepReduction implements StepReduction {
     return body === null ? null : 'bad_shape';
   }
 
-  add(_microBatchId: number, samples: number): void {
-    this.samples += samples;
+  add(microBatchId: number, samples: number): void {
+    this.added.set(microBatchId, samples);
+    this.tryCommit();
+  }
+
+  retract(microBatchId: number): void {
+    this.added.delete(microBatchId);
   }
 
   workerLost(workerId: number): boolean {
@@ -360,7 +400,18 @@ class ShardedStepReduction implements StepReduction {
     if (this.done || message.step !== this.step || message.attempt !== this.plan.attempt) return false;
     if (!this.plan.peers.some((p) => p.workerId === workerId)) return false;
     this.reduced.set(workerId, message);
-    if (this.reduced.size < this.plan.peers.length) return true;
+    this.tryCommit();
+    return true;
+  }
+
+  /**
+   * Commits once every owner holds the whole mean *and* every micro-batch's statistics are in: a
+   * step is applied only when the gather is complete too, so a run stopped before that point
+   * checkpoints the step before it, whose weights the workers still hold.
+   */
+  private tryCommit(): void {
+    if (this.done || this.reduced.size < this.plan.peers.length) return;
+    if (this.added.size < this.stepPlan.microBatches.length) return;
     this.done = true;
     const workers = this.plan.peers.map((p) => p.workerId);
     for (const id of workers) this.reducer.send(id, { type: 'commit', step: this.step, attempt: this.plan.attempt });
@@ -369,13 +420,12 @@ class ShardedStepReduction implements StepReduction {
     // The phases of the worker that finished last (one worker's pair, so they fit inside the step).
     const slowest = replies.reduce((a, r) => (r.scatterMs + r.gatherMs > a.scatterMs + a.gatherMs ? r : a));
     this.settle({
-      samples: this.samples,
+      samples: [...this.added.values()].reduce((a, b) => a + b, 0),
       sqNorm: replies[0]!.sqNorm,
       reduceSeconds: 0,
       applySeconds: 0,
       exchangeSeconds: { 'reduce-scatter': slowest.scatterMs / 1000, 'all-gather': slowest.gatherMs / 1000 },
     });
-    return true;
   }
 
   /** A newer step began: this one's result no longer matters. */

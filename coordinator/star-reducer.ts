@@ -98,6 +98,11 @@ class StarStepReduction implements StepReduction {
     return true;
   }
 
+  /** Never asked: the star's `workerLost` keeps every reply it summed. */
+  retract(microBatchId: number): void {
+    throw new Error(`micro-batch ${microBatchId}: the star reducer cannot take back a reply it summed`);
+  }
+
   /** The star sums as replies arrive: once all are in, the result is already there. */
   restart(): void {}
 

@@ -110,16 +110,9 @@ async function runStep(
   microBatches: readonly MicroBatchSpec[],
   deadlineMs: number,
 ): Promise<StepRecord> {
-  const { config, membership, reducer, observer, log } = parts;
-  const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
-  const t0 = performance.now();
+  const { config, membership, observer, log } = parts;
   const lr = config.lrAt(step);
-  const plan = splitMicroBatches(
-    microBatches,
-    membership.schedule.splitWorkers(workers.map((w) => w.workerId)),
-    config.balance,
-  );
-  const reduction = await reducer.beginStep({ step, microBatches, lr, workers: [...plan.keys()] });
+  const { workers, plan, reduction, t0 } = await beginStep(parts, step, microBatches, lr);
   const round = new GatherRound(microBatches, reduction);
   const target = { membership, round, reduction, globalBatchSize: config.globalBatchSize };
   dispatch(target, plan);
@@ -163,6 +156,29 @@ async function runStep(
       ...result.exchangeSeconds,
     },
   };
+}
+
+/**
+ * Splits the step over the live workers and begins its reduction. Beginning may wait (the sharded
+ * reducer fetches weights or probes links); a worker lost meanwhile would hold micro-batches no
+ * gather knows of, so the step is begun again over those still there.
+ */
+async function beginStep(parts: TrainerParts, step: number, microBatches: readonly MicroBatchSpec[], lr: number) {
+  const { config, membership, reducer, log } = parts;
+  for (;;) {
+    const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
+    // The step's time starts once its workers are there (waiting for them is not training).
+    const t0 = performance.now();
+    const plan = splitMicroBatches(
+      microBatches,
+      membership.schedule.splitWorkers(workers.map((w) => w.workerId)),
+      config.balance,
+    );
+    const reduction = await reducer.beginStep({ step, microBatches, lr, workers: [...plan.keys()] });
+    if ([...plan.keys()].every((id) => membership.get(id))) return { workers, plan, reduction, t0 };
+    reduction.abandon();
+    log(`step ${step}: a worker left while the step was being prepared; preparing it again`);
+  }
 }
 
 /** 5 × the median of recent step times, within [floor, cap]; 3 × the floor before any step (warm-up). */

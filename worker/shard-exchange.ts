@@ -19,6 +19,8 @@ export interface ExchangeLinks {
   /** Sends one frame to a peer; the body may be reused once this returns (it is copied into the frame). */
   sendToPeer(peer: PeerSpec, message: SliceMessage | ShardMessage, body: Float32Array): void;
   sendToCoordinator(message: ReducedMessage): void;
+  /** Counts a frame refused when replayed from the early frames (the link counted the others). */
+  refused(problem: PeerFrameProblem): void;
 }
 
 /** Why a peer frame is refused (counted under these reasons in batchlab_rejected_messages_total). */
@@ -39,6 +41,8 @@ interface Early {
 export class ShardExchange {
   /** The step being computed (its weights are held), and its current attempt's plan. */
   private step = -1;
+  /** The last step applied here: frames of it or before are late. */
+  private lastCommitted = -1;
   private plan: ExchangePlan | null = null;
   /** This worker's shard index in the plan (-1: it computes but owns no shard). */
   private own = -1;
@@ -102,7 +106,10 @@ export class ShardExchange {
     for (const [id, grad] of [...this.grads].sort((a, b) => a[0] - b[0])) this.scatter(id, grad);
     const early = this.early;
     this.early = [];
-    for (const frame of early) this.receive(frame.from, frame.message, frame.body);
+    for (const frame of early) {
+      const problem = this.receive(frame.from, frame.message, frame.body);
+      if (problem) this.links.refused(problem);
+    }
   }
 
   /** A model-sized array to compute a gradient into (reused after a commit). */
@@ -126,7 +133,11 @@ export class ShardExchange {
   /** Takes a peer's frame; returns why it is refused, or null (used, or kept for a plan to come). */
   receive(from: number, message: SliceMessage | ShardMessage, body: Float32Array): PeerFrameProblem | null {
     const plan = this.plan;
-    if (message.step < this.step || (plan && message.step === this.step && message.attempt < plan.attempt))
+    if (
+      message.step <= this.lastCommitted ||
+      message.step < this.step ||
+      (plan && message.step === this.step && message.attempt < plan.attempt)
+    )
       return 'stale_step';
     if (!plan || message.step > this.step || message.attempt > plan.attempt) {
       if (this.early.length >= EARLY_LIMIT) return 'stale_step';
@@ -134,6 +145,8 @@ export class ShardExchange {
       return null;
     }
     if (message.shard >= plan.peers.length) return 'unassigned';
+    // A mean shard is believed only from its owner.
+    if (message.type === 'shard' && plan.peers[message.shard]!.workerId !== from) return 'unassigned';
     const length = plan.bounds[message.shard + 1]! - plan.bounds[message.shard]!;
     if (body.length !== length) return 'bad_shape';
     if (!allFinite(body)) return 'non_finite';
@@ -151,13 +164,19 @@ export class ShardExchange {
    */
   committed(): void {
     const step = this.step;
+    this.lastCommitted = Math.max(this.lastCommitted, step);
     this.forget();
     this.early = this.early.filter((frame) => frame.message.step > step);
   }
 
-  /** Forgets the step in progress (new weights from the coordinator); early frames wait for their plan. */
-  reset(): void {
+  /**
+   * Forgets the step in progress: new weights, those of `weightsStep`, came from the coordinator.
+   * Frames of earlier steps are late from now on; early frames of this one wait for their plan.
+   */
+  reset(weightsStep: number): void {
     this.forget();
+    this.lastCommitted = weightsStep - 1;
+    this.early = this.early.filter((frame) => frame.message.step > this.lastCommitted);
   }
 
   private forget(): void {

@@ -232,7 +232,7 @@ async function serve(
         // does not expect pongs before `ready`: the watchdog (armed by pings once heartbeatMs is
         // set) starts only once the worker can listen again.
         session.state = await prepare(message, options, session.datasets);
-        if (message.sharded) session.state.sharded = shardedState(session.state, message, session, send);
+        if (message.sharded) session.state.sharded = shardedState(session.state, message, session, send, metrics);
         heartbeatMs = message.heartbeatIntervalMs;
         feedWatchdog();
         encoder = new FrameEncoder(message.wireDtype ?? 'f32');
@@ -434,6 +434,7 @@ function shardedState(
   welcome: WelcomeMessage,
   session: Session,
   send: (message: Message) => Promise<void>,
+  metrics: WorkerMetrics,
 ): ShardedState {
   const spec = welcome.sharded!;
   if (!OPTIMIZER_NAMES.includes(spec.optimizer as OptimizerName))
@@ -448,6 +449,7 @@ function shardedState(
   const exchange = new ShardExchange(state.paramCount, {
     sendToPeer: (peer, message, body) => peers.links.send(peer, message, body),
     sendToCoordinator: (message) => void send(message),
+    refused: (problem) => metrics.rejected.inc({ reason: problem }),
   });
   peers.links.bind(welcome.runId, welcome.workerId, state.paramCount, (from, message, body) =>
     exchange.receive(from, message, body),
@@ -581,7 +583,7 @@ function loadWeights(state: RunState, work: WorkMessage, body: Float32Array | nu
     const { weights, state: optimizerState } = unpackState(body, work.state, state.paramCount);
     sharded.optimizer.loadState(optimizerState);
     sharded.weights.set(weights);
-    sharded.exchange.reset();
+    sharded.exchange.reset(work.weightsStep);
     writeWeights(state.gm.model, weights);
   } else {
     if (!body || body.length !== state.paramCount)

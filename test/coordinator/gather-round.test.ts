@@ -22,6 +22,7 @@ class RecordingReduction implements StepReduction {
     return true;
   }
   abandon(): void {}
+  retract(): void {}
   restart(): void {}
   workerLost(): boolean {
     return false;

@@ -48,6 +48,7 @@ async function node(id: number): Promise<Node> {
   const exchange = new ShardExchange(P, {
     sendToPeer: (peer, message, body) => links.send(peer, message, body),
     sendToCoordinator: (message) => resolve(message),
+    refused: (problem) => rejected.push(problem),
   });
   links.bind(RUN, id, P, (from, message, body) => exchange.receive(from, message, body));
   const n = { id, links, exchange, rejected, reduced };
@@ -230,6 +231,23 @@ describe('the sharded exchange over peer links', () => {
     expect(refused.length).toBeGreaterThan(100);
     expect([...new Set(refused)].sort()).toEqual(['bad_frame', 'bad_shape', 'non_finite', 'stale_step', 'unassigned']);
     expect(closedLinks).toBeGreaterThan(0);
+  });
+
+  it('refuses a late frame of a committed step, and a mean shard from a worker that does not own it', async () => {
+    const { workers, plan } = await threeWorkers();
+    const [w1] = workers as [Node, Node, Node];
+    w1.exchange.begin(5, plan, w1.id);
+    const len1 = bounds(plan, 1);
+    // Shard 1 belongs to worker 2: worker 3 cannot hand it out.
+    expect(w1.exchange.receive(3, { type: 'shard', step: 5, attempt: 0, shard: 1 }, new Float32Array(len1))).toBe(
+      'unassigned',
+    );
+    w1.exchange.committed();
+    // After the commit of step 5 a late slice of it is refused, not kept as early.
+    const late = { type: 'slice', step: 5, attempt: 0, shard: 0, microBatchId: 2 } as const;
+    expect(w1.exchange.receive(2, late, new Float32Array(bounds(plan, 0)))).toBe('stale_step');
+    // A slice of step 6 that comes before its plan is kept (null), for the plan to come.
+    expect(w1.exchange.receive(2, { ...late, step: 6 }, new Float32Array(bounds(plan, 0)))).toBeNull();
   });
 
   it('closes a link whose frame is larger than the limit (1009), counted as bad_frame', async () => {
