@@ -502,6 +502,16 @@ export const WORKER_TABLE = {
     help: 'address the peer server listens on',
     parse: (raw, name) => readText(raw, name) || undefined,
   },
+  'peer-tls-cert': {
+    kind: 'string',
+    help: 'PEM certificate of the peer server: peers then connect with wss:// (needed with a TLS coordinator)',
+    parse: (raw, name) => readText(raw, name),
+  },
+  'peer-tls-key': {
+    kind: 'string',
+    help: 'PEM private key of --peer-tls-cert',
+    parse: (raw, name) => readText(raw, name),
+  },
   'advertise-address': {
     kind: 'string',
     defaultText: '--peer-host',

@@ -146,12 +146,6 @@ export function parseCoordinatorSettings(raw: RawOptions): CoordinatorSettings {
   if (Boolean(tlsCert) !== Boolean(tlsKey)) {
     throw new OptionError(tlsCert ? 'tls-key' : 'tls-cert', '', 'both --tls-cert and --tls-key, or neither');
   }
-  if (tlsCert && training.reducer === 'sharded')
-    throw new OptionError(
-      'reducer',
-      'sharded',
-      'star when the coordinator serves TLS (peer links are plain ws:// so far)',
-    );
   return {
     ...training,
     host: read('host'),
@@ -159,6 +153,17 @@ export function parseCoordinatorSettings(raw: RawOptions): CoordinatorSettings {
     token: token || null,
     ...(tlsCert ? { tlsCert, tlsKey } : {}),
   };
+}
+
+/** --peer-tls-cert and --peer-tls-key come together or not at all. */
+function peerTls(cert: string | undefined, key: string | undefined): { peerTlsCert?: string; peerTlsKey?: string } {
+  if (Boolean(cert) !== Boolean(key))
+    throw new OptionError(
+      cert ? 'peer-tls-key' : 'peer-tls-cert',
+      '',
+      'both --peer-tls-cert and --peer-tls-key, or neither',
+    );
+  return cert && key ? { peerTlsCert: cert, peerTlsKey: key } : {};
 }
 
 /** The validated `local` configuration: training settings plus the worker processes to start. */
@@ -250,6 +255,7 @@ export function parseWorkerSettings(raw: RawOptions, env: NodeJS.ProcessEnv): Wo
     clientMask: read('client-mask'),
     maxMicroBatches: read('max-micro-batches') ?? null,
     peerPort: read('peer-port'),
+    ...peerTls(read('peer-tls-cert'), read('peer-tls-key')),
     ...keepGiven('peerHost', read('peer-host')),
     ...keepGiven('advertiseAddress', read('advertise-address')),
     debugSlowdown: read('debug-slowdown'),

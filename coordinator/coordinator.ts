@@ -82,6 +82,7 @@ function createReducer(
     optimizer: run.optimizer,
     startStep: run.progress.stepsDone,
     probeTimeoutMs: 10_000,
+    requirePeerTls: Boolean(options.tlsCert),
     stateTimeoutMs: 120_000,
     log,
   });

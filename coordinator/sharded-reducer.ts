@@ -30,6 +30,8 @@ export interface ShardedReducerOptions {
   startStep: number;
   /** How long a worker may take to open its peer links, and to send its state. */
   probeTimeoutMs: number;
+  /** The coordinator serves TLS: peer links must too (wss://), or the run falls back to the star. */
+  requirePeerTls: boolean;
   stateTimeoutMs: number;
   log: (line: string) => void;
   /** Called once when the run falls back to the star reducer, with why. */
@@ -186,6 +188,11 @@ export class ShardedReducer implements Reducer {
     for (const workerId of workers) {
       const address = membership.get(workerId)?.info.peerAddress;
       if (!address) return { problems: `worker ${workerId} has no peer server (an older batchlab?)`, answered: [] };
+      if (this.options.requirePeerTls && !address.startsWith('wss://'))
+        return {
+          problems: `worker ${workerId}'s peer server is plain ws:// while the coordinator serves TLS (give workers --peer-tls-cert and --peer-tls-key)`,
+          answered: [],
+        };
       peers.push({ workerId, address });
     }
     const answered: number[] = [];

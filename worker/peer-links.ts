@@ -4,7 +4,9 @@
 // on incoming ones. The first frame on a link is `peer-hello` naming the run and the sender;
 // after that only `slice` and `shard` frames are accepted, each validated like any other frame.
 
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -30,6 +32,10 @@ export type PeerFrameHandler = (
 
 export interface PeerLinksOptions {
   token: string | null;
+  /** PEM files of this worker's peer server: it serves wss:// (and advertises it). */
+  tls?: { cert: string; key: string };
+  /** PEM certificates to trust for peers' wss:// (the worker's --ca). */
+  ca?: string;
   clientMask: ClientMask;
   /** Counts refused frames and connections. */
   onReject: (reason: RejectReason, detail: string) => void;
@@ -65,22 +71,33 @@ export class PeerLinks {
     private readonly options: PeerLinksOptions,
     readonly port: number,
     http: Server,
+    private readonly ca: Buffer | undefined,
   ) {
     this.http = http;
     http.on('upgrade', this.onUpgrade);
   }
 
-  /** Starts the peer server on `host:port` (0: any free port). */
+  /** Starts the peer server on `host:port` (0: any free port); wss:// when `options.tls` is given. */
   static async listen(host: string, port: number, options: PeerLinksOptions): Promise<PeerLinks> {
-    const http = createServer((_req, res) => {
+    const answer = (_req: IncomingMessage, res: ServerResponse): void => {
       res.statusCode = 426;
       res.end('batchlab worker peer link: WebSocket only\n');
-    });
+    };
+    const http = options.tls
+      ? createHttpsServer({ cert: await readFile(options.tls.cert), key: await readFile(options.tls.key) }, answer)
+      : createServer(answer);
+    const ca = options.ca ? await readFile(options.ca) : undefined;
     const bound = await new Promise<number>((resolve, reject) => {
       http.once('error', reject);
       http.listen(port, host, () => resolve((http.address() as AddressInfo).port));
     });
-    return new PeerLinks(options, bound, http);
+    return new PeerLinks(options, bound, http, ca);
+  }
+
+  /** How peers reach this server: `wss://host:port` with TLS, else `host:port`. */
+  addressFor(host: string): string {
+    const hostPort = `${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+    return this.options.tls ? `wss://${hostPort}` : hostPort;
   }
 
   /** Accepts frames of run `runId` from now on; links of an earlier run are closed. */
@@ -143,9 +160,11 @@ export class PeerLinks {
     known?.socket.terminate();
     const run = this.run;
     if (!run) throw new ProtocolError('BAD_MESSAGE', 'peer link opened before the welcome');
-    const url = `ws://${peer.address}`;
+    // A peer with a TLS server advertises wss://host:port; a plain one host:port.
+    const url = peer.address.startsWith('wss://') ? peer.address : `ws://${peer.address}`;
     const socket = new WebSocket(url, {
       perMessageDeflate: false,
+      ...(this.ca ? { ca: this.ca } : {}),
       headers: this.options.token ? { authorization: authorizationHeader(this.options.token) } : {},
       ...(useZeroMask(this.options.clientMask, url) ? { generateMask: zeroMask } : {}),
     });

@@ -58,6 +58,9 @@ export interface WorkerConfig {
   peerPort: number;
   /** Address the peer server listens on; default: the local address of the coordinator connection. */
   peerHost?: string;
+  /** PEM certificate and key of the peer server (peers then use wss://). */
+  peerTlsCert?: string;
+  peerTlsKey?: string;
   /** Address peers reach this worker at; default: the peer host. */
   advertiseAddress?: string;
   /** >= 1: sleep (factor − 1) × compute time after each micro-batch, to test load balancing. */
@@ -166,6 +169,10 @@ async function startPeerLinks(
   const host = options.peerHost ?? local;
   const links = await PeerLinks.listen(host, options.peerPort ?? 0, {
     token: options.token,
+    ...(options.peerTlsCert && options.peerTlsKey
+      ? { tls: { cert: options.peerTlsCert, key: options.peerTlsKey } }
+      : {}),
+    ...(options.ca ? { ca: options.ca } : {}),
     clientMask: options.clientMask ?? 'auto',
     onReject: (reason) => metrics.rejected.inc({ reason }),
     onBytes: (peer, direction, bytes) => metrics.peerBytes.inc({ peer: String(peer), direction }, bytes),
@@ -174,8 +181,8 @@ async function startPeerLinks(
   });
   // A wildcard listen address is no address to give peers: then the one the coordinator sees is.
   const advertised = options.advertiseAddress ?? (host === '0.0.0.0' || host === '::' ? local : host);
-  const address = `${advertised.includes(':') ? `[${advertised}]` : advertised}:${links.port}`;
-  options.log(`peer server on ${host}:${links.port}, advertised as ${address}`);
+  const address = links.addressFor(advertised);
+  options.log(`peer server on ${host}:${links.port}${options.peerTlsCert ? ' (TLS)' : ''}, advertised as ${address}`);
   return { links, address };
 }
 

@@ -40,12 +40,17 @@ describe('option validation (in process)', () => {
     expect(() => parseTrainingSettings(raw)).toThrow(message);
   });
 
-  it('refuses --reducer sharded on a coordinator that serves TLS, naming why', () => {
+  it("takes --reducer sharded on a TLS coordinator, and a worker's peer certificate only with its key", () => {
     const raw = { reducer: 'sharded', token: 't', 'tls-cert': 'c.pem', 'tls-key': 'k.pem' };
-    expect(() => parseCoordinatorSettings(raw)).toThrow(
-      /--reducer: got "sharded"; expected star when the coordinator serves TLS/,
+    expect(parseCoordinatorSettings(raw).reducer).toBe('sharded');
+    const worker = { connect: 'wss://h:7070' };
+    expect(parseWorkerSettings({ ...worker, 'peer-tls-cert': 'c.pem', 'peer-tls-key': 'k.pem' }, {})).toMatchObject({
+      peerTlsCert: 'c.pem',
+      peerTlsKey: 'k.pem',
+    });
+    expect(() => parseWorkerSettings({ ...worker, 'peer-tls-cert': 'c.pem' }, {})).toThrow(
+      /--peer-tls-key: .*expected both --peer-tls-cert and --peer-tls-key, or neither/,
     );
-    expect(parseCoordinatorSettings({ ...raw, reducer: 'star' }).reducer).toBe('star');
   });
 
   it('fills defaults that train on the embedded data', () => {

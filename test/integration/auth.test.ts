@@ -203,7 +203,46 @@ describe('coordinator authentication', () => {
       expect(trusting.code, trusting.stderr).toBe(0);
       expect(await coordinator.exit).toBe(0);
       expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({ steps: 5, samples: 5 * 32 });
+
+      // The sharded reducer under TLS: workers with a peer certificate exchange over wss://; a
+      // worker without one makes the run fall back to the star, which the coordinator's TLS covers.
+      for (const [tag, peerTls, reducer] of [
+        ['wss-peers', ['--peer-tls-cert', cert, '--peer-tls-key', key], 'sharded'],
+        ['plain-peers', [], 'star'],
+      ] as const) {
+        const tagReport = join(dir, `${tag}.json`);
+        const sharded = startCoordinator([
+          ...['--token', 's3cret', '--steps', '5', '--reducer', 'sharded', '--min-workers', '2'],
+          ...['--report', tagReport, '--tls-cert', cert, '--tls-key', key],
+        ]);
+        const shardedPort = Number((await waitForOutput(sharded.child, /listening on wss:\/\/127\.0\.0\.1:(\d+)/))[1]);
+        const workers = [1, 2].map(() =>
+          runCli(
+            [
+              'worker',
+              '--connect',
+              `wss://127.0.0.1:${shardedPort}`,
+              '--ca',
+              cert,
+              '--metrics-port',
+              'off',
+              ...peerTls,
+            ],
+            { BATCHLAB_TOKEN: 's3cret' },
+          ),
+        );
+        for (const w of await Promise.all(workers)) expect(w.code, w.stderr).toBe(0);
+        expect(await sharded.exit, sharded.output()).toBe(0);
+        expect(JSON.parse(readFileSync(tagReport, 'utf8')), tag).toMatchObject({ steps: 5, reducer });
+        if (reducer === 'sharded')
+          for (const w of await Promise.all(workers))
+            expect(w.stderr).toMatch(/advertised as wss:\/\/127\.0\.0\.1:\d+/);
+        else
+          expect(sharded.output()).toMatch(
+            /peer server is plain ws:\/\/ while the coordinator serves TLS[^\n]*falling back to the star reducer/,
+          );
+      }
     },
-    120_000,
+    180_000,
   );
 });
