@@ -11,7 +11,7 @@ import { predictedEfficiency, predictedThroughput, starStep, type StepModelInput
 import { runPeer, type PeerResult } from '../bench/peer.js';
 import { benchReduce, type ReduceResult } from '../bench/reduce.js';
 import { benchBalance, benchScaling, measureRun, type BalancePoint, type ScalingPoint } from '../bench/scaling.js';
-import { DEFAULT_MLP_PARAMS } from '../bench/support.js';
+import { DEFAULT_MLP_PARAMS, median } from '../bench/support.js';
 import { benchTransport, type TransportResult } from '../bench/transport.js';
 import type { ReducerName } from '../coordinator/reducer.js';
 import { measuredScalingEfficiency } from '../shared/efficiency.js';
@@ -79,12 +79,6 @@ export interface ModelCheck {
 
 /** Interleaved pairs per B in the comparison with DDP: this machine swings by ±25 points between runs. */
 const PAIRS = 5;
-
-const median = (values: readonly number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
 
 /**
  * The sharded reducer and DDP at B with 2 workers, alternating which goes first, `pairs` times;

@@ -5,7 +5,7 @@
 import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { isAuthorized } from '../shared/auth.js';
+import { isAuthorized, refuseUpgrade } from '../shared/auth.js';
 import { decodeFrame, encodeFrame, FrameEncoder, type WireDtype } from '../shared/codec.js';
 import { BatchlabError, closeCodeFor, describeError, ProtocolError } from '../shared/errors.js';
 import { PROTOCOL_VERSION, type HelloMessage, type Message, type WelcomeMessage } from '../shared/protocol.js';
@@ -106,8 +106,7 @@ export class WorkerServer {
     if (this.closed || (this.options.token !== null && !isAuthorized(request, this.options.token))) {
       const from = request.socket.remoteAddress ?? 'an unknown address';
       const why = this.closed ? '503 Service Unavailable' : '401 Unauthorized';
-      socket.write(`HTTP/1.1 ${why}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      socket.destroy();
+      refuseUpgrade(socket, why);
       if (!this.closed) {
         this.options.log(`refused a connection from ${from}: missing or wrong token`);
         this.membership.reject('auth', from);

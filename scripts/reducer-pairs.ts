@@ -5,15 +5,11 @@
 //   npm run build && node dist/scripts/reducer-pairs.js [pairs=5]
 
 import { measureRun, type RunMeasurement } from '../bench/scaling.js';
+import { median } from '../bench/support.js';
 import type { ReducerName } from '../coordinator/reducer.js';
 import { parseLocalSettings } from '../cli/options.js';
 
 const pairs = Number(process.argv[2] ?? 5);
-const median = (values: readonly number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
 const rate = (n: number): string => Math.round(n).toLocaleString('en-US');
 
 for (const b of [64, 512]) {

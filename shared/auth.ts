@@ -3,6 +3,7 @@
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 
 /** A fresh random token (for `batchlab local`). */
 export function generateToken(): string {
@@ -25,4 +26,10 @@ export function isAuthorized(request: IncomingMessage, token: string): boolean {
   const a = createHash('sha256').update(presented).digest();
   const b = createHash('sha256').update(token).digest();
   return timingSafeEqual(a, b) && presented.length > 0;
+}
+
+/** Answers an HTTP upgrade with `status` (e.g. '401 Unauthorized') and closes it: no WebSocket is made. */
+export function refuseUpgrade(socket: Duplex, status: string): void {
+  socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  socket.destroy();
 }

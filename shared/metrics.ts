@@ -197,16 +197,19 @@ export function defineCoordinatorMetrics(registry: Registry, config: Coordinator
       labelNames: ['reason'] as const,
       registers,
     }),
-    rejected: new Counter({
-      name: 'batchlab_rejected_messages_total',
-      help: 'Refused frames, replies and connections, by reason (auth, bad_frame, stale_step, unassigned, duplicate, non_finite, ...).',
-      labelNames: ['reason'] as const,
+    rejected: rejectedCounter(
       registers,
-    }),
+      'Refused frames, replies and connections, by reason (auth, bad_frame, stale_step, unassigned, duplicate, non_finite, ...).',
+    ),
   };
 }
 
 export type CoordinatorMetrics = ReturnType<typeof defineCoordinatorMetrics>;
+
+/** `batchlab_rejected_messages_total{reason}`: the coordinator's refusals, or a worker's on its peer links. */
+function rejectedCounter(registers: Registry[], help: string): Counter<'reason'> {
+  return new Counter({ name: 'batchlab_rejected_messages_total', help, labelNames: ['reason'] as const, registers });
+}
 
 /** A worker process's metrics. */
 export function defineWorkerMetrics(registry: Registry, config: { backend: string; device: string }) {
@@ -254,12 +257,7 @@ export function defineWorkerMetrics(registry: Registry, config: { backend: strin
       labelNames: ['peer'] as const,
       registers,
     }),
-    rejected: new Counter({
-      name: 'batchlab_rejected_messages_total',
-      help: 'Peer frames or connections this worker refused, by reason.',
-      labelNames: ['reason'] as const,
-      registers,
-    }),
+    rejected: rejectedCounter(registers, 'Peer frames or connections this worker refused, by reason.'),
   };
 }
 

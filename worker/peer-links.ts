@@ -10,8 +10,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
-import { authorizationHeader, isAuthorized } from '../shared/auth.js';
-import { decodeFrame, encodeFrame } from '../shared/codec.js';
+import { authorizationHeader, isAuthorized, refuseUpgrade } from '../shared/auth.js';
+import { decodeFrame, encodeFrame, FrameEncoder } from '../shared/codec.js';
 import { BatchlabError, closeCodeFor, ProtocolError } from '../shared/errors.js';
 import {
   PROTOCOL_VERSION,
@@ -66,6 +66,7 @@ export class PeerLinks {
   private run: RunBinding | null = null;
   private readonly outgoing = new Map<number, OutgoingLink>();
   private readonly incoming = new Set<WebSocket>();
+  private readonly encoder = new FrameEncoder('f32');
 
   private constructor(
     private readonly options: PeerLinksOptions,
@@ -114,14 +115,18 @@ export class PeerLinks {
   /** Sends one frame to `peer` on this worker's outgoing link, opening it on first use. */
   send(peer: PeerSpec, message: Message, body: Float32Array | null): void {
     const link = this.linkTo(peer);
-    const frame = encodeFrame(message, body);
+    // Slices and shards are encoded into reused buffers, as the coordinator's frames are.
+    const pooled = this.encoder.encode(message, body);
+    const frame = pooled.bytes;
     this.options.onBytes(peer.workerId, 'out', frame.length);
     const t0 = performance.now();
     const done = (error?: Error): void => {
+      pooled.release();
       if (!error) this.options.onSendSeconds(peer.workerId, (performance.now() - t0) / 1000);
     };
     if (link.queue) link.queue.push({ frame, done });
     else if (link.socket.readyState === WebSocket.OPEN) link.socket.send(frame, { binary: true }, done);
+    else pooled.release();
   }
 
   /** Opens links to `peers` that have none and waits until each is open; returns those that failed, with why. */
@@ -194,8 +199,7 @@ export class PeerLinks {
   private readonly onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const from = request.socket.remoteAddress ?? 'an unknown address';
     const refuse = (status: string, reason: RejectReason | null): void => {
-      socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      socket.destroy();
+      refuseUpgrade(socket, status);
       if (reason) {
         this.options.log(`refused a peer link from ${from}: missing or wrong token`);
         this.options.onReject(reason, from);

@@ -51,6 +51,8 @@ export class ShardExchange {
   private readonly sums = new Map<number, OrderedSum>();
   private sum: OrderedSum | null = null;
   private readonly sliced = new Set<number>();
+  /** Samples of each micro-batch of the plan, by id (looked up once per received slice). */
+  private samplesById = new Map<number, number>();
   private readonly shardsIn = new Set<number>();
   private complete = false;
   private early: Early[] = [];
@@ -91,6 +93,7 @@ export class ShardExchange {
     this.plan = plan;
     this.own = plan.peers.findIndex((p) => p.workerId === selfId);
     this.sliced.clear();
+    this.samplesById = new Map(plan.microBatches.map((m) => [m.id, m.end - m.start]));
     this.shardsIn.clear();
     this.complete = false;
     this.startedMs = performance.now();
@@ -199,11 +202,12 @@ export class ShardExchange {
   private foldSlice(message: SliceMessage, body: Float32Array): PeerFrameProblem | null {
     const plan = this.plan!;
     if (message.shard !== this.own || !this.sum) return 'unassigned';
-    const spec = plan.microBatches.find((m) => m.id === message.microBatchId);
-    if (!spec) return 'unassigned';
-    if (this.sliced.has(spec.id)) return 'duplicate';
-    this.sliced.add(spec.id);
-    this.sum.add(spec.id, body, spec.end - spec.start);
+    const id = message.microBatchId;
+    const samples = this.samplesById.get(id);
+    if (samples === undefined) return 'unassigned';
+    if (this.sliced.has(id)) return 'duplicate';
+    this.sliced.add(id);
+    this.sum.add(id, body, samples);
     if (!this.sum.isComplete) return null;
     this.ownDoneMs = performance.now();
     const { meanGrad } = this.sum.finish();
