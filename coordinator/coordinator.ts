@@ -31,41 +31,58 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
   const run = await prepareRun(options, hooks.log);
   try {
     await using servers = await startServers(options, run, hooks);
-    const reducer = createReducer(options, run, servers, hooks.log);
-    servers.reportReducer(() => reducer.name);
-    const totals = new RunTotals(run.steps);
-    const target = new TargetTracker({ accuracy: options.targetAccuracy, loss: options.targetLoss });
-    const trace = options.trace ? new TraceRecorder(`batchlab run ${run.runId}`) : null;
-    servers.membership.on('joined', (worker) => trace?.nameWorker(worker.workerId, worker.info.name));
-    const observer = combineObservers([totals, target, servers.metrics, trace, hooks.observer]);
-    servers.membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
-    const resumedFrom = { ...run.progress };
-    const writeCheckpoint = (at: TrainingProgress): Promise<void> => checkpoint(options, run, reducer, at, hooks.log);
-    const evaluate = (weights: Float32Array): Evaluation => evaluateTimed(run, weights, totals, trace);
-    const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
-    const outcome = await trainSavingOnAbort(parts, writeCheckpoint, hooks.signal);
-    if (options.checkpointDir) await writeCheckpoint(run.progress);
-    // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
-    writeWeights(run.model, await reducer.weights());
-    const report = buildReport(options, run, {
-      outcome,
-      resumedFrom,
-      totals,
-      target,
-      startedAtMs,
-      reducer: reducer.name,
-    });
-    if (target.isSet)
-      hooks.log(
-        target.reached
-          ? `target reached after ${target.stepsToTarget} steps`
-          : `target not reached in ${outcome.stepsDone} steps`,
-      );
-    await writeOutputs(options, run, report, trace, hooks.log);
-    return report;
+    try {
+      return await trainAndFinish(options, run, servers, hooks, startedAtMs);
+    } catch (error) {
+      // The workers are told the run failed (and exit non-zero), not that it finished.
+      servers.fail(error);
+      throw error;
+    }
   } finally {
     run.model.dispose();
   }
+}
+
+/** Trains, writes the last checkpoint, builds the report and writes the outputs. */
+async function trainAndFinish(
+  options: CoordinatorOptions,
+  run: PreparedRun,
+  servers: RunServers,
+  hooks: CoordinatorHooks,
+  startedAtMs: number,
+): Promise<RunReport> {
+  const reducer = createReducer(options, run, servers, hooks.log);
+  servers.reportReducer(() => reducer.name);
+  const totals = new RunTotals(run.steps);
+  const target = new TargetTracker({ accuracy: options.targetAccuracy, loss: options.targetLoss });
+  const trace = options.trace ? new TraceRecorder(`batchlab run ${run.runId}`) : null;
+  servers.membership.on('joined', (worker) => trace?.nameWorker(worker.workerId, worker.info.name));
+  const observer = combineObservers([totals, target, servers.metrics, trace, hooks.observer]);
+  servers.membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
+  const resumedFrom = { ...run.progress };
+  const writeCheckpoint = (at: TrainingProgress): Promise<void> => checkpoint(options, run, reducer, at, hooks.log);
+  const evaluate = (weights: Float32Array): Evaluation => evaluateTimed(run, weights, totals, trace);
+  const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
+  const outcome = await trainSavingOnAbort(parts, writeCheckpoint, hooks.signal);
+  if (options.checkpointDir) await writeCheckpoint(run.progress);
+  // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
+  writeWeights(run.model, await reducer.weights());
+  const report = buildReport(options, run, {
+    outcome,
+    resumedFrom,
+    totals,
+    target,
+    startedAtMs,
+    reducer: reducer.name,
+  });
+  if (target.isSet)
+    hooks.log(
+      target.reached
+        ? `target reached after ${target.stepsToTarget} steps`
+        : `target not reached in ${outcome.stepsDone} steps`,
+    );
+  await writeOutputs(options, run, report, trace, hooks.log);
+  return report;
 }
 
 /** The reducer `--reducer` names; the sharded one falls back to the star when workers cannot reach each other. */

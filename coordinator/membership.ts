@@ -89,11 +89,11 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.gradientHandler = handler;
   }
 
-  /** Tells every worker to exit with `reason`; no loss is reported after this. Idempotent. */
-  async close(reason: string): Promise<void> {
+  /** Tells every worker to exit with `reason` (and `code` when the run failed); no loss is reported after this. Idempotent. */
+  async close(reason: string, code?: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all(this.readyWorkers().map((w) => w.shutdown(reason)));
+    await Promise.all(this.readyWorkers().map((w) => w.shutdown(reason, code)));
   }
 
   private emitSafely<K extends keyof MembershipEvents>(event: K, ...args: MembershipEvents[K]): void {

@@ -8,6 +8,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { describeDataset } from '../shared/data/index.js';
+import { BatchlabError, INTERNAL_ERROR_CODE } from '../shared/errors.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
 import { createRegistry } from '../shared/metrics.js';
 import { PROTOCOL_VERSION, type WelcomeMessage } from '../shared/protocol.js';
@@ -23,6 +24,8 @@ export interface RunServers extends AsyncDisposable {
   metrics: CoordinatorMetricsObserver;
   /** Tells the metrics which reducer is in use (it can change when sharded falls back to star). */
   reportReducer(name: () => string): void;
+  /** The run failed with `error`: on disposal workers are told so (with its code) instead of "run finished". */
+  fail(error: unknown): void;
 }
 
 /** Starts listening; the returned object stops everything (telling workers why) when disposed. */
@@ -45,8 +48,17 @@ export async function startServers(
   const workerServer = new WorkerServer(http, membership, workerServerOptions(options, run, metrics, log));
   warnOnUnequalChunks(membership, options.microBatch, log);
   let metricsServer: MetricsServer | null = null;
+  let failure: { reason: string; code: string } | null = null;
+  const fail = (error: unknown): void => {
+    failure ??= {
+      reason: `run did not complete: ${error instanceof Error ? error.message : String(error)}`,
+      code: error instanceof BatchlabError ? error.code : INTERNAL_ERROR_CODE,
+    };
+  };
   const dispose = async (): Promise<void> => {
-    await workerServer.close(hooks.signal?.aborted ? 'coordinator interrupted' : 'run finished');
+    if (!failure && hooks.signal?.aborted) fail(hooks.signal.reason);
+    if (failure) await workerServer.close(failure.reason, failure.code);
+    else await workerServer.close('run finished');
     await new Promise<void>((resolve) => {
       http.closeAllConnections();
       http.close(() => resolve());
@@ -76,7 +88,7 @@ export async function startServers(
     const reportReducer = (name: () => string): void => {
       reducerName = name;
     };
-    return { membership, metrics, reportReducer, [Symbol.asyncDispose]: dispose };
+    return { membership, metrics, reportReducer, fail, [Symbol.asyncDispose]: dispose };
   } catch (error) {
     await dispose();
     throw error;

@@ -3,7 +3,7 @@
 
 import type { WebSocket } from 'ws';
 import type { FrameEncoder } from '../shared/codec.js';
-import type { Message } from '../shared/protocol.js';
+import type { Message, ShutdownMessage } from '../shared/protocol.js';
 import type { WorkerChannel, WorkerInfo } from './worker-channel.js';
 
 /** How long a worker has to close its end after a shutdown before the socket is terminated. */
@@ -43,9 +43,14 @@ export class WebSocketChannel implements WorkerChannel {
     this.socket.terminate();
   }
 
-  shutdown(reason: string): Promise<void> {
-    return shutdownSocket(this.socket, reason, () => this.send({ type: 'shutdown', reason }));
+  shutdown(reason: string, code?: string): Promise<void> {
+    return shutdownSocket(this.socket, reason, () => this.send(shutdownMessage(reason, code)));
   }
+}
+
+/** The `shutdown` frame: `code` only when the run did not complete. */
+export function shutdownMessage(reason: string, code?: string): ShutdownMessage {
+  return code === undefined ? { type: 'shutdown', reason } : { type: 'shutdown', reason, code };
 }
 
 /** Sends the shutdown (via `sendShutdown`), closes, and terminates after a grace period. */

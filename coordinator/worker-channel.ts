@@ -28,5 +28,5 @@ export interface WorkerChannel {
    */
   send(message: Message, body?: Float32Array | null, bodyKey?: number): boolean;
   /** Tells the worker to exit with `reason` and ends the connection; idempotent. */
-  shutdown(reason: string): Promise<void>;
+  shutdown(reason: string, code?: string): Promise<void>;
 }

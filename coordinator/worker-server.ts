@@ -12,7 +12,7 @@ import { PROTOCOL_VERSION, type HelloMessage, type Message, type WelcomeMessage 
 import { rejectReasonForError } from '../shared/reasons.js';
 import type { Membership, ReducerReply } from './membership.js';
 import type { WorkerChannel } from './worker-channel.js';
-import { shutdownSocket, WebSocketChannel } from './websocket-channel.js';
+import { shutdownMessage, shutdownSocket, WebSocketChannel } from './websocket-channel.js';
 
 export interface WorkerServerOptions {
   token: string | null;
@@ -65,7 +65,7 @@ export class WorkerServer {
   }
 
   /** Tells every worker (joined or still loading) to exit, then closes the server. Idempotent. */
-  async close(reason: string): Promise<void> {
+  async close(reason: string, code?: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeat);
@@ -74,9 +74,9 @@ export class WorkerServer {
     // is not joined (frames are ignored once closed).
     const pending = [...this.connections].filter((c) => !c.ready);
     await Promise.all([
-      this.membership.close(reason),
+      this.membership.close(reason, code),
       ...pending.map((c) =>
-        shutdownSocket(c.socket, reason, () => this.sendRaw(c.socket, { type: 'shutdown', reason })),
+        shutdownSocket(c.socket, reason, () => this.sendRaw(c.socket, shutdownMessage(reason, code))),
       ),
     ]);
     this.wss.close();

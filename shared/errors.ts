@@ -92,6 +92,14 @@ export function exitCodeFor(error: unknown): number {
   return error instanceof BatchlabError ? EXIT_CODES[error.recovery] : 1;
 }
 
+/** The code a `shutdown` carries when the coordinator failed with an error that has none (a crash). */
+export const INTERNAL_ERROR_CODE = 'INTERNAL';
+
+/** Exit code for a code received over the wire: its recovery's, or 1 for a code this version does not know. */
+export function exitCodeForCode(code: string): number {
+  return Object.hasOwn(RECOVERY, code) ? EXIT_CODES[RECOVERY[code as ErrorCode]] : 1;
+}
+
 /** WebSocket close code (4000–4999 is the application range) for an error that ends a connection. */
 export function closeCodeFor(code: ErrorCode): number {
   const codes: Partial<Record<ErrorCode, number>> = {

@@ -209,10 +209,15 @@ export interface ErrorMessage {
   message: string;
 }
 
-/** Coordinator → worker: the run is over (or the coordinator is stopping); exit cleanly. */
+/**
+ * Coordinator → worker: the run is over; exit. Without `code` the run completed (the worker
+ * exits 0); with it, the run failed or was interrupted with that error code, and the worker
+ * exits non-zero (the code's exit status), so a Job or batch script records the failure.
+ */
 export interface ShutdownMessage {
   type: 'shutdown';
   reason: string;
+  code?: string;
 }
 
 export type Message =
@@ -478,7 +483,11 @@ export function validateMessage(raw: unknown): Message {
     case 'error':
       return { type, code: str(o, type, 'code', 64), message: str(o, type, 'message', 4096) };
     case 'shutdown':
-      return { type, reason: str(o, type, 'reason', 1024) };
+      return {
+        type,
+        reason: str(o, type, 'reason', 1024),
+        ...(o.code === undefined ? {} : { code: str(o, type, 'code', 64) }),
+      };
     case 'reduced':
       return {
         type,

@@ -13,7 +13,14 @@ import { decodeFrame, encodeFrame, FrameEncoder, type BodyFrame, type PooledFram
 import { useZeroMask, zeroMask, type ClientMask } from '../shared/transport.js';
 import { gatherSamples, type Dataset, type DatasetName } from '../shared/data/dataset.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
-import { BatchlabError, closeCodeFor, describeError, exitCodeFor, ProtocolError } from '../shared/errors.js';
+import {
+  BatchlabError,
+  closeCodeFor,
+  describeError,
+  exitCodeFor,
+  exitCodeForCode,
+  ProtocolError,
+} from '../shared/errors.js';
 import { modelFromTopology } from '../shared/models/index.js';
 import {
   createOptimizer,
@@ -91,10 +98,14 @@ interface ShardedState {
 
 /** How a connection ended. */
 type Ending =
-  { kind: 'shutdown' } | { kind: 'stopped' } | { kind: 'refused'; error: unknown } | { kind: 'lost'; why: string };
+  | { kind: 'shutdown'; code?: string }
+  | { kind: 'stopped' }
+  | { kind: 'refused'; error: unknown }
+  | { kind: 'lost'; why: string };
 
 /**
- * Runs until the coordinator says shutdown (exit 0), a signal stops the worker (exit 0), or the
+ * Runs until the coordinator says shutdown (exit 0 when the run completed; when it failed or was
+ * interrupted, the exit status of the code it sent), a signal stops the worker (exit 0), or the
  * coordinator cannot be reached for `connectTimeoutMs` (exit 5). A lost connection is retried
  * with backoff and jitter, so workers ride out a coordinator restart. A refusal (bad token,
  * version, dataset) is final (exit 3).
@@ -132,6 +143,7 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
       session.peers ??= await startPeerLinks(socket, options, metrics);
       const ending = await serve(socket, options, choice, metrics, metricsServer?.port, session);
       session.socket = null;
+      if (ending.kind === 'shutdown' && ending.code !== undefined) return exitCodeForCode(ending.code);
       if (ending.kind === 'shutdown' || ending.kind === 'stopped') return 0;
       if (ending.kind === 'refused') return exitCodeFor(ending.error) || 3;
       log(`connection lost (${ending.why}); reconnecting for up to ${Math.round(options.connectTimeoutMs / 1000)} s`);
@@ -276,8 +288,8 @@ async function serve(
         return;
       }
       case 'shutdown':
-        ending = { kind: 'shutdown' };
-        log(`coordinator says: ${message.reason}`);
+        ending = message.code === undefined ? { kind: 'shutdown' } : { kind: 'shutdown', code: message.code };
+        log(`coordinator says: ${message.code === undefined ? '' : `[${message.code}] `}${message.reason}`);
         socket.close(1000, 'bye');
         return;
       case 'error':

@@ -69,7 +69,7 @@ beforeAll(async () => {
   reference = readSavedWeights(join(dir, 'reference'));
 }, 180_000);
 
-function startCoordinator(tag: string, extra: string[], port = 0) {
+function startCoordinator(tag: string, extra: string[], port = 0, job = JOB) {
   const child = startCli([
     'coordinator',
     '--host',
@@ -80,7 +80,7 @@ function startCoordinator(tag: string, extra: string[], port = 0) {
     TOKEN,
     '--heartbeat-interval',
     '1',
-    ...JOB,
+    ...job,
     '--report',
     join(dir, `${tag}.json`),
     '--save-model',
@@ -205,8 +205,9 @@ describe.each(['star', 'sharded'] as const)('resilience with the %s reducer', (r
     const written = Number((first.output().match(/checkpoint at step (\d+) written/) ?? [])[1]);
     expect(written, first.output().slice(-3000)).toBeGreaterThanOrEqual(20);
     expect(existsSync(join(checkpoints, 'checkpoint.batchlab'))).toBe(true);
-    expect(await w.exit).toBe(0);
-    expect(w.output()).toMatch(/coordinator says: coordinator interrupted/);
+    // The run did not complete: the worker says why and exits as the coordinator did.
+    expect(await w.exit).toBe(130);
+    expect(w.output()).toMatch(/coordinator says: \[INTERRUPTED\] run did not complete: interrupted by SIGTERM/);
 
     const second = coordinator(`sigterm-${reducer}`, ['--checkpoint-dir', checkpoints, '--resume']);
     const port2 = await portOf(second.output);
@@ -238,6 +239,18 @@ describe('resilience', () => {
     expectUndisturbedResult('fallback');
     expect(await unreachable.exit).toBe(0);
   }, 180_000);
+
+  it('tells its workers when a run fails, and they exit non-zero with its reason instead of 0', async () => {
+    // SGD at lr 90 diverges within a few steps: the run stops with NON_FINITE (exit 5).
+    const c = startCoordinator('diverged', ['--lr', '90'], 0, jobWith({ '--optimizer': 'sgd' }));
+    const port = await portOf(c.output);
+    const w = worker(port, 'only');
+    expect(await c.exit, c.output().slice(-3000)).toBe(5);
+    expect(c.output()).toMatch(/\[NON_FINITE\]/);
+    expect(await w.exit, w.output().slice(-3000)).toBe(5);
+    expect(w.output()).toMatch(/coordinator says: \[NON_FINITE\] run did not complete: /);
+    expect(w.output()).not.toMatch(/run finished/);
+  }, 120_000);
 
   it('refuses to resume from a checkpoint of a different run, naming what differs', { timeout: 120_000 }, async () => {
     // A checkpoint of this job, written at the end of a short run.

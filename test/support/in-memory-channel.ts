@@ -63,7 +63,7 @@ export class InMemoryChannel implements WorkerChannel {
     return true;
   }
 
-  shutdown(reason: string): Promise<void> {
+  shutdown(reason: string, _code?: string): Promise<void> {
     this.isOpen = false;
     this.shutdownReason = reason;
     return Promise.resolve();
