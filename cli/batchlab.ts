@@ -8,6 +8,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
 import { interruptOnSignals } from './interrupt.js';
 import {
   BENCH_OPTIONS,
@@ -93,7 +94,15 @@ try {
         execute(async () => {
           const settings = parseSweepSettings(argv);
           const { runSweep } = await import('./sweep.js');
-          const { writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
+          const { sweepCsvPath, writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
+          await checkOutputPaths(
+            givenOutputs([
+              ['report', settings.report, 'file'],
+              ['report', settings.report && sweepCsvPath(settings.report), 'file'],
+              ['html', settings.html, 'file'],
+              ['targets-file', settings.targetsFile, 'file'],
+            ]),
+          );
           const report = await runSweep(settings, commandLine, process.stderr);
           if (settings.report)
             process.stderr.write(
@@ -126,6 +135,7 @@ try {
         execute(async () => {
           const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
           const settings = parseBenchSettings(argv);
+          await checkOutputPaths(givenOutputs([['json', settings.json, 'file']]));
           const report = await runBench(
             settings,
             (line) => process.stderr.write(`${line}\n`),

@@ -51,9 +51,14 @@ export function sweepCsv(report: SweepReport): string {
 }
 
 /** Writes `report` to `path` as JSON and the CSV beside it (same name, .csv). Returns the CSV path. */
+/** The CSV written beside the sweep's JSON report: FILE.json → FILE.csv. */
+export function sweepCsvPath(reportPath: string): string {
+  return reportPath.replace(/\.json$/i, '') + '.csv';
+}
+
 export async function writeSweepReport(path: string, report: SweepReport): Promise<string> {
   await writeAtomically(path, `${JSON.stringify(report, null, 2)}\n`);
-  const csvPath = path.replace(/\.json$/i, '') + '.csv';
+  const csvPath = sweepCsvPath(path);
   await writeAtomically(csvPath, sweepCsv(report));
   return csvPath;
 }

@@ -4,6 +4,7 @@
 
 import { performance } from 'node:perf_hooks';
 import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
+import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
 import { writeWeights } from '../shared/param-layout.js';
 import { saveCheckpoint } from './checkpoint.js';
 import type { PreparedRun } from './prepare-run.js';
@@ -28,6 +29,16 @@ const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);
 /** Runs a whole training job as the coordinator and returns its report. */
 export async function runCoordinator(options: CoordinatorOptions, hooks: CoordinatorHooks): Promise<RunReport> {
   const startedAtMs = performance.now();
+  // Before the data loads: an output that cannot be written would otherwise fail only at the end.
+  await checkOutputPaths(
+    givenOutputs([
+      ['save-model', options.saveModel, 'directory'],
+      ['report', options.report, 'file'],
+      ['trace', options.trace, 'file'],
+      ['targets-file', options.targetsFile, 'file'],
+      ['checkpoint-dir', options.checkpointDir, 'directory'],
+    ]),
+  );
   const run = await prepareRun(options, hooks.log);
   try {
     await using servers = await startServers(options, run, hooks);
