@@ -138,6 +138,7 @@ function welcomeFor(workerId: number, options: CoordinatorOptions, run: Prepared
       trainCount: dataset.train.count,
       testCount: dataset.test.count,
       fingerprint: dataset.fingerprint,
+      files: dataset.files.map(({ name, sha256 }) => ({ name, sha256 })),
       ...(options.dataset === 'synthetic'
         ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count }
         : {}),
