@@ -16,7 +16,7 @@ const CACHE_VERSION = 1;
 /** The cache directory: `$XDG_CACHE_HOME/batchlab`, else `~/.cache/batchlab`; null without a home. */
 export function dataCacheDir(env: NodeJS.ProcessEnv = process.env): string | null {
   if (env.XDG_CACHE_HOME) return join(resolve(env.XDG_CACHE_HOME), 'batchlab');
-  let home = '';
+  let home: string;
   try {
     home = homedir();
   } catch {
