@@ -334,10 +334,19 @@ const COORDINATOR_PORT = {
   parse: (raw, name) => readPort(raw, name),
 } as const satisfies OptionSpec<number>;
 
+/** Where a coordinator listens without --host: every interface, or only loopback with --insecure. */
+export const DEFAULT_HOST = '0.0.0.0';
+export const INSECURE_HOST = '127.0.0.1';
+
 /** `coordinator`: the training options and how workers reach it. */
 export const COORDINATOR_TABLE = {
   ...TRAINING_TABLE,
-  host: { kind: 'string', default: '0.0.0.0', help: 'address to listen on', parse: (raw, name) => readText(raw, name) },
+  host: {
+    kind: 'string',
+    defaultText: `${DEFAULT_HOST}, or ${INSECURE_HOST} with --insecure`,
+    help: 'address to listen on (workers and metrics)',
+    parse: (raw, name) => readText(raw, name),
+  },
   port: COORDINATOR_PORT,
   token: {
     kind: 'string',

@@ -13,9 +13,11 @@ import {
   BENCH_TABLE,
   COORDINATOR_TABLE,
   DEFAULT_LR,
+  DEFAULT_HOST,
   DEFAULT_MICRO_BATCH,
   DEFAULT_STEPS,
   fillDefaults,
+  INSECURE_HOST,
   LOCAL_TABLE,
   readOption,
   SWEEP_TABLE,
@@ -137,7 +139,8 @@ export function parseCoordinatorSettings(raw: RawOptions): CoordinatorSettings {
   const read = <K extends keyof typeof COORDINATOR_TABLE>(name: K) => readOption(COORDINATOR_TABLE, raw, name);
   const training = parseTrainingSettings(raw);
   const token = read('token');
-  if (!token && !read('insecure')) {
+  const insecure = read('insecure');
+  if (!token && !insecure) {
     const accepted = 'a shared secret (or BATCHLAB_TOKEN); pass --insecure to run without one on a trusted loopback';
     throw new OptionError('token', token ?? '', accepted);
   }
@@ -148,7 +151,9 @@ export function parseCoordinatorSettings(raw: RawOptions): CoordinatorSettings {
   }
   return {
     ...training,
-    host: read('host'),
+    // Without a token anyone who reaches the port can join: --insecure stays on loopback unless
+    // --host says otherwise.
+    host: read('host') ?? (insecure ? INSECURE_HOST : DEFAULT_HOST),
     port: read('port'),
     token: token || null,
     ...(tlsCert ? { tlsCert, tlsKey } : {}),

@@ -17,6 +17,7 @@ import { Membership } from './membership.js';
 import { createCoordinatorMetrics, type CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
 import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
+import { openFileLimit, pendingLimitsFor } from './pending-connections.js';
 import { WorkerServer, type WorkerServerOptions } from './worker-server.js';
 
 export interface RunServers extends AsyncDisposable {
@@ -107,6 +108,7 @@ function workerServerOptions(
     // A frame is the weights or one gradient plus a small header; sharded: weights and optimizer state.
     maxPayloadBytes: run.weights.length * 4 * (options.reducer === 'sharded' ? 4 : 1) + 16 * 1024 * 1024,
     handshakeTimeoutMs: 120_000,
+    pending: pendingLimitsFor(openFileLimit()),
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     log,
     onBytes: (direction, bytes) => metrics.onBytes(direction, bytes),
@@ -150,6 +152,7 @@ function welcomeFor(workerId: number, options: CoordinatorOptions, run: Prepared
       trainCount: dataset.train.count,
       testCount: dataset.test.count,
       fingerprint: dataset.fingerprint,
+      files: dataset.files.map(({ name, sha256 }) => ({ name, sha256 })),
       ...(options.dataset === 'synthetic'
         ? { syntheticTrain: dataset.train.count, syntheticTest: dataset.test.count }
         : {}),

@@ -11,6 +11,7 @@ import { BatchlabError, closeCodeFor, describeError, ProtocolError } from '../sh
 import { PROTOCOL_VERSION, type HelloMessage, type Message, type WelcomeMessage } from '../shared/protocol.js';
 import { rejectReasonForError } from '../shared/reasons.js';
 import type { Membership, ReducerReply } from './membership.js';
+import { PendingConnections, type PendingLimits, type PendingRefusal } from './pending-connections.js';
 import type { WorkerChannel } from './worker-channel.js';
 import { shutdownMessage, shutdownSocket, WebSocketChannel } from './websocket-channel.js';
 
@@ -20,7 +21,10 @@ export interface WorkerServerOptions {
   welcome: (workerId: number) => WelcomeMessage;
   datasetFingerprint: string;
   maxPayloadBytes: number;
+  /** From hello to ready: the worker loads its dataset and model in between. */
   handshakeTimeoutMs: number;
+  /** Deadline and caps for connections before their hello (see pending-connections.ts). */
+  pending: PendingLimits;
   /** Ping every interval; two intervals without a pong and the worker is dead. */
   heartbeatIntervalMs: number;
   log: (line: string) => void;
@@ -35,6 +39,7 @@ interface Connection {
   workerId: number;
   socket: WebSocket;
   remoteAddress: string;
+  remotePort: number | undefined;
   channel: WebSocketChannel | null;
   ready: boolean;
   /** After a bad frame the connection is closing: nothing more it sends is believed. */
@@ -48,6 +53,10 @@ export class WorkerServer {
   private readonly encoder: FrameEncoder;
   private readonly connections = new Set<Connection>();
   private readonly heartbeat: NodeJS.Timeout;
+  private readonly pending: PendingConnections;
+  /** Connections closed before hello since the last log line about them, by reason. */
+  private readonly unlogged = new Map<PendingRefusal, number>();
+  private lastRefusalLogMs = 0;
   private nextWorkerId = 1;
   private closed = false;
 
@@ -59,6 +68,7 @@ export class WorkerServer {
     this.encoder = new FrameEncoder(options.wireDtype ?? 'f32');
     this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: options.maxPayloadBytes });
     http.on('upgrade', this.onUpgrade);
+    this.pending = new PendingConnections(http, options.pending, (reason, address) => this.onRefused(reason, address));
     // Checked four times per interval, so a silent worker is found within 2.25 intervals.
     this.heartbeat = setInterval(() => this.beat(), options.heartbeatIntervalMs / 4);
     this.heartbeat.unref();
@@ -70,6 +80,7 @@ export class WorkerServer {
     this.closed = true;
     clearInterval(this.heartbeat);
     this.http.off('upgrade', this.onUpgrade);
+    this.pending.close();
     // One snapshot: a worker still loading is told too, and one whose `ready` arrives from now on
     // is not joined (frames are ignored once closed).
     const pending = [...this.connections].filter((c) => !c.ready);
@@ -113,22 +124,43 @@ export class WorkerServer {
       }
       return;
     }
-    this.wss.handleUpgrade(request, socket, head, (ws) => this.accept(ws, request.socket.remoteAddress ?? ''));
+    this.wss.handleUpgrade(request, socket, head, (ws) =>
+      this.accept(ws, request.socket.remoteAddress ?? '', request.socket.remotePort),
+    );
   };
 
-  private accept(socket: WebSocket, remoteAddress: string): void {
+  /**
+   * Counts a connection closed before its hello. A flood makes hundreds a second: one log line
+   * at most every 10 s says how many, and why.
+   */
+  private onRefused(reason: PendingRefusal, address: string): void {
+    const { maxPending, maxPendingPerAddress, helloTimeoutMs } = this.options.pending;
+    this.membership.reject(reason, `connection from ${address || 'an unknown address'} before hello`);
+    this.unlogged.set(reason, (this.unlogged.get(reason) ?? 0) + 1);
+    const now = Date.now();
+    if (now - this.lastRefusalLogMs < 10_000) return;
+    this.lastRefusalLogMs = now;
+    const counts = [...this.unlogged].map(([why, n]) => `${n} ${why}`).join(', ');
+    this.unlogged.clear();
+    this.options.log(
+      `closed connections before hello (${counts}; last from ${address || 'an unknown address'}): at most ${maxPending} may wait, ${maxPendingPerAddress} per address, ${helloTimeoutMs / 1000} s each`,
+    );
+  }
+
+  private accept(socket: WebSocket, remoteAddress: string, remotePort: number | undefined): void {
     const workerId = this.nextWorkerId++;
     const timeoutMs = this.options.handshakeTimeoutMs;
     const connection: Connection = {
       workerId,
       socket,
       remoteAddress,
+      remotePort,
       channel: null,
       ready: false,
       dropped: false,
       handshakeTimer: setTimeout(() => {
         connection.dropped = true;
-        this.drop(connection, new ProtocolError('BAD_MESSAGE', `no hello/ready within ${timeoutMs} ms`));
+        this.drop(connection, new ProtocolError('BAD_MESSAGE', `no ready within ${timeoutMs} ms`));
       }, timeoutMs),
     };
     this.connections.add(connection);
@@ -192,6 +224,9 @@ export class WorkerServer {
         `worker speaks protocol ${message.protocolVersion}, coordinator ${PROTOCOL_VERSION}: run the same batchlab version on both`,
       );
     }
+    // Past hello (and the token, checked at the upgrade): the pre-hello deadline and caps no
+    // longer apply; the handshake timeout bounds loading the data until `ready`.
+    this.pending.admit(connection.remoteAddress, connection.remotePort);
     const info = workerInfoOf(message, connection.remoteAddress);
     const onBytesOut = (bytes: number): void => this.options.onBytes?.('out', bytes);
     connection.channel = new WebSocketChannel(connection.workerId, info, connection.socket, this.encoder, onBytesOut);

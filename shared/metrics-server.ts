@@ -4,6 +4,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 
+/** Connections the endpoint holds at once; more are closed as they arrive. */
+export const METRICS_MAX_CONNECTIONS = 64;
+/** A connection idle this long (no request, or a request that stalls) is closed. */
+export const METRICS_IDLE_TIMEOUT_MS = 10_000;
+
 export interface MetricsServer {
   port: number;
   url: string;
@@ -38,6 +43,10 @@ export async function startMetricsServer(
       res.end('batchlab serves /metrics and /healthz\n');
     }
   });
+  // Scrapers need a connection or two: a flood of idle or slow sockets is capped and timed out,
+  // so it cannot take the descriptors the rest of the process needs (checkpoints, workers).
+  server.maxConnections = METRICS_MAX_CONNECTIONS;
+  server.setTimeout(METRICS_IDLE_TIMEOUT_MS, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());

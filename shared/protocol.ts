@@ -24,9 +24,18 @@ export interface DatasetSpec {
   name: string;
   trainCount: number;
   testCount: number;
+  /** SHA-256 of every byte of the data (64 hex digits). */
   fingerprint: string;
+  /** Each array's SHA-256, so a worker whose data differs can name the first file that does. */
+  files?: DatasetFileSpec[];
   syntheticTrain?: number;
   syntheticTest?: number;
+}
+
+/** One array of the dataset (e.g. `train-images-idx3-ubyte`) and the SHA-256 of its decoded bytes. */
+export interface DatasetFileSpec {
+  name: string;
+  sha256: string;
 }
 
 /** Worker → coordinator, first message after the upgrade. */
@@ -434,6 +443,15 @@ export function validateMessage(raw: unknown): Message {
         testCount: int(ds, where, 'testCount', 0),
         fingerprint: str(ds, where, 'fingerprint', 64),
       };
+      if (ds.files !== undefined) {
+        dataset.files = arr(ds, where, 'files', 16).map((f, i) => {
+          if (typeof f !== 'object' || f === null || Array.isArray(f)) fail(where, `files[${i}]`, 'an object', f);
+          return {
+            name: str(f as Obj, `${where}.files[${i}]`, 'name', 64),
+            sha256: str(f as Obj, `${where}.files[${i}]`, 'sha256', 64),
+          };
+        });
+      }
       if (ds.syntheticTrain !== undefined) dataset.syntheticTrain = int(ds, where, 'syntheticTrain', 1);
       if (ds.syntheticTest !== undefined) dataset.syntheticTest = int(ds, where, 'syntheticTest', 1);
       const welcome: WelcomeMessage = {

@@ -8,6 +8,10 @@ import type { ErrorCode } from './errors.js';
 export const REJECT_REASONS = [
   /** No token or a wrong one in the HTTP upgrade (refused with 401). */
   'auth',
+  /** A connection over the caps on connections that have not said hello yet (closed at connect). */
+  'pending_limit',
+  /** A connection that did not say hello within the pre-hello deadline (closed). */
+  'handshake_timeout',
   /** A frame or message that fails validation (the connection is closed). */
   'bad_frame',
   'version_mismatch',

@@ -12,6 +12,7 @@ import { createRegistry, defineWorkerMetrics, type WorkerMetrics } from '../shar
 import { decodeFrame, encodeFrame, FrameEncoder, type BodyFrame, type PooledFrame } from '../shared/codec.js';
 import { useZeroMask, zeroMask, type ClientMask } from '../shared/transport.js';
 import { gatherSamples, type Dataset, type DatasetName } from '../shared/data/dataset.js';
+import { firstDifferingFile } from '../shared/data/fingerprint.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
 import {
   BatchlabError,
@@ -427,10 +428,7 @@ async function prepare(
     datasets.set(key, dataset);
   }
   if (dataset.fingerprint !== welcome.dataset.fingerprint) {
-    throw new ProtocolError(
-      'DATASET_MISMATCH',
-      `loaded ${describeDataset(dataset)} (fingerprint ${dataset.fingerprint}) but the coordinator has ${welcome.dataset.trainCount} train samples with fingerprint ${welcome.dataset.fingerprint}: point --data-dir at the same files`,
-    );
+    throw new ProtocolError('DATASET_MISMATCH', describeMismatch(dataset, welcome.dataset));
   }
   const model = await modelFromTopology(welcome.modelTopology);
   assertLayout(model, welcome.params);
@@ -445,6 +443,24 @@ async function prepare(
     weightsStep: -1,
     sharded: null,
   };
+}
+
+/** Why this worker's data is not the coordinator's, naming the first file that differs. */
+function describeMismatch(dataset: Dataset, theirs: WelcomeMessage['dataset']): string {
+  const fix = 'give both the same dataset files (--data-dir)';
+  const differing = theirs.files ? firstDifferingFile(dataset.files, theirs.files) : null;
+  if (differing === null) {
+    return `loaded ${describeDataset(dataset)} (fingerprint ${dataset.fingerprint}) but the coordinator has ${theirs.trainCount} train samples with fingerprint ${theirs.fingerprint}: ${fix}`;
+  }
+  const ours = differing.ours;
+  const where = ours?.path ?? differing.name;
+  const what =
+    ours === null
+      ? `this worker's ${dataset.name} data has no ${differing.name}`
+      : differing.theirs === null
+        ? `the coordinator's data has no ${differing.name} (this worker read ${where})`
+        : `this worker's ${where} has SHA-256 ${ours.sha256}, the coordinator's ${differing.name} ${differing.theirs}`;
+  return `dataset file ${differing.name} differs from the coordinator's: ${what}; ${fix}`;
 }
 
 /** The optimizer and exchange of a sharded run; peer frames go to the exchange from now on. */

@@ -1,6 +1,8 @@
 // The in-memory dataset model shared by the coordinator and workers: dataset names, splits,
 // and copying a batch of samples out of a split.
 
+import type { DataFile } from './fingerprint.js';
+
 /** Every dataset the trainer can load. */
 export type DatasetName = 'synthetic' | 'fashion-mnist' | 'mnist';
 
@@ -27,8 +29,10 @@ export interface Dataset {
   test: Split;
   /** Human-readable origin, e.g. a directory path or `synthetic(seed=1)`. */
   source: string;
-  /** Short hex hash identifying the exact data; workers compare it with the coordinator's. */
+  /** SHA-256 (64 hex digits) of every byte of the data; workers compare it with the coordinator's. */
   fingerprint: string;
+  /** Each array's digest (train/test images and labels), to name the first that differs. */
+  files: DataFile[];
 }
 
 /** What to load and where to look for it. */

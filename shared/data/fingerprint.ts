@@ -1,70 +1,63 @@
-// Dataset fingerprints: a cheap FNV-1a 32-bit hash over the dataset's name, shape, counts,
-// every label and a strided sample of the raw pixel bytes, so workers can check they hold
-// the same data as the coordinator.
+// Dataset fingerprints: a SHA-256 over every byte of the data a process trains and evaluates
+// on. Each array (train/test images and labels) has its own digest, so a mismatch can name the
+// first array that differs; the overall fingerprint hashes the name, shape, class count and
+// those digests.
 
-/** Raw (pre-standardization) contents of one split, as hashed by {@link datasetFingerprint}. */
-export interface RawSplit {
-  /** Raw pixel bytes (for float data, the bytes of the Float32Array). */
-  pixelBytes: Uint8Array;
-  labels: Uint8Array;
-  count: number;
+import { createHash } from 'node:crypto';
+
+/** One array of a dataset and the SHA-256 of its bytes. */
+export interface DataFile {
+  /** Stable name, the same on every host: the IDX base name (e.g. `train-images-idx3-ubyte`). */
+  name: string;
+  /** SHA-256 (64 hex digits) of the decoded bytes (for IDX files: the uncompressed file). */
+  sha256: string;
+  /** Where this process read it from (absent for generated data); for messages only. */
+  path?: string;
 }
 
-/** At most this many pixel bytes per split are hashed. */
-const PIXEL_SAMPLES = 1 << 16;
+/** Version of the fingerprint's layout; part of what is hashed. */
+const FINGERPRINT_LAYOUT = 'batchlab-dataset-sha256-v1';
 
-/** Incremental FNV-1a 32-bit hash. */
-export class Fnv1a32 {
-  private hash = 0x811c9dc5;
+/** SHA-256 of `bytes` as 64 lowercase hex digits. */
+export function sha256Hex(bytes: Uint8Array | string): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
 
-  /** Hashes every byte of `bytes`. */
-  bytes(bytes: Uint8Array): this {
-    let h = this.hash;
-    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
-    this.hash = h;
-    return this;
-  }
-
-  /** Hashes about `maxSamples` bytes of `bytes`, evenly strided (odd stride), plus its last byte. */
-  strided(bytes: Uint8Array, maxSamples: number): this {
-    const stride = Math.max(1, Math.floor(bytes.length / maxSamples)) | 1;
-    let h = this.hash;
-    for (let i = 0; i < bytes.length; i += stride) h = Math.imul(h ^ bytes[i]!, 0x01000193);
-    if (bytes.length > 0) h = Math.imul(h ^ bytes[bytes.length - 1]!, 0x01000193);
-    this.hash = h;
-    return this;
-  }
-
-  /** Hashes a string's UTF-8 bytes followed by a 0 separator. */
-  string(text: string): this {
-    return this.bytes(new TextEncoder().encode(text)).bytes(new Uint8Array([0]));
-  }
-
-  /** Hashes a uint32 as 4 little-endian bytes. */
-  uint32(value: number): this {
-    return this.bytes(new Uint8Array(new Uint32Array([value >>> 0]).buffer));
-  }
-
-  /** The hash as 8 lowercase hex digits. */
-  hex(): string {
-    return (this.hash >>> 0).toString(16).padStart(8, '0');
-  }
+/** The bytes of a typed array (no copy). */
+export function bytesOf(array: ArrayBufferView): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
 }
 
 /**
- * Fingerprints a dataset: name, sample shape, class count, split counts, all labels and a
- * strided sample of each split's raw pixel bytes. Returns 8 hex digits.
+ * Fingerprints a dataset: SHA-256 over its name, sample shape, class count and every file's
+ * name and digest, in order. Returns 64 hex digits.
  */
 export function datasetFingerprint(
   name: string,
   sampleShape: readonly number[],
   numClasses: number,
-  train: RawSplit,
-  test: RawSplit,
+  files: readonly DataFile[],
 ): string {
-  const hash = new Fnv1a32().string(name).string(sampleShape.join('x')).uint32(numClasses);
-  for (const split of [train, test]) {
-    hash.uint32(split.count).bytes(split.labels).strided(split.pixelBytes, PIXEL_SAMPLES);
+  const hash = createHash('sha256');
+  for (const part of [FINGERPRINT_LAYOUT, name, sampleShape.join('x'), String(numClasses)]) hash.update(`${part}\0`);
+  for (const file of files) hash.update(`${file.name}\0${file.sha256}\0`);
+  return hash.digest('hex');
+}
+
+/**
+ * The first of `ours` whose digest differs from the file of the same name in `theirs` (or that
+ * `theirs` lacks), then the first of `theirs` that `ours` lacks; null when the lists agree.
+ */
+export function firstDifferingFile(
+  ours: readonly DataFile[],
+  theirs: readonly { name: string; sha256: string }[],
+): { name: string; ours: DataFile | null; theirs: string | null } | null {
+  const theirsByName = new Map(theirs.map((f) => [f.name, f.sha256]));
+  for (const file of ours) {
+    const other = theirsByName.get(file.name);
+    if (other !== file.sha256) return { name: file.name, ours: file, theirs: other ?? null };
   }
-  return hash.hex();
+  const ourNames = new Set(ours.map((f) => f.name));
+  const missing = theirs.find((f) => !ourNames.has(f.name));
+  return missing ? { name: missing.name, ours: null, theirs: missing.sha256 } : null;
 }

@@ -160,20 +160,26 @@ export function encodeIdx(tensor: IdxTensor): Uint8Array {
 }
 
 /**
+ * Reads an IDX file and returns its uncompressed contents (gunzipped when it is gzip'd).
+ * @throws Error naming the file when it cannot be read or its gzip stream is corrupt
+ */
+export async function readIdxBytes(path: string): Promise<Uint8Array> {
+  const bytes = await readFile(path);
+  if (!isGzip(bytes)) return bytes;
+  try {
+    // Off the main thread (libuv pool), so several files decompress in parallel.
+    return await gunzipAsync(bytes, gunzipOptions(bytes));
+  } catch (err) {
+    throw gzipError(path, err);
+  }
+}
+
+/**
  * Reads and decodes an IDX file (gzip or plain).
  * @throws Error naming the file when it cannot be read or is not a valid IDX file
  */
 export async function readIdxFile(path: string, expectedRank?: number): Promise<IdxTensor> {
-  const bytes = await readFile(path);
-  if (!isGzip(bytes)) return parseIdx(bytes, path, expectedRank);
-  let raw: Buffer;
-  try {
-    // Off the main thread (libuv pool), so several files decompress in parallel.
-    raw = await gunzipAsync(bytes, gunzipOptions(bytes));
-  } catch (err) {
-    throw gzipError(path, err);
-  }
-  return parseIdx(raw, path, expectedRank);
+  return parseIdx(await readIdxBytes(path), path, expectedRank);
 }
 
 /**
@@ -195,13 +201,21 @@ export async function writeIdxFile(
  * @throws Error naming the file when it is not a valid 3-dimensional IDX file
  */
 export async function readIdxImages(path: string): Promise<IdxImages> {
-  const { dims, data } = await readIdxFile(path, 3);
+  return parseIdxImages(await readIdxBytes(path), path);
+}
+
+/**
+ * Parses uncompressed idx3 image bytes; see {@link readIdxImages}.
+ * @throws Error naming `file` when they are not a valid 3-dimensional IDX file
+ */
+export function parseIdxImages(raw: Uint8Array, file: string): IdxImages {
+  const { dims, data } = parseIdx(raw, file, 3);
   const [count, rows, cols] = dims;
   if (count === undefined || rows === undefined || cols === undefined) {
-    throw new Error(`IDX file ${path}: expected 3 dimensions (count, rows, cols), found ${dims.length}`);
+    throw new Error(`IDX file ${file}: expected 3 dimensions (count, rows, cols), found ${dims.length}`);
   }
   if (rows === 0 || cols === 0) {
-    throw new Error(`IDX file ${path}: expected images of at least 1 × 1 pixels, found ${rows} × ${cols}`);
+    throw new Error(`IDX file ${file}: expected images of at least 1 × 1 pixels, found ${rows} × ${cols}`);
   }
   return { count, rows, cols, pixels: data };
 }

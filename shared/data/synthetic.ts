@@ -3,7 +3,7 @@
 // (a linear model reaches ~88% test accuracy in 100 SGD steps, ~92% at best), needs no files.
 
 import type { Dataset, Split } from './dataset.js';
-import { datasetFingerprint } from './fingerprint.js';
+import { bytesOf, datasetFingerprint, sha256Hex, type DataFile } from './fingerprint.js';
 import { createRandom, deriveSeed, type SeededRandom } from './seeded-random.js';
 import { floatStats, standardizeFloatsInPlace } from './standardize.js';
 
@@ -56,15 +56,14 @@ export function makeSyntheticDataset(options: SyntheticOptions): Dataset {
   const prototypes = makePrototypes(createRandom(deriveSeed(options.seed, STREAM.prototypes)));
   const train = makeSplit(prototypes, trainCount, createRandom(deriveSeed(options.seed, STREAM.train)));
   const test = makeSplit(prototypes, testCount, createRandom(deriveSeed(options.seed, STREAM.test)));
-  const rawBytes = (split: Split) =>
-    new Uint8Array(split.images.buffer, split.images.byteOffset, split.images.byteLength);
-  const fingerprint = datasetFingerprint(
-    'synthetic',
-    sampleShape,
-    NUM_CLASSES,
-    { pixelBytes: rawBytes(train), labels: train.labels, count: train.count },
-    { pixelBytes: rawBytes(test), labels: test.labels, count: test.count },
-  );
+  // Every byte of the generated (unstandardized) arrays is hashed.
+  const files: DataFile[] = [
+    { name: 'train-images', sha256: sha256Hex(bytesOf(train.images)) },
+    { name: 'train-labels', sha256: sha256Hex(train.labels) },
+    { name: 'test-images', sha256: sha256Hex(bytesOf(test.images)) },
+    { name: 'test-labels', sha256: sha256Hex(test.labels) },
+  ];
+  const fingerprint = datasetFingerprint('synthetic', sampleShape, NUM_CLASSES, files);
   const stats = floatStats(train.images);
   standardizeFloatsInPlace(train.images, stats);
   standardizeFloatsInPlace(test.images, stats);
@@ -76,6 +75,7 @@ export function makeSyntheticDataset(options: SyntheticOptions): Dataset {
     test,
     source: `synthetic(seed=${options.seed})`,
     fingerprint,
+    files,
   };
 }
 

@@ -40,6 +40,13 @@ describe('option validation (in process)', () => {
     expect(() => parseTrainingSettings(raw)).toThrow(message);
   });
 
+  it('listens on loopback with --insecure unless --host is given, on every interface otherwise', () => {
+    expect(parseCoordinatorSettings({ insecure: true }).host).toBe('127.0.0.1');
+    expect(parseCoordinatorSettings({ insecure: true, host: '0.0.0.0' }).host).toBe('0.0.0.0');
+    expect(parseCoordinatorSettings({ insecure: true, host: '10.1.2.3' }).host).toBe('10.1.2.3');
+    expect(parseCoordinatorSettings({ token: 't' }).host).toBe('0.0.0.0');
+  });
+
   it("takes --reducer sharded on a TLS coordinator, and a worker's peer certificate only with its key", () => {
     const raw = { reducer: 'sharded', token: 't', 'tls-cert': 'c.pem', 'tls-key': 'k.pem' };
     expect(parseCoordinatorSettings(raw).reducer).toBe('sharded');

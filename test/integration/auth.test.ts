@@ -3,7 +3,8 @@
 
 import { execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { connect } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -15,6 +16,18 @@ afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Whether a TCP connection to host:port is accepted. */
+function reachable(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
 
 /** Status of a WebSocket upgrade attempt: 101 when accepted, else the HTTP status. */
 function upgradeStatus(port: number, headers: Record<string, string>): Promise<number> {
@@ -113,6 +126,19 @@ describe('coordinator authentication', () => {
     const summary = JSON.parse(readFileSync(report, 'utf8'));
     expect(summary).toMatchObject({ steps: 5, samples: 5 * 32, workers: 1 });
   }, 120_000);
+
+  it('listens on 127.0.0.1 only with --insecure and no --host', async () => {
+    const coordinator = startCli(['coordinator', '--insecure', '--port', '0', '--dataset', 'synthetic']);
+    children.push(coordinator);
+    const [, host, port] = (await waitForOutput(coordinator, /listening on ws:\/\/([^:]+):(\d+)/)) as string[];
+    expect(host).toBe('127.0.0.1');
+    // Reachable on loopback; on this host's other addresses (if it has any) nothing listens.
+    expect(await reachable('127.0.0.1', Number(port))).toBe(true);
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal);
+    if (external) expect(await reachable(external.address, Number(port)), external.address).toBe(false);
+  });
 
   it('refuses to start without a token unless --insecure is given', async () => {
     const result = await runCli(['coordinator', '--port', '0', '--dataset', 'synthetic']);

@@ -420,6 +420,16 @@ describe('validateMessage', () => {
     expect(err.message).toMatch(/^welcome\.dataset\.trainCount: /);
   });
 
+  it("keeps a welcome's per-file digests and names a malformed one", () => {
+    const files = [{ name: 'train-images-idx3-ubyte', sha256: 'a'.repeat(64) }];
+    const valid = validateMessage({ ...welcome, dataset: { ...welcome.dataset, files } });
+    expect(valid).toMatchObject({ dataset: { files } });
+    const err = protocolErrorFrom(() =>
+      validateMessage({ ...welcome, dataset: { ...welcome.dataset, files: [{ name: 'x', sha256: 7 }] } }),
+    );
+    expect(err.message).toMatch(/^welcome\.dataset\.files\[0\]\.sha256: /);
+  });
+
   it('states a body rule for every message type: tensors (state, slice, shard) need one, work and gradient may have one, the rest none', () => {
     expect(BODY_RULE).toEqual({
       hello: 'none',

@@ -82,7 +82,7 @@ describe('loadDataset', () => {
     const test = pixelStats(ds.test);
     expect(Math.abs(test.mean)).toBeLessThan(0.1);
     expect(Math.abs(test.std - 1)).toBeLessThan(0.1);
-    expect(ds.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    expect(ds.fingerprint).toMatch(/^[0-9a-f]{64}$/);
     expect(describeDataset(ds)).toBe(`fashion-mnist: 8000 train / 1500 test from ${embedded}`);
   });
 
