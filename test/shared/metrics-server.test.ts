@@ -27,7 +27,7 @@ describe('metrics endpoint', () => {
   it(`closes connections beyond ${METRICS_MAX_CONNECTIONS} at once and serves again when one leaves`, async () => {
     server = await startMetricsServer(createRegistry('coordinator'), 0, '127.0.0.1', () => ({}));
     const port = server.port;
-    const held = [];
+    const held: Socket[] = [];
     for (let i = 0; i < METRICS_MAX_CONNECTIONS; i++) held.push(await open(port));
     const extra = await open(port);
     await new Promise<void>((resolve) => extra.once('close', () => resolve()));
