@@ -5,9 +5,10 @@
 import { performance } from 'node:perf_hooks';
 import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
 import { writeWeights } from '../shared/param-layout.js';
-import { saveCheckpoint } from './checkpoint.js';
+import { CheckpointWriteError, DEFAULT_KEEP_CHECKPOINTS, saveCheckpoint, type CheckpointRecord } from './checkpoint.js';
+import type { CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
-import { prepareRun } from './prepare-run.js';
+import { MOMENTUM_OPTIMIZERS, prepareRun } from './prepare-run.js';
 import type { Reducer } from './reducer.js';
 import { writeReport, type RunReport } from './report.js';
 import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
@@ -21,9 +22,6 @@ import { TargetTracker } from './target.js';
 import { TraceRecorder } from './trace.js';
 import { train, type TrainerParts, type TrainingOutcome, type TrainingProgress } from './trainer.js';
 import { combineObservers, type TrainerObserver } from './trainer-observer.js';
-
-/** Optimizers whose `--momentum` enters the temperature of the noise scale. */
-const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);
 
 /** Runs a whole training job as the coordinator and returns its report. */
 export async function runCoordinator(options: CoordinatorOptions, hooks: CoordinatorHooks): Promise<RunReport> {
@@ -40,11 +38,24 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     const observer = combineObservers([totals, target, servers.metrics, trace, hooks.observer]);
     servers.membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
     const resumedFrom = { ...run.progress };
-    const writeCheckpoint = (at: TrainingProgress): Promise<void> => checkpoint(options, run, reducer, at, hooks.log);
+    const checkpoints = newCheckpointRecord(options);
+    const writeCheckpoint = (at: TrainingProgress): Promise<void> =>
+      checkpoint(options, run, reducer, at, { log: hooks.log, metrics: servers.metrics, record: checkpoints });
     const evaluate = (weights: Float32Array): Evaluation => evaluateTimed(run, weights, totals, trace);
     const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
     const outcome = await trainSavingOnAbort(parts, writeCheckpoint, hooks.signal);
-    if (options.checkpointDir) await writeCheckpoint(run.progress);
+    if (checkpoints) {
+      await writeCheckpoint(run.progress);
+      checkpoints.finalWritten = checkpoints.lastStep === run.progress.stepsDone && checkpoints.lastFailed === null;
+      if (!checkpoints.finalWritten)
+        hooks.log(
+          `error: the final checkpoint (step ${run.progress.stepsDone}) was not written; ` +
+            (checkpoints.lastStep === null
+              ? `no checkpoint of this session is in ${options.checkpointDir}`
+              : `--resume would continue from step ${checkpoints.lastStep}`) +
+            ' (the report says so under "checkpoints")',
+        );
+    }
     // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
     writeWeights(run.model, await reducer.weights());
     const report = buildReport(options, run, {
@@ -54,6 +65,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
       target,
       startedAtMs,
       reducer: reducer.name,
+      checkpoints,
     });
     if (target.isSet)
       hooks.log(
@@ -141,24 +153,68 @@ async function trainSavingOnAbort(
   }
 }
 
+function newCheckpointRecord(options: CoordinatorOptions): CheckpointRecord | null {
+  if (!options.checkpointDir) return null;
+  return { lastStep: null, failures: 0, finalWritten: null, lastFailed: null, lowSpaceWarned: false };
+}
+
+interface CheckpointContext {
+  log: (line: string) => void;
+  metrics: CoordinatorMetricsObserver;
+  record: CheckpointRecord | null;
+}
+
+const MB = (bytes: number): string => `${(bytes / 1048576).toFixed(2)} MB`;
+
+/**
+ * Writes a checkpoint of `at`. A failed write is logged with its reason, counted in
+ * batchlab_checkpoint_failures_total and recorded; it does not end the run (the earlier
+ * checkpoints are still there, and the next interval tries again).
+ */
 async function checkpoint(
   options: CoordinatorOptions,
   run: PreparedRun,
   reducer: Reducer,
   at: TrainingProgress,
-  log: (line: string) => void,
+  { log, metrics, record }: CheckpointContext,
 ): Promise<void> {
-  if (!options.checkpointDir) return;
-  const path = await saveCheckpoint(options.checkpointDir, {
+  const dir = options.checkpointDir;
+  if (!dir || !record) return;
+  const state = {
     identity: run.identity,
+    schedule: run.trainingSchedule,
+    runId: run.runId,
     stepsDone: at.stepsDone,
     samples: at.samples,
     weights: await reducer.weights(),
     optimizerState: await reducer.optimizerState(),
     noiseState: run.noise.state(),
     writtenAt: new Date().toISOString(),
-  });
-  log(`checkpoint at step ${at.stepsDone} written to ${path}`);
+  };
+  try {
+    const saved = await saveCheckpoint(dir, state, options.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS);
+    record.lastStep = at.stepsDone;
+    record.lastFailed = null;
+    metrics.onCheckpointWritten(at.stepsDone);
+    log(`checkpoint at step ${at.stepsDone} written to ${saved.path} (run ${run.runId})`);
+    const low = saved.freeBytes !== null && saved.freeBytes < 2 * saved.bytes;
+    if (low && !record.lowSpaceWarned)
+      log(
+        `warning: ${MB(saved.freeBytes!)} free in ${dir}, less than two checkpoints (2 × ${MB(saved.bytes)}); ` +
+          'the next checkpoint writes may fail (the run goes on; the checkpoints already written stay)',
+      );
+    record.lowSpaceWarned = low;
+  } catch (error) {
+    if (!(error instanceof CheckpointWriteError)) throw error;
+    record.failures += 1;
+    record.lastFailed = error.reason;
+    metrics.onCheckpointFailed(error.reason);
+    const kept = record.lastStep === null ? 'no checkpoint of this session yet' : `step ${record.lastStep}`;
+    log(
+      `checkpoint at step ${at.stepsDone} failed (${error.reason}): ${error.message}; ` +
+        `earlier checkpoints kept (newest of this session: ${kept}); the run goes on`,
+    );
+  }
 }
 
 /** Evaluates on the test split; the time is left out of training throughput. */
