@@ -11,6 +11,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CheckpointWriteError, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../../coordinator/checkpoint.js';
 import { runCli } from '../support/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-checkpoints-'));
@@ -102,6 +103,41 @@ describe('checkpoints on a full disk', () => {
       const second = await runCli(job(20, ['--checkpoint-dir', small, '--checkpoint-every', '5', '--resume']));
       expect(second.code, second.stderr.slice(-3000)).toBe(0);
       expect(second.stderr).toMatch(/resuming from .* at step 5 \(checkpoint-000000005\.batchlab/);
+    },
+  );
+
+  it.skipIf(!isRoot && !inCi)(
+    skipped('a write that does not fit fails as no_space, leaving the earlier checkpoint whole and no temp file'),
+    async () => {
+      const small = mountTmpfs('direct', 'size=1m');
+      const weights = new Float32Array(100_000).map((_, i) => Math.sin(i));
+      const state = (stepsDone: number): Checkpoint => ({
+        identity: {
+          model: 'm',
+          params: [{ name: 'w', shape: [100_000] }],
+          datasetFingerprint: 'f',
+          globalBatchSize: 1,
+          optimizer: 'sgd',
+          seed: 1,
+        },
+        schedule: null,
+        runId: 'r',
+        stepsDone,
+        samples: stepsDone,
+        weights,
+        optimizerState: {},
+        noiseState: null,
+        writtenAt: '2026-12-06T00:00:00.000Z',
+      });
+      // 400 kB each: a 1 MB volume holds two, and the third write runs out of space part-way.
+      await saveCheckpoint(small, state(1), 3);
+      await saveCheckpoint(small, state(2), 3);
+      const before = hashes(small);
+      const failed = saveCheckpoint(small, state(3), 3);
+      await expect(failed).rejects.toBeInstanceOf(CheckpointWriteError);
+      await expect(failed).rejects.toMatchObject({ reason: 'no_space', message: /ENOSPC/ });
+      expect(hashes(small)).toEqual(before);
+      expect((await loadCheckpoint(small)).stepsDone).toBe(2);
     },
   );
 
