@@ -11,7 +11,13 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CheckpointWriteError, loadCheckpoint, saveCheckpoint, type Checkpoint } from '../../coordinator/checkpoint.js';
+import {
+  checkpointFileName,
+  CheckpointWriteError,
+  loadCheckpoint,
+  saveCheckpoint,
+  type Checkpoint,
+} from '../../coordinator/checkpoint.js';
 import { runCli } from '../support/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-checkpoints-'));
@@ -200,6 +206,32 @@ describe('a checkpoint directory holding checkpoints', () => {
     expect(result.stderr).toMatch(/--checkpoint-dir: got ".*a-file"; expected a directory \(this is a file/);
     expect(readFileSync(file, 'utf8')).toBe('not a directory');
   });
+});
+
+describe('resuming when the newest checkpoint is damaged', () => {
+  it(
+    'continues from the one before, naming the skipped file and why, and moves it out of the rotation',
+    { timeout: 120_000 },
+    async () => {
+      const ckpt = join(dir, 'damaged');
+      const first = await runCli(
+        job(4, ['--checkpoint-dir', ckpt, '--checkpoint-every', '1', '--keep-checkpoints', '3']),
+      );
+      expect(first.code, first.stderr.slice(-3000)).toBe(0);
+      expect(readdirSync(ckpt).sort()).toEqual([2, 3, 4].map(checkpointFileName));
+      const newest = join(ckpt, checkpointFileName(4));
+      writeFileSync(newest, readFileSync(newest).subarray(0, 100_000));
+      const resumed = await runCli(job(4, ['--checkpoint-dir', ckpt, '--resume']));
+      expect(resumed.code, resumed.stderr.slice(-3000)).toBe(0);
+      expect(resumed.stderr).toMatch(
+        /skipped .*checkpoint-000000004\.batchlab \(renamed to checkpoint-000000004\.batchlab\.unusable\): .*unusable: its contents do not match their SHA-256 \(torn write or edited file\)/,
+      );
+      expect(resumed.stderr).toMatch(
+        /resuming from .* at step 3 \(checkpoint-000000003\.batchlab, .*1 newer file\(s\) skipped/,
+      );
+      expect(readdirSync(ckpt)).toContain('checkpoint-000000004.batchlab.unusable');
+    },
+  );
 });
 
 describe('resuming with other LR settings', () => {
