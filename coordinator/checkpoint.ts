@@ -270,8 +270,6 @@ export interface SavedCheckpoint {
   path: string;
   /** Size of the file. */
   bytes: number;
-  /** Bytes free on the volume after the write (statfs), for the early warning. */
-  freeBytes: number | null;
   /** Older checkpoints deleted to keep the newest `keep`. */
   retired: string[];
 }
@@ -321,7 +319,7 @@ export async function saveCheckpoint(
     retired.push(old);
   }
   if (retired.length) await syncDirectory(dir).catch(() => undefined);
-  return { path, bytes, freeBytes: await freeBytesIn(dir), retired };
+  return { path, bytes, retired };
 }
 
 /** What this session's checkpoint writes came to, for the log and the report (null without --checkpoint-dir). */

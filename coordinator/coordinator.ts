@@ -5,7 +5,13 @@
 import { performance } from 'node:perf_hooks';
 import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
 import { writeWeights } from '../shared/param-layout.js';
-import { CheckpointWriteError, DEFAULT_KEEP_CHECKPOINTS, saveCheckpoint, type CheckpointRecord } from './checkpoint.js';
+import {
+  CheckpointWriteError,
+  DEFAULT_KEEP_CHECKPOINTS,
+  freeBytesIn,
+  saveCheckpoint,
+  type CheckpointRecord,
+} from './checkpoint.js';
 import type { CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
 import { MOMENTUM_OPTIMIZERS, prepareRun } from './prepare-run.js';
@@ -191,19 +197,23 @@ async function checkpoint(
     noiseState: run.noise.state(),
     writtenAt: new Date().toISOString(),
   };
+  // Early warning: after this write there would be no room for the next one.
+  const arrays = [state.weights, ...Object.values(state.optimizerState)];
+  const bytes = 4 * arrays.reduce<number>((n, v) => n + (typeof v === 'number' ? 0 : v.length), 0);
+  const free = await freeBytesIn(dir);
+  const low = free !== null && free < 2 * bytes;
+  if (low && !record.lowSpaceWarned)
+    log(
+      `warning: ${MB(free)} free in ${dir}, less than two checkpoints (2 × ${MB(bytes)}); ` +
+        'checkpoint writes may fail (the run goes on; the checkpoints already written stay)',
+    );
+  record.lowSpaceWarned = low;
   try {
     const saved = await saveCheckpoint(dir, state, options.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS);
     record.lastStep = at.stepsDone;
     record.lastFailed = null;
     metrics.onCheckpointWritten(at.stepsDone);
     log(`checkpoint at step ${at.stepsDone} written to ${saved.path} (run ${run.runId})`);
-    const low = saved.freeBytes !== null && saved.freeBytes < 2 * saved.bytes;
-    if (low && !record.lowSpaceWarned)
-      log(
-        `warning: ${MB(saved.freeBytes!)} free in ${dir}, less than two checkpoints (2 × ${MB(saved.bytes)}); ` +
-          'the next checkpoint writes may fail (the run goes on; the checkpoints already written stay)',
-      );
-    record.lowSpaceWarned = low;
   } catch (error) {
     if (!(error instanceof CheckpointWriteError)) throw error;
     record.failures += 1;

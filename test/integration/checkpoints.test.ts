@@ -92,7 +92,9 @@ describe('checkpoints on a full disk', () => {
       );
       expect(first.code, first.stderr.slice(-3000)).toBe(0);
       expect(first.stderr).toMatch(/checkpoint at step 5 written to .*checkpoint-000000005\.batchlab/);
-      expect(first.stderr).toMatch(/warning: [\d.]+ MB free in .*, less than two checkpoints/);
+      // Warned before the first write: 4 MB free, less than two checkpoints.
+      expect(first.stderr).toMatch(/warning: 4\.00 MB free in .*, less than two checkpoints \(2 × 2\.69 MB\)/);
+      expect(first.stderr.indexOf('warning:')).toBeLessThan(first.stderr.indexOf('checkpoint at step 5 written'));
       for (const step of [10, 15, 20])
         expect(first.stderr).toMatch(
           new RegExp(
