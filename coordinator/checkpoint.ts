@@ -330,8 +330,6 @@ export interface CheckpointRecord {
   failures: number;
   /** Whether the write at the end (or on a signal) succeeded; null until it is tried. */
   finalWritten: boolean | null;
-  /** The reason of the last write, when it failed. */
-  lastFailed: string | null;
   /** A low-space warning was logged (again only after space came back). */
   lowSpaceWarned: boolean;
 }

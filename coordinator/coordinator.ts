@@ -45,23 +45,15 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     servers.membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
     const resumedFrom = { ...run.progress };
     const checkpoints = newCheckpointRecord(options);
+    const context = { log: hooks.log, metrics: servers.metrics, record: checkpoints };
     const writeCheckpoint = (at: TrainingProgress): Promise<void> =>
-      checkpoint(options, run, reducer, at, { log: hooks.log, metrics: servers.metrics, record: checkpoints });
+      checkpoint(options, run, reducer, at, context, false);
+    const writeFinalCheckpoint = (at: TrainingProgress): Promise<void> =>
+      checkpoint(options, run, reducer, at, context, true);
     const evaluate = (weights: Float32Array): Evaluation => evaluateTimed(run, weights, totals, trace);
     const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
-    const outcome = await trainSavingOnAbort(parts, writeCheckpoint, hooks.signal);
-    if (checkpoints) {
-      await writeCheckpoint(run.progress);
-      checkpoints.finalWritten = checkpoints.lastStep === run.progress.stepsDone && checkpoints.lastFailed === null;
-      if (!checkpoints.finalWritten)
-        hooks.log(
-          `error: the final checkpoint (step ${run.progress.stepsDone}) was not written; ` +
-            (checkpoints.lastStep === null
-              ? `no checkpoint of this session is in ${options.checkpointDir}`
-              : `--resume would continue from step ${checkpoints.lastStep}`) +
-            ' (the report says so under "checkpoints")',
-        );
-    }
+    const outcome = await trainSavingOnAbort(parts, writeFinalCheckpoint, hooks.signal);
+    await writeFinalCheckpoint(run.progress);
     // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
     writeWeights(run.model, await reducer.weights());
     const report = buildReport(options, run, {
@@ -161,7 +153,7 @@ async function trainSavingOnAbort(
 
 function newCheckpointRecord(options: CoordinatorOptions): CheckpointRecord | null {
   if (!options.checkpointDir) return null;
-  return { lastStep: null, failures: 0, finalWritten: null, lastFailed: null, lowSpaceWarned: false };
+  return { lastStep: null, failures: 0, finalWritten: null, lowSpaceWarned: false };
 }
 
 interface CheckpointContext {
@@ -175,7 +167,8 @@ const MB = (bytes: number): string => `${(bytes / 1048576).toFixed(2)} MB`;
 /**
  * Writes a checkpoint of `at`. A failed write is logged with its reason, counted in
  * batchlab_checkpoint_failures_total and recorded; it does not end the run (the earlier
- * checkpoints are still there, and the next interval tries again).
+ * checkpoints are still there, and the next interval tries again). The `final` one (end of the
+ * run, or a signal) that fails is an `error:` line saying where --resume would continue.
  */
 async function checkpoint(
   options: CoordinatorOptions,
@@ -183,6 +176,7 @@ async function checkpoint(
   reducer: Reducer,
   at: TrainingProgress,
   { log, metrics, record }: CheckpointContext,
+  final: boolean,
 ): Promise<void> {
   const dir = options.checkpointDir;
   if (!dir || !record) return;
@@ -211,18 +205,27 @@ async function checkpoint(
   try {
     const saved = await saveCheckpoint(dir, state, options.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS);
     record.lastStep = at.stepsDone;
-    record.lastFailed = null;
+    if (final) record.finalWritten = true;
     metrics.onCheckpointWritten(at.stepsDone);
     log(`checkpoint at step ${at.stepsDone} written to ${saved.path} (run ${run.runId})`);
   } catch (error) {
     if (!(error instanceof CheckpointWriteError)) throw error;
     record.failures += 1;
-    record.lastFailed = error.reason;
     metrics.onCheckpointFailed(error.reason);
     const kept = record.lastStep === null ? 'no checkpoint of this session yet' : `step ${record.lastStep}`;
+    if (!final) {
+      log(
+        `checkpoint at step ${at.stepsDone} failed (${error.reason}): ${error.message}; ` +
+          `earlier checkpoints kept (newest of this session: ${kept}); the run goes on`,
+      );
+      return;
+    }
+    record.finalWritten = false;
     log(
-      `checkpoint at step ${at.stepsDone} failed (${error.reason}): ${error.message}; ` +
-        `earlier checkpoints kept (newest of this session: ${kept}); the run goes on`,
+      `error: the final checkpoint (step ${at.stepsDone}) was not written (${error.reason}): ${error.message}; ` +
+        (record.lastStep === null
+          ? `only checkpoints of earlier sessions, if any, are in ${dir}`
+          : `--resume would continue from step ${record.lastStep}`),
     );
   }
 }
