@@ -297,7 +297,25 @@ export const TRAINING_TABLE = {
   resume: {
     kind: 'boolean',
     default: false,
-    help: 'continue from the checkpoint in --checkpoint-dir',
+    help: 'continue from the newest usable checkpoint in --checkpoint-dir',
+    parse: (raw, name) => readFlag(raw, name),
+  },
+  'keep-checkpoints': {
+    kind: 'string',
+    default: '2',
+    help: 'checkpoints kept in --checkpoint-dir; older ones are deleted once a new one is written and read back',
+    parse: (raw, name) => readInteger(raw, name, 1, 1000),
+  },
+  fresh: {
+    kind: 'boolean',
+    default: false,
+    help: 'start a new run in a --checkpoint-dir that holds checkpoints: move them into a dated subdirectory first',
+    parse: (raw, name) => readFlag(raw, name),
+  },
+  'allow-schedule-change': {
+    kind: 'boolean',
+    default: false,
+    help: "with --resume, accept LR settings (lr, scaling, warmup, decay, weight decay, momentum) that differ from the checkpoint's; each is logged and reported",
     parse: (raw, name) => readFlag(raw, name),
   },
   'wire-dtype': {

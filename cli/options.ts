@@ -74,6 +74,11 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   if (resume && !checkpointDir) {
     throw new OptionError('resume', true, '--checkpoint-dir DIR naming where the checkpoint is');
   }
+  const fresh = read('fresh');
+  if (fresh && (resume || !checkpointDir))
+    throw new OptionError('fresh', true, resume ? 'either --fresh or --resume, not both' : 'a --checkpoint-dir');
+  const allowScheduleChange = read('allow-schedule-change');
+  if (allowScheduleChange && !resume) throw new OptionError('allow-schedule-change', true, 'it only with --resume');
   if (read('reducer') === 'sharded' && read('wire-dtype') === 'f16')
     throw new OptionError('wire-dtype', 'f16', 'f32 with --reducer sharded (shards travel as float32)');
   if (decay === 'step' && decayBoundaries.length === 0) {
@@ -125,6 +130,9 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     ...(checkpointDir ? { checkpointDir } : {}),
     checkpointEvery: read('checkpoint-every'),
     resume,
+    keepCheckpoints: read('keep-checkpoints'),
+    fresh,
+    allowScheduleChange,
     wireDtype: read('wire-dtype'),
     reducer: read('reducer'),
     balance: read('balance'),
@@ -208,7 +216,8 @@ export function parseSweepSettings(raw: RawOptions): SweepSettings {
       throw new OptionError(option, given, 'nothing: sweep runs many jobs, which cannot share one file or directory');
     }
   }
-  if (read('resume')) throw new OptionError('resume', true, 'nothing: sweep does not resume');
+  for (const flag of ['resume', 'fresh', 'allow-schedule-change'] as const)
+    if (read(flag)) throw new OptionError(flag, true, 'nothing: sweep does not resume or keep checkpoints');
   const { globalBatchSize: _b, microBatch: _m, lr, report, saveModel: _s, trace: _t, ...rest } = training;
   return {
     ...rest,

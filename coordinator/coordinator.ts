@@ -6,9 +6,16 @@ import { performance } from 'node:perf_hooks';
 import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
 import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
 import { writeWeights } from '../shared/param-layout.js';
-import { saveCheckpoint } from './checkpoint.js';
+import {
+  CheckpointWriteError,
+  DEFAULT_KEEP_CHECKPOINTS,
+  freeBytesIn,
+  saveCheckpoint,
+  type CheckpointRecord,
+} from './checkpoint.js';
+import type { CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
-import { prepareRun } from './prepare-run.js';
+import { MOMENTUM_OPTIMIZERS, prepareRun } from './prepare-run.js';
 import type { Reducer } from './reducer.js';
 import { writeReport, type RunReport } from './report.js';
 import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
@@ -22,9 +29,6 @@ import { TargetTracker } from './target.js';
 import { TraceRecorder } from './trace.js';
 import { train, type TrainerParts, type TrainingOutcome, type TrainingProgress } from './trainer.js';
 import { combineObservers, type TrainerObserver } from './trainer-observer.js';
-
-/** Optimizers whose `--momentum` enters the temperature of the noise scale. */
-const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);
 
 /** Runs a whole training job as the coordinator and returns its report. */
 export async function runCoordinator(options: CoordinatorOptions, hooks: CoordinatorHooks): Promise<RunReport> {
@@ -71,11 +75,16 @@ async function trainAndFinish(
   const observer = combineObservers([totals, target, servers.metrics, trace, hooks.observer]);
   servers.membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
   const resumedFrom = { ...run.progress };
-  const writeCheckpoint = (at: TrainingProgress): Promise<void> => checkpoint(options, run, reducer, at, hooks.log);
+  const checkpoints = newCheckpointRecord(options);
+  const context = { log: hooks.log, metrics: servers.metrics, record: checkpoints };
+  const writeCheckpoint = (at: TrainingProgress): Promise<void> =>
+    checkpoint(options, run, reducer, at, context, false);
+  const writeFinalCheckpoint = (at: TrainingProgress): Promise<void> =>
+    checkpoint(options, run, reducer, at, context, true);
   const evaluate = (weights: Float32Array): Evaluation => evaluateTimed(run, weights, totals, trace);
   const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
-  const outcome = await trainSavingOnAbort(parts, writeCheckpoint, hooks.signal);
-  if (options.checkpointDir) await writeCheckpoint(run.progress);
+  const outcome = await trainSavingOnAbort(parts, writeFinalCheckpoint, hooks.signal);
+  await writeFinalCheckpoint(run.progress);
   // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
   writeWeights(run.model, await reducer.weights());
   const report = buildReport(options, run, {
@@ -85,6 +94,7 @@ async function trainAndFinish(
     target,
     startedAtMs,
     reducer: reducer.name,
+    checkpoints,
   });
   if (target.isSet)
     hooks.log(
@@ -169,24 +179,83 @@ async function trainSavingOnAbort(
   }
 }
 
+function newCheckpointRecord(options: CoordinatorOptions): CheckpointRecord | null {
+  if (!options.checkpointDir) return null;
+  return { lastStep: null, failures: 0, finalWritten: null, lowSpaceWarned: false };
+}
+
+interface CheckpointContext {
+  log: (line: string) => void;
+  metrics: CoordinatorMetricsObserver;
+  record: CheckpointRecord | null;
+}
+
+const MB = (bytes: number): string => `${(bytes / 1048576).toFixed(2)} MB`;
+
+/**
+ * Writes a checkpoint of `at`. A failed write is logged with its reason, counted in
+ * batchlab_checkpoint_failures_total and recorded; it does not end the run (the earlier
+ * checkpoints are still there, and the next interval tries again). The `final` one (end of the
+ * run, or a signal) that fails is an `error:` line saying where --resume would continue.
+ */
 async function checkpoint(
   options: CoordinatorOptions,
   run: PreparedRun,
   reducer: Reducer,
   at: TrainingProgress,
-  log: (line: string) => void,
+  { log, metrics, record }: CheckpointContext,
+  final: boolean,
 ): Promise<void> {
-  if (!options.checkpointDir) return;
-  const path = await saveCheckpoint(options.checkpointDir, {
+  const dir = options.checkpointDir;
+  if (!dir || !record) return;
+  const state = {
     identity: run.identity,
+    schedule: run.trainingSchedule,
+    runId: run.runId,
     stepsDone: at.stepsDone,
     samples: at.samples,
     weights: await reducer.weights(),
     optimizerState: await reducer.optimizerState(),
     noiseState: run.noise.state(),
     writtenAt: new Date().toISOString(),
-  });
-  log(`checkpoint at step ${at.stepsDone} written to ${path}`);
+  };
+  // Early warning: after this write there would be no room for the next one.
+  const arrays = [state.weights, ...Object.values(state.optimizerState)];
+  const bytes = 4 * arrays.reduce<number>((n, v) => n + (typeof v === 'number' ? 0 : v.length), 0);
+  const free = await freeBytesIn(dir);
+  const low = free !== null && free < 2 * bytes;
+  if (low && !record.lowSpaceWarned)
+    log(
+      `warning: ${MB(free)} free in ${dir}, less than two checkpoints (2 × ${MB(bytes)}); ` +
+        'checkpoint writes may fail (the run goes on; the checkpoints already written stay)',
+    );
+  record.lowSpaceWarned = low;
+  try {
+    const saved = await saveCheckpoint(dir, state, options.keepCheckpoints ?? DEFAULT_KEEP_CHECKPOINTS);
+    record.lastStep = at.stepsDone;
+    if (final) record.finalWritten = true;
+    metrics.onCheckpointWritten(at.stepsDone);
+    log(`checkpoint at step ${at.stepsDone} written to ${saved.path} (run ${run.runId})`);
+  } catch (error) {
+    if (!(error instanceof CheckpointWriteError)) throw error;
+    record.failures += 1;
+    metrics.onCheckpointFailed(error.reason);
+    const kept = record.lastStep === null ? 'no checkpoint of this session yet' : `step ${record.lastStep}`;
+    if (!final) {
+      log(
+        `checkpoint at step ${at.stepsDone} failed (${error.reason}): ${error.message}; ` +
+          `earlier checkpoints kept (newest of this session: ${kept}); the run goes on`,
+      );
+      return;
+    }
+    record.finalWritten = false;
+    log(
+      `error: the final checkpoint (step ${at.stepsDone}) was not written (${error.reason}): ${error.message}; ` +
+        (record.lastStep === null
+          ? `only checkpoints of earlier sessions, if any, are in ${dir}`
+          : `--resume would continue from step ${record.lastStep}`),
+    );
+  }
 }
 
 /** Evaluates on the test split; the time is left out of training throughput. */

@@ -7,6 +7,7 @@ import { goodput, statisticalEfficiency } from '../shared/statistics/statistical
 import type { Evaluation } from '../shared/evaluate.js';
 import { defineCoordinatorMetrics, type CoordinatorMetrics, type CoordinatorMetricsConfig } from '../shared/metrics.js';
 import { REASSIGN_REASONS, REJECT_REASONS, type ReassignReason, type RejectReason } from '../shared/reasons.js';
+import { CHECKPOINT_FAILURE_REASONS, type CheckpointFailureReason } from './checkpoint.js';
 import { meanComputeSeconds } from './gather-round.js';
 import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
@@ -24,6 +25,8 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     for (const reason of REASSIGN_REASONS) metrics.reassignments.inc({ reason }, 0);
     for (const reason of REJECT_REASONS) metrics.rejected.inc({ reason }, 0);
     for (const direction of ['in', 'out'] as const) metrics.gradientBytes.inc({ direction }, 0);
+    for (const reason of CHECKPOINT_FAILURE_REASONS) metrics.checkpointFailures.inc({ reason }, 0);
+    metrics.checkpointLastStep.set(NaN);
   }
 
   onStep(record: StepRecord): void {
@@ -76,6 +79,15 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
 
   onReassign(reason: ReassignReason, count: number): void {
     this.metrics.reassignments.inc({ reason }, count);
+  }
+
+  /** A checkpoint of `step` was written and read back whole. */
+  onCheckpointWritten(step: number): void {
+    this.metrics.checkpointLastStep.set(step);
+  }
+
+  onCheckpointFailed(reason: CheckpointFailureReason): void {
+    this.metrics.checkpointFailures.inc({ reason });
   }
 
   /** Bytes of one frame sent (`out`) or received (`in`) by the coordinator. */

@@ -1,7 +1,10 @@
-// Preparing a run before any socket opens: the backend, the data, the model and its initial
-// weights, the LR schedule, the optimizer, and — with --resume — the state of a checkpoint.
+// Preparing a run before any socket opens: the checkpoint directory (usable, and not holding
+// another run's checkpoints unless --resume or --fresh), the backend, the data, the model and its
+// initial weights, the LR schedule, the optimizer, and — with --resume — the state of a checkpoint.
 
 import { randomBytes } from 'node:crypto';
+import { mkdir, rename } from 'node:fs/promises';
+import { basename } from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { selectBackend, type BackendChoice } from '../shared/backend.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
@@ -18,7 +21,19 @@ import { countParams, paramSpecsOf, writeWeights } from '../shared/param-layout.
 import type { ParamSpec } from '../shared/protocol.js';
 import { NoiseScaleEstimator } from '../shared/statistics/noise-scale.js';
 import { initialWeights } from '../shared/weight-init.js';
-import { assertSameRun, loadCheckpoint, type CheckpointIdentity } from './checkpoint.js';
+import { BatchlabError } from '../shared/errors.js';
+import {
+  assertSameRun,
+  describeScheduleChange,
+  listCheckpoints,
+  loadNewestCheckpoint,
+  moveCheckpointsAside,
+  readCheckpoint,
+  scheduleChanges,
+  type CheckpointIdentity,
+  type ScheduleChange,
+  type TrainingSchedule,
+} from './checkpoint.js';
 import type { RunConfig } from './run-config.js';
 import type { TrainingProgress } from './trainer.js';
 
@@ -42,12 +57,17 @@ export interface PreparedRun {
   optimizerConfig: OptimizerConfig;
   noise: NoiseScaleEstimator;
   identity: CheckpointIdentity;
+  /** The LR settings a checkpoint records and a resume compares. */
+  trainingSchedule: TrainingSchedule;
+  /** LR settings changed on resume (with --allow-schedule-change); empty otherwise. */
+  scheduleChanges: ScheduleChange[];
   /** Where training starts: step 0, or the resumed checkpoint's step. */
   progress: TrainingProgress;
 }
 
 /** Loads and builds everything for `options`; logs what it chose. */
 export async function prepareRun(options: RunConfig, log: (line: string) => void): Promise<PreparedRun> {
+  if (options.checkpointDir) await prepareCheckpointDir(options, options.checkpointDir, log);
   const backend = await selectBackend(options.backend);
   log(
     `backend ${backend.backend} (${backend.device})${backend.skipped.length ? `; skipped ${backend.skipped.join('; ')}` : ''}`,
@@ -83,12 +103,14 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
       optimizer: optimizerName,
       seed: options.seed,
     },
+    trainingSchedule: trainingScheduleOf(options, schedule),
+    scheduleChanges: [],
     progress: { stepsDone: 0, samples: 0 },
   };
   log(describePlan(options, run, countParams(params)));
   if (options.resume && options.checkpointDir) {
     try {
-      await resume(run, options.checkpointDir, log);
+      await resume(run, options, options.checkpointDir, log);
     } catch (error) {
       model.dispose();
       throw error;
@@ -136,13 +158,93 @@ function describePlan(options: RunConfig, run: PreparedRun, paramCount: number):
   );
 }
 
-/** Continues from the checkpoint in `dir`: weights, optimizer state, noise EMAs and progress. */
-async function resume(run: PreparedRun, dir: string, log: (line: string) => void): Promise<void> {
-  const checkpoint = await loadCheckpoint(dir);
+/** Optimizers whose `--momentum` (and `--nesterov`) take part in the update. */
+export const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);
+
+function trainingScheduleOf(options: RunConfig, schedule: LrScheduleConfig): TrainingSchedule {
+  const usesMomentum = MOMENTUM_OPTIMIZERS.has(options.optimizer);
+  return {
+    lr: options.lr,
+    lrScaling: options.lrScaling,
+    baseBatch: schedule.baseBatch,
+    warmupSteps: options.warmupSteps,
+    warmup: options.warmup,
+    decay: options.decay,
+    decayBoundaries: options.decayBoundaries,
+    decayFactor: options.decayFactor,
+    lrWindows: options.lrWindows,
+    totalSteps: schedule.totalSteps,
+    weightDecay: options.weightDecay,
+    momentum: usesMomentum ? options.momentum : null,
+    nesterov: usesMomentum ? options.nesterov : null,
+  };
+}
+
+/**
+ * --checkpoint-dir (its kind and permissions checked with the other outputs before the run is
+ * prepared) is made when missing. Without --resume it must hold no checkpoints: a new run would
+ * replace them. --fresh moves them into a dated subdirectory.
+ */
+async function prepareCheckpointDir(options: RunConfig, dir: string, log: (line: string) => void): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  if (options.resume) return;
+  const existing = await listCheckpoints(dir);
+  if (existing.length === 0) return;
+  const newest = await describeCheckpointFile(existing[0]!);
+  if (options.fresh) {
+    const aside = await moveCheckpointsAside(dir);
+    log(`--fresh: moved ${existing.length} checkpoint(s) (newest: ${newest}) from ${dir} to ${aside}`);
+    return;
+  }
+  throw new BatchlabError(
+    'BAD_OPTION',
+    `--checkpoint-dir ${dir} holds ${existing.length} checkpoint(s) of an earlier run (newest: ${newest}); ` +
+      'this run would replace them. Continue that run with --resume, use another --checkpoint-dir, ' +
+      'or pass --fresh to move the old checkpoints into a dated subdirectory of it',
+  );
+}
+
+/** "checkpoint-000000400.batchlab, step 400 of run 3fa2…, written 2026-…", or why it cannot be read. */
+async function describeCheckpointFile(path: string): Promise<string> {
+  try {
+    const c = await readCheckpoint(path);
+    return `${basename(path)}, step ${c.stepsDone} of run ${c.runId ?? '(not recorded)'}, written ${c.writtenAt}`;
+  } catch (error) {
+    return `${basename(path)}, unreadable: ${(error as Error).message}`;
+  }
+}
+
+/**
+ * Continues from the newest usable checkpoint in `dir`: weights, optimizer state, noise EMAs and
+ * progress. Newer files that are unusable are renamed to *.unusable (kept, out of the rotation).
+ * Changed LR settings are refused unless --allow-schedule-change, which logs each one.
+ */
+async function resume(run: PreparedRun, options: RunConfig, dir: string, log: (line: string) => void): Promise<void> {
+  const { checkpoint, path, skipped } = await loadNewestCheckpoint(dir);
   assertSameRun(checkpoint.identity, run.identity, dir);
+  if (checkpoint.schedule) {
+    const changes = scheduleChanges(checkpoint.schedule, run.trainingSchedule);
+    if (changes.length && !options.allowScheduleChange)
+      throw new BatchlabError(
+        'BAD_OPTION',
+        `--resume: the LR settings differ from those of the checkpoint ${path}: ${changes.map(describeScheduleChange).join('; ')}. ` +
+          'Resume with the same settings, or pass --allow-schedule-change to continue with the new ones',
+      );
+    for (const change of changes) log(`--allow-schedule-change: ${describeScheduleChange(change)}`);
+    run.scheduleChanges = changes;
+  } else {
+    log(`checkpoint ${path} is from an older batchlab and records no LR settings: they cannot be compared`);
+  }
+  for (const bad of skipped) {
+    await rename(bad.path, `${bad.path}.unusable`).catch(() => undefined);
+    log(`skipped ${bad.path} (renamed to ${basename(bad.path)}.unusable): ${bad.why}`);
+  }
   run.weights.set(checkpoint.weights);
   run.optimizer.loadState(checkpoint.optimizerState);
   if (checkpoint.noiseState) run.noise.loadState(checkpoint.noiseState);
   run.progress = { stepsDone: checkpoint.stepsDone, samples: checkpoint.samples };
-  log(`resuming from ${dir} at step ${checkpoint.stepsDone} (written ${checkpoint.writtenAt})`);
+  log(
+    `resuming from ${dir} at step ${checkpoint.stepsDone} (${basename(path)}, written ${checkpoint.writtenAt}` +
+      `${skipped.length ? `; ${skipped.length} newer file(s) skipped, see above` : ''})`,
+  );
 }

@@ -3,6 +3,7 @@
 
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { ScheduleChange } from './checkpoint.js';
 import type { HistoryPoint } from './run-totals.js';
 
 /** The run summary; key names are a contract used by tests, sweeps and benchmarks. */
@@ -44,6 +45,17 @@ export interface RunReport {
   dataset: string;
   optimizer: string;
   seed: number;
+  /** LR settings that differ from the resumed checkpoint's (accepted with --allow-schedule-change); [] when none. */
+  scheduleChanges: ScheduleChange[];
+  /** This session's checkpoint writes (null without --checkpoint-dir). */
+  checkpoints: {
+    /** Step of the last checkpoint written and read back whole. */
+    lastStep: number | null;
+    /** Writes that failed (each logged; the run went on). */
+    failures: number;
+    /** Whether the checkpoint at the end (or on a signal) was written. */
+    finalWritten: boolean | null;
+  } | null;
   /** Loss, LR, noise scale and eval accuracy over training (at most ~400 rows). */
   history: HistoryPoint[];
 }

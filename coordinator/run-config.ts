@@ -59,6 +59,12 @@ export interface RunConfig {
   checkpointEvery: number;
   /** Continue from the checkpoint in checkpointDir. */
   resume: boolean;
+  /** Checkpoints kept in checkpointDir (default 2). */
+  keepCheckpoints?: number;
+  /** Move checkpoints already in checkpointDir aside instead of refusing to start. */
+  fresh?: boolean;
+  /** On resume, accept (and log and report) LR settings that differ from the checkpoint's. */
+  allowScheduleChange?: boolean;
   backend: BackendName;
   /** null: no metrics endpoint. 0: any free port. */
   metricsPort: number | null;

@@ -3,6 +3,7 @@
 import { performance } from 'node:perf_hooks';
 import { describeDataset } from '../shared/data/index.js';
 import { evaluateModel } from '../shared/evaluate.js';
+import type { CheckpointRecord } from './checkpoint.js';
 import type { CoordinatorOptions } from './run-config.js';
 import type { PreparedRun } from './prepare-run.js';
 import type { RunReport } from './report.js';
@@ -23,6 +24,8 @@ export interface RunResults {
   startedAtMs: number;
   /** The reducer in use at the end. */
   reducer: string;
+  /** This session's checkpoint writes (null without --checkpoint-dir). */
+  checkpoints: CheckpointRecord | null;
 }
 
 /** The report of a finished run; evaluates the train split for the generalization gap (unless timing only). */
@@ -64,6 +67,12 @@ export function buildReport(options: CoordinatorOptions, run: PreparedRun, resul
     dataset: describeDataset(run.dataset),
     optimizer: options.optimizer,
     seed: options.seed,
+    scheduleChanges: run.scheduleChanges,
+    checkpoints: results.checkpoints && {
+      lastStep: results.checkpoints.lastStep,
+      failures: results.checkpoints.failures,
+      finalWritten: results.checkpoints.finalWritten,
+    },
     history: totals.history,
   };
 }

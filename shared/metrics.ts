@@ -201,6 +201,17 @@ export function defineCoordinatorMetrics(registry: Registry, config: Coordinator
       registers,
       'Refused frames, replies and connections, by reason (auth, bad_frame, stale_step, unassigned, duplicate, non_finite, ...).',
     ),
+    checkpointFailures: new Counter({
+      name: 'batchlab_checkpoint_failures_total',
+      help: 'Checkpoint writes that failed (earlier checkpoints kept, the run goes on), by reason (no_space, too_many_files, io_error, read_only, permission, verify, other).',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    checkpointLastStep: new Gauge({
+      name: 'batchlab_checkpoint_last_success_step',
+      help: 'Step of the last checkpoint written and read back whole in this session; NaN before the first.',
+      registers,
+    }),
   };
 }
 

@@ -45,8 +45,10 @@ async function checkOutputPath({ option, path, kind }: OutputPath, absolute: str
     if (kind === 'file' && !existing.isFile()) refuse('it is not a regular file');
     // A directory's contents are written in it; a file is replaced by a rename in its directory.
     const where = kind === 'directory' ? absolute : dirname(absolute);
-    if (!(await writable(where))) refuse(`${where} is not writable`);
-    if (kind === 'file' && !(await writable(absolute))) refuse('the file is not writable');
+    const denied = await notWritable(where);
+    if (denied) refuse(`${where} is not writable: ${denied}`);
+    const fileDenied = kind === 'file' ? await notWritable(absolute) : null;
+    if (fileDenied) refuse(`the file is not writable: ${fileDenied}`);
     return;
   }
   // Missing: it and any missing parents are created, inside the nearest existing ancestor.
@@ -55,7 +57,8 @@ async function checkOutputPath({ option, path, kind }: OutputPath, absolute: str
     const found = await stat(ancestor).catch(() => null);
     if (found) {
       if (!found.isDirectory()) refuse(`${ancestor} is a file`);
-      if (!(await writable(ancestor))) refuse(`${ancestor} is not writable`);
+      const denied = await notWritable(ancestor);
+      if (denied) refuse(`${ancestor} is not writable: ${denied}`);
       return;
     }
     const parent = dirname(ancestor);
@@ -64,10 +67,11 @@ async function checkOutputPath({ option, path, kind }: OutputPath, absolute: str
   }
 }
 
-async function writable(path: string): Promise<boolean> {
+/** Null when this process may write in `path`; else the error code (EACCES, EROFS, …). */
+async function notWritable(path: string): Promise<string | null> {
   return access(path, constants.W_OK).then(
-    () => true,
-    () => false,
+    () => null,
+    (error: NodeJS.ErrnoException) => error.code ?? error.message,
   );
 }
 

@@ -219,3 +219,25 @@ describe('coordinator metrics after known steps', () => {
     expect(await value(second, 'batchlab_steps_total')).toBe(0);
   });
 });
+
+describe('checkpoint metrics', () => {
+  it('count failed writes by reason (known reasons from 0) and keep the step of the last good one', async () => {
+    const registry = createRegistry('coordinator');
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 1,
+      reducer: () => 'star',
+    });
+    expect(await value(registry, 'batchlab_checkpoint_last_success_step')).toBeNaN();
+    expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'no_space' })).toBe(0);
+    observer.onCheckpointWritten(5);
+    observer.onCheckpointFailed('no_space');
+    observer.onCheckpointFailed('no_space');
+    observer.onCheckpointFailed('read_only');
+    expect(await value(registry, 'batchlab_checkpoint_last_success_step')).toBe(5);
+    expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'no_space' })).toBe(2);
+    expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'read_only' })).toBe(1);
+    expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'io_error' })).toBe(0);
+  });
+});

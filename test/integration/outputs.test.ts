@@ -94,7 +94,7 @@ describe('output paths are checked before training', () => {
       await expectRefusedAtStart(
         ['local', ...JOB, '--save-model', join(readOnly, 'model')],
         'save-model',
-        /read-only is not writable/,
+        /read-only is not writable: EROFS/,
       );
     },
   );

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { checkpointFileName } from '../../coordinator/checkpoint.js';
 import { runCli, startCli } from '../support/cli.js';
 import { waitForStep, waitForText, watch } from '../support/processes.js';
 import { freePort } from '../support/prometheus.js';
@@ -204,7 +205,7 @@ describe.each(['star', 'sharded'] as const)('resilience with the %s reducer', (r
     expect(await first.exit).toBe(130);
     const written = Number((first.output().match(/checkpoint at step (\d+) written/) ?? [])[1]);
     expect(written, first.output().slice(-3000)).toBeGreaterThanOrEqual(20);
-    expect(existsSync(join(checkpoints, 'checkpoint.batchlab'))).toBe(true);
+    expect(existsSync(join(checkpoints, checkpointFileName(written)))).toBe(true);
     // The run did not complete: the worker says why and exits as the coordinator did.
     expect(await w.exit).toBe(130);
     expect(w.output()).toMatch(/coordinator says: \[INTERRUPTED\] run did not complete: interrupted by SIGTERM/);
@@ -264,7 +265,7 @@ describe('resilience', () => {
       checkpoints,
     ]);
     expect(short.code, short.stderr.slice(-3000)).toBe(0);
-    expect(existsSync(join(checkpoints, 'checkpoint.batchlab'))).toBe(true);
+    expect(existsSync(join(checkpoints, checkpointFileName(3)))).toBe(true);
     const result = await runCli([
       'coordinator',
       '--port',
