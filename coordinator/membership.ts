@@ -67,7 +67,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const streak = this.schedule.markLate(workerId, Date.now());
     this.emitSafely('late', worker, streak);
     if (evictAfter > 0 && streak >= evictAfter)
-      this.evict(worker, `late ${streak} times in a row (step deadline ${(deadlineMs / 1000).toFixed(1)} s)`);
+      this.evict(
+        worker,
+        `late ${streak === 1 ? 'once' : `${streak} times in a row`} (step deadline ${(deadlineMs / 1000).toFixed(1)} s)`,
+      );
   }
 
   /** A quarantined worker that still owes replies and stayed silent for another deadline is late again. */

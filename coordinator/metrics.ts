@@ -78,6 +78,16 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     this.metrics.reassignments.inc({ reason }, count);
   }
 
+  /** A worker was marked late (quarantined). */
+  onLate(): void {
+    this.metrics.workersLate.inc();
+  }
+
+  /** A worker was evicted. */
+  onEvicted(): void {
+    this.metrics.workersEvicted.inc();
+  }
+
   /** Bytes of one frame sent (`out`) or received (`in`) by the coordinator. */
   onBytes(direction: 'in' | 'out', bytes: number): void {
     this.metrics.gradientBytes.inc({ direction }, bytes);

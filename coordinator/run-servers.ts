@@ -39,11 +39,14 @@ export async function startServers(
     backend: run.backend.backend,
     baseBatch: run.schedule.baseBatch,
     workersConnected: () => membership.readyWorkers().length,
+    workersQuarantined: () => membership.schedule.quarantined().length,
     reducer: () => reducerName(),
   });
   const http = await createHttpServer(options);
   const workerServer = new WorkerServer(http, membership, workerServerOptions(options, run, metrics, log));
   warnOnUnequalChunks(membership, options.microBatch, log);
+  membership.on('late', () => metrics.onLate());
+  membership.on('evicted', () => metrics.onEvicted());
   let metricsServer: MetricsServer | null = null;
   const dispose = async (): Promise<void> => {
     await workerServer.close(hooks.signal?.aborted ? 'coordinator interrupted' : 'run finished');

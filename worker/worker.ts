@@ -315,10 +315,9 @@ async function serve(
       if (session.stopping) return resolve({ kind: 'stopped' });
       // The coordinator closes with a 44xx code when it refuses this worker: that is final.
       if (!ending && code >= 4400 && code < 4500) {
-        const error = new ProtocolError(
-          'BAD_MESSAGE',
-          `coordinator closed the connection: ${reason.toString() || code}`,
-        );
+        const why = `coordinator closed the connection: ${reason.toString() || code}`;
+        const error =
+          code === closeCodeFor('EVICTED') ? new BatchlabError('EVICTED', why) : new ProtocolError('BAD_MESSAGE', why);
         // Its `error` frame may still wait behind the work in progress: say here why this worker stops.
         log(describeError(error));
         ending = { kind: 'refused', error };
