@@ -34,6 +34,10 @@ export function dispatch(target: DispatchTarget, plan: ReadonlyMap<number, Micro
     } as const;
     if (!worker.send(work, weights, bodyKey)) continue;
     membership.schedule.markWeights(workerId, step);
-    membership.schedule.recordWork(workerId, specs.length);
+    membership.schedule.recordWork(
+      workerId,
+      step,
+      specs.map((m) => m.id),
+    );
   }
 }

@@ -110,7 +110,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   /** A gradient reply from a joined worker. */
   receive(worker: WorkerChannel, message: GradientMessage, body: Float32Array | null): void {
-    const effect = this.schedule.recordReply(worker.workerId, message.samples, message.computeMs, Date.now());
+    const effect = this.schedule.recordReply(worker.workerId, message, Date.now());
     if (effect === 'released')
       this.log(`worker ${worker.workerId} (${worker.info.name}) answered its late work; it takes work again`);
     const handler = this.gradientHandler;

@@ -13,14 +13,26 @@ interface WorkerState {
   weightsStep: number;
   /** Gradient replies received (the first, with warm-up in it, is not measured). */
   replies: number;
-  /** Micro-batches sent to it and not answered yet, re-issued ones included (it still computes them). */
-  owed: number;
+  /** Micro-batches (step/id) sent to it and not answered yet, re-issued ones included (it still computes them). */
+  owed: Set<string>;
   /** Missed a step deadline and has not caught up since: it gets no new work. */
   quarantined: boolean;
   /** Times late in a row: deadlines missed with no reply on time in between. */
   lateStreak: number;
   /** Date.now() of its last late mark or, while quarantined, of its last reply. */
   lastSignMs: number;
+}
+
+/** What the schedule reads from a gradient reply. */
+export interface ReplyFacts {
+  step: number;
+  microBatchId: number;
+  samples: number;
+  computeMs: number;
+}
+
+function owedKey(step: number, microBatchId: number): string {
+  return `${step}/${microBatchId}`;
 }
 
 /** What a reply did to its worker's quarantine. */
@@ -36,7 +48,7 @@ export class WorkerSchedule {
       maxMicroBatches,
       weightsStep: -1,
       replies: 0,
-      owed: 0,
+      owed: new Set(),
       quarantined: false,
       lateStreak: 0,
       lastSignMs: 0,
@@ -48,28 +60,32 @@ export class WorkerSchedule {
     this.states.delete(workerId);
   }
 
-  /** Folds one reply's measured rate into the worker's throughput (after its first reply). */
-  recordReply(workerId: number, samples: number, computeMs: number, nowMs = 0): ReplyEffect {
+  /**
+   * Folds one reply's measured rate into the worker's throughput (after its first reply), and
+   * settles what it owed for that micro-batch of that step.
+   */
+  recordReply(workerId: number, reply: ReplyFacts, nowMs = 0): ReplyEffect {
     const state = this.states.get(workerId);
     if (!state) return 'on-time';
     state.replies++;
-    if (state.replies > 1) state.samplesPerSecond = updateThroughput(state.samplesPerSecond, samples, computeMs);
-    state.owed = Math.max(0, state.owed - 1);
+    if (state.replies > 1)
+      state.samplesPerSecond = updateThroughput(state.samplesPerSecond, reply.samples, reply.computeMs);
+    state.owed.delete(owedKey(reply.step, reply.microBatchId));
     if (!state.quarantined) {
       state.lateStreak = 0;
       return 'on-time';
     }
     // A late reply: the worker is computing, just slowly. It takes work again once it owes none.
     state.lastSignMs = nowMs;
-    if (state.owed > 0) return 'still-owing';
+    if (state.owed.size > 0) return 'still-owing';
     state.quarantined = false;
     return 'released';
   }
 
-  /** Records `count` micro-batches sent to the worker. */
-  recordWork(workerId: number, count: number): void {
+  /** Records micro-batches `ids` of `step` sent to the worker. */
+  recordWork(workerId: number, step: number, ids: readonly number[]): void {
     const state = this.states.get(workerId);
-    if (state) state.owed += count;
+    if (state) for (const id of ids) state.owed.add(owedKey(step, id));
   }
 
   /** The worker missed a step deadline: quarantined until it has answered all it owes. Returns its late streak. */
@@ -95,7 +111,7 @@ export class WorkerSchedule {
   /** Quarantined workers that still owe replies and gave no sign of life since `sinceMs`: late once more. */
   silentSince(sinceMs: number): number[] {
     return [...this.states]
-      .filter(([, s]) => s.quarantined && s.owed > 0 && s.lastSignMs <= sinceMs)
+      .filter(([, s]) => s.quarantined && s.owed.size > 0 && s.lastSignMs <= sinceMs)
       .map(([id]) => id)
       .sort((a, b) => a - b);
   }
