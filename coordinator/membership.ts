@@ -34,7 +34,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private reducerHandler: ReducerReplyHandler | null = null;
   private closed = false;
   /** Workers evicted so far: a step no longer waits for them (see `requiredWorkers`). */
-  evictedCount = 0;
+  private evictedCount = 0;
 
   constructor(private readonly log: (line: string) => void) {
     super();
