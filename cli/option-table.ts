@@ -283,6 +283,14 @@ export const TRAINING_TABLE = {
       '(the deadline is 5 × the median recent step time within floor and cap)',
     parse: (raw, name) => readMilliseconds(raw, name),
   },
+  'evict-after': {
+    kind: 'string',
+    default: '3',
+    help:
+      'close the connection of a worker late at the step deadline this many times in a row ' +
+      '(0: never; a late worker gets no new work until it has answered)',
+    parse: (raw, name) => readInteger(raw, name, 0, 1000),
+  },
   'checkpoint-dir': {
     kind: 'string',
     help: 'directory for checkpoints (weights, optimizer state, step, noise-scale EMAs)',

@@ -127,6 +127,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     heartbeatIntervalMs: read('heartbeat-interval'),
     stepDeadlineFloorMs,
     stepDeadlineCapMs,
+    evictAfter: read('evict-after'),
     ...(checkpointDir ? { checkpointDir } : {}),
     checkpointEvery: read('checkpoint-every'),
     resume,

@@ -150,6 +150,7 @@ function trainerParts(options: CoordinatorOptions, run: PreparedRun, wiring: Tra
       stepDeadlineFloorMs: options.stepDeadlineFloorMs,
       stepDeadlineCapMs: options.stepDeadlineCapMs,
       balance: options.balance,
+      evictAfter: options.evictAfter,
     },
     membership: wiring.servers.membership,
     reducer: wiring.reducer,

@@ -32,6 +32,12 @@ export function dispatch(target: DispatchTarget, plan: ReadonlyMap<number, Micro
       microBatches: specs,
       ...fields,
     } as const;
-    if (worker.send(work, weights, bodyKey)) membership.schedule.markWeights(workerId, step);
+    if (!worker.send(work, weights, bodyKey)) continue;
+    membership.schedule.markWeights(workerId, step);
+    membership.schedule.recordWork(
+      workerId,
+      step,
+      specs.map((m) => m.id),
+    );
   }
 }

@@ -1,6 +1,7 @@
 // Gathering one step: feeds replies into the round until every micro-batch is in and the step's
 // reduction has its result, re-issuing work (reissue.ts) when a worker is lost, misses the step
-// deadline, or returns a non-finite gradient.
+// deadline, or returns a non-finite gradient. Each deadline also counts quarantined workers that
+// stay silent as late once more (membership.ts).
 
 import type { BatchlabError } from '../shared/errors.js';
 import type { GradientMessage } from '../shared/protocol.js';
@@ -40,6 +41,7 @@ export async function gather(ctx: GatherContext): Promise<StepResult> {
     // Every reply in and still no result: the reduction itself stalled (sharded), not a worker's compute.
     if (round.outstandingOwners().length === 0 && round.isComplete) reduction.restart();
     else reissuer.onDeadline(ctx.deadlineMs);
+    membership.checkSilent(ctx.deadlineMs, ctx.evictAfter);
   }, ctx.deadlineMs);
   const onAbort = (): void => fail(ctx.signal!.reason);
   membership.setGradientHandler(onGradient);

@@ -1,6 +1,8 @@
 // Membership: the workers taking part in the run, whatever carries their frames. It records
 // joins and losses, keeps each worker's scheduling state, and routes gradient replies to the
-// gather of the step in progress; between steps a reply is late and refused as stale.
+// gather of the step in progress; between steps a reply is late and refused as stale. A worker
+// that misses a step deadline is quarantined (no new work) until it has answered what it owes,
+// and evicted when late too many times in a row.
 
 import { EventEmitter } from 'node:events';
 import { describeError } from '../shared/errors.js';
@@ -13,6 +15,9 @@ export interface MembershipEvents {
   joined: [worker: WorkerChannel];
   lost: [worker: WorkerChannel, reason: string];
   rejected: [reason: RejectReason, detail: string];
+  /** It missed a step deadline (`streak` times in a row) and is quarantined. */
+  late: [worker: WorkerChannel, streak: number];
+  evicted: [worker: WorkerChannel, reason: string];
 }
 
 /** Receives the gradient replies of the step being gathered. */
@@ -28,6 +33,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private gradientHandler: GradientHandler | null = null;
   private reducerHandler: ReducerReplyHandler | null = null;
   private closed = false;
+  /** Workers evicted so far: a step no longer waits for them (see `requiredWorkers`). */
+  private evictedCount = 0;
 
   constructor(private readonly log: (line: string) => void) {
     super();
@@ -36,6 +43,49 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Live workers that finished the handshake, by ascending id (the split's order). */
   readyWorkers(): WorkerChannel[] {
     return [...this.workers.values()].sort((a, b) => a.workerId - b.workerId);
+  }
+
+  /** Ready workers that take new work: those not quarantined (all of them if every one is). */
+  workingWorkers(): WorkerChannel[] {
+    const ready = this.readyWorkers();
+    const working = ready.filter((w) => !this.schedule.isQuarantined(w.workerId));
+    return working.length > 0 ? working : ready;
+  }
+
+  /** Workers a step waits for: `minWorkers` less one per eviction, at least one. */
+  requiredWorkers(minWorkers: number): number {
+    return Math.max(1, minWorkers - this.evictedCount);
+  }
+
+  /**
+   * `workerId` missed a step deadline: quarantined (no new work until it has answered what it
+   * owes). Late `evictAfter` times in a row (0: never), it is evicted.
+   */
+  markLate(workerId: number, deadlineMs: number, evictAfter: number): void {
+    const worker = this.workers.get(workerId);
+    if (!worker || this.closed) return;
+    const streak = this.schedule.markLate(workerId, Date.now());
+    this.emitSafely('late', worker, streak);
+    if (evictAfter > 0 && streak >= evictAfter)
+      this.evict(
+        worker,
+        `late ${streak === 1 ? 'once' : `${streak} times in a row`} (step deadline ${(deadlineMs / 1000).toFixed(1)} s)`,
+      );
+  }
+
+  /** A quarantined worker that still owes replies and stayed silent for another deadline is late again. */
+  checkSilent(deadlineMs: number, evictAfter: number): void {
+    for (const workerId of this.schedule.silentSince(Date.now() - deadlineMs))
+      this.markLate(workerId, deadlineMs, evictAfter);
+  }
+
+  /** Closes the worker's connection with `reason`; its loss follows when the connection ends. */
+  evict(worker: WorkerChannel, reason: string): void {
+    if (!this.workers.has(worker.workerId)) return;
+    this.evictedCount++;
+    this.log(`worker ${worker.workerId} (${worker.info.name}) evicted: ${reason}`);
+    this.emitSafely('evicted', worker, reason);
+    worker.evict(`evicted: ${reason}`);
   }
 
   /** The live worker with this id, if any. */
@@ -60,7 +110,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   /** A gradient reply from a joined worker. */
   receive(worker: WorkerChannel, message: GradientMessage, body: Float32Array | null): void {
-    this.schedule.recordReply(worker.workerId, message.samples, message.computeMs);
+    const effect = this.schedule.recordReply(worker.workerId, message, Date.now());
+    if (effect === 'released')
+      this.log(`worker ${worker.workerId} (${worker.info.name}) answered its late work; it takes work again`);
     const handler = this.gradientHandler;
     // Between steps (evaluation, a checkpoint write) no gather listens: the reply is late.
     if (!handler) this.reject('stale_step', `worker ${worker.workerId}: reply for step ${message.step} between steps`);

@@ -90,6 +90,16 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     this.metrics.checkpointFailures.inc({ reason });
   }
 
+  /** A worker was marked late (quarantined). */
+  onLate(): void {
+    this.metrics.workersLate.inc();
+  }
+
+  /** A worker was evicted. */
+  onEvicted(): void {
+    this.metrics.workersEvicted.inc();
+  }
+
   /** Bytes of one frame sent (`out`) or received (`in`) by the coordinator. */
   onBytes(direction: 'in' | 'out', bytes: number): void {
     this.metrics.gradientBytes.inc({ direction }, bytes);

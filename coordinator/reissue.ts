@@ -1,6 +1,7 @@
 // Re-issue within a step: a worker's outstanding micro-batches go to the others when it is lost,
 // misses the step deadline, or returns non-finite values. Micro-batch ids fix the samples, so the
 // step's result does not change. With nobody left to take the work, it waits for a worker to join.
+// A worker that misses the deadline is also marked late (quarantined; membership.ts).
 
 import { BatchlabError } from '../shared/errors.js';
 import type { MicroBatchSpec } from '../shared/protocol.js';
@@ -15,6 +16,8 @@ export interface ReissueContext extends DispatchTarget {
   balance: BalanceMode;
   /** With no live worker left, how long to wait for one before stopping the run. */
   workerWaitTimeoutMs: number;
+  /** Evict a worker late this many times in a row (0: never). */
+  evictAfter: number;
   observer: TrainerObserver;
   log: (line: string) => void;
   /** Ends the step with an error (divergence, no worker came back). */
@@ -55,6 +58,8 @@ export class Reissuer {
         `step ${round.step}: worker ${who} did not answer micro-batches ${ids(late)} within ${(deadlineMs / 1000).toFixed(1)} s; re-issuing them`,
       );
       this.reissue(late, fault, workerId);
+      // After the re-issue: eviction closes its connection, and the loss would find nothing left to re-issue.
+      membership.markLate(workerId, deadlineMs, this.ctx.evictAfter);
     }
   }
 
@@ -98,8 +103,9 @@ export class Reissuer {
     if (specs.length === 0 || !reason) return;
     if (announce) log(fault.message);
     // A worker that cannot get this step's weights (sharded: the coordinator does not hold them) cannot help.
+    // A quarantined worker is skipped (late work would only queue behind its own).
     const live = membership
-      .readyWorkers()
+      .workingWorkers()
       .filter((w) => this.ctx.reduction.canCompute(w.workerId, membership.schedule.weightsStep(w.workerId)));
     const others = live.filter((w) => w.workerId !== avoid);
     const targets = others.length > 0 ? others : live;

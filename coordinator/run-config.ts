@@ -53,6 +53,8 @@ export interface RunConfig {
   /** Per-step deadline = clamp(5 × median recent step time, floor, cap); late work is re-issued. */
   stepDeadlineFloorMs: number;
   stepDeadlineCapMs: number;
+  /** Evict a worker late at the step deadline this many times in a row (0: never). */
+  evictAfter: number;
   /** Where checkpoints go (none when undefined). */
   checkpointDir?: string;
   /** Checkpoint every this many steps (0: only on shutdown). */

@@ -43,11 +43,14 @@ export async function startServers(
     backend: run.backend.backend,
     baseBatch: run.schedule.baseBatch,
     workersConnected: () => membership.readyWorkers().length,
+    workersQuarantined: () => membership.schedule.quarantined().length,
     reducer: () => reducerName(),
   });
   const http = await createHttpServer(options);
   const workerServer = new WorkerServer(http, membership, workerServerOptions(options, run, metrics, log));
   warnOnUnequalChunks(membership, options.microBatch, log);
+  membership.on('late', () => metrics.onLate());
+  membership.on('evicted', () => metrics.onEvicted());
   let metricsServer: MetricsServer | null = null;
   let failure: { reason: string; code: string } | null = null;
   const fail = (error: unknown): void => {

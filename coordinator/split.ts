@@ -18,6 +18,12 @@ export interface SplitWorker {
   maxMicroBatches: number | null;
 }
 
+/**
+ * A worker left without micro-batches by the proportional split gets one anyway, unless one
+ * micro-batch would take it more than this many times the others' step (it would only slow the step).
+ */
+export const FAR_SLOWER = 2;
+
 /** Smoothing of the per-worker throughput EMA: weight of the newest measurement. */
 export const THROUGHPUT_EMA_ALPHA = 0.3;
 
@@ -32,7 +38,8 @@ export function updateThroughput(previous: number | null, samples: number, compu
  * Splits `microBatches` over `workers` (in the given order) in contiguous blocks. `equal`: block
  * sizes differ by at most one. `throughput`: sizes in proportion to each worker's samples/s
  * (unmeasured workers count as the mean of the measured ones; equal until any is measured),
- * each worker getting at least one micro-batch while there are enough, and no worker more than
+ * each worker getting at least one micro-batch while there are enough (but for a worker more
+ * than FAR_SLOWER times slower at one micro-batch than the others at their share), and no worker more than
  * its `maxMicroBatches` unless every worker is full (then the rest is shared by throughput).
  * Workers whose block is empty are left out of the plan.
  */
@@ -103,10 +110,13 @@ function proportionalCounts(k: number, workers: readonly SplitWorker[]): number[
   // Every worker is at its cap: share what is left by throughput regardless (the step must run).
   if (left > 0) apportion(left, rates).forEach((e, j) => (counts[j]! += e));
   // At least one each while there are enough, so every worker keeps being measured and one that
-  // was slow once (warm-up, a noisy neighbour) is not starved for good.
+  // was slow once (warm-up, a noisy neighbour) is not starved for good; except a far slower
+  // worker, whose one micro-batch would take longer than the others' whole step twice over.
   if (k >= n) {
+    const others = Math.max(0, ...counts.map((c, j) => c / rates[j]!));
     for (let j = 0; j < n; j++) {
       if (counts[j]! > 0 || caps[j]! < 1) continue;
+      if (1 / rates[j]! > FAR_SLOWER * others) continue;
       const donor = counts.indexOf(Math.max(...counts));
       if (counts[donor]! <= 1) break;
       counts[donor]! -= 1;

@@ -35,6 +35,8 @@ export interface TrainerConfig {
   stepDeadlineCapMs: number;
   /** How micro-batches are shared among workers. */
   balance: BalanceMode;
+  /** Evict a worker late at the step deadline this many times in a row (0: never). */
+  evictAfter: number;
 }
 
 export interface TrainerParts {
@@ -79,12 +81,8 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
   const recentStepMs: number[] = [];
   let lastEval: Evaluation | null = null;
   for (let step = progress.stepsDone; step < config.steps; step++) {
-    const record = await runStep(
-      parts,
-      step,
-      microBatches,
-      stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs),
-    );
+    const deadlineMs = stepDeadline(recentStepMs, config.stepDeadlineFloorMs, config.stepDeadlineCapMs);
+    const record = await runStep(parts, step, microBatches, deadlineMs);
     progress.stepsDone = step + 1;
     progress.samples += record.stats.samples;
     recentStepMs.push(record.wallSeconds * 1000);
@@ -112,7 +110,7 @@ async function runStep(
 ): Promise<StepRecord> {
   const { config, membership, observer, log } = parts;
   const lr = config.lrAt(step);
-  const { workers, plan, reduction, t0 } = await beginStep(parts, step, microBatches, lr);
+  const { workers, plan, reduction, t0 } = await beginStep(parts, step, microBatches, lr, deadlineMs);
   const round = new GatherRound(microBatches, reduction);
   const target = { membership, round, reduction, globalBatchSize: config.globalBatchSize };
   dispatch(target, plan);
@@ -120,6 +118,7 @@ async function runStep(
   const result = await gather({
     ...target,
     balance: config.balance,
+    evictAfter: config.evictAfter,
     deadlineMs,
     workerWaitTimeoutMs: config.workerWaitTimeoutMs,
     observer,
@@ -159,19 +158,28 @@ async function runStep(
 }
 
 /**
- * Splits the step over the live workers and begins its reduction. Beginning may wait (the sharded
- * reducer fetches weights or probes links); a worker lost meanwhile would hold micro-batches no
- * gather knows of, so the step is begun again over those still there.
+ * Splits the step over the live workers that are not quarantined and begins its reduction.
+ * Beginning may wait (the sharded reducer fetches weights or probes links); a worker lost
+ * meanwhile would hold micro-batches no gather knows of, so the step is begun again over those
+ * still there.
  */
-async function beginStep(parts: TrainerParts, step: number, microBatches: readonly MicroBatchSpec[], lr: number) {
+async function beginStep(
+  parts: TrainerParts,
+  step: number,
+  microBatches: readonly MicroBatchSpec[],
+  lr: number,
+  deadlineMs: number,
+) {
   const { config, membership, reducer, log } = parts;
   for (;;) {
+    // A quarantined worker silent for another deadline is late again (and maybe evicted) before the split.
+    membership.checkSilent(deadlineMs, config.evictAfter);
     const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
     // The step's time starts once its workers are there (waiting for them is not training).
     const t0 = performance.now();
     const plan = splitMicroBatches(
       microBatches,
-      membership.schedule.splitWorkers(workers.map((w) => w.workerId)),
+      membership.schedule.splitWorkers(membership.workingWorkers().map((w) => w.workerId)),
       config.balance,
     );
     const reduction = await reducer.beginStep({ step, microBatches, lr, workers: [...plan.keys()] });
@@ -189,14 +197,15 @@ export function stepDeadline(recentStepMs: readonly number[], floorMs: number, c
   return Math.min(capMs, Math.max(floorMs, 5 * median));
 }
 
-/** Waits until at least `minWorkers` are ready; says so when it has to wait. */
+/** Waits until at least `minWorkers` (less one per evicted worker) are ready; says so when it has to wait. */
 async function waitForWorkers(
   membership: Membership,
-  minWorkers: number,
+  asked: number,
   timeoutMs: number,
   log: (line: string) => void,
   signal?: AbortSignal,
 ): Promise<WorkerChannel[]> {
+  const minWorkers = membership.requiredWorkers(asked);
   let ready = membership.readyWorkers();
   if (ready.length >= minWorkers) return ready;
   log(`waiting for workers: ${ready.length} of ${minWorkers} ready (timeout ${Math.round(timeoutMs / 1000)} s)`);

@@ -3,6 +3,7 @@
 
 import type { WebSocket } from 'ws';
 import type { FrameEncoder } from '../shared/codec.js';
+import { closeCodeFor } from '../shared/errors.js';
 import type { Message, ShutdownMessage } from '../shared/protocol.js';
 import type { WorkerChannel, WorkerInfo } from './worker-channel.js';
 
@@ -41,6 +42,17 @@ export class WebSocketChannel implements WorkerChannel {
   terminate(reason: string): void {
     this.lostReason = reason;
     this.socket.terminate();
+  }
+
+  /** Sends an `EVICTED` error frame and closes with its code: the worker takes that as final. */
+  evict(reason: string): void {
+    this.lostReason = reason;
+    if (!this.isOpen) return;
+    this.send({ type: 'error', code: 'EVICTED', message: reason });
+    // A close reason is at most 123 bytes; the error frame carries the whole of it.
+    this.socket.close(closeCodeFor('EVICTED'), reason.slice(0, 120));
+    // A worker too stuck to answer the close is cut off after the grace period.
+    setTimeout(() => this.socket.terminate(), SHUTDOWN_GRACE_MS).unref();
   }
 
   shutdown(reason: string, code?: string): Promise<void> {

@@ -29,4 +29,6 @@ export interface WorkerChannel {
   send(message: Message, body?: Float32Array | null, bodyKey?: number): boolean;
   /** Tells the worker to exit with `reason` and ends the connection; idempotent. */
   shutdown(reason: string, code?: string): Promise<void>;
+  /** Refuses the worker for good (it exits non-zero with `reason`); its loss follows when the connection ends. */
+  evict(reason: string): void;
 }

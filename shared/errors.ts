@@ -13,6 +13,8 @@ const RECOVERY = {
   VERSION_MISMATCH: 'close-connection',
   AUTH_FAILED: 'close-connection',
   DATASET_MISMATCH: 'close-connection',
+  /** A worker late at the step deadline too many times in a row (--evict-after): refused for good. */
+  EVICTED: 'close-connection',
   SHAPE_MISMATCH: 'stop-run',
   NON_FINITE: 'stop-run',
   /** A worker left mid-step: its micro-batches are computed again by others in the same step. */
@@ -108,6 +110,7 @@ export function closeCodeFor(code: ErrorCode): number {
     VERSION_MISMATCH: 4426,
     AUTH_FAILED: 4401,
     DATASET_MISMATCH: 4409,
+    EVICTED: 4408,
     SHAPE_MISMATCH: 4422,
     NON_FINITE: 4422,
   };

@@ -21,6 +21,8 @@ export interface CoordinatorMetricsConfig {
   workersConnected: () => number;
   /** The reducer in use (sharded can fall back to star mid-run); filled at scrape time. */
   reducer: () => string;
+  /** Connected workers quarantined for missing a step deadline; filled at scrape time (none when omitted). */
+  workersQuarantined?: () => number;
 }
 
 /** A fresh registry with the process's default metrics under the batchlab_process_ prefix. */
@@ -69,6 +71,14 @@ export function defineCoordinatorMetrics(registry: Registry, config: Coordinator
     registers,
     collect() {
       this.set(config.workersConnected());
+    },
+  });
+  new Gauge({
+    name: 'batchlab_workers_quarantined',
+    help: 'Connected workers that missed a step deadline and get no new work until they have answered.',
+    registers,
+    collect() {
+      this.set(config.workersQuarantined?.() ?? 0);
     },
   });
   new Gauge({
@@ -195,6 +205,16 @@ export function defineCoordinatorMetrics(registry: Registry, config: Coordinator
       name: 'batchlab_microbatch_reassignments_total',
       help: 'Micro-batches re-issued to another worker, by reason.',
       labelNames: ['reason'] as const,
+      registers,
+    }),
+    workersLate: new Counter({
+      name: 'batchlab_workers_late_total',
+      help: 'Times a worker was marked late: it missed a step deadline, or stayed silent a further deadline while quarantined.',
+      registers,
+    }),
+    workersEvicted: new Counter({
+      name: 'batchlab_workers_evicted_total',
+      help: 'Workers whose connection was closed for being late --evict-after times in a row.',
       registers,
     }),
     rejected: rejectedCounter(

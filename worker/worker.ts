@@ -327,11 +327,14 @@ async function serve(
       if (watchdog) clearTimeout(watchdog);
       if (session.stopping) return resolve({ kind: 'stopped' });
       // The coordinator closes with a 44xx code when it refuses this worker: that is final.
-      if (!ending && code >= 4400 && code < 4500)
-        ending = {
-          kind: 'refused',
-          error: new ProtocolError('BAD_MESSAGE', `coordinator closed the connection: ${reason.toString() || code}`),
-        };
+      if (!ending && code >= 4400 && code < 4500) {
+        const why = `coordinator closed the connection: ${reason.toString() || code}`;
+        const error =
+          code === closeCodeFor('EVICTED') ? new BatchlabError('EVICTED', why) : new ProtocolError('BAD_MESSAGE', why);
+        // Its `error` frame may still wait behind the work in progress: say here why this worker stops.
+        log(describeError(error));
+        ending = { kind: 'refused', error };
+      }
       resolve(
         ending ?? { kind: 'lost', why: `closed with code ${code}${reason.length ? `, ${reason.toString()}` : ''}` },
       );

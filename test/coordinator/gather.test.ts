@@ -63,13 +63,15 @@ function startStep(lab: Lab, step: number) {
   const reduction = reducer.startStep({ step, microBatches: MICRO_BATCHES, lr: 0.01 });
   const round = new GatherRound(MICRO_BATCHES, reduction);
   const target = { membership: lab.membership, round, reduction, globalBatchSize: 16 };
-  const live = lab.membership.readyWorkers().map((w) => w.workerId);
+  // As the trainer splits: over the ready workers that are not quarantined.
+  const live = lab.membership.workingWorkers().map((w) => w.workerId);
   dispatch(target, splitMicroBatches(MICRO_BATCHES, lab.membership.schedule.splitWorkers(live), 'equal'));
   const context = {
     ...target,
     balance: 'equal' as const,
     deadlineMs: DEADLINE_MS,
     workerWaitTimeoutMs: WORKER_WAIT_MS,
+    evictAfter: 3,
     observer: lab.observer,
     log: lab.log,
   };
@@ -140,6 +142,81 @@ describe('gather over in-memory workers', () => {
       { reason: 'stale_step', workerId: -1 },
     ]);
     expect(bytesOf(step.weights).equals(referenceWeights(1))).toBe(true);
+  });
+
+  it('quarantines a worker that misses the deadline: the next step neither gives it work nor waits for it, until it has answered what it owes', async () => {
+    const lab = createLab(2);
+    const [fast, slow] = lab.workers;
+    const lates: number[] = [];
+    lab.membership.on('late', (worker, streak) => void lates.push(worker.workerId, streak));
+    const first = startStep(lab, 0);
+    fast!.answer();
+    await vi.advanceTimersByTimeAsync(DEADLINE_MS);
+    expect(lates).toEqual([2, 1]);
+    expect(lab.membership.schedule.quarantined()).toEqual([2]);
+    fast!.answer();
+    await first.done;
+    // Step 1: all of it to the fast worker, done without any deadline passing.
+    const second = startStep(lab, 1);
+    expect(fast!.idsFor(1)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(slow!.idsFor(1)).toEqual([]);
+    fast!.answer();
+    await second.done;
+    expect(bytesOf(second.weights).equals(referenceWeights(1))).toBe(true);
+    // Its late replies for step 0 come in (refused as stale); with the last one it takes work again.
+    slow!.answer(4);
+    slow!.answer(5);
+    slow!.answer(6);
+    expect(lab.membership.schedule.quarantined()).toEqual([2]);
+    slow!.answer(7);
+    expect(lab.membership.schedule.quarantined()).toEqual([]);
+    expect(lab.logs.join('\n')).toMatch(/worker 2 \(mem-2\) answered its late work; it takes work again/);
+    const third = startStep(lab, 2);
+    expect(slow!.idsFor(2)).toEqual([4, 5, 6, 7]);
+    fast!.answer();
+    slow!.answer();
+    await third.done;
+    expect(bytesOf(third.weights).equals(referenceWeights(2))).toBe(true);
+    expect(lab.membership.get(2)).toBe(slow);
+  });
+
+  it('evicts a worker that stays silent for 3 deadlines in a row, and a step then waits for one worker fewer', async () => {
+    const lab = createLab(2);
+    const [fast, stuck] = lab.workers;
+    const evicted: string[] = [];
+    lab.membership.on('evicted', (worker, reason) => void evicted.push(`${worker.workerId}: ${reason}`));
+    const step = startStep(lab, 0);
+    fast!.answer();
+    // The step's deadline marks it late (1); it finishes without it. Each further deadline of
+    // silence counts again (2, 3), checked here before each split as the trainer does.
+    await vi.advanceTimersByTimeAsync(DEADLINE_MS);
+    fast!.answer();
+    await step.done;
+    await vi.advanceTimersByTimeAsync(DEADLINE_MS - 1);
+    lab.membership.checkSilent(DEADLINE_MS, 3);
+    expect(lab.membership.get(2)).toBe(stuck);
+    expect(lab.membership.requiredWorkers(2)).toBe(2);
+    await vi.advanceTimersByTimeAsync(1);
+    lab.membership.checkSilent(DEADLINE_MS, 3);
+    expect(evicted).toEqual([]);
+    await vi.advanceTimersByTimeAsync(DEADLINE_MS);
+    lab.membership.checkSilent(DEADLINE_MS, 3);
+    expect(evicted).toEqual(['2: late 3 times in a row (step deadline 1.0 s)']);
+    expect(stuck!.evictReason).toBe('evicted: late 3 times in a row (step deadline 1.0 s)');
+    expect(lab.logs.join('\n')).toMatch(/worker 2 \(mem-2\) evicted: late 3 times in a row \(step deadline 1\.0 s\)/);
+    expect(lab.membership.get(2)).toBeUndefined();
+    expect(lab.membership.requiredWorkers(2)).toBe(1);
+    expect(lab.membership.requiredWorkers(1)).toBe(1);
+    // The step had finished with the fast worker's replies alone, exact.
+    expect(bytesOf(step.weights).equals(referenceWeights(0))).toBe(true);
+  });
+
+  it('never evicts with --evict-after 0', () => {
+    const lab = createLab(2);
+    const [, worker] = lab.workers;
+    for (let i = 0; i < 5; i++) lab.membership.markLate(2, DEADLINE_MS, 0);
+    expect(worker!.evictReason).toBeNull();
+    expect(lab.membership.schedule.quarantined()).toEqual([2]);
   });
 
   it('refuses a repeated reply as duplicate and counts its micro-batch once', async () => {
@@ -251,6 +328,7 @@ describe('gather over in-memory workers', () => {
       balance: 'equal',
       deadlineMs: DEADLINE_MS,
       workerWaitTimeoutMs: WORKER_WAIT_MS,
+      evictAfter: 3,
       observer: lab.observer,
       log: lab.log,
     });

@@ -97,6 +97,28 @@ describe('coordinator metrics after known steps', () => {
     expect(await value(registry, 'batchlab_workers_connected')).toBe(2);
   });
 
+  it('counts late and evicted workers and reads the quarantined ones at scrape time', async () => {
+    const registry = createRegistry('coordinator');
+    let quarantined = 1;
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 2,
+      workersQuarantined: () => quarantined,
+      reducer: () => 'star',
+    });
+    expect(await value(registry, 'batchlab_workers_late_total')).toBe(0);
+    expect(await value(registry, 'batchlab_workers_evicted_total')).toBe(0);
+    expect(await value(registry, 'batchlab_workers_quarantined')).toBe(1);
+    observer.onLate();
+    observer.onLate();
+    observer.onEvicted();
+    quarantined = 0;
+    expect(await value(registry, 'batchlab_workers_late_total')).toBe(2);
+    expect(await value(registry, 'batchlab_workers_evicted_total')).toBe(1);
+    expect(await value(registry, 'batchlab_workers_quarantined')).toBe(0);
+  });
+
   it('labels throughput and efficiency with the global batch size and worker count', async () => {
     const registry = createRegistry('coordinator');
     const observer = createCoordinatorMetrics(registry, {

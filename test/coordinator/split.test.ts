@@ -141,9 +141,28 @@ describe('splitMicroBatches by throughput', () => {
     expect(plan.get(2)!.map((s) => s.id)).toEqual([12, 13, 14, 15]);
   });
 
-  it('keeps at least one micro-batch for a very slow worker so it stays measured', () => {
+  it('keeps at least one micro-batch for a slower worker so it stays measured', () => {
+    // 6 micro-batches, the third worker 5x slower: by throughput alone it would get none ([3, 3, 0]);
+    // its one micro-batch takes 5 units against the others' 3, within FAR_SLOWER (2) times their step.
+    const microBatches = cutMicroBatches(6 * 16, 16);
+    const plan = splitMicroBatches(microBatches, [w(1, 400), w(2, 400), w(3, 80)], 'throughput');
+    expect(sizesOf(plan, [1, 2, 3])).toEqual([2, 3, 1]);
+  });
+
+  it("gives a far slower worker nothing: its one micro-batch would outlast twice the others' whole step", () => {
     const microBatches = cutMicroBatches(8 * 4, 4);
-    expect(sizesOf(splitMicroBatches(microBatches, [w(1, 10_000), w(2, 1)], 'throughput'), [1, 2])).toEqual([7, 1]);
+    const sizes = (rate: number): number[] =>
+      sizesOf(splitMicroBatches(microBatches, [w(1, 1000), w(2, rate)], 'throughput'), [1, 2]);
+    // The other's step is 8 micro-batches at 1000/s: 8 ms. One micro-batch at 64/s takes 15.6 ms
+    // (within 2 x 8 ms): one; at 60/s 16.7 ms: none. By throughput alone both would get none.
+    expect(sizes(64)).toEqual([7, 1]);
+    expect(sizes(60)).toEqual([8, 0]);
+    const plan = splitMicroBatches(microBatches, [w(1, 10_000), w(2, 1)], 'throughput');
+    expect([...plan.keys()]).toEqual([1]);
+    // 1000x slower, as `--debug-slowdown 1,1000`: nothing, and the split still covers every micro-batch.
+    const three = splitMicroBatches(microBatches, [w(1, 1000), w(2, 1), w(3, 1000)], 'throughput');
+    expect(sizesOf(three, [1, 2, 3])).toEqual([4, 0, 4]);
+    expect([...three.values()].flat().map((m) => m.id)).toEqual(microBatches.map((m) => m.id));
   });
 
   it('counts an unmeasured worker as the mean of the measured ones', () => {

@@ -334,10 +334,11 @@ async function handshakeFuzz(url: string, tally: Tally): Promise<Record<string, 
 /**
  * The rogue that answers: for its first work frame wrong steps, unassigned ids, a wrong sample
  * count, then NaN bodies for every micro-batch it holds; on a later step Infinity bodies; on a
- * later step nothing (the step deadline must free them, reason `timeout`); on a later step it
- * leaves with work in hand (reason `worker_lost`).
+ * later step nothing (the step deadline must free them, reason `timeout`, and quarantine it), then
+ * those micro-batches late, which ends its quarantine; on a later step it leaves with work in
+ * hand (reason `worker_lost`).
  */
-async function answeringRogue(url: string, rng: SeededRandom, tally: Tally): Promise<void> {
+async function answeringRogue(url: string, rng: SeededRandom, tally: Tally, poller: Poller): Promise<void> {
   const rogue = await Rogue.join(url, TOKEN, 'fuzz-rogue-replies');
   sockets.push(rogue.ws);
   const P = rogue.welcome.paramCount;
@@ -389,6 +390,11 @@ async function answeringRogue(url: string, rng: SeededRandom, tally: Tally): Pro
   tally.silentIds += third.microBatches.length;
   tally.mustReissue += third.microBatches.length;
   const silentAt = Date.now();
+  // Quarantined at the deadline, it gets no new work until it has answered what it was sent:
+  // answered late (the micro-batches went to others), refused as unassigned or stale.
+  await poller.waitFor((text) => /^batchlab_workers_late_total\{[^}]*\} [1-9]/m.test(text), 'a late worker', 30_000);
+  for (const m of third.microBatches)
+    send({ step: third.step, microBatchId: m.id, samples: size(m) }, poisonedBody(rng, P, 0));
 
   const fourth = await nextWorkAfter(third.step);
   tally.notes.push(
@@ -507,7 +513,7 @@ describe('protocol fuzz against a live coordinator', () => {
       })(),
       (async () => {
         // Rogues that take work run one at a time: each must be the only one misbehaving in its step.
-        await answeringRogue(run.wsUrl, rng, tally);
+        await answeringRogue(run.wsUrl, rng, tally, poller);
         wrongLength = await wrongLengthRogue(run.wsUrl, rng, tally);
         breaking.truncated = await breakingRogue(run.wsUrl, 'fuzz-rogue-truncated', tally, (rogue, work) => {
           const m = work.microBatches[0]!;

@@ -36,6 +36,7 @@ export class InMemoryChannel implements WorkerChannel {
   readonly outstanding: { step: number; spec: MicroBatchSpec }[] = [];
   isOpen = true;
   shutdownReason: string | null = null;
+  evictReason: string | null = null;
 
   constructor(
     readonly workerId: number,
@@ -67,6 +68,12 @@ export class InMemoryChannel implements WorkerChannel {
     this.isOpen = false;
     this.shutdownReason = reason;
     return Promise.resolve();
+  }
+
+  /** Eviction closes the connection: membership reports the loss, as the socket's close would. */
+  evict(reason: string): void {
+    this.evictReason = reason;
+    this.disconnect(reason);
   }
 
   /** The work messages received, in order. */
