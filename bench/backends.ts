@@ -10,10 +10,12 @@ import { selectBackend, type BackendName } from '../shared/backend.js';
 import { gatherSamples, loadDataset } from '../shared/data/index.js';
 import { buildModel, DEFAULT_HIDDEN, type ModelName } from '../shared/models/index.js';
 import { EpochSampler } from '../shared/sampler.js';
-import { computeMicroBatch } from '../worker/gradient.js';
+import { computeMicroBatchYielding } from '../worker/gradient.js';
 
 export interface BackendPoint {
   backend: string;
+  /** webgpu: the adapter it ran on ("adapter llvmpipe …, software fallback" here; the GPU on a GPU node). */
+  adapter?: string;
   model: ModelName;
   batch: number;
   samplesPerSecond: number;
@@ -43,7 +45,7 @@ async function probe(backend: BackendName, seconds: number, specs: [ModelName, n
     const warmup = seconds < 2 ? 1 : 2;
     for (let i = 0; i < warmup; i++) {
       const { images, labels } = batchAt(i);
-      computeMicroBatch(gm, images, labels, batch);
+      await computeMicroBatchYielding(gm, images, labels, batch);
     }
     let samples = 0;
     let step = warmup;
@@ -51,12 +53,12 @@ async function probe(backend: BackendName, seconds: number, specs: [ModelName, n
     // At least two timed calls, however slow the backend.
     while (performance.now() - t0 < seconds * 1000 || step < warmup + 2) {
       const { images, labels } = batchAt(step++);
-      samples += computeMicroBatch(gm, images, labels, batch).samples;
+      samples += (await computeMicroBatchYielding(gm, images, labels, batch)).samples;
     }
     const elapsed = (performance.now() - t0) / 1000;
     gm.model.dispose();
     process.stdout.write(
-      `${JSON.stringify({ backend: choice.backend, model, batch, samplesPerSecond: samples / elapsed })}\n`,
+      `${JSON.stringify({ backend: choice.backend, ...(choice.adapter ? { adapter: choice.device } : {}), model, batch, samplesPerSecond: samples / elapsed })}\n`,
     );
   }
 }
@@ -103,10 +105,11 @@ function runProbes(
 }
 
 /**
- * wasm and cpu for the MLP (batch 128) and the CNN (batch 64; 16 with --quick, as the cpu backend
- * needs about 3.5 s per CNN call of 64 and takes a warm-up and two timed calls at least); also
- * the wasm MLP at the per-worker batches of the scaling points (32 and 256), the compute term of
- * the step model. Backends run one after another so they do not compete for the cores.
+ * wasm, cpu and webgpu for the MLP (batch 128) and the CNN (batch 64; 16 with --quick, as the cpu
+ * backend needs about 3.5 s per CNN call of 64 and takes a warm-up and two timed calls at least);
+ * also the wasm MLP at the per-worker batches of the scaling points (32 and 256), the compute term
+ * of the step model. Backends run one after another so they do not compete for the cores. webgpu
+ * runs on whatever adapter it finds, hardware or software, and each point names it.
  */
 export async function benchBackends(options: {
   quick: boolean;
@@ -131,15 +134,26 @@ export async function benchBackends(options: {
         ['cnn', cnnBatch],
       ],
     ],
+    [
+      'webgpu',
+      [
+        ['mlp', 128],
+        ['cnn', cnnBatch],
+      ],
+    ],
   ];
   const points: BackendPoint[] = [];
   for (const [backend, specs] of plan) {
-    await runProbes(backend, seconds, specs, (point) => {
+    const probed = runProbes(backend, seconds, specs, (point) => {
       points.push(point);
       options.log?.(
-        `backend ${backend} ${point.model} batch ${point.batch}: ${point.samplesPerSecond.toFixed(0)} samples/s`,
+        `backend ${backend}${point.adapter ? ` (${point.adapter})` : ''} ${point.model} batch ${point.batch}: ${point.samplesPerSecond.toFixed(0)} samples/s`,
       );
     });
+    // webgpu needs a Vulkan driver this machine may not have: say so and measure the rest.
+    if (backend === 'webgpu')
+      await probed.catch((error: Error) => options.log?.(`backend webgpu not measured: ${error.message}`));
+    else await probed;
   }
   return points;
 }

@@ -251,7 +251,7 @@ export function formatBench(report: BenchReport): string {
     lines.push('', 'backends (gradient computation only)   samples/s');
     for (const p of report.backends)
       lines.push(
-        `  ${p.backend.padEnd(6)} ${p.model.padEnd(4)} batch ${String(p.batch).padEnd(4)}              ${rate(p.samplesPerSecond).padStart(9)}`,
+        `  ${p.backend.padEnd(6)} ${p.model.padEnd(4)} batch ${String(p.batch).padEnd(4)}              ${rate(p.samplesPerSecond).padStart(9)}${p.adapter ? `   ${p.adapter}` : ''}`,
       );
     for (const model of ['mlp', 'cnn'] as const) {
       const cpu = report.backends.find((p) => p.model === model && p.backend === 'cpu');
@@ -259,6 +259,11 @@ export function formatBench(report: BenchReport): string {
       if (wasm && cpu)
         lines.push(
           `  ${model}: wasm is ${(wasm.samplesPerSecond / cpu.samplesPerSecond).toFixed(1)}× cpu at batch ${cpu.batch}`,
+        );
+      const webgpu = report.backends.find((p) => p.model === model && p.backend === 'webgpu' && p.batch === cpu?.batch);
+      if (wasm && webgpu)
+        lines.push(
+          `  ${model}: webgpu is ${(webgpu.samplesPerSecond / wasm.samplesPerSecond).toFixed(2)}× wasm at batch ${webgpu.batch} (${webgpu.adapter ?? 'adapter unknown'})`,
         );
     }
   }
@@ -352,7 +357,7 @@ export async function runBench(
   await section('balance', 'a slowed worker, equal vs throughput split', async () => {
     report.balance = await benchBalance({ quick, log: indented, configure: parseLocalSettings, signal });
   });
-  await section('backends', 'wasm vs cpu', async () => {
+  await section('backends', 'wasm vs cpu vs webgpu', async () => {
     report.backends = await benchBackends({ quick, log: indented });
   });
   await section('peer', 'PyTorch DDP (gloo) on the same MLP and data', async () => {

@@ -10,7 +10,10 @@ const num = (v: number | null, digits = 4): string => (v === null ? '-' : v.toFi
 export function formatSummary(report: RunReport): string {
   const rows: [string, string][] = [
     ['model / dataset', `${report.model} on ${report.dataset}`],
-    ['backend, workers, reducer', `${report.backend}, ${report.workers}, ${report.reducer}`],
+    [
+      'backend, workers, reducer',
+      `${report.backend}${report.adapter ? ` (${report.adapter})` : ''}, ${report.workers}, ${report.reducer}`,
+    ],
     ['global batch / micro-batch', `${report.globalBatchSize} / ${report.microBatchSize}`],
     [
       'optimizer, lr',

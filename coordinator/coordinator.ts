@@ -81,13 +81,13 @@ async function trainAndFinish(
     checkpoint(options, run, reducer, at, context, false);
   const writeFinalCheckpoint = (at: TrainingProgress): Promise<void> =>
     checkpoint(options, run, reducer, at, context, true);
-  const evaluate = (weights: Float32Array): Evaluation => evaluateTimed(run, weights, totals, trace);
+  const evaluate = (weights: Float32Array): Promise<Evaluation> => evaluateTimed(run, weights, totals, trace);
   const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
   const outcome = await trainSavingOnAbort(parts, writeFinalCheckpoint, hooks.signal);
   await writeFinalCheckpoint(run.progress);
   // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
   writeWeights(run.model, await reducer.weights());
-  const report = buildReport(options, run, {
+  const report = await buildReport(options, run, {
     outcome,
     resumedFrom,
     totals,
@@ -130,7 +130,7 @@ interface TrainerWiring {
   servers: RunServers;
   reducer: Reducer;
   observer: TrainerObserver;
-  evaluate: (weights: Float32Array) => Evaluation;
+  evaluate: (weights: Float32Array) => Promise<Evaluation>;
   writeCheckpoint: (at: TrainingProgress) => Promise<void>;
   hooks: CoordinatorHooks;
   target: TargetTracker;
@@ -260,15 +260,15 @@ async function checkpoint(
 }
 
 /** Evaluates on the test split; the time is left out of training throughput. */
-function evaluateTimed(
+async function evaluateTimed(
   run: PreparedRun,
   weights: Float32Array,
   totals: RunTotals,
   trace: TraceRecorder | null,
-): Evaluation {
+): Promise<Evaluation> {
   const t0 = performance.now();
   writeWeights(run.model, weights);
-  const evaluation = evaluateModel(run.model, run.dataset.test, run.dataset.sampleShape, run.dataset.numClasses);
+  const evaluation = await evaluateModel(run.model, run.dataset.test, run.dataset.sampleShape, run.dataset.numClasses);
   const t1 = performance.now();
   trace?.addSpan('eval', t0, t1, { accuracy: evaluation.accuracy });
   totals.addEvalSeconds((t1 - t0) / 1000);

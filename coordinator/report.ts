@@ -10,6 +10,8 @@ import type { HistoryPoint } from './run-totals.js';
 export interface RunReport {
   command: string;
   backend: string;
+  /** webgpu: the coordinator's adapter ("adapter … , hardware" or "…, software fallback"); else null. */
+  adapter: string | null;
   /** The reducer that ran the last step: `star` or `sharded` (a sharded run that fell back says `star`). */
   reducer: string;
   workers: number;

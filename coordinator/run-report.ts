@@ -29,17 +29,22 @@ export interface RunResults {
 }
 
 /** The report of a finished run; evaluates the train split for the generalization gap (unless timing only). */
-export function buildReport(options: CoordinatorOptions, run: PreparedRun, results: RunResults): RunReport {
+export async function buildReport(
+  options: CoordinatorOptions,
+  run: PreparedRun,
+  results: RunResults,
+): Promise<RunReport> {
   const { outcome, totals, target } = results;
   // Throughput and phase times describe this session only, not steps before a resume.
   const sessionSteps = outcome.stepsDone - results.resumedFrom.stepsDone;
   const sessionSamples = outcome.samples - results.resumedFrom.samples;
   const trainSeconds = totals.trainSeconds();
-  const trainAccuracy = options.timingOnly ? null : evaluateTrainSplit(run);
+  const trainAccuracy = options.timingOnly ? null : await evaluateTrainSplit(run);
   const evalAccuracy = outcome.lastEval?.accuracy ?? null;
   return {
     command: options.command,
     backend: run.backend.backend,
+    adapter: run.backend.adapter ? run.backend.device : null,
     reducer: results.reducer,
     workers: totals.maxWorkers,
     globalBatchSize: options.globalBatchSize,
@@ -78,8 +83,8 @@ export function buildReport(options: CoordinatorOptions, run: PreparedRun, resul
 }
 
 /** Train-split accuracy of the model (holding the final weights) in inference mode, for the generalization gap. */
-function evaluateTrainSplit(run: PreparedRun): number {
+async function evaluateTrainSplit(run: PreparedRun): Promise<number> {
   const { dataset, model } = run;
   const subset = { ...dataset.train, count: Math.min(TRAIN_EVAL_SAMPLES, dataset.train.count) };
-  return evaluateModel(model, subset, dataset.sampleShape, dataset.numClasses).accuracy;
+  return (await evaluateModel(model, subset, dataset.sampleShape, dataset.numClasses)).accuracy;
 }

@@ -46,7 +46,7 @@ export interface TrainerParts {
   reducer: Reducer;
   /** Gradient noise scale from the micro-batch norms (McCandlish et al.); optional. */
   noise?: NoiseScaleEstimator;
-  evaluate: (weights: Float32Array) => Evaluation;
+  evaluate: (weights: Float32Array) => Promise<Evaluation> | Evaluation;
   observer: TrainerObserver;
   log: (line: string) => void;
   /** Aborting stops the run: the current wait rejects with the signal's reason. */
@@ -91,7 +91,7 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     const stopping = parts.shouldStop?.() ?? false;
     const isLast = step === config.steps - 1 || stopping;
     if (config.evalEvery !== null && ((config.evalEvery > 0 && (step + 1) % config.evalEvery === 0) || isLast)) {
-      lastEval = parts.evaluate(await parts.reducer.weights());
+      lastEval = await parts.evaluate(await parts.reducer.weights());
       observer.onEval?.(step, lastEval);
     }
     if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast)

@@ -1,17 +1,32 @@
-// Compute backend selection: `auto` tries tfjs-node-gpu, tfjs-node, wasm, then the pure-JS cpu
-// backend. The native packages are optional dependencies whose install may have failed.
+// Compute backend selection: `auto` tries tfjs-node-gpu, WebGPU on a hardware adapter, tfjs-node,
+// wasm, then the pure-JS cpu backend. The native and WebGPU packages are optional dependencies
+// whose install may have failed; each failure is one line saying which, and `auto` goes on.
 
+import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { OptionError } from './errors.js';
 
-export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
+
+/** The WebGPU adapter a `webgpu` backend runs on, as Dawn describes it. */
+export interface GpuAdapter {
+  vendor: string;
+  architecture: string;
+  description: string;
+  /** A software adapter (Mesa's llvmpipe, SwiftShader): correct but slower than wasm. */
+  fallback: boolean;
+}
 
 /** The backend in use and the device it runs on, as reported in `hello` and in metrics. */
 export interface BackendChoice {
   backend: Exclude<BackendName, 'auto'>;
   device: string;
+  /** The WebGPU adapter (`webgpu` only), else null. */
+  adapter: GpuAdapter | null;
   /** Why earlier candidates were passed over (for the log line). */
   skipped: string[];
 }
@@ -30,14 +45,71 @@ async function tryWasm(): Promise<void> {
   if (!(await tf.setBackend('wasm'))) throw new Error("the 'wasm' backend did not initialize");
 }
 
-const ATTEMPTS: Record<Exclude<BackendName, 'auto'>, () => Promise<void>> = {
+/** What `webgpu` found, kept for the choice (tfjs registers one backend per process). */
+let webgpuAdapter: GpuAdapter | null = null;
+
+/**
+ * WebGPU through Dawn's Node bindings (the `webgpu` package): its globals and `navigator.gpu`
+ * must exist before tfjs-backend-webgpu is imported, which registers the backend only then.
+ * Dawn needs a Vulkan driver: the GPU vendor's, or Mesa's llvmpipe (a software adapter).
+ * `hardwareOnly` (for `auto`) refuses a software adapter, which is slower than wasm.
+ */
+async function tryWebgpu(hardwareOnly: boolean): Promise<void> {
+  // Dawn's Vulkan loader warns without one; a private, writable directory silences it.
+  if (!process.env.XDG_RUNTIME_DIR) {
+    const dir = join(tmpdir(), `batchlab-xdg-${process.getuid?.() ?? 'user'}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    process.env.XDG_RUNTIME_DIR = dir;
+  }
+  const { create, globals } = (await import('webgpu')) as {
+    create: (flags: string[]) => GPU;
+    globals: Record<string, unknown>;
+  };
+  const scope = globalThis as unknown as { navigator?: { gpu?: GPU } };
+  if (!scope.navigator?.gpu) {
+    Object.assign(globalThis, globals);
+    const gpu = create([]);
+    if (scope.navigator) Object.defineProperty(scope.navigator, 'gpu', { value: gpu, configurable: true });
+    else Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true });
+  }
+  // The same request tfjs-backend-webgpu makes, so this is the adapter it will use.
+  const adapter = await scope.navigator!.gpu!.requestAdapter({ powerPreference: 'high-performance' });
+  if (!adapter)
+    throw new Error(
+      'no WebGPU adapter: Dawn found no Vulkan driver it accepts (install the GPU driver, or Mesa 25 from bookworm-backports for a software adapter)',
+    );
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const found: GpuAdapter = {
+    vendor: info.vendor || 'unknown',
+    architecture: info.architecture || 'unknown',
+    description: info.description || info.device || 'unknown',
+    fallback:
+      info.isFallbackAdapter === true ||
+      (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter === true ||
+      /llvmpipe|lavapipe|swiftshader|software/i.test(`${info.architecture} ${info.description}`),
+  };
+  if (hardwareOnly && found.fallback)
+    throw new Error(`only a software adapter (${found.description}), slower than wasm; name it with --backend webgpu`);
+  await import('@tensorflow/tfjs-backend-webgpu');
+  if (!(await tf.setBackend('webgpu'))) throw new Error("the 'webgpu' backend did not initialize");
+  webgpuAdapter = found;
+}
+
+const ATTEMPTS: Record<Exclude<BackendName, 'auto'>, (auto: boolean) => Promise<void>> = {
   'tensorflow-gpu': () => tryNative('@tensorflow/tfjs-node-gpu'),
+  webgpu: (auto) => tryWebgpu(auto),
   tensorflow: () => tryNative('@tensorflow/tfjs-node'),
   wasm: tryWasm,
   cpu: async () => {
     await tf.setBackend('cpu');
   },
 };
+
+/** "adapter llvmpipe: Mesa 25.0.7 …, software fallback", or "gpu"/"cpu" for the other backends. */
+function deviceOf(backend: Exclude<BackendName, 'auto'>, adapter: GpuAdapter | null): string {
+  if (adapter) return `adapter ${adapter.description}, ${adapter.fallback ? 'software fallback' : 'hardware'}`;
+  return backend === 'tensorflow-gpu' ? 'gpu' : 'cpu';
+}
 
 function firstLine(error: unknown): string {
   if ((error as { code?: string })?.code === 'ERR_MODULE_NOT_FOUND') return 'not installed';
@@ -53,13 +125,14 @@ function firstLine(error: unknown): string {
 export async function selectBackend(name: BackendName): Promise<BackendChoice> {
   // Silence tfjs's "install the node backend" banner: we log our own choice.
   tf.env().set('PROD', true);
-  const order = name === 'auto' ? (['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const) : [name];
+  const order = name === 'auto' ? (['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const) : [name];
   const skipped: string[] = [];
   for (const candidate of order) {
     try {
-      await ATTEMPTS[candidate]();
+      await ATTEMPTS[candidate](name === 'auto');
       await tf.ready();
-      return { backend: candidate, device: candidate === 'tensorflow-gpu' ? 'gpu' : 'cpu', skipped };
+      const adapter = candidate === 'webgpu' ? webgpuAdapter : null;
+      return { backend: candidate, device: deviceOf(candidate, adapter), adapter, skipped };
     } catch (error) {
       if (name !== 'auto')
         throw new OptionError('backend', name, `a backend that loads here (${firstLine(error)}); try --backend auto`);

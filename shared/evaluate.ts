@@ -10,20 +10,23 @@ export interface Evaluation {
   samples: number;
 }
 
-/** Evaluates `model` (inference mode) on every sample of `split`. Leaves no tensors behind. */
-export function evaluateModel(
+/**
+ * Evaluates `model` (inference mode) on every sample of `split`. Leaves no tensors behind.
+ * Asynchronous because WebGPU reads GPU tensors only asynchronously.
+ */
+export async function evaluateModel(
   model: tfl.LayersModel,
   split: Split,
   sampleShape: number[],
   numClasses: number,
   batchSize = 1000,
-): Evaluation {
+): Promise<Evaluation> {
   const sampleSize = sampleShape.reduce((a, b) => a * b, 1);
   let lossSum = 0;
   let correct = 0;
   for (let start = 0; start < split.count; start += batchSize) {
     const end = Math.min(split.count, start + batchSize);
-    const [loss, right] = tf.tidy(() => {
+    const sums = tf.tidy(() => {
       const x = tf.tensor(split.images.subarray(start * sampleSize, end * sampleSize), [end - start, ...sampleShape]); // [b, ...sample]
       const labels = tf.tensor1d(Int32Array.from(split.labels.subarray(start, end)), 'int32'); // [b]
       const logits = model.apply(x, { training: false }) as tf.Tensor; // [b, classes]
@@ -35,10 +38,15 @@ export function evaluateModel(
         tf.Reduction.SUM,
       );
       const rightT = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'int32'));
-      return [lossT.dataSync()[0]!, rightT.dataSync()[0]!];
+      return [lossT, rightT];
     });
-    lossSum += loss;
-    correct += right;
+    try {
+      const [loss, right] = await Promise.all(sums.map((t) => t.data()));
+      lossSum += loss![0]!;
+      correct += right![0]!;
+    } finally {
+      tf.dispose(sums);
+    }
   }
   return {
     loss: split.count ? lossSum / split.count : NaN,

@@ -243,7 +243,10 @@ function rejectedCounter(registers: Registry[], help: string): Counter<'reason'>
 }
 
 /** A worker process's metrics. */
-export function defineWorkerMetrics(registry: Registry, config: { backend: string; device: string }) {
+export function defineWorkerMetrics(
+  registry: Registry,
+  config: { backend: string; device: string; adapter?: { description: string; fallback: boolean } | null },
+) {
   const registers = [registry];
   defineTensorGauges(registers);
   new Gauge({
@@ -252,6 +255,19 @@ export function defineWorkerMetrics(registry: Registry, config: { backend: strin
     labelNames: ['backend', 'device'] as const,
     registers,
   }).set({ backend: config.backend, device: config.device }, 1);
+  new Gauge({
+    name: 'batchlab_worker_info',
+    help: 'The worker\'s backend and, for webgpu, its adapter and whether that is a software fallback (value 1).',
+    labelNames: ['backend', 'adapter', 'fallback'] as const,
+    registers,
+  }).set(
+    {
+      backend: config.backend,
+      adapter: config.adapter?.description ?? 'none',
+      fallback: config.adapter ? String(config.adapter.fallback) : 'false',
+    },
+    1,
+  );
   return {
     microBatchesTotal: new Counter({
       name: 'batchlab_microbatches_total',

@@ -10,6 +10,10 @@
 //   written straight into the flat accumulator;
 // - the generic path, tf.variableGrads over model.apply, for every other model.
 // The two agree within float32 rounding (summation order); see test/worker/gradient.test.ts.
+//
+// On webgpu only the generic path runs, and its results are read asynchronously: WebGPU in Node
+// cannot read a GPU tensor synchronously (tfjs's readSync needs OffscreenCanvas), and the dense
+// fast path reads intermediate results between its ops — its gain is wasm's XNNPACK orientation.
 
 import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
@@ -65,21 +69,21 @@ function peek(t: tf.Tensor): Float32Array {
 // ---------------------------------------------------------------------------------------------
 // Generic path: tf.variableGrads over the model.
 
-/** Forward + backward of samples [start, end) inside tf.tidy; nothing stays behind. */
-function computeChunkGeneric(
+/**
+ * Forward + backward of samples [start, end) inside tf.tidy: the flat gradient sum [P], the loss
+ * sum and the correct count, left as tensors for the caller to read (at once, or asynchronously
+ * on webgpu) and dispose.
+ */
+function chunkTensorsGeneric(
   gm: GradientModel,
   images: Float32Array,
   labels: Int32Array,
   start: number,
   end: number,
-  acc: Float32Array,
-  first: boolean,
-): ChunkStats {
+): tf.Tensor[] {
   const sampleSize = images.length / labels.length;
   const vars = gm.model.trainableWeights.map((w) => w.read() as tf.Variable);
-  let lossSum = 0;
-  let correct = 0;
-  const flat = tf.tidy(() => {
+  return tf.tidy(() => {
     const x = tf.tensor(images.subarray(start * sampleSize, end * sampleSize), [end - start, ...gm.sampleShape]); // [c, 28, 28, 1]
     const labelTensor = tf.tensor1d(labels.subarray(start, end), 'int32'); // [c]
     const y = tf.oneHot(labelTensor, gm.numClasses); // [c, classes]
@@ -89,15 +93,15 @@ function computeChunkGeneric(
       logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor); // [c, classes]
       return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
     }, vars);
-    lossSum = value.dataSync()[0]!;
-    correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'int32')).dataSync()[0]!;
+    const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'int32'));
     (logits as tf.Tensor | null)?.dispose();
-    return tf.concat<tf.Tensor1D>(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))); // [P]
+    const flat = tf.concat<tf.Tensor1D>(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))); // [P]
+    return [flat, value, correct];
   });
-  accumulate(acc, peek(flat), 0, first);
-  flat.dispose();
-  return { lossSum, correct };
 }
+
+/** The values of a generic chunk's tensors, in their order: read by whoever drives the chunks. */
+type ChunkValues = ArrayLike<number>[];
 
 // ---------------------------------------------------------------------------------------------
 // Dense fast path.
@@ -475,9 +479,9 @@ function* accumulateChunks(
   labels: Int32Array,
   maxChunk: number,
   out?: Float32Array,
-): Generator<void, MicroBatchResult> {
+): Generator<tf.Tensor[] | null, MicroBatchResult, ChunkValues | undefined> {
   const n = labels.length;
-  const found = densePlanOf(gm.model);
+  const found = tf.getBackend() === 'webgpu' ? null : densePlanOf(gm.model);
   // Samples or classes of the wrong size go the generic way, which reports the shape error.
   const fits =
     found !== null &&
@@ -492,13 +496,24 @@ function* accumulateChunks(
   let lossSum = 0;
   let correct = 0;
   for (let start = 0; start < n; start += maxChunk) {
-    if (start > 0) yield;
+    if (start > 0) yield null;
     const end = Math.min(n, start + maxChunk);
-    const part = plan
-      ? computeChunkDense(plan, images, labels, start, end, gradSum, start === 0)
-      : computeChunkGeneric(gm, images, labels, start, end, gradSum, start === 0);
-    lossSum += part.lossSum;
-    correct += part.correct;
+    if (plan) {
+      const part = computeChunkDense(plan, images, labels, start, end, gradSum, start === 0);
+      lossSum += part.lossSum;
+      correct += part.correct;
+      continue;
+    }
+    // The driver reads the tensors it is given and sends their values back.
+    const tensors = chunkTensorsGeneric(gm, images, labels, start, end);
+    try {
+      const [flat, loss, right] = (yield tensors)!;
+      accumulate(gradSum, flat!, 0, start === 0);
+      lossSum += loss![0]!;
+      correct += right![0]!;
+    } finally {
+      tf.dispose(tensors);
+    }
   }
   return { gradSum, samples: n, lossSum, correct, sqNorm: sumOfSquares(gradSum) / (n * n) };
 }
@@ -518,9 +533,17 @@ export function computeMicroBatch(
   out?: Float32Array,
 ): MicroBatchResult {
   const chunks = accumulateChunks(gm, images, labels, maxChunk, out);
+  let values: ChunkValues | undefined;
   for (;;) {
-    const next = chunks.next();
+    const next = chunks.next(values);
     if (next.done) return next.value;
+    try {
+      values = next.value ? next.value.map(peek) : undefined;
+    } catch (error) {
+      // Closing the generator runs its finally, which disposes the chunk's tensors.
+      chunks.return(undefined as never);
+      throw error;
+    }
   }
 }
 
@@ -536,9 +559,23 @@ export async function computeMicroBatchYielding(
   out?: Float32Array,
 ): Promise<MicroBatchResult> {
   const chunks = accumulateChunks(gm, images, labels, maxChunk, out);
+  // WebGPU reads only asynchronously; elsewhere an immediate read is cheaper (wasm: no copy).
+  const readAsync = tf.getBackend() === 'webgpu';
+  let values: ChunkValues | undefined;
   for (;;) {
-    const next = chunks.next();
+    const next = chunks.next(values);
     if (next.done) return next.value;
-    await new Promise((resolve) => setImmediate(resolve));
+    if (!next.value) await new Promise((resolve) => setImmediate(resolve));
+    const tensors = next.value;
+    try {
+      values = !tensors
+        ? undefined
+        : readAsync
+          ? ((await Promise.all(tensors.map((t) => t.data()))) as ChunkValues)
+          : tensors.map(peek);
+    } catch (error) {
+      chunks.return(undefined as never);
+      throw error;
+    }
   }
 }

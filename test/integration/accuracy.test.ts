@@ -65,7 +65,7 @@ it('2 workers reach at least 0.75 eval accuracy on the embedded Fashion-MNIST su
   await selectBackend('cpu');
   const loaded = await loadLayersModelFromDir(model);
   const data = await loadDataset({ name: 'fashion-mnist', dataDir: SUBSET_DIR, seed: 1 });
-  const evaluation = evaluateModel(loaded, data.test, data.sampleShape, data.numClasses);
+  const evaluation = await evaluateModel(loaded, data.test, data.sampleShape, data.numClasses);
   expect(evaluation.accuracy).toBeCloseTo(summary.evalAccuracy, 3);
   loaded.dispose();
 }, 240_000);
