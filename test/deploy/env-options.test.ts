@@ -44,17 +44,21 @@ describe('BATCHLAB_* variables given to batchlab containers', () => {
     const base = loadCompose(join(DEPLOY, 'compose.yaml'), env);
     const isBatchlab = (s: Json): boolean => /^deploy\/Dockerfile\./.test(s?.build?.dockerfile ?? '');
     let checked = 0;
-    for (const file of ['compose.yaml', 'compose.gpu.yaml']) {
+    const gpu = loadCompose(join(DEPLOY, 'compose.gpu.yaml'), env);
+    for (const file of ['compose.yaml', 'compose.gpu.yaml', 'compose.webgpu.yaml']) {
       const model = loadCompose(join(DEPLOY, file), env);
       for (const [name, service] of Object.entries<Json>(model.services)) {
-        // An override fragment (compose.gpu.yaml's coordinator) inherits image and command from compose.yaml.
-        const merged = { ...base.services[name], ...service };
+        // An override fragment (compose.gpu.yaml's coordinator, compose.webgpu.yaml's workers)
+        // inherits image and command from the files below it.
+        const below =
+          file === 'compose.webgpu.yaml' ? { ...base.services[name], ...gpu.services[name] } : base.services[name];
+        const merged = { ...below, ...service };
         if (!isBatchlab(merged)) continue; // Prometheus, Grafana
         expect(refused(merged.command[0], serviceEnvironment(service)), `${file} ${name}`).toEqual([]);
         checked++;
       }
     }
-    expect(checked).toBe(2 + 9);
+    expect(checked).toBe(2 + 9 + 8);
   });
 
   it('Kubernetes: every container gets only options of the command it runs', () => {

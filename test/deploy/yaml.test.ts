@@ -26,6 +26,7 @@ describe('YAML under deploy/', () => {
       expect.arrayContaining([
         'deploy/compose.yaml',
         'deploy/compose.gpu.yaml',
+        'deploy/compose.webgpu.yaml',
         'deploy/prometheus.yml',
         'deploy/prometheus-compose.yml',
         'deploy/prometheus-kubernetes.yml',
