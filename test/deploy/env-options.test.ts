@@ -11,6 +11,7 @@ import {
   DEPLOY,
   loadCompose,
   optionOfVariable,
+  parseYamlText,
   readEnvFile,
   readYaml,
   serviceEnvironment,
@@ -73,6 +74,14 @@ describe('BATCHLAB_* variables given to batchlab containers', () => {
       }
     }
     expect(checked).toBe(2);
+    // The webgpu component's patch adds variables to the worker container.
+    const component = readYaml(join(DEPLOY, 'k8s/webgpu/kustomization.yaml'))[0] as Json;
+    const patched = component.patches.flatMap((p: Json) => parseYamlText(p.patch)) as Json[];
+    const containers = patched.flatMap((d) => d.spec.template.spec.containers);
+    expect(containers.map((c: Json) => c.name)).toEqual(['worker']);
+    const env = Object.fromEntries(containers[0].env.map((e: Json) => [e.name, e]));
+    expect(Object.keys(env)).toContain('BATCHLAB_BACKEND');
+    expect(refused('worker', env), 'k8s/webgpu').toEqual([]);
   });
 
   it('Slurm: the batch script exports no BATCHLAB_* variable but the token, and names its own knobs without the prefix', () => {

@@ -36,6 +36,7 @@ describe('YAML under deploy/', () => {
         'deploy/k8s/workers.yaml',
         'deploy/k8s/podmonitor/kustomization.yaml',
         'deploy/k8s/podmonitor/podmonitor.yaml',
+        'deploy/k8s/webgpu/kustomization.yaml',
       ]),
     );
   });
