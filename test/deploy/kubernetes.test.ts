@@ -202,8 +202,8 @@ describe('deploy/k8s manifests', () => {
       const path = join(copy, 'kustomization.yaml');
       const text = readFileSync(path, 'utf8');
       // The documented switch: the commented-out component list in kustomization.yaml.
-      expect(text).toMatch(/^# components:\n#   - webgpu$/m);
-      writeFileSync(path, text.replace(/^# components:\n#   - webgpu$/m, 'components:\n  - webgpu'));
+      expect(text).toMatch(/^# components:\n# {3}- webgpu$/m);
+      writeFileSync(path, text.replace(/^# components:\n# {3}- webgpu$/m, 'components:\n  - webgpu'));
       const out = render(copy);
       const plain = render(K8S);
       for (const doc of out) expect(kubernetesErrors(doc), `${doc.kind}/${doc.metadata.name}`).toEqual([]);
