@@ -63,14 +63,15 @@ if [ -z "${BATCHLAB:-}" ]; then
   fi
 fi
 
-# Dawn and the Vulkan loader want a writable runtime directory.
-if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -w "${XDG_RUNTIME_DIR}" ]; then
-  XDG_RUNTIME_DIR="$(mktemp -d)"
-  export XDG_RUNTIME_DIR
-fi
-
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+
+# Dawn and the Vulkan loader want a writable runtime directory.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -w "${XDG_RUNTIME_DIR}" ]; then
+  XDG_RUNTIME_DIR="$work/xdg"
+  mkdir -m 0700 "$XDG_RUNTIME_DIR"
+  export XDG_RUNTIME_DIR
+fi
 
 # batchlab ARGS...: runs $BATCHLAB with ARGS appended, output to the terminal and to $work/out.
 batchlab() {
