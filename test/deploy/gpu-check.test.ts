@@ -15,12 +15,15 @@ const tmp = mkdtempSync(join(tmpdir(), 'batchlab-gpu-check-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 // Prints the adapter line every batchlab process logs at start (ADAPTER: hardware or software)
-// and records its arguments; FAIL names a command (local, bench) that exits 1 instead.
+// and records its arguments; FAIL names a command (local, bench) that exits 1 instead. The
+// environment given to the script has no XDG_RUNTIME_DIR.
 const STAND_IN = join(tmp, 'batchlab-stand-in');
 writeFileSync(
   STAND_IN,
   `#!/bin/bash
 printf '%s\\n' "$*" >> "$CALLS"
+# Dawn wants a writable XDG_RUNTIME_DIR: the script makes one when the environment has none.
+[ -n "$XDG_RUNTIME_DIR" ] && [ -w "$XDG_RUNTIME_DIR" ] || { echo "stand-in: no writable XDG_RUNTIME_DIR" >&2; exit 1; }
 [ "$1" = "$FAIL" ] && { echo "stand-in: $1 failed" >&2; exit 1; }
 if [ "$ADAPTER" = software ]; then
   echo "backend webgpu (adapter llvmpipe (LLVM 19.1.7, 256 bits), software fallback)"
