@@ -1,6 +1,7 @@
-// deploy/compose.yaml and compose.gpu.yaml: valid against the Compose Specification schema,
-// interpolated as Compose does, and wired together: Prometheus finds the services it scrapes,
-// Grafana gets the repository's provisioning, GPU workers get distinct GPUs.
+// deploy/compose.yaml, compose.gpu.yaml and compose.webgpu.yaml: valid against the Compose
+// Specification schema, interpolated as Compose does, and wired together: Prometheus finds the
+// services it scrapes, Grafana gets the repository's provisioning, GPU workers get distinct GPUs,
+// and the WebGPU layer turns every GPU worker into a WebGPU one with the graphics capability.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import {
 
 const COMPOSE = join(DEPLOY, 'compose.yaml');
 const GPU = join(DEPLOY, 'compose.gpu.yaml');
+const WEBGPU = join(DEPLOY, 'compose.webgpu.yaml');
 const ENV_EXAMPLE = join(DEPLOY, '.env.example');
 const TOKEN = 'test-token-0123456789abcdef';
 
@@ -68,10 +70,10 @@ describe('deploy/compose.yaml', () => {
 
   it('names in .env.example every variable the compose files use (BATCHLAB_TOKEN left empty)', () => {
     const example = readEnvFile(ENV_EXAMPLE);
-    for (const file of [COMPOSE, GPU]) {
+    for (const file of [COMPOSE, GPU, WEBGPU]) {
       const used = variablesIn(readFileSync(file, 'utf8'));
-      // Both files take the token from the environment: no variable found would mean a broken scan.
-      expect([...used], file).toContain('BATCHLAB_TOKEN');
+      // Each file takes the token or its image from the environment: none found would mean a broken scan.
+      expect([...used], file).toContain(file === WEBGPU ? 'BATCHLAB_WEBGPU_IMAGE' : 'BATCHLAB_TOKEN');
       for (const name of used) expect(Object.keys(example), `${name} (${file})`).toContain(name);
     }
     expect(example.BATCHLAB_TOKEN).toBe('');
@@ -247,6 +249,63 @@ describe('deploy/compose.gpu.yaml', () => {
     ).toBe('4');
   });
 });
+
+describe('deploy/compose.webgpu.yaml (on top of compose.yaml and compose.gpu.yaml)', () => {
+  const webgpu = (env: Record<string, string> = exampleEnv()): Json => loadCompose(WEBGPU, env);
+  /** The three files merged as `docker compose -f compose.yaml -f compose.gpu.yaml -f compose.webgpu.yaml` does. */
+  const layered = (env: Record<string, string> = exampleEnv()): Json =>
+    [COMPOSE, GPU, WEBGPU].map((f) => loadCompose(f, env)).reduce((a, b) => mergeCompose(a, b));
+
+  it('validates against the Compose Specification schema, alone and merged with the files below it', () => {
+    expect(composeErrors(webgpu())).toEqual([]);
+    expect(composeErrors(layered())).toEqual([]);
+  });
+
+  it('overrides exactly the GPU workers of compose.gpu.yaml (a GPU worker added there must be added here too)', () => {
+    const gpuWorkers = Object.keys(loadCompose(GPU, exampleEnv()).services).filter((n) => n !== 'coordinator');
+    expect(gpuWorkers).toHaveLength(8);
+    expect(Object.keys(webgpu().services)).toEqual(gpuWorkers);
+  });
+
+  it('runs every GPU worker from the WebGPU image on --backend webgpu with the graphics driver capability, on its own GPU', () => {
+    const model = layered();
+    const ids: string[] = [];
+    for (const [name, service] of Object.entries<Json>(model.services)) {
+      if (name !== 'worker' && !name.startsWith('worker-gpu')) continue;
+      expect(service.build, name).toEqual({ context: '..', dockerfile: 'deploy/Dockerfile.webgpu' });
+      expect(existsSync(join(DEPLOY, service.build.context, service.build.dockerfile))).toBe(true);
+      expect(service.image, name).toBe('batchlab:webgpu');
+      const env = serviceEnvironment(service);
+      expect(env.BATCHLAB_BACKEND, name).toBe('webgpu');
+      expect(env.NVIDIA_DRIVER_CAPABILITIES!.split(','), name).toContain('graphics');
+      // Still what compose.gpu.yaml gives: the worker command, the coordinator, a pinned GPU.
+      expect(service.command, name).toEqual(['worker']);
+      expect(env.MASTER_ADDR, name).toBe('coordinator');
+      expect(env.BATCHLAB_TOKEN, name).toBe(TOKEN);
+      const [device] = service.deploy.resources.reservations.devices;
+      // Only `gpu`: a driver capability listed here would replace NVIDIA_DRIVER_CAPABILITIES.
+      expect(device.capabilities, name).toEqual(['gpu']);
+      ids.push(device.device_ids.join(','));
+    }
+    expect(ids).toEqual(['0', '1', '2', '3', '4', '5', '6', '7']);
+    expect(layered().services.coordinator.build.dockerfile).toBe('deploy/Dockerfile.cpu');
+    expect(layered({ ...exampleEnv(), BATCHLAB_WEBGPU_IMAGE: 'r.example/w:1' }).services['worker-gpu3'].image).toBe(
+      'r.example/w:1',
+    );
+  });
+});
+
+/**
+ * Compose's merge of a later file into an earlier one, for what these files use: mappings merge
+ * key by key (environment, build, deploy), anything else (scalars, lists) is replaced.
+ */
+function mergeCompose(base: Json, override: Json): Json {
+  const isMap = (x: Json): boolean => typeof x === 'object' && x !== null && !Array.isArray(x);
+  if (!isMap(base) || !isMap(override)) return clone(override);
+  const out = clone(base);
+  for (const [k, v] of Object.entries<Json>(override)) out[k] = k in out ? mergeCompose(out[k], v) : clone(v);
+  return out;
+}
 
 describe('Compose interpolation as these tests do it', () => {
   it('follows the Compose rules for defaults, required values and $$', () => {

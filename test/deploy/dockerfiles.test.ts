@@ -1,7 +1,8 @@
-// deploy/Dockerfile.cpu and Dockerfile.gpu, read as Docker reads them: every path they copy
-// exists and is let into the build context, the build compiles every folder the CLI imports,
-// the image runs as a non-root user through the batchlab entrypoint, and the GPU image is the
-// CUDA 11.2 / cuDNN 8 one whose native TensorFlow module must be fetched for the build to pass.
+// deploy/Dockerfile.cpu, Dockerfile.gpu and Dockerfile.webgpu, read as Docker reads them: every
+// path they copy exists and is let into the build context, the build compiles every folder the
+// CLI imports, the image runs as a non-root user through the batchlab entrypoint, the GPU image
+// is the CUDA 11.2 / cuDNN 8 one whose native TensorFlow module must be fetched for the build to
+// pass, and the WebGPU image has no CUDA, the Vulkan loader, Dawn, and asks for the graphics capability.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
@@ -65,7 +66,7 @@ function allowlist(dockerignore: string): { allowed: string[]; denied: string[] 
   };
 }
 
-const DOCKERFILES = ['Dockerfile.cpu', 'Dockerfile.gpu'] as const;
+const DOCKERFILES = ['Dockerfile.cpu', 'Dockerfile.gpu', 'Dockerfile.webgpu'] as const;
 const stageDefaults = (all: Instruction[]): Record<string, string> =>
   Object.fromEntries(
     all.filter((i) => i.op === 'ARG' && i.args.includes('=')).map((i) => i.args.split('=', 2) as [string, string]),
@@ -146,7 +147,7 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
   });
 });
 
-describe('the CPU and GPU images', () => {
+describe('the CPU, GPU and WebGPU images', () => {
   it('the CPU image builds on node:20-bookworm-slim', () => {
     const all = instructions(join(DEPLOY, 'Dockerfile.cpu'));
     expect(stageDefaults(all).NODE_IMAGE).toBe('node:20-bookworm-slim');
@@ -177,5 +178,83 @@ describe('the CPU and GPU images', () => {
     const text = readFileSync(join(DEPLOY, 'Dockerfile.gpu'), 'utf8');
     expect(text).toMatch(/sm_90/);
     expect(text).toContain('local --workers 1 --steps 1 --backend tensorflow-gpu');
+  });
+
+  describe('the WebGPU image', () => {
+    const all = instructions(join(DEPLOY, 'Dockerfile.webgpu'));
+    const final = finalStage(all);
+    const stageOf = (i: Instruction): string =>
+      all
+        .slice(0, all.indexOf(i))
+        .filter((x) => x.op === 'FROM')
+        .at(-1)!.args;
+    /** NAME=value pairs of the ENV instructions of the final stage. */
+    const env = (): Record<string, string> =>
+      Object.fromEntries(
+        final
+          .filter((i) => i.op === 'ENV')
+          .flatMap((i) => i.args.split(/\s+/))
+          .map((w) => w.split('=', 2) as [string, string]),
+      );
+
+    it('builds on node:20-bookworm-slim with no CUDA anywhere (the GPU is reached through Vulkan)', () => {
+      expect(stageDefaults(all).NODE_IMAGE).toBe('node:20-bookworm-slim');
+      expect(final[0]!.args).toBe('${NODE_IMAGE}');
+      for (const i of all.filter((x) => x.op !== 'LABEL')) expect(i.args, `line ${i.line}`).not.toMatch(/cuda|cudnn/i);
+      expect(
+        all.some(
+          (i) => /tfjs-node-gpu/.test(i.args) && !/rm -rf node_modules\/@tensorflow\/tfjs-node-gpu/.test(i.args),
+        ),
+      ).toBe(false);
+    });
+
+    it("installs the Vulkan loader and the libraries NVIDIA's Vulkan driver loads, and no Mesa (no silent software adapter)", () => {
+      const installs = final.filter((i) => i.op === 'RUN' && /apt-get install/.test(i.args)).map((i) => i.args);
+      expect(installs.join(' ')).toMatch(/\blibvulkan1\b/);
+      expect(installs.join(' ')).toMatch(/\blibxext6\b/);
+      expect(installs.join(' ')).toMatch(/\blibegl1\b/);
+      for (const i of all) expect(i.args, `line ${i.line}`).not.toMatch(/mesa/i);
+    });
+
+    it('asks the NVIDIA Container Toolkit for the graphics capability (the Vulkan ICD) and has a writable XDG_RUNTIME_DIR', () => {
+      const vars = env();
+      expect(vars.NVIDIA_DRIVER_CAPABILITIES!.split(',').sort()).toEqual(['compute', 'graphics', 'utility']);
+      expect(vars.NVIDIA_VISIBLE_DEVICES).toBe('all');
+      expect(vars.XDG_RUNTIME_DIR).toBe('/tmp/xdg');
+      const uid = final
+        .filter((i) => i.op === 'USER')
+        .at(-1)!
+        .args.split(':')[0];
+      expect(
+        final.some(
+          (i) =>
+            i.op === 'RUN' &&
+            new RegExp(`install -d -m 0700 -o ${uid} -g \\d+ ${vars.XDG_RUNTIME_DIR}\\b`).test(i.args),
+        ),
+        'XDG_RUNTIME_DIR created, owned by the image user',
+      ).toBe(true);
+    });
+
+    it('fails to build without the WebGPU backend and a dawn.node for the build platform', () => {
+      const check = all.find((i) => i.op === 'RUN' && /dawn\.node/.test(i.args));
+      expect(check, 'a RUN that tests for dawn.node').toBeDefined();
+      expect(check!.args).not.toMatch(/\|\|/);
+      expect(check!.args).toMatch(/test -f "node_modules\/webgpu\/dist\/\$arch\/dawn\.node"/);
+      expect(check!.args).toMatch(/test -d node_modules\/@tensorflow\/tfjs-backend-webgpu/);
+      expect(stageOf(check!)).toBe('${NODE_IMAGE} AS build');
+      // It runs after the production dependencies are settled (npm prune would not drop them, but
+      // a check before the prune would prove nothing about what the image ships).
+      const prune = all.find((i) => i.op === 'RUN' && /npm prune/.test(i.args))!;
+      expect(all.indexOf(check!)).toBeGreaterThan(all.indexOf(prune));
+    });
+
+    it('ships scripts/gpu-check.sh as gpu-check and documents the one-step smoke run', () => {
+      expect(
+        final.some((i) => i.op === 'COPY' && /scripts\/gpu-check\.sh \/usr\/local\/bin\/gpu-check$/.test(i.args)),
+      ).toBe(true);
+      const text = readFileSync(join(DEPLOY, 'Dockerfile.webgpu'), 'utf8');
+      expect(text).toContain('local --workers 1 --steps 1 --backend webgpu');
+      expect(text).toContain('software fallback');
+    });
   });
 });

@@ -11,6 +11,7 @@ import {
   DEPLOY,
   loadCompose,
   optionOfVariable,
+  parseYamlText,
   readEnvFile,
   readYaml,
   serviceEnvironment,
@@ -44,17 +45,21 @@ describe('BATCHLAB_* variables given to batchlab containers', () => {
     const base = loadCompose(join(DEPLOY, 'compose.yaml'), env);
     const isBatchlab = (s: Json): boolean => /^deploy\/Dockerfile\./.test(s?.build?.dockerfile ?? '');
     let checked = 0;
-    for (const file of ['compose.yaml', 'compose.gpu.yaml']) {
+    const gpu = loadCompose(join(DEPLOY, 'compose.gpu.yaml'), env);
+    for (const file of ['compose.yaml', 'compose.gpu.yaml', 'compose.webgpu.yaml']) {
       const model = loadCompose(join(DEPLOY, file), env);
       for (const [name, service] of Object.entries<Json>(model.services)) {
-        // An override fragment (compose.gpu.yaml's coordinator) inherits image and command from compose.yaml.
-        const merged = { ...base.services[name], ...service };
+        // An override fragment (compose.gpu.yaml's coordinator, compose.webgpu.yaml's workers)
+        // inherits image and command from the files below it.
+        const below =
+          file === 'compose.webgpu.yaml' ? { ...base.services[name], ...gpu.services[name] } : base.services[name];
+        const merged = { ...below, ...service };
         if (!isBatchlab(merged)) continue; // Prometheus, Grafana
         expect(refused(merged.command[0], serviceEnvironment(service)), `${file} ${name}`).toEqual([]);
         checked++;
       }
     }
-    expect(checked).toBe(2 + 9);
+    expect(checked).toBe(2 + 9 + 8);
   });
 
   it('Kubernetes: every container gets only options of the command it runs', () => {
@@ -69,6 +74,14 @@ describe('BATCHLAB_* variables given to batchlab containers', () => {
       }
     }
     expect(checked).toBe(2);
+    // The webgpu component's patch adds variables to the worker container.
+    const component = readYaml(join(DEPLOY, 'k8s/webgpu/kustomization.yaml'))[0] as Json;
+    const patched = component.patches.flatMap((p: Json) => parseYamlText(p.patch)) as Json[];
+    const containers = patched.flatMap((d) => d.spec.template.spec.containers);
+    expect(containers.map((c: Json) => c.name)).toEqual(['worker']);
+    const env = Object.fromEntries(containers[0].env.map((e: Json) => [e.name, e]));
+    expect(Object.keys(env)).toContain('BATCHLAB_BACKEND');
+    expect(refused('worker', env), 'k8s/webgpu').toEqual([]);
   });
 
   it('Slurm: the batch script exports no BATCHLAB_* variable but the token, and names its own knobs without the prefix', () => {

@@ -118,6 +118,7 @@ describe('deploy/k8s manifests', () => {
     expect(kustomizations.map((k) => rel(k.file)).sort()).toEqual([
       'deploy/k8s/kustomization.yaml',
       'deploy/k8s/podmonitor/kustomization.yaml',
+      'deploy/k8s/webgpu/kustomization.yaml',
     ]);
     for (const { file, doc } of kustomizations) {
       const refs = [
@@ -125,7 +126,8 @@ describe('deploy/k8s manifests', () => {
         ...(doc.components ?? []),
         ...(doc.patches ?? []).map((p: Json) => p.path).filter(Boolean),
       ];
-      expect(refs.length, rel(file)).toBeGreaterThan(0);
+      const inlinePatches = (doc.patches ?? []).filter((p: Json) => p.patch).length;
+      expect(refs.length + inlinePatches, rel(file)).toBeGreaterThan(0);
       for (const ref of refs) expect(existsSync(join(dirname(file), ref)), `${rel(file)} → ${ref}`).toBe(true);
     }
     // Every manifest file is reachable from a kustomization (none is forgotten).
@@ -187,6 +189,58 @@ describe('deploy/k8s manifests', () => {
         'sharded',
       ]);
       for (const doc of out) expect(kubernetesErrors(doc)).toEqual([]);
+    },
+  );
+
+  it.skipIf(!KUBECTL)(
+    kubectlTitle(
+      'the webgpu component turns the workers into WebGPU ones (image, backend, graphics capability, XDG_RUNTIME_DIR) and nothing else',
+    ),
+    () => {
+      const copy = join(tmp, 'k8s-webgpu');
+      cpSync(K8S, copy, { recursive: true });
+      const path = join(copy, 'kustomization.yaml');
+      const text = readFileSync(path, 'utf8');
+      // The documented switch: the commented-out component list in kustomization.yaml.
+      expect(text).toMatch(/^# components:\n# {3}- webgpu$/m);
+      writeFileSync(path, text.replace(/^# components:\n# {3}- webgpu$/m, 'components:\n  - webgpu'));
+      const out = render(copy);
+      const plain = render(K8S);
+      for (const doc of out) expect(kubernetesErrors(doc), `${doc.kind}/${doc.metadata.name}`).toEqual([]);
+      const worker = container(find(out, 'Job', 'batchlab-workers'), 'worker');
+      expect(worker.image).toBe('registry.example.com/batchlab/batchlab-webgpu:0.1.0');
+      const env = envOf(worker);
+      expect(env.BATCHLAB_BACKEND.value).toBe('webgpu');
+      expect(env.NVIDIA_DRIVER_CAPABILITIES.value.split(',')).toContain('graphics');
+      expect(worker.env.filter((e: Json) => e.name === 'BATCHLAB_BACKEND')).toHaveLength(1);
+      // The image's XDG_RUNTIME_DIR is under /tmp, which the pod mounts an emptyDir over: it gets its own.
+      const xdg = /XDG_RUNTIME_DIR=(\S+)/.exec(readFileSync(join(DEPLOY, 'Dockerfile.webgpu'), 'utf8'))![1]!;
+      const mount = worker.volumeMounts.find((m: Json) => m.mountPath === xdg);
+      expect(mount, `a volume at ${xdg}`).toBeDefined();
+      const pod = find(out, 'Job', 'batchlab-workers').spec.template.spec;
+      expect(pod.volumes.find((v: Json) => v.name === mount.name).emptyDir).toEqual({});
+      // $(POD_IP) still comes before its use, the GPU limit still from settings.yaml.
+      const order = worker.env.map((e: Json) => e.name);
+      expect(order.indexOf('POD_IP')).toBeLessThan(order.indexOf('BATCHLAB_ADVERTISE_ADDRESS'));
+      expect(worker.resources.limits['nvidia.com/gpu']).toBe(settings().gpusPerWorker);
+      // Everything else as without the component.
+      const strip = (docs: Json[]): Json[] =>
+        docs.map((d) => {
+          const c = structuredClone(d);
+          const w = c.kind === 'Job' && c.metadata.name === 'batchlab-workers' ? c.spec.template.spec : null;
+          if (w) {
+            const wc = w.containers.find((x: Json) => x.name === 'worker');
+            delete wc.image;
+            wc.env = wc.env.filter((e: Json) => !['BATCHLAB_BACKEND', 'NVIDIA_DRIVER_CAPABILITIES'].includes(e.name));
+            wc.volumeMounts = wc.volumeMounts.filter((m: Json) => m.mountPath !== xdg);
+            w.volumes = w.volumes.filter((v: Json) => v.name !== mount.name);
+          }
+          return c;
+        });
+      expect(strip(out)).toEqual(strip(plain));
+      expect(envOf(container(find(plain, 'Job', 'batchlab-workers'), 'worker')).BATCHLAB_BACKEND.value).toBe(
+        'tensorflow-gpu',
+      );
     },
   );
 
@@ -287,7 +341,7 @@ describe('deploy/k8s wiring', () => {
       for (const c of pod.containers) expect(c.securityContext.allowPrivilegeEscalation).toBe(false);
     }
     // The Dockerfiles' user is the one the pods run as.
-    for (const f of ['Dockerfile.cpu', 'Dockerfile.gpu'])
+    for (const f of ['Dockerfile.cpu', 'Dockerfile.gpu', 'Dockerfile.webgpu'])
       expect(readFileSync(join(DEPLOY, f), 'utf8')).toMatch(/^USER 10001:10001$/m);
   });
 

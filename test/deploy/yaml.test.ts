@@ -26,6 +26,7 @@ describe('YAML under deploy/', () => {
       expect.arrayContaining([
         'deploy/compose.yaml',
         'deploy/compose.gpu.yaml',
+        'deploy/compose.webgpu.yaml',
         'deploy/prometheus.yml',
         'deploy/prometheus-compose.yml',
         'deploy/prometheus-kubernetes.yml',
@@ -35,6 +36,7 @@ describe('YAML under deploy/', () => {
         'deploy/k8s/workers.yaml',
         'deploy/k8s/podmonitor/kustomization.yaml',
         'deploy/k8s/podmonitor/podmonitor.yaml',
+        'deploy/k8s/webgpu/kustomization.yaml',
       ]),
     );
   });
