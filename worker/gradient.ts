@@ -571,7 +571,7 @@ export async function computeMicroBatchYielding(
       values = !tensors
         ? undefined
         : readAsync
-          ? ((await Promise.all(tensors.map((t) => t.data()))) as ChunkValues)
+          ? ((await Promise.all(tensors.map((t) => t.data()))))
           : tensors.map(peek);
     } catch (error) {
       chunks.return(undefined as never);

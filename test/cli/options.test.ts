@@ -29,7 +29,7 @@ describe('option validation (in process)', () => {
     [{ steps: '10', epochs: '2' }, /--epochs: .*either --steps or --epochs/],
     [{ hidden: '128,0' }, /--hidden: got "128,0"; expected comma-separated positive integers/],
     [{ momentum: '1' }, /--momentum: got "1"; expected a number >= 0 and < 1/],
-    [{ backend: 'tpu' }, /--backend: got "tpu"; expected one of auto, tensorflow-gpu, tensorflow, wasm, cpu/],
+    [{ backend: 'tpu' }, /--backend: got "tpu"; expected one of auto, tensorflow-gpu, webgpu, tensorflow, wasm, cpu/],
     [{ 'metrics-port': '70000' }, /--metrics-port: got "70000"; expected an integer from 0 to 65535/],
     [{ 'wire-dtype': 'bf16' }, /--wire-dtype: got "bf16"; expected one of f32, f16/],
     [{ balance: 'random' }, /--balance: got "random"; expected one of throughput, equal/],

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { createCoordinatorMetrics } from '../../coordinator/metrics.js';
 import type { StepRecord } from '../../coordinator/trainer-observer.js';
 import { liveScalingEfficiency, measuredScalingEfficiency } from '../../shared/efficiency.js';
-import { createRegistry } from '../../shared/metrics.js';
+import { createRegistry, defineWorkerMetrics } from '../../shared/metrics.js';
 
 describe('scaling efficiency', () => {
   it('live: mean worker compute time divided by step wall time', () => {
@@ -261,5 +261,24 @@ describe('checkpoint metrics', () => {
     expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'no_space' })).toBe(2);
     expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'read_only' })).toBe(1);
     expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'io_error' })).toBe(0);
+  });
+});
+
+describe('worker info metric', () => {
+  it('labels a webgpu worker with its adapter and whether it is a software fallback, and others with none', async () => {
+    const gpu = createRegistry('worker');
+    defineWorkerMetrics(gpu, {
+      backend: 'webgpu',
+      device: 'adapter llvmpipe: Mesa 25.0.7, software fallback',
+      adapter: { description: 'llvmpipe: Mesa 25.0.7', fallback: true },
+    });
+    expect(await gpu.metrics()).toMatch(
+      /^batchlab_worker_info\{backend="webgpu",adapter="llvmpipe: Mesa 25.0.7",fallback="true",role="worker"\} 1$/m,
+    );
+    const wasm = createRegistry('worker');
+    defineWorkerMetrics(wasm, { backend: 'wasm', device: 'cpu', adapter: null });
+    expect(await wasm.metrics()).toMatch(
+      /^batchlab_worker_info\{backend="wasm",adapter="none",fallback="false",role="worker"\} 1$/m,
+    );
   });
 });

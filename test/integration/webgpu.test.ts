@@ -4,12 +4,13 @@
 // accepts gets one clear line, and `auto` goes on. Skipped with the reason where no adapter
 // exists; under CI=true that is a failure (.ci/run installs Mesa from bookworm-backports).
 
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { selectBackend } from '../../shared/backend.js';
-import { runCli } from '../support/cli.js';
+import { cleanEnv, CLI, ROOT, runCli } from '../support/cli.js';
 import { maxRelativeDifference, readSavedWeights } from '../support/tensors.js';
 
 const inCi = process.env.CI === 'true';
@@ -109,6 +110,38 @@ describe('webgpu in real processes', () => {
       }
     },
     120_000,
+  );
+});
+
+describe('scripts/gpu-check.sh on this machine', () => {
+  it.skipIf(!runs)(
+    `passes with --allow-fallback on the adapter here and fails without it when that adapter is software${skipped}`,
+    async () => {
+      expect(unavailable).toBeNull();
+      const software = /software fallback/.test((await selectBackend('webgpu')).device);
+      const check = (args: string[]) =>
+        new Promise<{ code: number | null; output: string }>((resolve) => {
+          const child = spawn('bash', [join(ROOT, 'scripts/gpu-check.sh'), ...args], {
+            env: cleanEnv({ BATCHLAB: `${process.execPath} ${CLI}` }),
+            stdio: ['ignore', 'pipe', 'pipe'],
+          });
+          let output = '';
+          child.stdout.on('data', (d) => (output += d));
+          child.stderr.on('data', (d) => (output += d));
+          child.on('exit', (code) => resolve({ code, output }));
+        });
+      const allowed = await check(['--allow-fallback', '--steps', '3']);
+      expect(allowed.code, allowed.output.slice(-3000)).toBe(0);
+      // It ran all three parts: the adapter, the backends bench with webgpu in it, and two workers.
+      expect(allowed.output).toMatch(/backend webgpu \(adapter .+\)/);
+      expect(allowed.output).toMatch(/^ {2}webgpu mlp +batch \d+ +[\d,]+ +adapter /m);
+      expect(allowed.output).toMatch(/backend, workers, reducer +webgpu \(adapter .+\), 2, star/);
+      if (software) {
+        const strict = await check(['--steps', '3']);
+        expect(strict.code, strict.output.slice(-3000)).toBe(3);
+      }
+    },
+    600_000,
   );
 });
 

@@ -100,7 +100,7 @@ describe('the webgpu backend', () => {
         unavailable,
         'CI=true: the webgpu tests need a Vulkan driver (mesa-vulkan-drivers from bookworm-backports)',
       ).toBeNull();
-      const gm = setup(name as ModelName, [...hidden]);
+      const gm = setup(name, [...hidden]);
       const { images, labels } = batch(11, n);
       const cpu = await cpuReference(gm, images, labels);
       await tf.setBackend('webgpu');
