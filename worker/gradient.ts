@@ -568,11 +568,7 @@ export async function computeMicroBatchYielding(
     if (!next.value) await new Promise((resolve) => setImmediate(resolve));
     const tensors = next.value;
     try {
-      values = !tensors
-        ? undefined
-        : readAsync
-          ? ((await Promise.all(tensors.map((t) => t.data()))))
-          : tensors.map(peek);
+      values = !tensors ? undefined : readAsync ? await Promise.all(tensors.map((t) => t.data())) : tensors.map(peek);
     } catch (error) {
       chunks.return(undefined as never);
       throw error;
