@@ -257,7 +257,7 @@ export function defineWorkerMetrics(
   }).set({ backend: config.backend, device: config.device }, 1);
   new Gauge({
     name: 'batchlab_worker_info',
-    help: 'The worker\'s backend and, for webgpu, its adapter and whether that is a software fallback (value 1).',
+    help: "The worker's backend and, for webgpu, its adapter and whether that is a software fallback (value 1).",
     labelNames: ['backend', 'adapter', 'fallback'] as const,
     registers,
   }).set(
