@@ -90,6 +90,8 @@ async function tryWebgpu(hardwareOnly: boolean): Promise<void> {
   };
   if (hardwareOnly && found.fallback)
     throw new Error(`only a software adapter (${found.description}), slower than wasm; name it with --backend webgpu`);
+  // tfjs-backend-webgpu has its own Conv2DBackpropFilter kernel, so the wasm one (registered for
+  // the wasm backend only, where tfjs has none) is not needed here.
   await import('@tensorflow/tfjs-backend-webgpu');
   if (!(await tf.setBackend('webgpu'))) throw new Error("the 'webgpu' backend did not initialize");
   webgpuAdapter = found;
