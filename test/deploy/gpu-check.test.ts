@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { inCi, ROOT, which } from './support.js';
+import { itPassesShellcheck, ROOT } from './support.js';
 
 const SCRIPT = join(ROOT, 'scripts/gpu-check.sh');
 const tmp = mkdtempSync(join(tmpdir(), 'batchlab-gpu-check-'));
@@ -61,17 +61,7 @@ describe('scripts/gpu-check.sh', () => {
     expect(readFileSync(SCRIPT, 'utf8')).toMatch(/^set -euo pipefail$/m);
   });
 
-  const shellcheck = which('shellcheck');
-  // Under CI=true an absent shellcheck is a failure: .ci/run installs it.
-  it.skipIf(!shellcheck && !inCi)(
-    shellcheck || inCi
-      ? 'passes shellcheck'
-      : 'passes shellcheck (skipped: shellcheck not installed; apt-get install shellcheck)',
-    () => {
-      if (!shellcheck) throw new Error('shellcheck is not installed (apt-get install shellcheck); .ci/run installs it');
-      execFileSync(shellcheck, ['-s', 'bash', SCRIPT], { encoding: 'utf8' });
-    },
-  );
+  itPassesShellcheck(SCRIPT);
 
   it('on a hardware adapter: runs one step, the backends bench and a two-worker run on webgpu, exits 0 naming the adapter', () => {
     const r = check(['--steps', '7'], {});

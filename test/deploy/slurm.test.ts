@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI } from '../support/cli.js';
 import { freePort } from '../support/prometheus.js';
-import { DEPLOY, inCi, which } from './support.js';
+import { DEPLOY, inCi, itPassesShellcheck } from './support.js';
 
 const SCRIPT = join(DEPLOY, 'slurm/batchlab.sbatch');
 const tmp = mkdtempSync(join(tmpdir(), 'batchlab-slurm-'));
@@ -121,17 +121,7 @@ describe('deploy/slurm/batchlab.sbatch', () => {
     execFileSync('bash', ['-n', SCRIPT]);
   });
 
-  const shellcheck = which('shellcheck');
-  // Under CI=true an absent shellcheck is a failure: .ci/run installs it.
-  it.skipIf(!shellcheck && !inCi)(
-    shellcheck || inCi
-      ? 'passes shellcheck'
-      : 'passes shellcheck (skipped: shellcheck not installed; apt-get install shellcheck)',
-    () => {
-      if (!shellcheck) throw new Error('shellcheck is not installed (apt-get install shellcheck); .ci/run installs it');
-      execFileSync(shellcheck, ['-s', 'bash', SCRIPT], { encoding: 'utf8' });
-    },
-  );
+  itPassesShellcheck(SCRIPT);
 
   it('takes the coordinator host from the first node of SLURM_JOB_NODELIST and exports MASTER_ADDR/MASTER_PORT', () => {
     const text = readFileSync(SCRIPT, 'utf8');

@@ -5,6 +5,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -162,3 +164,17 @@ export function which(name: string): string | null {
 }
 
 export const inCi = process.env.CI === 'true';
+
+/** A test that `script` passes shellcheck as bash; skipped with the reason without shellcheck, a failure under CI=true. */
+export function itPassesShellcheck(script: string): void {
+  const shellcheck = which('shellcheck');
+  it.skipIf(!shellcheck && !inCi)(
+    shellcheck || inCi
+      ? 'passes shellcheck'
+      : 'passes shellcheck (skipped: shellcheck not installed; apt-get install shellcheck)',
+    () => {
+      if (!shellcheck) throw new Error('shellcheck is not installed (apt-get install shellcheck); .ci/run installs it');
+      execFileSync(shellcheck, ['-s', 'bash', script], { encoding: 'utf8' });
+    },
+  );
+}
