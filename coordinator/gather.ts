@@ -39,7 +39,7 @@ export async function gather(ctx: GatherContext): Promise<StepResult> {
   };
   const deadline = setInterval(() => {
     // Every reply in and still no result: the reduction itself stalled (sharded), not a worker's compute.
-    if (round.outstandingOwners().length === 0 && round.isComplete) reduction.restart();
+    if (round.isComplete) reduction.restart();
     else reissuer.onDeadline(ctx.deadlineMs);
     membership.checkSilent(ctx.deadlineMs, ctx.evictAfter);
   }, ctx.deadlineMs);

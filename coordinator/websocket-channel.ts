@@ -48,11 +48,9 @@ export class WebSocketChannel implements WorkerChannel {
   evict(reason: string): void {
     this.lostReason = reason;
     if (!this.isOpen) return;
-    this.send({ type: 'error', code: 'EVICTED', message: reason });
-    // A close reason is at most 123 bytes; the error frame carries the whole of it.
-    this.socket.close(closeCodeFor('EVICTED'), reason.slice(0, 120));
-    // A worker too stuck to answer the close is cut off after the grace period.
-    setTimeout(() => this.socket.terminate(), SHUTDOWN_GRACE_MS).unref();
+    // The error frame carries the whole reason (a close reason is at most 123 bytes).
+    const sendError = (): void => void this.send({ type: 'error', code: 'EVICTED', message: reason });
+    void shutdownSocket(this.socket, reason, sendError, closeCodeFor('EVICTED'));
   }
 
   shutdown(reason: string, code?: string): Promise<void> {
@@ -65,8 +63,13 @@ export function shutdownMessage(reason: string, code?: string): ShutdownMessage 
   return code === undefined ? { type: 'shutdown', reason } : { type: 'shutdown', reason, code };
 }
 
-/** Sends the shutdown (via `sendShutdown`), closes, and terminates after a grace period. */
-export function shutdownSocket(socket: WebSocket, reason: string, sendShutdown: () => void): Promise<void> {
+/** Sends the shutdown (via `sendShutdown`), closes with `closeCode`, and terminates after a grace period. */
+export function shutdownSocket(
+  socket: WebSocket,
+  reason: string,
+  sendShutdown: () => void,
+  closeCode = 1000,
+): Promise<void> {
   return new Promise<void>((resolve) => {
     if (socket.readyState === socket.CLOSED) return resolve();
     const timer = setTimeout(() => {
@@ -78,6 +81,6 @@ export function shutdownSocket(socket: WebSocket, reason: string, sendShutdown: 
       resolve();
     });
     sendShutdown();
-    socket.close(1000, reason.slice(0, 120));
+    socket.close(closeCode, reason.slice(0, 120));
   });
 }
