@@ -50,12 +50,12 @@ export function sweepCsv(report: SweepReport): string {
   return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
 }
 
-/** Writes `report` to `path` as JSON and the CSV beside it (same name, .csv). Returns the CSV path. */
 /** The CSV written beside the sweep's JSON report: FILE.json → FILE.csv. */
 export function sweepCsvPath(reportPath: string): string {
   return reportPath.replace(/\.json$/i, '') + '.csv';
 }
 
+/** Writes `report` to `path` as JSON and the CSV beside it (same name, .csv). Returns the CSV path. */
 export async function writeSweepReport(path: string, report: SweepReport): Promise<string> {
   await writeAtomically(path, `${JSON.stringify(report, null, 2)}\n`);
   const csvPath = sweepCsvPath(path);

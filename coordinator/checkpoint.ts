@@ -4,7 +4,7 @@
 //
 // Files: DIR/checkpoint-<step, 9 digits>.batchlab, the last `keep` of them (default 2). A save
 // writes DIR/checkpoint-<step>.batchlab.tmp with a loop that checks every write, fsyncs it, reads
-// it back and checks its SHA-256, renames it to its name, fsyncs DIR, and only then deletes the
+// it back and compares it byte for byte, renames it to its name, fsyncs DIR, and only then deletes the
 // checkpoints older than the newest `keep`. A save that fails (ENOSPC, EMFILE, EIO, a read-only
 // volume, a bad read-back) removes its temp file and leaves every earlier checkpoint as it was.
 // A load takes the newest file that reads back whole and names each newer one it skipped and why.
@@ -299,12 +299,18 @@ export async function saveCheckpoint(
     } finally {
       await handle.close();
     }
+    // Byte for byte against what was written: as strict as its SHA-256, without decoding a copy.
     const back = await readFile(temp);
-    try {
-      if (back.length !== bytes) throw new Unusable(`${back.length} bytes on disk, ${bytes} written`);
-      decode(back);
-    } catch (error) {
-      throw new CheckpointWriteError('verify', `${temp} read back wrong: ${(error as Error).message}`);
+    if (back.length !== bytes)
+      throw new CheckpointWriteError(
+        'verify',
+        `${temp} read back wrong: ${back.length} bytes on disk, ${bytes} written`,
+      );
+    let at = 0;
+    for (const written of buffers) {
+      if (!back.subarray(at, at + written.length).equals(written))
+        throw new CheckpointWriteError('verify', `${temp} read back wrong: bytes differ from those written`);
+      at += written.length;
     }
     await rename(temp, path);
     await syncDirectory(dir);

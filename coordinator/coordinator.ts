@@ -15,7 +15,7 @@ import {
 } from './checkpoint.js';
 import type { CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
-import { MOMENTUM_OPTIMIZERS, prepareRun } from './prepare-run.js';
+import { prepareRun } from './prepare-run.js';
 import type { Reducer } from './reducer.js';
 import { writeReport, type RunReport } from './report.js';
 import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
@@ -145,7 +145,8 @@ function trainerParts(options: CoordinatorOptions, run: PreparedRun, wiring: Tra
       lrAt: run.lrAt,
       evalEvery: options.timingOnly ? null : options.evalEvery,
       minWorkers: options.minWorkers,
-      momentum: MOMENTUM_OPTIMIZERS.has(options.optimizer) ? options.momentum : 0,
+      // Null when the optimizer takes no momentum: then none enters the noise scale's temperature.
+      momentum: run.trainingSchedule.momentum ?? 0,
       workerWaitTimeoutMs: options.workerWaitTimeoutMs,
       stepDeadlineFloorMs: options.stepDeadlineFloorMs,
       stepDeadlineCapMs: options.stepDeadlineCapMs,

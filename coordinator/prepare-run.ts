@@ -159,7 +159,7 @@ function describePlan(options: RunConfig, run: PreparedRun, paramCount: number):
 }
 
 /** Optimizers whose `--momentum` (and `--nesterov`) take part in the update. */
-export const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);
+const MOMENTUM_OPTIMIZERS = new Set(['sgd', 'lars']);
 
 function trainingScheduleOf(options: RunConfig, schedule: LrScheduleConfig): TrainingSchedule {
   const usesMomentum = MOMENTUM_OPTIMIZERS.has(options.optimizer);

@@ -3,7 +3,7 @@
 
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { ScheduleChange } from './checkpoint.js';
+import type { CheckpointRecord, ScheduleChange } from './checkpoint.js';
 import type { HistoryPoint } from './run-totals.js';
 
 /** The run summary; key names are a contract used by tests, sweeps and benchmarks. */
@@ -50,14 +50,8 @@ export interface RunReport {
   /** LR settings that differ from the resumed checkpoint's (accepted with --allow-schedule-change); [] when none. */
   scheduleChanges: ScheduleChange[];
   /** This session's checkpoint writes (null without --checkpoint-dir). */
-  checkpoints: {
-    /** Step of the last checkpoint written and read back whole. */
-    lastStep: number | null;
-    /** Writes that failed (each logged; the run went on). */
-    failures: number;
-    /** Whether the checkpoint at the end (or on a signal) was written. */
-    finalWritten: boolean | null;
-  } | null;
+  /** This session's checkpoint writes (each failure was logged; the run went on). */
+  checkpoints: Omit<CheckpointRecord, 'lowSpaceWarned'> | null;
   /** Loss, LR, noise scale and eval accuracy over training (at most ~400 rows). */
   history: HistoryPoint[];
 }
