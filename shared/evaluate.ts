@@ -37,15 +37,16 @@ export async function evaluateModel(
         0,
         tf.Reduction.SUM,
       );
-      const rightT = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'int32'));
-      return [lossT, rightT];
+      const rightT = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), labels), 'float32'));
+      // One tensor, one read (on webgpu each read is a queue submission and a buffer map).
+      return tf.stack([lossT, rightT]);
     });
     try {
-      const [loss, right] = await Promise.all(sums.map((t) => t.data()));
-      lossSum += loss![0]!;
-      correct += right![0]!;
+      const [loss, right] = await sums.data();
+      lossSum += loss!;
+      correct += right!;
     } finally {
-      tf.dispose(sums);
+      sums.dispose();
     }
   }
   return {

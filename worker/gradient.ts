@@ -71,8 +71,9 @@ function peek(t: tf.Tensor): Float32Array {
 
 /**
  * Forward + backward of samples [start, end) inside tf.tidy: the flat gradient sum [P], the loss
- * sum and the correct count, left as tensors for the caller to read (at once, or asynchronously
- * on webgpu) and dispose.
+ * sum and the correct count, packed in one tensor [P + 2] (one read: on webgpu each read is a
+ * queue submission and a buffer map), left for the caller to read (at once, or asynchronously on
+ * webgpu) and dispose. The count is exact in float32 (a chunk is far below 2^24 samples).
  */
 function chunkTensorsGeneric(
   gm: GradientModel,
@@ -93,10 +94,14 @@ function chunkTensorsGeneric(
       logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor); // [c, classes]
       return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
     }, vars);
-    const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'int32'));
+    const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'float32'));
     (logits as tf.Tensor | null)?.dispose();
-    const flat = tf.concat<tf.Tensor1D>(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))); // [P]
-    return [flat, value, correct];
+    const parts = [
+      ...vars.map((v) => tf.reshape(grads[v.name]!, [-1])),
+      tf.reshape(value, [1]),
+      tf.reshape(correct, [1]),
+    ];
+    return [tf.concat(parts)]; // [P + 2]: the gradient sum, the loss sum, the correct count
   });
 }
 
@@ -507,10 +512,10 @@ function* accumulateChunks(
     // The driver reads the tensors it is given and sends their values back.
     const tensors = chunkTensorsGeneric(gm, images, labels, start, end);
     try {
-      const [flat, loss, right] = (yield tensors)!;
-      accumulate(gradSum, flat!, 0, start === 0);
-      lossSum += loss![0]!;
-      correct += right![0]!;
+      const packed = (yield tensors)![0] as Float32Array;
+      accumulate(gradSum, packed.subarray(0, numParams), 0, start === 0);
+      lossSum += packed[numParams]!;
+      correct += packed[numParams + 1]!;
     } finally {
       tf.dispose(tensors);
     }
