@@ -45,16 +45,13 @@ async function tryWasm(): Promise<void> {
   if (!(await tf.setBackend('wasm'))) throw new Error("the 'wasm' backend did not initialize");
 }
 
-/** What `webgpu` found, kept for the choice (tfjs registers one backend per process). */
-let webgpuAdapter: GpuAdapter | null = null;
-
 /**
  * WebGPU through Dawn's Node bindings (the `webgpu` package): its globals and `navigator.gpu`
  * must exist before tfjs-backend-webgpu is imported, which registers the backend only then.
  * Dawn needs a Vulkan driver: the GPU vendor's, or Mesa's llvmpipe (a software adapter).
  * `hardwareOnly` (for `auto`) refuses a software adapter, which is slower than wasm.
  */
-async function tryWebgpu(hardwareOnly: boolean): Promise<void> {
+async function tryWebgpu(hardwareOnly: boolean): Promise<GpuAdapter> {
   // Dawn's Vulkan loader warns without one; a private, writable directory silences it.
   if (!process.env.XDG_RUNTIME_DIR) {
     const dir = join(tmpdir(), `batchlab-xdg-${process.getuid?.() ?? 'user'}`);
@@ -94,10 +91,11 @@ async function tryWebgpu(hardwareOnly: boolean): Promise<void> {
   // the wasm backend only, where tfjs has none) is not needed here.
   await import('@tensorflow/tfjs-backend-webgpu');
   if (!(await tf.setBackend('webgpu'))) throw new Error("the 'webgpu' backend did not initialize");
-  webgpuAdapter = found;
+  return found;
 }
 
-const ATTEMPTS: Record<Exclude<BackendName, 'auto'>, (auto: boolean) => Promise<void>> = {
+/** Each backend's set-up; webgpu's returns its adapter. */
+const ATTEMPTS: Record<Exclude<BackendName, 'auto'>, (auto: boolean) => Promise<GpuAdapter | void>> = {
   'tensorflow-gpu': () => tryNative('@tensorflow/tfjs-node-gpu'),
   webgpu: (auto) => tryWebgpu(auto),
   tensorflow: () => tryNative('@tensorflow/tfjs-node'),
@@ -131,9 +129,8 @@ export async function selectBackend(name: BackendName): Promise<BackendChoice> {
   const skipped: string[] = [];
   for (const candidate of order) {
     try {
-      await ATTEMPTS[candidate](name === 'auto');
+      const adapter = (await ATTEMPTS[candidate](name === 'auto')) ?? null;
       await tf.ready();
-      const adapter = candidate === 'webgpu' ? webgpuAdapter : null;
       return { backend: candidate, device: deviceOf(candidate, adapter), adapter, skipped };
     } catch (error) {
       if (name !== 'auto')
