@@ -18,6 +18,7 @@ import { paramSpecsOf, writeWeights } from '../../shared/param-layout.js';
 import { EpochSampler } from '../../shared/sampler.js';
 import { initialWeights } from '../../shared/weight-init.js';
 import { computeMicroBatch, computeMicroBatchYielding, type GradientModel } from '../../worker/gradient.js';
+import { referenceGradient } from '../support/gradient-reference.js';
 import { maxRelativeDifference } from '../support/tensors.js';
 
 const TOLERANCE = 1e-4;
@@ -56,26 +57,12 @@ function batch(seed: number, n: number) {
 }
 
 /**
- * The gradient sum, loss sum and correct count by plain tf.variableGrads over the whole batch in
- * one piece, on the cpu backend: written independently of worker/gradient.ts (its chunking and
- * its reads), so a fault there cannot hide by appearing on both sides.
+ * The reference gradient on the cpu backend: written independently of worker/gradient.ts (its
+ * chunking and its reads), so a fault there cannot hide by appearing on both sides.
  */
 async function cpuReference(gm: GradientModel, images: Float32Array, labels: Int32Array) {
   await tf.setBackend('cpu');
-  const vars = gm.model.trainableWeights.map((w) => w.read() as tf.Variable);
-  return tf.tidy(() => {
-    const x = tf.tensor(images, [labels.length, ...gm.sampleShape]);
-    const y = tf.oneHot(tf.tensor1d(labels, 'int32'), gm.numClasses);
-    let logits!: tf.Tensor;
-    const { value, grads } = tf.variableGrads(() => {
-      logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor);
-      return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
-    }, vars);
-    const gradSum = Float32Array.from(tf.concat(vars.map((v) => tf.reshape(grads[v.name]!, [-1]))).dataSync());
-    const predicted = tf.argMax(logits, 1).dataSync();
-    logits.dispose();
-    return { gradSum, lossSum: value.dataSync()[0]!, correct: labels.filter((l, i) => predicted[i] === l).length };
-  });
+  return referenceGradient(gm, images, labels);
 }
 
 /** The same computation on the cpu backend (reference) and on webgpu. */
