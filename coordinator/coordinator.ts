@@ -22,7 +22,7 @@ import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
 import { buildReport } from './run-report.js';
 import { startServers, type RunServers } from './run-servers.js';
 import { RunTotals } from './run-totals.js';
-import { saveLayersModel } from './save-model.js';
+import { savedModelExtras, saveLayersModel } from './save-model.js';
 import { ShardedReducer } from './sharded-reducer.js';
 import { StarReducer } from './star-reducer.js';
 import { TargetTracker } from './target.js';
@@ -288,7 +288,10 @@ async function writeOutputs(
     await trace.write(options.trace);
     log(`trace written to ${options.trace} (open in chrome://tracing or ui.perfetto.dev)`);
   }
-  if (options.saveModel) log(`model saved to ${await saveLayersModel(run.model, options.saveModel)}`);
+  if (options.saveModel) {
+    const extras = await savedModelExtras(options, run, report);
+    log(`model saved to ${await saveLayersModel(run.model, options.saveModel, extras)}`);
+  }
   if (options.report) {
     await writeReport(options.report, report);
     log(`report written to ${options.report}`);

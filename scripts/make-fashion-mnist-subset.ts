@@ -5,7 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { IDX_FILE_NAMES, scanIdxDirectory } from '../shared/data/idx-dataset.js';
+import { CLASS_NAMES as DATASET_CLASS_NAMES, IDX_FILE_NAMES, scanIdxDirectory } from '../shared/data/idx-dataset.js';
 import { readIdxImages, readIdxLabels, writeIdxFile } from '../shared/data/idx.js';
 import { EMBEDDED_SUBSET_DIR, SYSTEM_DATASETS_DIR, findPackageRoot } from '../shared/data/search-paths.js';
 
@@ -14,18 +14,7 @@ const DEFAULT_TRAIN = 8000;
 const DEFAULT_TEST = 1500;
 /** Each class must hold within this fraction of an even share, or the subset is refused. */
 const BALANCE_TOLERANCE = 0.2;
-const CLASS_NAMES = [
-  'T-shirt/top',
-  'Trouser',
-  'Pullover',
-  'Dress',
-  'Coat',
-  'Sandal',
-  'Shirt',
-  'Sneaker',
-  'Bag',
-  'Ankle boot',
-];
+const CLASS_NAMES = DATASET_CLASS_NAMES['fashion-mnist'];
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({

@@ -2,12 +2,19 @@
 // and copying a batch of samples out of a split.
 
 import type { DataFile } from './fingerprint.js';
+import type { PixelStats } from './standardize.js';
 
 /** Every dataset the trainer can load. */
 export type DatasetName = 'synthetic' | 'fashion-mnist' | 'mnist';
 
 /** All dataset names, in the order they are offered to users. */
 export const DATASET_NAMES: readonly DatasetName[] = Object.freeze(['synthetic', 'fashion-mnist', 'mnist'] as const);
+
+/** How a dataset's images were made from its natural input: `images = (raw - mean) / std`. */
+export interface Standardization extends PixelStats {
+  /** What one raw value is, e.g. `pixel / 255, in [0, 1]`. */
+  raw: string;
+}
 
 /** One split (train or test) of a dataset. */
 export interface Split {
@@ -25,6 +32,10 @@ export interface Dataset {
   /** Shape of one sample, e.g. `[28, 28, 1]` (height, width, channels). */
   sampleShape: number[];
   numClasses: number;
+  /** The name of each class, by label. */
+  classNames: readonly string[];
+  /** The training split's mean and standard deviation both splits were standardized with. */
+  standardization: Standardization;
   train: Split;
   test: Split;
   /** Human-readable origin, e.g. a directory path or `synthetic(seed=1)`. */

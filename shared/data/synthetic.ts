@@ -71,6 +71,8 @@ export function makeSyntheticDataset(options: SyntheticOptions): Dataset {
     name: 'synthetic',
     sampleShape,
     numClasses: NUM_CLASSES,
+    classNames: Array.from({ length: NUM_CLASSES }, (_, k) => `pattern ${k}`),
+    standardization: { ...stats, raw: 'the generated value (scaled prototype + Gaussian noise), not bounded' },
     train,
     test,
     source: `synthetic(seed=${options.seed})`,

@@ -5,19 +5,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { loadLayersModelFromDir } from '../../coordinator/save-model.js';
-import { selectBackend } from '../../shared/backend.js';
-import { evaluateModel } from '../../shared/evaluate.js';
-import { loadDataset } from '../../shared/data/index.js';
 import { runCli, SUBSET_DIR } from '../support/cli.js';
 import { REPORT_KEYS } from '../support/report.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-accuracy-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-it('2 workers reach at least 0.75 eval accuracy on the embedded Fashion-MNIST subset in 150 steps, and the saved model loads', async () => {
+it('2 workers reach at least 0.75 eval accuracy on the embedded Fashion-MNIST subset in 150 steps', async () => {
   const report = join(dir, 'report.json');
-  const model = join(dir, 'model');
   const result = await runCli([
     'local',
     '--workers',
@@ -38,8 +33,6 @@ it('2 workers reach at least 0.75 eval accuracy on the embedded Fashion-MNIST su
     '150',
     '--report',
     report,
-    '--save-model',
-    model,
   ]);
   expect(result.code, result.stderr).toBe(0);
   const summary = JSON.parse(readFileSync(report, 'utf8'));
@@ -60,12 +53,4 @@ it('2 workers reach at least 0.75 eval accuracy on the embedded Fashion-MNIST su
   expect(result.stdout).toMatch(/eval loss \/ accuracy/);
   // Progress lines appear on stderr when not a terminal.
   expect(result.stderr).toMatch(/step +150\/150 +loss/);
-
-  // The saved model is standard tfjs layers format and reproduces the reported accuracy.
-  await selectBackend('cpu');
-  const loaded = await loadLayersModelFromDir(model);
-  const data = await loadDataset({ name: 'fashion-mnist', dataDir: SUBSET_DIR, seed: 1 });
-  const evaluation = await evaluateModel(loaded, data.test, data.sampleShape, data.numClasses);
-  expect(evaluation.accuracy).toBeCloseTo(summary.evalAccuracy, 3);
-  loaded.dispose();
 }, 240_000);

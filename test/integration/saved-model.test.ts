@@ -1,0 +1,136 @@
+// The model --save-model writes stands alone: a real `batchlab local` run saves it, and code that
+// is not batchlab's (tfjs-layers' loadLayersModel from an in-memory copy of model.json and
+// weights.bin, on the cpu backend; the IDX files decoded here) feeds it the test images as
+// pixel / 255 and gets the accuracy the run reported. model.json's metadata says what the model
+// takes and gives and how it was trained.
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import * as tfl from '@tensorflow/tfjs-layers';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT, runCli, SUBSET_DIR } from '../support/cli.js';
+import { loadSavedModel } from '../support/saved-model.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'batchlab-saved-model-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** An IDX file's dimensions and its bytes (images: [count, rows, cols]; labels: [count]). */
+function readIdx(path: string): { dims: number[]; data: Uint8Array } {
+  const bytes = gunzipSync(readFileSync(path));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  expect(view.getUint16(0), `${path}: magic`).toBe(0);
+  expect(bytes[2], `${path}: unsigned-byte data`).toBe(0x08);
+  const dims = Array.from({ length: bytes[3]! }, (_, i) => view.getUint32(4 + 4 * i));
+  const start = 4 + 4 * dims.length;
+  return { dims, data: bytes.subarray(start, start + dims.reduce((a, b) => a * b, 1)) };
+}
+
+/** Accuracy of `model` on byte images fed as pixel / 255 in [count, 28, 28, 1]; leaves no tensors. */
+function accuracyOnRawPixels(model: tfl.LayersModel, images: Uint8Array, labels: Uint8Array): number {
+  const size = 28 * 28;
+  let correct = 0;
+  for (let start = 0; start < labels.length; start += 500) {
+    const end = Math.min(labels.length, start + 500);
+    const pixels = Float32Array.from(images.subarray(start * size, end * size), (p) => p / 255);
+    const predicted = tf.tidy(() =>
+      tf.argMax(model.predict(tf.tensor4d(pixels, [end - start, 28, 28, 1])) as tf.Tensor, 1).dataSync(),
+    );
+    for (let i = 0; i < predicted.length; i++) if (predicted[i] === labels[start + i]) correct++;
+  }
+  return correct / labels.length;
+}
+
+const testImages = readIdx(join(SUBSET_DIR, 't10k-images-idx3-ubyte.gz'));
+const testLabels = readIdx(join(SUBSET_DIR, 't10k-labels-idx1-ubyte.gz'));
+const trainPixels = readIdx(join(SUBSET_DIR, 'train-images-idx3-ubyte.gz')).data;
+const version = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version;
+
+beforeAll(() => tf.setBackend('cpu'));
+
+describe.each(['mlp', 'cnn'])('--model %s --save-model', (model) => {
+  it('takes pixel / 255, reproduces the reported test accuracy within 0.5 points, and carries its metadata', async () => {
+    const out = join(dir, model);
+    const reportPath = `${out}.json`;
+    const result = await runCli(
+      [
+        'local',
+        ...['--workers', '1', '--model', model, '--dataset', 'fashion-mnist', '--data-dir', SUBSET_DIR],
+        ...['--steps', '100', '--global-batch', '64', '--seed', '3', '--eval-every', '0', '--metrics-port', 'off'],
+        ...['--report', reportPath, '--save-model', out],
+      ],
+      {},
+      180_000,
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const report = JSON.parse(readFileSync(reportPath, 'utf8'));
+    // Trained well past chance, so an input off by the standardization would show.
+    expect(report.evalAccuracy).toBeGreaterThan(0.6);
+
+    const loaded = await loadSavedModel(out);
+    try {
+      expect(testImages.dims).toEqual([testLabels.dims[0], 28, 28]);
+      accuracyOnRawPixels(loaded, testImages.data.subarray(0, 28 * 28), testLabels.data.subarray(0, 1));
+      const before = tf.memory().numTensors;
+      const accuracy = accuracyOnRawPixels(loaded, testImages.data, testLabels.data);
+      expect(tf.memory().numTensors).toBe(before);
+      expect(
+        Math.abs(accuracy - report.evalAccuracy),
+        `accuracy ${accuracy} vs reported ${report.evalAccuracy}`,
+      ).toBeLessThanOrEqual(0.005);
+
+      // Logits, not probabilities: a softmax output would have no negative values.
+      const logits = tf.tidy(() =>
+        (
+          loaded.predict(
+            tf.tensor4d(
+              Float32Array.from(testImages.data.subarray(0, 784), (p) => p / 255),
+              [1, 28, 28, 1],
+            ),
+          ) as tf.Tensor
+        ).dataSync(),
+      );
+      expect(Math.min(...logits)).toBeLessThan(0);
+
+      let sum = 0;
+      let sumSquares = 0;
+      for (const p of trainPixels) {
+        sum += p / 255;
+        sumSquares += (p / 255) ** 2;
+      }
+      const mean = sum / trainPixels.length;
+      const std = Math.sqrt(sumSquares / trainPixels.length - mean * mean);
+      const meta = loaded.getUserDefinedMetadata() as Record<string, Record<string, unknown>>;
+      expect(meta, 'model.json has userDefinedMetadata').toBeDefined();
+      expect(meta.batchlab).toMatchObject({ version, runId: expect.stringMatching(/^[0-9a-f]{12}$/) });
+      expect(meta.dataset).toMatchObject({ name: 'fashion-mnist', numClasses: 10 });
+      expect(meta.dataset!.classNames).toEqual([
+        ...['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat'],
+        ...['Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'],
+      ]);
+      expect(meta.input).toEqual({ shape: [null, 28, 28, 1], dtype: 'float32', values: 'pixel / 255, in [0, 1]' });
+      expect(meta.standardization!.mean).toBeCloseTo(mean, 9);
+      expect(meta.standardization!.std).toBeCloseTo(std, 9);
+      expect(meta.standardization!.builtIn).toMatch(/first layer.*do not standardize the input/);
+      expect(meta.output!.shape).toEqual([null, 10]);
+      expect(meta.output!.values).toMatch(/^logits \(no softmax\)/);
+      expect(meta.evaluation).toMatchObject({ split: 'test', accuracy: report.evalAccuracy, steps: 100 });
+      expect(meta.runConfig).toMatchObject({
+        model,
+        dataset: 'fashion-mnist',
+        dataDir: SUBSET_DIR,
+        steps: 100,
+        globalBatchSize: 64,
+        seed: 3,
+        optimizer: 'adam',
+        saveModel: out,
+      });
+      for (const key of ['token', 'host', 'port', 'command']) expect(meta.runConfig).not.toHaveProperty(key);
+    } finally {
+      loaded.dispose();
+    }
+  }, 240_000);
+});
