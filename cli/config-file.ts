@@ -40,6 +40,11 @@ const NOT_RECORDED: ReadonlySet<string> = new Set([
   'targets-file',
 ] satisfies (keyof typeof COORDINATOR_TABLE | keyof typeof SWEEP_TABLE)[]);
 
+/** Why a report cannot be run again: it has no options to run with. */
+const REPORT_WITHOUT_CONFIG =
+  'this report records no options under "config" (it was written in process, or by an older batchlab); ' +
+  'run its "command" instead';
+
 /** A BAD_OPTION error about --config FILE; `where` is ", line N, key" or empty. */
 export class ConfigFileError extends OptionError {
   constructor(path: string, where: string, detail: string) {
@@ -121,11 +126,16 @@ export function readConfigFile(path: string, command: ConfigCommand): RawOptions
   }
   const file = new ConfigReader(path, lines);
   let top = document.contents as Node | null;
-  const replayed = isMap(top) ? top.items.find((pair) => file.keyOf(pair) === CONFIG_OPTION) : undefined;
-  if (replayed) {
-    if (!isMap(replayed.value)) throw file.error(replayed, CONFIG_OPTION, 'a config file cannot name another');
-    top = replayed.value;
+  const keys = isMap(top) ? top.items : [];
+  const replayed = keys.find((pair) => file.keyOf(pair) === CONFIG_OPTION);
+  if (replayed && !isMap(replayed.value)) {
+    const absent = isScalar(replayed.value) && replayed.value.value === null;
+    throw file.error(replayed, CONFIG_OPTION, absent ? REPORT_WITHOUT_CONFIG : 'a config file cannot name another');
   }
+  // A report of a run started in process, or by a batchlab that did not record options.
+  if (!replayed && keys.some((pair) => file.keyOf(pair) === 'command'))
+    throw new ConfigFileError(path, '', REPORT_WITHOUT_CONFIG);
+  if (replayed) top = replayed.value as Node;
   const sections = file.readSections(top, command);
   const merged = new Map([...(sections.get('') ?? []), ...(sections.get(command) ?? [])]);
   const raw: RawOptions = Object.fromEntries([...merged].map(([name, { value }]) => [name, value]));
@@ -239,7 +249,7 @@ function scalarText(node: { value: unknown; source?: string }): string | boolean
 
 /** Why `name` is not a key of `command`'s options, with the name it probably meant. */
 function describeUnknownKey(key: string, name: string, command: ConfigCommand): string {
-  const names = Object.keys(CONFIG_TABLES[command]);
+  const names = Object.keys(CONFIG_TABLES[command]).filter((option) => option !== CONFIG_OPTION);
   const asFlag = name
     .replace(/^-+/, '')
     .replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)
@@ -255,7 +265,7 @@ function describeUnknownKey(key: string, name: string, command: ConfigCommand): 
 }
 
 /** The name in `names` fewest single-character edits away from `name` (the first of equals). */
-export function closestName(name: string, names: readonly string[]): string {
+function closestName(name: string, names: readonly string[]): string {
   let best = names[0]!;
   let bestDistance = Infinity;
   for (const candidate of names) {
