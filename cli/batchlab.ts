@@ -5,10 +5,11 @@
 // Each command imports what it runs when it runs: a worker process (started for every
 // `batchlab local` run and every bench point) then loads no coordinator, sweep or bench code.
 
-import yargs from 'yargs';
+import yargs, { type Options } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
 import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
+import { recordConfig, withConfigFile, type ConfigCommand } from './config-file.js';
 import { interruptOnSignals } from './interrupt.js';
 import {
   BENCH_OPTIONS,
@@ -26,6 +27,11 @@ import { ProgressReporter } from './progress.js';
 import { formatSummary, formatSweepSummary } from './summary.js';
 
 const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
+
+/** A command's declarations with defaults from its --config file, and from BATCHLAB_* variables over those. */
+function declare<T extends Record<string, Options>>(command: ConfigCommand, options: T): T {
+  return withEnvironmentDefaults(withConfigFile(command, options, hideBin(process.argv), process.env), process.env);
+}
 
 /** Runs a command body; prints any failure once and exits with its code. */
 async function execute(body: () => Promise<number>, where: string): Promise<never> {
@@ -50,13 +56,14 @@ try {
     .command(
       'local',
       'run a coordinator and N worker processes on this machine',
-      (y) => y.options(withEnvironmentDefaults(LOCAL_OPTIONS, process.env)),
+      (y) => y.options(declare('local', LOCAL_OPTIONS)),
       (argv) =>
         execute(async () => {
           const settings = parseLocalSettings(argv);
           const { runLocal } = await import('./local.js');
           const progress = new ProgressReporter(process.stderr);
-          const report = await runLocal(settings, commandLine, progress);
+          const origin = { command: commandLine, config: recordConfig('local', argv) };
+          const report = await runLocal(settings, origin, progress);
           progress.finish();
           process.stdout.write(`${formatSummary(report)}\n`);
           return 0;
@@ -65,7 +72,7 @@ try {
     .command(
       'coordinator',
       'serve workers and run the training loop',
-      (y) => y.options(withEnvironmentDefaults(COORDINATOR_OPTIONS, process.env)),
+      (y) => y.options(declare('coordinator', COORDINATOR_OPTIONS)),
       (argv) =>
         execute(async () => {
           const settings = parseCoordinatorSettings(argv);
@@ -73,7 +80,7 @@ try {
           const progress = new ProgressReporter(process.stderr);
           const { signal } = interruptOnSignals();
           const report = await runCoordinator(
-            { ...settings, command: commandLine },
+            { ...settings, command: commandLine, config: recordConfig('coordinator', argv) },
             {
               log: (line) => progress.log(line),
               observer: progress,
@@ -89,7 +96,7 @@ try {
     .command(
       'sweep',
       'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
-      (y) => y.options(withEnvironmentDefaults(SWEEP_OPTIONS, process.env)),
+      (y) => y.options(declare('sweep', SWEEP_OPTIONS)),
       (argv) =>
         execute(async () => {
           const settings = parseSweepSettings(argv);
@@ -103,7 +110,8 @@ try {
               ['targets-file', settings.targetsFile, 'file'],
             ]),
           );
-          const report = await runSweep(settings, commandLine, process.stderr);
+          const origin = { command: commandLine, config: recordConfig('sweep', argv) };
+          const report = await runSweep(settings, origin, process.stderr);
           if (settings.report)
             process.stderr.write(
               `sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`,
@@ -119,7 +127,7 @@ try {
     .command(
       'worker',
       'connect to a coordinator and compute gradients',
-      (y) => y.options(withEnvironmentDefaults(WORKER_OPTIONS, process.env)),
+      (y) => y.options(declare('worker', WORKER_OPTIONS)),
       (argv) =>
         execute(async () => {
           const settings = parseWorkerSettings(argv, process.env);
@@ -161,7 +169,7 @@ try {
     })
     .parseAsync();
 } catch (error) {
-  // A bad BATCHLAB_* boolean is found while yargs builds the command, outside the handlers.
+  // A bad BATCHLAB_* boolean or --config file is found while yargs builds the command, outside the handlers.
   if (!(error instanceof OptionError)) throw error;
   process.stderr.write(`batchlab: ${error.message}\n`);
   process.exit(2);

@@ -66,8 +66,18 @@ function describeDefaultLr(): string {
   return [...byValue].map(([lr, optimizers]) => `${lr} (${optimizers.join(', ')})`).join(', ');
 }
 
+/** --config FILE: read by cli/config-file.ts before yargs parses (its values become defaults); here for --help. */
+const CONFIG_FILE = {
+  kind: 'string',
+  help:
+    'take options from a YAML or JSON FILE, keys as the flags (global-batch: 256); a --report JSON runs ' +
+    'its run again; the command line and BATCHLAB_* variables win',
+  parse: (raw, name) => readText(raw, name),
+} as const satisfies OptionSpec<string>;
+
 /** Options of a training run: `coordinator`, `local` and (with overrides) `sweep`. */
 export const TRAINING_TABLE = {
+  config: CONFIG_FILE,
   model: {
     kind: 'string',
     default: 'mlp',
@@ -471,6 +481,12 @@ export const SWEEP_TABLE = {
 
 /** `worker`: where the coordinator is, and how this worker computes and reports. */
 export const WORKER_TABLE = {
+  config: {
+    ...CONFIG_FILE,
+    help:
+      'take options from a YAML or JSON FILE, keys as the flags (connect: ws://host:7070), with those of a ' +
+      'worker: section over them; the command line and BATCHLAB_* variables win',
+  },
   connect: {
     kind: 'string',
     defaultText: 'ws://$MASTER_ADDR:$MASTER_PORT',

@@ -3,12 +3,12 @@
 // the best LR of a grid, and a fit of the steps–examples law (Shallue et al. 2019;
 // McCandlish et al. 2018). A point that fails or diverges is recorded and the sweep goes on.
 
-import type { RunReport } from '../coordinator/report.js';
+import type { RecordedConfig, RunReport } from '../coordinator/report.js';
 import type { RunConfig } from '../coordinator/run-config.js';
 import { measuredScalingEfficiency } from '../shared/efficiency.js';
 import { describeError, hasCode, recoveryOf } from '../shared/errors.js';
 import { fitCriticalBatch } from '../shared/statistics/critical-batch.js';
-import { runLocal } from './local.js';
+import { runLocal, type RunOrigin } from './local.js';
 import type { LocalRunConfig } from '../coordinator/launch-local.js';
 import { ProgressReporter } from './progress.js';
 
@@ -53,6 +53,8 @@ export interface SweepPoint extends Partial<RunReport> {
 
 export interface SweepReport {
   command: string;
+  /** The sweep's options as a config file holds them (see RunReport); null in process. */
+  config: RecordedConfig | null;
   target: { accuracy: number | null; loss: number | null };
   points: SweepPoint[];
   /** Fit of S = S_min + E_min / B over the points that reached the target; null when not fittable. */
@@ -73,7 +75,7 @@ function score(r: RunReport): number {
 /** Runs every point in order (batches ascending, then worker counts ascending) and returns the report. */
 export async function runSweep(
   settings: SweepSettings,
-  command: string,
+  { command, config }: RunOrigin,
   out: NodeJS.WritableStream & { isTTY?: boolean },
 ): Promise<SweepReport> {
   const batches = [...settings.globalBatches].sort((a, b) => a - b);
@@ -105,7 +107,7 @@ export async function runSweep(
         delete (local as Partial<SweepSettings>).report;
         const progress = new ProgressReporter(out);
         try {
-          const report = await runLocal(local, command, progress, true);
+          const report = await runLocal(local, { command }, progress, true);
           progress.finish();
           runs.push({ lr, report, status: 'ok', error: null });
           out.write(
@@ -123,7 +125,8 @@ export async function runSweep(
       }
       const ok = runs.filter((r) => r.report !== null).sort((a, b) => score(a.report!) - score(b.report!));
       const best = ok[0] ?? runs[0]!;
-      const { history: _history, ...reportWithoutHistory } = best.report ?? ({} as RunReport);
+      // A point's run has no config of its own: the sweep's is in the sweep report.
+      const { history: _history, config: _config, ...reportWithoutHistory } = best.report ?? ({} as RunReport);
       points.push({
         ...(best.report ? reportWithoutHistory : {}),
         history: best.report?.history ?? [],
@@ -170,6 +173,7 @@ export async function runSweep(
     .filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
   return {
     command,
+    config: config ?? null,
     target: { accuracy: settings.targetAccuracy, loss: settings.targetLoss },
     points,
     criticalBatchSize: fitted ? fitted.bCrit : null,

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { generateToken } from '../shared/auth.js';
 import { BatchlabError } from '../shared/errors.js';
 import { runCoordinator } from './coordinator.js';
-import type { RunReport } from './report.js';
+import type { RecordedConfig, RunReport } from './report.js';
 import type { RunConfig, RunStart } from './run-config.js';
 import type { TrainerObserver } from './trainer-observer.js';
 
@@ -30,6 +30,8 @@ export interface RunObserver extends TrainerObserver {
 export interface LaunchOptions {
   /** Written into the report's `command` field. */
   command: string;
+  /** Written into the report's `config` field. */
+  config?: RecordedConfig;
   observer?: RunObserver;
   /** Coordinator lines, and each worker's lines prefixed "[worker i]". */
   log: (line: string) => void;
@@ -78,6 +80,7 @@ export async function launchLocal(config: LocalRunConfig, options: LaunchOptions
       syntheticTrain: undefined,
       syntheticTest: undefined,
       command: options.command,
+      config: options.config,
     };
     return await runCoordinator(coordinatorOptions, {
       log: options.log,
@@ -119,11 +122,12 @@ function spawnWorker(
   if (config.dataDir) args.push('--data-dir', config.dataDir);
   const slowdown = config.debugSlowdown[index - 1] ?? 1;
   if (slowdown !== 1) args.push('--debug-slowdown', String(slowdown));
-  // The token travels in the environment, not argv, so `ps` does not show it.
+  // The token travels in the environment, not argv, so `ps` does not show it. A BATCHLAB_CONFIG
+  // file is this run's, not its workers': their options are all here.
   // Own process group: a terminal's Ctrl-C reaches only this process, which then stops the
   // workers in order (shutdown frame) instead of them dying mid-step.
   const child = spawn(process.execPath, args, {
-    env: { ...process.env, BATCHLAB_TOKEN: token },
+    env: { ...process.env, BATCHLAB_CONFIG: undefined, BATCHLAB_TOKEN: token },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

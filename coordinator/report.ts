@@ -6,9 +6,14 @@ import { dirname } from 'node:path';
 import type { CheckpointRecord, ScheduleChange } from './checkpoint.js';
 import type { HistoryPoint } from './run-totals.js';
 
+/** Option values as a config file writes them, keyed by option name (`global-batch: 256`). */
+export type RecordedConfig = Readonly<Record<string, string | number | boolean>>;
+
 /** The run summary; key names are a contract used by tests, sweeps and benchmarks. */
 export interface RunReport {
   command: string;
+  /** The options the CLI ran with (no token, no output paths); `--config` of this report runs it again. Null in process. */
+  config: RecordedConfig | null;
   backend: string;
   /** webgpu: the coordinator's adapter ("adapter … , hardware" or "…, software fallback"); else null. */
   adapter: string | null;

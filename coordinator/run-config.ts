@@ -9,6 +9,7 @@ import type { ModelName } from '../shared/models/index.js';
 import type { OptimizerName } from '../shared/optimizers/index.js';
 import type { WireDtype } from '../shared/codec.js';
 import type { ReducerName } from './reducer.js';
+import type { RecordedConfig } from './report.js';
 import type { BalanceMode } from './split.js';
 import type { TrainerObserver } from './trainer-observer.js';
 
@@ -98,6 +99,8 @@ export interface CoordinatorConfig extends RunConfig {
 export interface CoordinatorOptions extends CoordinatorConfig {
   /** Written into the report's `command` field. */
   command: string;
+  /** Written into the report's `config` field: the CLI's options, as a config file holds them. */
+  config?: RecordedConfig;
   /**
    * Benchmarks that time steps only: no evaluation at all (not the periodic one, the final one
    * or the train-split one for the generalization gap); the report's accuracies are null.

@@ -43,6 +43,7 @@ export async function buildReport(
   const evalAccuracy = outcome.lastEval?.accuracy ?? null;
   return {
     command: options.command,
+    config: options.config ?? null,
     backend: run.backend.backend,
     adapter: run.backend.adapter ? run.backend.device : null,
     reducer: results.reducer,
