@@ -116,6 +116,8 @@ export async function savedModelExtras(
       samples: report.samples,
     },
     runConfig: runConfigOf(options),
+    // The options as a config file holds them (null when the run was started in process).
+    config: options.config ?? null,
   };
   // As JSON holds it: settings left undefined are dropped (tfjs accepts plain JSON values only).
   return { standardization, metadata: JSON.parse(JSON.stringify(metadata)) as Record<string, object> };
@@ -123,7 +125,17 @@ export async function savedModelExtras(
 
 /** The run's training settings: what CoordinatorOptions adds to RunConfig stays out (the token is a secret). */
 function runConfigOf(options: CoordinatorOptions): RunConfig {
-  const { host: _h, port: _p, token: _t, tlsCert: _c, tlsKey: _k, command: _m, timingOnly: _o, ...config } = options;
+  const {
+    host: _h,
+    port: _p,
+    token: _t,
+    tlsCert: _c,
+    tlsKey: _k,
+    command: _m,
+    timingOnly: _o,
+    config: _f,
+    ...config
+  } = options;
   // A field added to CoordinatorOptions beyond RunConfig fails to compile here until it is left out above.
   const _onlyRunConfig: Record<Exclude<keyof typeof config, keyof RunConfig>, never> = {};
   return config;

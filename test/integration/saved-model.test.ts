@@ -129,6 +129,8 @@ describe.each(['mlp', 'cnn'])('--model %s --save-model', (model) => {
         saveModel: out,
       });
       for (const key of ['token', 'host', 'port', 'command']) expect(meta.runConfig).not.toHaveProperty(key);
+      expect(meta.config, 'the options as the report records them').toEqual(report.config);
+      expect(report.config).toMatchObject({ model });
     } finally {
       loaded.dispose();
     }
