@@ -100,6 +100,13 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     this.metrics.workersEvicted.inc();
   }
 
+  /** A worker left (closed, lost or evicted): its `worker`-labelled series go, not frozen at their last value. */
+  onWorkerLeft(workerId: number): void {
+    const labels = { worker: String(workerId) };
+    this.metrics.workerCompute.remove(labels);
+    this.metrics.workerThroughput.remove(labels);
+  }
+
   /** Bytes of one frame sent (`out`) or received (`in`) by the coordinator. */
   onBytes(direction: 'in' | 'out', bytes: number): void {
     this.metrics.gradientBytes.inc({ direction }, bytes);

@@ -25,11 +25,16 @@ export interface CoordinatorMetricsConfig {
   workersQuarantined?: () => number;
 }
 
-/** A fresh registry with the process's default metrics under the batchlab_process_ prefix. */
-export function createRegistry(role: 'coordinator' | 'worker'): Registry {
+/**
+ * A fresh registry with the process's default metrics under their standard names
+ * (`process_cpu_seconds_total`, `nodejs_heap_size_used_bytes`, ...), as every Node exporter
+ * serves them: the `role` label tells the processes apart. Each endpoint has its own registry
+ * (a `local` run's workers are processes of their own), so no name is registered twice.
+ */
+export function createRegistry(role: 'coordinator' | 'worker' | 'sweep'): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ role });
-  collectDefaultMetrics({ register: registry, prefix: 'batchlab_process_' });
+  collectDefaultMetrics({ register: registry });
   return registry;
 }
 
