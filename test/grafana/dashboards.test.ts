@@ -128,6 +128,15 @@ describe('deploy/prometheus.yml', () => {
     expect(config.scrape_configs[0].file_sd_configs[0].files[0]).toMatch(/\.json$/);
   });
 
+  it('scrapes the port the sweep metrics docs name (batchlab sweep --metrics-port)', () => {
+    const config = parseYaml(readFileSync(join(ROOT, 'deploy/prometheus.yml'), 'utf8'));
+    const sweep = config.scrape_configs.find((c: { job_name: string }) => c.job_name === 'batchlab-sweep');
+    const port = /^127\.0\.0\.1:(\d+)$/.exec(sweep.static_configs[0].targets[0])![1]!;
+    const doc = readFileSync(join(ROOT, 'docs/METRICS.md'), 'utf8');
+    expect(doc).toContain(`batchlab sweep --global-batch 64,256,1024 --workers 1,2,4 --metrics-port ${port}`);
+    expect(doc).toContain(`- targets: ["127.0.0.1:${port}"]`);
+  });
+
   it.skipIf(!promtool && !inCi)(
     promtool || inCi
       ? 'passes promtool check config'
