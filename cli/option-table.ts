@@ -469,7 +469,7 @@ export const SWEEP_TABLE = {
   'metrics-port': {
     ...TRAINING_TABLE['metrics-port'],
     default: 'off',
-    help: 'port for /metrics of each run (0: any free port; "off": none)',
+    help: 'port for the sweep\'s /metrics on 127.0.0.1: each point\'s measured efficiency, throughput and steps to target as it completes (0: any free port; "off": none)',
   },
   report: { ...TRAINING_TABLE.report, help: 'write the sweep as JSON to FILE, and a CSV beside it' },
   html: {

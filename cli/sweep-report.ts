@@ -5,6 +5,8 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
+import { startMetricsServer } from '../shared/metrics-server.js';
+import { createRegistry, defineSweepMetrics } from '../shared/metrics.js';
 import type { SweepPoint, SweepReport } from './sweep.js';
 
 const CSV_COLUMNS = [
@@ -48,6 +50,41 @@ export function sweepCsv(report: SweepReport): string {
     CSV_COLUMNS.map((c) => cell((p as unknown as Record<string, unknown>)[c])).join(','),
   );
   return `${[CSV_COLUMNS.join(','), ...rows].join('\n')}\n`;
+}
+
+/** A sweep's metrics endpoint (`--metrics-port`): one series per (B, N) point as it completes. */
+export interface SweepMetricsEndpoint {
+  url: string;
+  record(point: SweepPoint): void;
+  close(): Promise<void>;
+}
+
+/** Serves the sweep's metrics on 127.0.0.1:`port` (0: any free port), where `local` serves a run's. */
+export async function startSweepMetrics(port: number, planned: number): Promise<SweepMetricsEndpoint> {
+  const registry = createRegistry('sweep');
+  const metrics = defineSweepMetrics(registry);
+  metrics.pointsPlanned.set(planned);
+  for (const status of ['ok', 'diverged', 'failed'] as const) metrics.points.inc({ status }, 0);
+  let done = 0;
+  const server = await startMetricsServer(registry, port, '127.0.0.1', () => ({
+    role: 'sweep',
+    points: done,
+    planned,
+  }));
+  return {
+    url: server.url,
+    record(point) {
+      done++;
+      metrics.points.inc({ status: point.status });
+      if (point.status !== 'ok') return;
+      const labels = { global_batch_size: String(point.globalBatchSize), workers: String(point.workers) };
+      if (point.measuredScalingEfficiency !== null)
+        metrics.scalingEfficiency.set(labels, point.measuredScalingEfficiency);
+      if (typeof point.samplesPerSecond === 'number') metrics.throughput.set(labels, point.samplesPerSecond);
+      if (point.stepsToTarget !== null) metrics.stepsToTarget.set(labels, point.stepsToTarget);
+    },
+    close: () => server.close(),
+  };
 }
 
 /** The CSV written beside the sweep's JSON report: FILE.json → FILE.csv. */

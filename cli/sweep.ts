@@ -11,6 +11,7 @@ import { fitCriticalBatch } from '../shared/statistics/critical-batch.js';
 import { runLocal, type RunOrigin } from './local.js';
 import type { LocalRunConfig } from '../coordinator/launch-local.js';
 import { ProgressReporter } from './progress.js';
+import { startSweepMetrics } from './sweep-report.js';
 
 export interface SweepSettings extends Omit<
   RunConfig,
@@ -83,84 +84,111 @@ export async function runSweep(
   const maxWorkers = workerCounts[workerCounts.length - 1]!;
   const total = batches.length * workerCounts.length * settings.lrGrid.length;
   const points: SweepPoint[] = [];
-  let index = 0;
-  for (const globalBatchSize of batches) {
-    // Every point of a batch uses the same micro-batches, so only the worker count varies.
-    const microBatch =
-      settings.microBatch ?? Math.max(1, Math.floor(globalBatchSize / (settings.microBatchCount ?? maxWorkers)));
-    for (const workers of workerCounts) {
-      const runs: { lr: number; report: RunReport | null; status: PointStatus; error: string | null }[] = [];
-      for (const lr of settings.lrGrid) {
-        index++;
-        out.write(
-          `\n[${index}/${total}] global batch ${globalBatchSize}, ${workers} worker${workers > 1 ? 's' : ''}, micro-batch ${microBatch}, lr ${lr}\n`,
-        );
-        const local: LocalRunConfig = {
-          ...settings,
-          globalBatchSize,
-          microBatch: Math.min(microBatch, globalBatchSize),
-          lr,
-          workers,
-          minWorkers: workers,
-          debugSlowdown: [],
-        };
-        delete (local as Partial<SweepSettings>).report;
-        const progress = new ProgressReporter(out);
-        try {
-          const report = await runLocal(local, { command }, progress, true);
-          progress.finish();
-          runs.push({ lr, report, status: 'ok', error: null });
+  // --metrics-port is the sweep's own endpoint: each point's result appears there as it completes.
+  // The runs serve none, so nothing else takes that port and no run's gauges outlive it.
+  const endpoint =
+    settings.metricsPort === null
+      ? null
+      : await startSweepMetrics(settings.metricsPort, batches.length * workerCounts.length);
+  if (endpoint) out.write(`sweep metrics at ${endpoint.url}\n`);
+  try {
+    await runPoints();
+  } finally {
+    await endpoint?.close();
+  }
+  return summarize(settings, { command, config }, batches, points);
+
+  async function runPoints(): Promise<void> {
+    let index = 0;
+    for (const globalBatchSize of batches) {
+      // Every point of a batch uses the same micro-batches, so only the worker count varies.
+      const microBatch =
+        settings.microBatch ?? Math.max(1, Math.floor(globalBatchSize / (settings.microBatchCount ?? maxWorkers)));
+      for (const workers of workerCounts) {
+        const runs: { lr: number; report: RunReport | null; status: PointStatus; error: string | null }[] = [];
+        for (const lr of settings.lrGrid) {
+          index++;
           out.write(
-            `  → ${Math.round(report.samplesPerSecond ?? 0)} samples/s, final loss ${report.finalLoss?.toFixed(4)}, eval accuracy ${((report.evalAccuracy ?? 0) * 100).toFixed(2)}%` +
-              `${report.targetReached === null ? '' : report.targetReached ? `, target after ${report.stepsToTarget} steps` : ', target not reached'}\n`,
+            `\n[${index}/${total}] global batch ${globalBatchSize}, ${workers} worker${workers > 1 ? 's' : ''}, micro-batch ${microBatch}, lr ${lr}\n`,
           );
-        } catch (error) {
-          progress.finish();
-          if (recoveryOf(error) === 'interrupted') throw error;
-          const message = describeError(error);
-          const status: PointStatus = hasCode(error, 'NON_FINITE') ? 'diverged' : 'failed';
-          runs.push({ lr, report: null, status, error: message });
-          out.write(`  → ${status}: ${message}\n`);
+          const local: LocalRunConfig = {
+            ...settings,
+            globalBatchSize,
+            microBatch: Math.min(microBatch, globalBatchSize),
+            lr,
+            workers,
+            minWorkers: workers,
+            metricsPort: null,
+            debugSlowdown: [],
+          };
+          delete (local as Partial<SweepSettings>).report;
+          const progress = new ProgressReporter(out);
+          try {
+            const report = await runLocal(local, { command }, progress, true);
+            progress.finish();
+            runs.push({ lr, report, status: 'ok', error: null });
+            out.write(
+              `  → ${Math.round(report.samplesPerSecond ?? 0)} samples/s, final loss ${report.finalLoss?.toFixed(4)}, eval accuracy ${((report.evalAccuracy ?? 0) * 100).toFixed(2)}%` +
+                `${report.targetReached === null ? '' : report.targetReached ? `, target after ${report.stepsToTarget} steps` : ', target not reached'}\n`,
+            );
+          } catch (error) {
+            progress.finish();
+            if (recoveryOf(error) === 'interrupted') throw error;
+            const message = describeError(error);
+            const status: PointStatus = hasCode(error, 'NON_FINITE') ? 'diverged' : 'failed';
+            runs.push({ lr, report: null, status, error: message });
+            out.write(`  → ${status}: ${message}\n`);
+          }
         }
+        const ok = runs.filter((r) => r.report !== null).sort((a, b) => score(a.report!) - score(b.report!));
+        const best = ok[0] ?? runs[0]!;
+        // A point's run has no config of its own: the sweep's is in the sweep report.
+        const { history: _history, config: _config, ...reportWithoutHistory } = best.report ?? ({} as RunReport);
+        const point: SweepPoint = {
+          ...(best.report ? reportWithoutHistory : {}),
+          history: best.report?.history ?? [],
+          globalBatchSize,
+          workers,
+          microBatchSize: Math.min(microBatch, globalBatchSize),
+          learningRate: best.lr,
+          status: best.status,
+          error: best.error,
+          measuredScalingEfficiency: null,
+          stepsToTarget: best.report?.stepsToTarget ?? null,
+          samplesToTarget: best.report?.samplesToTarget ?? null,
+          grid: runs.map((r) => ({
+            learningRate: r.lr,
+            status: r.status,
+            stepsToTarget: r.report?.stepsToTarget ?? null,
+            finalLoss: r.report?.finalLoss ?? null,
+            evalAccuracy: r.report?.evalAccuracy ?? null,
+          })),
+        };
+        // Worker counts run in ascending order: the 1-worker point of this batch, if any, is done.
+        const single = [...points, point].find(
+          (p) => p.globalBatchSize === point.globalBatchSize && p.workers === 1 && p.status === 'ok',
+        );
+        if (single?.samplesPerSecond && point.status === 'ok' && point.samplesPerSecond) {
+          point.measuredScalingEfficiency = measuredScalingEfficiency(
+            point.samplesPerSecond,
+            point.workers,
+            single.samplesPerSecond,
+          );
+        }
+        points.push(point);
+        endpoint?.record(point);
       }
-      const ok = runs.filter((r) => r.report !== null).sort((a, b) => score(a.report!) - score(b.report!));
-      const best = ok[0] ?? runs[0]!;
-      // A point's run has no config of its own: the sweep's is in the sweep report.
-      const { history: _history, config: _config, ...reportWithoutHistory } = best.report ?? ({} as RunReport);
-      points.push({
-        ...(best.report ? reportWithoutHistory : {}),
-        history: best.report?.history ?? [],
-        globalBatchSize,
-        workers,
-        microBatchSize: Math.min(microBatch, globalBatchSize),
-        learningRate: best.lr,
-        status: best.status,
-        error: best.error,
-        measuredScalingEfficiency: null,
-        stepsToTarget: best.report?.stepsToTarget ?? null,
-        samplesToTarget: best.report?.samplesToTarget ?? null,
-        grid: runs.map((r) => ({
-          learningRate: r.lr,
-          status: r.status,
-          stepsToTarget: r.report?.stepsToTarget ?? null,
-          finalLoss: r.report?.finalLoss ?? null,
-          evalAccuracy: r.report?.evalAccuracy ?? null,
-        })),
-      });
     }
   }
-  for (const point of points) {
-    const single = points.find(
-      (p) => p.globalBatchSize === point.globalBatchSize && p.workers === 1 && p.status === 'ok',
-    );
-    if (single?.samplesPerSecond && point.status === 'ok' && point.samplesPerSecond) {
-      point.measuredScalingEfficiency = measuredScalingEfficiency(
-        point.samplesPerSecond,
-        point.workers,
-        single.samplesPerSecond,
-      );
-    }
-  }
+}
+
+/** The sweep-level results over every point: the steps–examples fit and the mean noise scale. */
+function summarize(
+  settings: SweepSettings,
+  { command, config }: RunOrigin,
+  batches: number[],
+  points: SweepPoint[],
+): SweepReport {
   // Steps to target do not depend on the worker count (same weights): one point per batch size.
   const reached = batches
     .map((b) => points.find((p) => p.globalBatchSize === b && p.stepsToTarget !== null))

@@ -13,6 +13,9 @@ import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
 /** Trainer observer that records every step into `metrics`. */
 export class CoordinatorMetricsObserver implements TrainerObserver {
+  /** Ids of workers that left (ids are never reused): a step finishing after a loss must not bring their series back. */
+  private readonly departed = new Set<number>();
+
   constructor(
     private readonly metrics: CoordinatorMetrics,
     private readonly baseBatch: number,
@@ -39,6 +42,7 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
     for (const [phase, seconds] of Object.entries(record.phases)) m.stepPhase.observe({ phase }, seconds);
     m.stepPhase.observe({ phase: 'compute' }, meanComputeSeconds(stats));
     for (const [workerId, ms] of stats.computeMsByWorker) {
+      if (this.departed.has(workerId)) continue;
       const worker = String(workerId);
       m.workerCompute.observe({ worker }, ms / 1000);
       const samples = stats.samplesByWorker.get(workerId) ?? 0;
@@ -98,6 +102,14 @@ export class CoordinatorMetricsObserver implements TrainerObserver {
   /** A worker was evicted. */
   onEvicted(): void {
     this.metrics.workersEvicted.inc();
+  }
+
+  /** A worker left (closed, lost or evicted): its `worker`-labelled series go, not frozen at their last value. */
+  onWorkerLeft(workerId: number): void {
+    this.departed.add(workerId);
+    const labels = { worker: String(workerId) };
+    this.metrics.workerCompute.remove(labels);
+    this.metrics.workerThroughput.remove(labels);
   }
 
   /** Bytes of one frame sent (`out`) or received (`in`) by the coordinator. */

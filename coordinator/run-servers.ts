@@ -51,6 +51,7 @@ export async function startServers(
   warnOnUnequalChunks(membership, options.microBatch, log);
   membership.on('late', () => metrics.onLate());
   membership.on('evicted', () => metrics.onEvicted());
+  membership.on('lost', (worker) => metrics.onWorkerLeft(worker.workerId));
   let metricsServer: MetricsServer | null = null;
   let failure: { reason: string; code: string } | null = null;
   const fail = (error: unknown): void => {

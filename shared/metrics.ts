@@ -25,11 +25,16 @@ export interface CoordinatorMetricsConfig {
   workersQuarantined?: () => number;
 }
 
-/** A fresh registry with the process's default metrics under the batchlab_process_ prefix. */
-export function createRegistry(role: 'coordinator' | 'worker'): Registry {
+/**
+ * A fresh registry with the process's default metrics under their standard names
+ * (`process_cpu_seconds_total`, `nodejs_heap_size_used_bytes`, ...), as every Node exporter
+ * serves them: the `role` label tells the processes apart. Each endpoint has its own registry
+ * (a `local` run's workers are processes of their own), so no name is registered twice.
+ */
+export function createRegistry(role: 'coordinator' | 'worker' | 'sweep'): Registry {
   const registry = new Registry();
   registry.setDefaultLabels({ role });
-  collectDefaultMetrics({ register: registry, prefix: 'batchlab_process_' });
+  collectDefaultMetrics({ register: registry });
   return registry;
 }
 
@@ -309,3 +314,45 @@ export function defineWorkerMetrics(
 }
 
 export type WorkerMetrics = ReturnType<typeof defineWorkerMetrics>;
+
+/**
+ * A sweep's metrics (`batchlab sweep --metrics-port`): the measured result of each (B, N)
+ * point, set as the point completes, so a scrape during the sweep fills "efficiency versus
+ * batch size" with the measured definition (docs/METRICS.md).
+ */
+export function defineSweepMetrics(registry: Registry) {
+  const registers = [registry];
+  return {
+    scalingEfficiency: new Gauge({
+      name: 'batchlab_sweep_scaling_efficiency_ratio',
+      help: 'Measured scaling efficiency of a sweep point: throughput(N) / (N x throughput(1)) at the same global batch and micro-batch.',
+      labelNames: CONFIG_LABELS,
+      registers,
+    }),
+    throughput: new Gauge({
+      name: 'batchlab_sweep_throughput_samples_per_second',
+      help: 'Samples per second of wall time over the whole run of a sweep point (its best learning rate).',
+      labelNames: CONFIG_LABELS,
+      registers,
+    }),
+    stepsToTarget: new Gauge({
+      name: 'batchlab_sweep_steps_to_target',
+      help: 'Steps a sweep point needed to reach --target-accuracy or --target-loss (no series when not reached).',
+      labelNames: CONFIG_LABELS,
+      registers,
+    }),
+    points: new Counter({
+      name: 'batchlab_sweep_points_total',
+      help: 'Sweep points completed, by status (ok, diverged, failed).',
+      labelNames: ['status'] as const,
+      registers,
+    }),
+    pointsPlanned: new Gauge({
+      name: 'batchlab_sweep_points_planned',
+      help: 'Points of this sweep (global batches x worker counts).',
+      registers,
+    }),
+  };
+}
+
+export type SweepMetrics = ReturnType<typeof defineSweepMetrics>;

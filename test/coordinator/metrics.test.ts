@@ -222,6 +222,45 @@ describe('coordinator metrics after known steps', () => {
     expect(await value(registry, 'batchlab_goodput_samples_per_second')).toBeCloseTo(102.4, 9);
   });
 
+  it('drops every worker-labelled series of a worker that left, and keeps the others', async () => {
+    const registry = createRegistry('coordinator');
+    const observer = createCoordinatorMetrics(registry, {
+      backend: 'cpu',
+      baseBatch: 32,
+      workersConnected: () => 2,
+      reducer: () => 'star',
+    });
+    observer.onStep(record(0));
+    const perWorker = (await registry.getMetricsAsJSON()).filter((m) =>
+      (m as { values: { labels: Record<string, unknown> }[] }).values.some((v) => 'worker' in v.labels),
+    );
+    // Every metric labelled by worker (found from the registry, so a new one is covered too).
+    expect(perWorker.map((m) => m.name).sort()).toEqual([
+      'batchlab_worker_compute_seconds',
+      'batchlab_worker_throughput_samples_per_second',
+    ]);
+    expect(await registry.metrics()).toMatch(/\{[^}]*worker="2"/);
+    observer.onWorkerLeft(2);
+    const text = await registry.metrics();
+    expect(text).not.toMatch(/\{[^}]*worker="2"/);
+    expect(text).toMatch(/^batchlab_worker_throughput_samples_per_second\{worker="1",role="coordinator"\} /m);
+    expect(text).toMatch(/^batchlab_worker_compute_seconds_count\{role="coordinator",worker="1"\} 1$/m);
+    // The step it took part in can finish after it left (its replies arrived first): its series stay gone.
+    observer.onStep(record(1));
+    const later = await registry.metrics();
+    expect(later).not.toMatch(/\{[^}]*worker="2"/);
+    expect(later).toMatch(/^batchlab_worker_compute_seconds_count\{role="coordinator",worker="1"\} 2$/m);
+  });
+
+  it("exports Node's process metrics under their standard names, once, in every role", async () => {
+    for (const role of ['coordinator', 'worker', 'sweep'] as const) {
+      const text = await createRegistry(role).metrics();
+      expect(text).toMatch(new RegExp(`^process_cpu_seconds_total\\{role="${role}"\\} `, 'm'));
+      expect(text).toMatch(new RegExp(`^nodejs_heap_size_used_bytes\\{role="${role}"\\} `, 'm'));
+      expect(text).not.toMatch(/batchlab_process_|process_process_/);
+    }
+  });
+
   it('keeps registries apart: a second coordinator starts from zero', async () => {
     const first = createRegistry('coordinator');
     createCoordinatorMetrics(first, {

@@ -119,10 +119,9 @@ describe('deploy/compose.yaml', () => {
     ).toBe('sharded');
     const workers: [string, Json][] = [
       ['worker', loadCompose(COMPOSE, exampleEnv()).services.worker],
-      ...(Object.entries(loadCompose(GPU, exampleEnv()).services).filter(([name]) => name !== 'coordinator') as [
-        string,
-        Json,
-      ][]),
+      ...(Object.entries(loadCompose(GPU, exampleEnv()).services).filter(
+        ([name]) => name === 'worker' || name.startsWith('worker-gpu'),
+      ) as [string, Json][]),
     ];
     for (const [name, service] of workers) {
       const env = serviceEnvironment(service);
@@ -242,6 +241,21 @@ describe('deploy/compose.gpu.yaml', () => {
     expect(workers.filter(([, s]) => !s.profiles).map(([n]) => n)).toEqual(['worker']);
   });
 
+  it('runs NVIDIA dcgm-exporter only with --profile dcgm, on every GPU without taking one, scraped by Prometheus', () => {
+    const exporter = gpu().services['dcgm-exporter'];
+    expect(exporter.profiles).toEqual(['dcgm']);
+    expect(exporter.image).toBe(exampleEnv().DCGM_EXPORTER_IMAGE);
+    expect(exporter.image).toMatch(/^nvcr\.io\/nvidia\/k8s\/dcgm-exporter:\S+-ubuntu\d+\.04$/);
+    expect(exporter.deploy.resources.reservations.devices).toEqual([
+      { driver: 'nvidia', count: 'all', capabilities: ['gpu'] },
+    ]);
+    // Not a batchlab service: no token, no batchlab image.
+    expect(JSON.stringify(exporter)).not.toMatch(/BATCHLAB_/);
+    const config = readYamlOne(join(DEPLOY, 'prometheus-compose.yml'));
+    const job = config.scrape_configs.find((j: Json) => j.job_name === 'dcgm');
+    expect(job.static_configs[0].targets).toEqual(['dcgm-exporter:9400']);
+  });
+
   it('makes the coordinator wait for WORKERS GPU workers (default 1)', () => {
     expect(serviceEnvironment(gpu({ BATCHLAB_TOKEN: TOKEN }).services.coordinator).BATCHLAB_MIN_WORKERS).toBe('1');
     expect(
@@ -262,7 +276,9 @@ describe('deploy/compose.webgpu.yaml (on top of compose.yaml and compose.gpu.yam
   });
 
   it('overrides exactly the GPU workers of compose.gpu.yaml (a GPU worker added there must be added here too)', () => {
-    const gpuWorkers = Object.keys(loadCompose(GPU, exampleEnv()).services).filter((n) => n !== 'coordinator');
+    const gpuWorkers = Object.keys(loadCompose(GPU, exampleEnv()).services).filter(
+      (n) => n === 'worker' || n.startsWith('worker-gpu'),
+    );
     expect(gpuWorkers).toHaveLength(8);
     expect(Object.keys(webgpu().services)).toEqual(gpuWorkers);
   });

@@ -147,18 +147,43 @@ describe.each(DOCKERFILES)('deploy/%s', (name) => {
   });
 });
 
+/**
+ * The Node major the images run: an LTS line still maintained, and below 23, which removed
+ * util.isNullOrUndefined that @tensorflow/tfjs-node(-gpu) 4.22 calls (tensorflow/tfjs#8609).
+ */
+const IMAGE_NODE_MAJOR = 22;
+/** The node:<major>-<debian>-slim tag's Node major. */
+function nodeMajor(image: string | undefined): number {
+  const m = /^node:(\d+)-bookworm-slim$/.exec(image ?? '');
+  if (!m) throw new Error(`not a node:<major>-bookworm-slim image: ${image}`);
+  return Number(m[1]);
+}
+
 describe('the CPU, GPU and WebGPU images', () => {
-  it('the CPU image builds on node:20-bookworm-slim', () => {
+  it(`every image runs Node ${IMAGE_NODE_MAJOR} LTS, which package.json's engines accept (as do older Node 20.19+ hosts)`, () => {
+    for (const f of ['Dockerfile.cpu', 'Dockerfile.gpu', 'Dockerfile.webgpu'])
+      expect(nodeMajor(stageDefaults(instructions(join(DEPLOY, f))).NODE_IMAGE), f).toBe(IMAGE_NODE_MAJOR);
+    const engines = JSON.parse(readFileSync(join(DEPLOY, '../package.json'), 'utf8')).engines.node;
+    expect(engines).toBe('>=20.19');
+    expect(() => nodeMajor('node:20-bullseye')).toThrow();
+  });
+
+  it('the CPU image builds on the Node image', () => {
     const all = instructions(join(DEPLOY, 'Dockerfile.cpu'));
-    expect(stageDefaults(all).NODE_IMAGE).toBe('node:20-bookworm-slim');
+    expect(stageDefaults(all).NODE_IMAGE).toBe(`node:${IMAGE_NODE_MAJOR}-bookworm-slim`);
     expect(finalStage(all)[0]!.args).toBe('${NODE_IMAGE}');
   });
 
-  it("the GPU image runs on CUDA 11.2 + cuDNN 8 with Node 20, and fails to build without tfjs-node-gpu's native module", () => {
+  it("the GPU image runs on a CUDA 11.x + cuDNN 8 runtime on Ubuntu 22.04 or later, and fails to build without tfjs-node-gpu's native module", () => {
     const all = instructions(join(DEPLOY, 'Dockerfile.gpu'));
     const defaults = stageDefaults(all);
-    expect(defaults.CUDA_IMAGE).toMatch(/^nvidia\/cuda:11\.2\.\d+-cudnn8-runtime-ubuntu/);
-    expect(defaults.NODE_IMAGE).toBe('node:20-bookworm-slim');
+    // libtensorflow 2.9.1 is built on CUDA 11.2: any 11.x runtime (minor version compatibility),
+    // never 12; cuDNN 8; no Ubuntu 20.04 (end of standard support).
+    const cuda = /^nvidia\/cuda:11\.(\d+)\.\d+-cudnn8-runtime-ubuntu(\d+)\.04$/.exec(defaults.CUDA_IMAGE ?? '');
+    expect(cuda, defaults.CUDA_IMAGE).not.toBeNull();
+    expect(Number(cuda![1])).toBeGreaterThanOrEqual(2);
+    expect(Number(cuda![2])).toBeGreaterThanOrEqual(22);
+    expect(defaults.NODE_IMAGE).toBe(`node:${IMAGE_NODE_MAJOR}-bookworm-slim`);
     expect(finalStage(all)[0]!.args).toBe('${CUDA_IMAGE}');
     const rebuild = all.find((i) => i.op === 'RUN' && /npm rebuild @tensorflow\/tfjs-node-gpu/.test(i.args));
     expect(rebuild, 'the install script of tfjs-node-gpu runs at build time').toBeDefined();
@@ -197,8 +222,8 @@ describe('the CPU, GPU and WebGPU images', () => {
           .map((w) => w.split('=', 2) as [string, string]),
       );
 
-    it('builds on node:20-bookworm-slim with no CUDA anywhere (the GPU is reached through Vulkan)', () => {
-      expect(stageDefaults(all).NODE_IMAGE).toBe('node:20-bookworm-slim');
+    it('builds on the Node image with no CUDA anywhere (the GPU is reached through Vulkan)', () => {
+      expect(stageDefaults(all).NODE_IMAGE).toBe(`node:${IMAGE_NODE_MAJOR}-bookworm-slim`);
       expect(final[0]!.args).toBe('${NODE_IMAGE}');
       for (const i of all.filter((x) => x.op !== 'LABEL')) expect(i.args, `line ${i.line}`).not.toMatch(/cuda|cudnn/i);
       expect(

@@ -10,7 +10,8 @@ import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TRAINING_TABLE } from '../../cli/option-table.js';
 import { REDUCERS } from '../../coordinator/reducer.js';
-import { kubernetesErrors } from './schemas.js';
+import { COORDINATOR_OPTIONS } from '../../cli/options.js';
+import { jobSetErrors, kubernetesErrors } from './schemas.js';
 import { DEPLOY, parseYamlText, readYaml, readYamlOne, rel, walk, which, type Json } from './support.js';
 
 const K8S = join(DEPLOY, 'k8s');
@@ -57,8 +58,10 @@ describe('deploy/k8s manifests', () => {
   it('every object validates against the Kubernetes schemas, offline (kubernetes-models)', () => {
     const checked = objects();
     expect(checked.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
+      'DaemonSet/batchlab-dcgm-exporter',
       'Job/batchlab-coordinator',
       'Job/batchlab-workers',
+      'PersistentVolumeClaim/batchlab-checkpoints',
       'PodMonitor/batchlab',
       'Service/batchlab-coordinator',
     ]);
@@ -116,6 +119,7 @@ describe('deploy/k8s manifests', () => {
   it('every kustomization references only files and directories that exist', () => {
     const kustomizations = manifests().filter((m) => isKustomization(m.doc));
     expect(kustomizations.map((k) => rel(k.file)).sort()).toEqual([
+      'deploy/k8s/dcgm/kustomization.yaml',
       'deploy/k8s/kustomization.yaml',
       'deploy/k8s/podmonitor/kustomization.yaml',
       'deploy/k8s/webgpu/kustomization.yaml',
@@ -145,6 +149,7 @@ describe('deploy/k8s manifests', () => {
       expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
         'Job/batchlab-coordinator',
         'Job/batchlab-workers',
+        'PersistentVolumeClaim/batchlab-checkpoints',
         'Service/batchlab-coordinator',
       ]);
       for (const doc of out) {
@@ -241,6 +246,49 @@ describe('deploy/k8s manifests', () => {
       expect(envOf(container(find(plain, 'Job', 'batchlab-workers'), 'worker')).BATCHLAB_BACKEND.value).toBe(
         'tensorflow-gpu',
       );
+    },
+  );
+
+  it.skipIf(!KUBECTL)(
+    kubectlTitle(
+      'the dcgm component adds a dcgm-exporter DaemonSet on GPU nodes that takes no GPU, and Prometheus has a job for it',
+    ),
+    () => {
+      const copy = join(tmp, 'k8s-dcgm');
+      cpSync(K8S, copy, { recursive: true });
+      const path = join(copy, 'kustomization.yaml');
+      const text = readFileSync(path, 'utf8');
+      expect(text).toMatch(/^# components:\n# {3}- dcgm$/m);
+      writeFileSync(path, text.replace(/^# components:\n# {3}- dcgm$/m, 'components:\n  - dcgm'));
+      const out = render(copy);
+      const plain = render(K8S);
+      for (const doc of out) expect(kubernetesErrors(doc), `${doc.kind}/${doc.metadata.name}`).toEqual([]);
+      expect(out.filter((d) => !plain.some((p) => p.kind === d.kind && p.metadata.name === d.metadata.name))).toEqual([
+        find(out, 'DaemonSet', 'batchlab-dcgm-exporter'),
+      ]);
+      const daemonSet = find(out, 'DaemonSet', 'batchlab-dcgm-exporter');
+      const exporter = daemonSet.spec.template.spec.containers[0];
+      expect(exporter.image).toMatch(/^nvcr\.io\/nvidia\/k8s\/dcgm-exporter:\S+-ubuntu\d+\.04$/);
+      expect(JSON.stringify(exporter.resources)).not.toContain('nvidia.com/gpu');
+      expect(envOf(exporter).NVIDIA_VISIBLE_DEVICES.value).toBe('all');
+      const port = exporter.ports.find((p: Json) => p.name === 'metrics');
+      expect(daemonSet.spec.template.metadata.annotations['prometheus.io/port']).toBe(String(port.containerPort));
+      expect(daemonSet.spec.template.spec.tolerations).toContainEqual({
+        key: 'nvidia.com/gpu',
+        operator: 'Exists',
+        effect: 'NoSchedule',
+      });
+      // deploy/prometheus-kubernetes.yml keeps its port named metrics, by its label.
+      const config = readYamlOne(join(DEPLOY, 'prometheus-kubernetes.yml'));
+      const job = config.scrape_configs.find((j: Json) => j.job_name === 'dcgm');
+      const label = job.kubernetes_sd_configs[0].selectors[0].label;
+      const [k, v] = label.split('=');
+      expect(daemonSet.spec.template.metadata.labels[k]).toBe(v);
+      expect(job.relabel_configs).toContainEqual(
+        expect.objectContaining({ source_labels: ['__meta_kubernetes_pod_container_port_name'], regex: 'metrics' }),
+      );
+      // Everything else as without the component.
+      expect(out.filter((d) => d.kind !== 'DaemonSet')).toEqual(plain);
     },
   );
 
@@ -345,10 +393,68 @@ describe('deploy/k8s wiring', () => {
       expect(readFileSync(join(DEPLOY, f), 'utf8')).toMatch(/^USER 10001:10001$/m);
   });
 
-  it('a finished run stays finished: the coordinator is a Job that is not retried, workers restart on failure', () => {
-    expect(coordinatorJob.spec.backoffLimit).toBe(0);
-    expect(coordinatorJob.spec.template.spec.restartPolicy).toBe('Never');
+  it('the coordinator survives a crash: retried (OnFailure, backoffLimit > 0) and resumed from checkpoints on a PersistentVolumeClaim', () => {
+    expect(coordinatorJob.spec.backoffLimit).toBeGreaterThan(0);
+    expect(coordinatorJob.spec.template.spec.restartPolicy).toBe('OnFailure');
     expect(workersJob.spec.template.spec.restartPolicy).toBe('OnFailure');
+    // --resume auto: the newest valid checkpoint, else a fresh start (so the first run starts too).
+    const args: string[] = coordinator.args;
+    expect(args[0]).toBe('coordinator');
+    expect(args[args.indexOf('--resume') + 1]).toBe('auto');
+    // Checkpoints, events and report all on the claimed volume.
+    const pvc = find(docs, 'PersistentVolumeClaim', 'batchlab-checkpoints');
+    const volumes = coordinatorJob.spec.template.spec.volumes;
+    const claimed = volumes.find((v: Json) => v.persistentVolumeClaim?.claimName === pvc.metadata.name);
+    expect(claimed, 'a volume from the claim').toBeDefined();
+    const mount = coordinator.volumeMounts.find((m: Json) => m.name === claimed.name);
+    const onVolume = (path: string): boolean => path.startsWith(`${mount.mountPath}/`);
+    const env = envOf(coordinator);
+    const paths = {
+      'checkpoint-dir': env.BATCHLAB_CHECKPOINT_DIR?.value,
+      report: env.BATCHLAB_REPORT?.value,
+      events: args[args.indexOf('--events') + 1],
+    };
+    for (const [option, path] of Object.entries(paths)) expect(onVolume(path ?? ''), `--${option} ${path}`).toBe(true);
+    expect(new Set(Object.values(paths)).size).toBe(3);
+    expect(pvc.spec.accessModes).toEqual(['ReadWriteOnce']);
+    expect(pvc.spec.resources.requests.storage).toMatch(/^\d+Gi$/);
+    // No other pod mounts it (ReadWriteOnce: one node).
+    expect(JSON.stringify(workersJob)).not.toContain(pvc.metadata.name);
+  });
+
+  it.skipIf(!('events' in COORDINATOR_OPTIONS))(
+    'events' in COORDINATOR_OPTIONS
+      ? "the coordinator's command-line options are options of batchlab coordinator"
+      : "the coordinator's command-line options are options of batchlab coordinator (skipped: this build has no --events yet)",
+    () => {
+      const names = (coordinator.args as string[]).filter((a) => a.startsWith('--')).map((a) => a.slice(2));
+      expect(names.length).toBeGreaterThan(0);
+      for (const name of names) expect(Object.keys(COORDINATOR_OPTIONS), `--${name}`).toContain(name);
+    },
+  );
+
+  it('probes: startup and liveness on /healthz, readiness on /readyz, all on the metrics port, slow to restart', () => {
+    for (const c of [coordinator, worker]) {
+      for (const [probe, path] of [
+        ['startupProbe', '/healthz'],
+        ['livenessProbe', '/healthz'],
+        ['readinessProbe', '/readyz'],
+      ] as const) {
+        expect(c[probe]?.httpGet, `${c.name} ${probe}`).toEqual({ path, port: 'metrics' });
+        expect(c[probe].timeoutSeconds, `${c.name} ${probe}`).toBeGreaterThanOrEqual(5);
+      }
+      const window = (p: Json): number => p.periodSeconds * p.failureThreshold;
+      // A liveness restart mid-evaluation or mid-JIT costs a resume: only after minutes of silence.
+      expect(window(c.livenessProbe), `${c.name} liveness`).toBeGreaterThanOrEqual(180);
+      // The startup probe covers loading the backend (and, for the coordinator, preparing the run).
+      expect(window(c.startupProbe), `${c.name} startup`).toBeGreaterThanOrEqual(300);
+    }
+    expect(window(coordinator.startupProbe)).toBeGreaterThanOrEqual(600);
+    // Readiness gates no worker connection: the Service publishes a coordinator that is not ready.
+    expect(service.spec.publishNotReadyAddresses).toBe(true);
+    function window(p: Json): number {
+      return p.periodSeconds * p.failureThreshold;
+    }
   });
 
   it('Prometheus annotations and the PodMonitor point at the port each container serves /metrics on', () => {
@@ -375,4 +481,110 @@ describe('deploy/k8s wiring', () => {
         expect(job.spec.template.metadata.labels[k]).toBe(v);
     }
   });
+});
+
+describe('deploy/k8s-jobset: the same run as a JobSet', () => {
+  const JOBSET = join(DEPLOY, 'k8s-jobset');
+  const jobSetTitle = (title: string): string =>
+    kubectlTitle(`${title} (JobSet's CRD schema is not available offline: checked by jobSetErrors in schemas.ts)`);
+
+  it('every kustomization there references only files and directories that exist', () => {
+    const kustomizations = walk(JOBSET).filter((f) => f.endsWith('kustomization.yaml'));
+    expect(kustomizations.map(rel).sort()).toEqual([
+      'deploy/k8s-jobset/assemble/kustomization.yaml',
+      'deploy/k8s-jobset/kustomization.yaml',
+    ]);
+    for (const file of kustomizations) {
+      const doc = readYamlOne(file);
+      for (const ref of doc.resources ?? [])
+        expect(existsSync(join(dirname(file), ref)), `${rel(file)} → ${ref}`).toBe(true);
+    }
+  });
+
+  it('the structure check rejects broken JobSets (so a pass means something)', () => {
+    const jobSet = readYamlOne(join(JOBSET, 'assemble/jobset.yaml'));
+    const filled = structuredClone(jobSet);
+    const plain = objects();
+    filled.spec.replicatedJobs[0].template.spec = find(plain, 'Job', 'batchlab-coordinator').spec;
+    filled.spec.replicatedJobs[1].template.spec = find(plain, 'Job', 'batchlab-workers').spec;
+    expect(jobSetErrors(filled)).toEqual([]);
+    const broken: [string, (j: Json) => void, RegExp][] = [
+      ['v1alpha1', (j) => (j.apiVersion = 'jobset.x-k8s.io/v1alpha1'), /not a jobset\.x-k8s\.io\/v1alpha2 JobSet/],
+      ['no template', (j) => (j.spec.replicatedJobs[1].template = {}), /replicatedJobs\[1\]\.template/],
+      ['replicas 0', (j) => (j.spec.replicatedJobs[0].replicas = 0), /replicas must be an integer >= 1/],
+      ['duplicate name', (j) => (j.spec.replicatedJobs[1].name = 'coordinator'), /names must be unique/],
+      [
+        'unknown success target',
+        (j) => (j.spec.successPolicy.targetReplicatedJobs = ['trainer']),
+        /names no replicated Job trainer/,
+      ],
+      ['success operator', (j) => (j.spec.successPolicy.operator = 'Some'), /operator must be All or Any/],
+      ['maxRestarts text', (j) => (j.spec.failurePolicy.maxRestarts = '3'), /maxRestarts must be an integer/],
+      [
+        'a Job field of the wrong type',
+        (j) => (j.spec.replicatedJobs[1].template.spec.parallelism = 'two'),
+        /parallelism must be integer/,
+      ],
+    ];
+    for (const [what, mutate, error] of broken) {
+      const copy = structuredClone(filled);
+      mutate(copy);
+      expect(jobSetErrors(copy).join('\n'), what).toMatch(error);
+    }
+  });
+
+  it.skipIf(!KUBECTL)(
+    jobSetTitle(
+      'renders a JobSet whose coordinator and workers are exactly the plain Jobs, with the Service and the checkpoint volume, and no plain Job',
+    ),
+    () => {
+      const out = render(JOBSET);
+      const plain = render(K8S);
+      expect(out.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual([
+        'JobSet/batchlab',
+        'PersistentVolumeClaim/batchlab-checkpoints',
+        'Service/batchlab-coordinator',
+      ]);
+      const jobSet = find(out, 'JobSet', 'batchlab');
+      expect(jobSetErrors(jobSet)).toEqual([]);
+      for (const doc of out.filter((d) => d.kind !== 'JobSet')) {
+        expect(kubernetesErrors(doc)).toEqual([]);
+        expect(doc).toEqual(find(plain, doc.kind, doc.metadata.name));
+      }
+      expect(jobSet.metadata.labels['app.kubernetes.io/part-of']).toBe('batchlab');
+      const replicated = Object.fromEntries(jobSet.spec.replicatedJobs.map((j: Json) => [j.name, j]));
+      expect(Object.keys(replicated)).toEqual(['coordinator', 'workers']);
+      expect(replicated.coordinator.replicas).toBe(1);
+      expect(replicated.workers.replicas).toBe(1);
+      // The pods are the plain manifests' (settings.yaml applied: worker count, GPUs, reducer).
+      expect(replicated.coordinator.template.spec).toEqual(find(plain, 'Job', 'batchlab-coordinator').spec);
+      expect(replicated.workers.template.spec).toEqual(find(plain, 'Job', 'batchlab-workers').spec);
+      expect(replicated.workers.template.spec.parallelism).toBe(settings().workers);
+      // Done when the coordinator is; a failed set restarts and resumes (--resume auto on the claim).
+      expect(jobSet.spec.successPolicy).toEqual({ operator: 'All', targetReplicatedJobs: ['coordinator'] });
+      expect(jobSet.spec.failurePolicy.maxRestarts).toBeGreaterThan(0);
+      expect(jobSet.spec.network.enableDNSHostnames).toBe(true);
+      // Workers still find the coordinator through the Service, which selects its pod labels.
+      const service = find(out, 'Service', 'batchlab-coordinator');
+      const podLabels = replicated.coordinator.template.spec.template.metadata.labels;
+      for (const [k, v] of Object.entries(service.spec.selector)) expect(podLabels[k], k).toBe(v);
+      const worker = replicated.workers.template.spec.template.spec.containers[0];
+      expect(envOf(worker).MASTER_ADDR.value).toBe(service.metadata.name);
+    },
+  );
+
+  it.skipIf(!KUBECTL)(
+    jobSetTitle('settings.yaml changes reach the JobSet too (it copies the Jobs after they are set)'),
+    () => {
+      const copy = join(tmp, 'jobset-settings');
+      cpSync(K8S, join(copy, 'k8s'), { recursive: true });
+      cpSync(JOBSET, join(copy, 'k8s-jobset'), { recursive: true });
+      const path = join(copy, 'k8s', 'settings.yaml');
+      writeFileSync(path, readFileSync(path, 'utf8').replace(/workers: \d+/, 'workers: 5'));
+      const jobSet = find(render(join(copy, 'k8s-jobset')), 'JobSet', 'batchlab');
+      const workers = jobSet.spec.replicatedJobs.find((j: Json) => j.name === 'workers').template.spec;
+      expect([workers.parallelism, workers.completions]).toEqual([5, 5]);
+      expect(jobSetErrors(jobSet)).toEqual([]);
+    },
+  );
 });

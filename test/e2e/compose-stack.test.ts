@@ -195,6 +195,19 @@ describe('deploy/compose.yaml, in containers', () => {
       ).json()) as Json;
       expect(viaGrafana.status).toBe('success');
       expect(Number(viaGrafana.data.result[0].value[1])).toBeGreaterThan(0);
+      // The provisioned dashboard queries its datasource variable, unresolved (${DS_PROMETHEUS} is
+      // filled only by an import): Grafana then takes the first Prometheus datasource, which must
+      // be the provisioned one, and the only one.
+      const served = (await (
+        await fetch(`${grafanaUrl}/api/dashboards/uid/${dashboard.uid}`, { headers: auth })
+      ).json()) as Json;
+      expect(served.dashboard.templating.list[0]).toMatchObject({ name: 'datasource', type: 'datasource' });
+      const prometheusSources = (
+        (await (await fetch(`${grafanaUrl}/api/datasources`, { headers: auth })).json()) as Json[]
+      )
+        .filter((d) => d.type === 'prometheus')
+        .map((d) => d.uid);
+      expect(prometheusSources).toEqual(['batchlab-prometheus']);
     },
     40 * 60_000,
   );

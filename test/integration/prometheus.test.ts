@@ -2,12 +2,18 @@
 // returns data, and the coordinator's and workers' endpoints are all up.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, startCli, waitForOutput } from '../support/cli.js';
-import { PROMETHEUS_BIN, startPrometheus, type PrometheusServer } from '../support/prometheus.js';
+import { ROOT, runCli, startCli, waitForOutput } from '../support/cli.js';
+import {
+  expandGrafanaVariables,
+  freePort,
+  PROMETHEUS_BIN,
+  startPrometheus,
+  type PrometheusServer,
+} from '../support/prometheus.js';
 
 const inCi = process.env.CI === 'true';
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-prometheus-'));
@@ -18,16 +24,6 @@ afterAll(async () => {
   await prometheus?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** Grafana's variables, replaced as Grafana would for "All" and a short time range. */
-function expand(expr: string): string {
-  return expr
-    .replaceAll('$__rate_interval', '10s')
-    .replaceAll('$__range', '2m')
-    .replaceAll('$__interval', '2s')
-    .replaceAll('$instance', '.*')
-    .replaceAll('$worker', '.*');
-}
 
 async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -74,11 +70,17 @@ describe('metrics scraped by a real Prometheus', () => {
       let output = '';
       run.stderr!.on('data', (d) => (output += d));
       await waitForOutput(run, /2 workers ready/);
-      prometheus = await startPrometheus(dir, targets);
+      // The sweep that fills the sweep panels later serves on this port (batchlab sweep --metrics-port).
+      const sweepPort = await freePort();
+      const sweepTargets = join(dir, 'sweep-targets.json');
+      writeFileSync(sweepTargets, JSON.stringify([{ targets: [`127.0.0.1:${sweepPort}`] }]));
+      prometheus = await startPrometheus(dir, targets, sweepTargets);
       const p = prometheus;
 
       // Coordinator + 2 workers up, and enough scrapes for rate() over 10 s windows.
       await waitFor(async () => (await p.query('count(up == 1)'))[0]?.value[1] === '3', 'three targets up');
+      // The sweep's endpoint is down until the sweep below: 4 targets, 3 up.
+      expect((await p.query('count(up)'))[0]?.value[1]).toBe('4');
       await waitFor(
         async () => Number((await p.query('min(count_over_time(batchlab_tensors[1m]))'))[0]?.value[1] ?? 0) >= 6,
         'six scrapes of every target',
@@ -98,13 +100,23 @@ describe('metrics scraped by a real Prometheus', () => {
 
       const empty: string[] = [];
       let checked = 0;
+      // Sweep panels are checked after a sweep below; GPU panels need NVIDIA's dcgm-exporter on
+      // a GPU host, which this machine is not (their PromQL is checked by promtool in
+      // test/grafana/dashboards.test.ts).
+      const sweepQueries: { where: string; expr: string }[] = [];
+      const gpuQueries: string[] = [];
       for (const file of readdirSync(join(ROOT, 'grafana/dashboards')).filter((f) => f.endsWith('.json'))) {
         const dashboard = JSON.parse(readFileSync(join(ROOT, 'grafana/dashboards', file), 'utf8'));
         for (const panel of dashboard.panels) {
           for (const target of panel.targets ?? []) {
-            const result = await p.query(expand(target.expr));
-            checked++;
-            if (result.length === 0) empty.push(`${file} / ${panel.title} / ${target.refId}: ${target.expr}`);
+            const where = `${file} / ${panel.title} / ${target.refId}: ${target.expr}`;
+            if (target.expr.includes('DCGM_')) gpuQueries.push(where);
+            else if (target.expr.includes('batchlab_sweep_')) sweepQueries.push({ where, expr: target.expr });
+            else {
+              const result = await p.query(expandGrafanaVariables(target.expr));
+              checked++;
+              if (result.length === 0) empty.push(where);
+            }
           }
         }
         for (const variable of dashboard.templating.list) {
@@ -129,7 +141,40 @@ describe('metrics scraped by a real Prometheus', () => {
       run.kill('SIGINT');
       const code = await new Promise<number | null>((resolve) => run!.once('exit', (c) => resolve(c)));
       expect(code, output.slice(-2000)).toBe(130);
+
+      // A small sweep on the scraped port fills the sweep panels, point by point.
+      expect(gpuQueries.length).toBe(3);
+      expect(sweepQueries.length).toBeGreaterThanOrEqual(4);
+      const sweep = await runCli(
+        [
+          'sweep',
+          '--dataset',
+          'synthetic',
+          '--hidden',
+          '32',
+          '--global-batch',
+          '16,32',
+          '--workers',
+          '1,2',
+          '--steps',
+          '10',
+          '--target-loss',
+          '5',
+          '--eval-every',
+          '0',
+          '--metrics-port',
+          String(sweepPort),
+        ],
+        {},
+        240_000,
+      );
+      expect(sweep.code, sweep.stderr.slice(-2000)).toBe(0);
+      for (const { where, expr } of sweepQueries)
+        if ((await p.query(expandGrafanaVariables(expr))).length === 0) empty.push(where);
+      expect(empty, 'sweep queries without data').toEqual([]);
+      const measured = await p.query('batchlab_sweep_scaling_efficiency_ratio{global_batch_size="16",workers="1"}');
+      expect(measured.map((r) => r.value[1])).toEqual(['1']);
     },
-    180_000,
+    420_000,
   );
 });

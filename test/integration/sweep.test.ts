@@ -5,7 +5,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
-import { runCli } from '../support/cli.js';
+import { runCli, startCli } from '../support/cli.js';
+import { waitForText, watch } from '../support/processes.js';
 import { REPORT_KEYS } from '../support/report.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-sweep-'));
@@ -135,4 +136,62 @@ it('records a diverging learning rate as diverged and goes on with the rest of t
   expect(point.status).toBe('ok');
   expect(point.learningRate).toBe(0.05);
   expect(result.stderr).toMatch(/diverged: \[NON_FINITE\]/);
+}, 300_000);
+
+it("serves each point's measured efficiency, throughput and steps to target on --metrics-port as the point completes", async () => {
+  const report = join(dir, 'served.json');
+  const child = startCli([
+    'sweep',
+    '--dataset',
+    'synthetic',
+    '--hidden',
+    '32',
+    '--global-batch',
+    '16,32',
+    '--workers',
+    '1,2',
+    '--steps',
+    '15',
+    '--target-loss',
+    '5',
+    '--eval-every',
+    '0',
+    '--metrics-port',
+    '0',
+    '--report',
+    report,
+  ]);
+  const { output, exit } = watch(child);
+  const url = (await waitForText(output, /sweep metrics at (http:\/\/127\.0\.0\.1:\d+\/metrics)/, 120_000))[1]!;
+  // Three points are recorded before the fourth starts; the sweep is still serving then.
+  await waitForText(output, /\[4\/4\]/, 240_000);
+  const text = await (await fetch(url)).text();
+  expect(await exit, output().slice(-3000)).toBe(0);
+  const sweep = JSON.parse(readFileSync(report, 'utf8'));
+  const series = (name: string): Map<string, number> =>
+    new Map(
+      [
+        ...text.matchAll(
+          new RegExp(`^${name}\\{global_batch_size="(\\d+)",workers="(\\d+)",role="sweep"\\} (\\S+)$`, 'gm'),
+        ),
+      ].map((m) => [`${m[1]}x${m[2]}`, Number(m[3])]),
+    );
+  const efficiency = series('batchlab_sweep_scaling_efficiency_ratio');
+  const throughput = series('batchlab_sweep_throughput_samples_per_second');
+  const steps = series('batchlab_sweep_steps_to_target');
+  expect([...efficiency.keys()].sort()).toEqual(['16x1', '16x2', '32x1']);
+  expect([...throughput.keys()].sort()).toEqual(['16x1', '16x2', '32x1']);
+  expect([...steps.keys()].sort()).toEqual(['16x1', '16x2', '32x1']);
+  for (const p of sweep.points.slice(0, 3)) {
+    const key = `${p.globalBatchSize}x${p.workers}`;
+    expect(efficiency.get(key), key).toBeCloseTo(p.measuredScalingEfficiency, 9);
+    expect(throughput.get(key), key).toBeCloseTo(p.samplesPerSecond, 6);
+    expect(steps.get(key), key).toBe(p.stepsToTarget);
+  }
+  expect(efficiency.get('16x1')).toBe(1);
+  expect(text).toMatch(/^batchlab_sweep_points_total\{status="ok",role="sweep"\} 3$/m);
+  expect(text).toMatch(/^batchlab_sweep_points_planned\{role="sweep"\} 4$/m);
+  expect(text).toMatch(/^process_cpu_seconds_total\{role="sweep"\} /m);
+  // The runs serve no endpoint of their own: the only metrics address printed is the sweep's.
+  expect(output().match(/metrics at http/g)).toHaveLength(1);
 }, 300_000);

@@ -1,6 +1,11 @@
 // Every metric name the code defines, read from fresh registries built by shared/metrics.ts.
 
-import { defineCoordinatorMetrics, defineWorkerMetrics, createRegistry } from '../../shared/metrics.js';
+import {
+  defineCoordinatorMetrics,
+  defineSweepMetrics,
+  defineWorkerMetrics,
+  createRegistry,
+} from '../../shared/metrics.js';
 
 /** Names as Prometheus sees them, with the _bucket/_sum/_count series of histograms. */
 export async function definedMetricNames(): Promise<Set<string>> {
@@ -14,7 +19,9 @@ export async function definedMetricNames(): Promise<Set<string>> {
   });
   const worker = createRegistry('worker');
   defineWorkerMetrics(worker, { backend: 'cpu', device: 'cpu' });
-  for (const registry of [coordinator, worker]) {
+  const sweep = createRegistry('sweep');
+  defineSweepMetrics(sweep);
+  for (const registry of [coordinator, worker, sweep]) {
     for (const metric of await registry.getMetricsAsJSON()) {
       names.add(metric.name);
       if (String(metric.type) === 'histogram')

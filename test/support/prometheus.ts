@@ -20,6 +20,16 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Grafana's variables in a panel query, replaced as Grafana would for "All" and a short time range. */
+export function expandGrafanaVariables(expr: string): string {
+  return expr
+    .replaceAll('$__rate_interval', '10s')
+    .replaceAll('$__range', '2m')
+    .replaceAll('$__interval', '2s')
+    .replaceAll('$instance', '.*')
+    .replaceAll('$worker', '.*');
+}
+
 export interface PrometheusServer {
   url: string;
   process: ChildProcess;
@@ -28,8 +38,8 @@ export interface PrometheusServer {
   stop(): Promise<void>;
 }
 
-/** Starts Prometheus scraping the file_sd targets in `targetsFile` every second. */
-export async function startPrometheus(dir: string, targetsFile: string): Promise<PrometheusServer> {
+/** Starts Prometheus scraping the file_sd targets in `targetsFiles` every second. */
+export async function startPrometheus(dir: string, ...targetsFiles: string[]): Promise<PrometheusServer> {
   if (!PROMETHEUS_BIN) throw new Error('prometheus is not installed (apt-get install prometheus)');
   const port = await freePort();
   const config = join(dir, 'prometheus.yml');
@@ -41,7 +51,7 @@ export async function startPrometheus(dir: string, targetsFile: string): Promise
       'scrape_configs:',
       '  - job_name: batchlab',
       '    file_sd_configs:',
-      `      - files: ['${targetsFile}']`,
+      `      - files: [${targetsFiles.map((f) => `'${f}'`).join(', ')}]`,
       '        refresh_interval: 1s',
       '',
     ].join('\n'),
