@@ -23,6 +23,7 @@ import {
   readOneOf,
   readPort,
   readPortOrOff,
+  readResume,
   readSlowdownList,
   readText,
   type RawOptions,
@@ -230,6 +231,11 @@ export const TRAINING_TABLE = {
     help: 'write a JSON summary of the run to FILE',
     parse: (raw, name) => readText(raw, name),
   },
+  events: {
+    kind: 'string',
+    help: 'append one JSON line per step and per evaluation to FILE as they happen (first line: the configuration)',
+    parse: (raw, name) => readText(raw, name),
+  },
   'save-model': {
     kind: 'string',
     help: 'write the trained model to DIR (TensorFlow.js layers format)',
@@ -303,10 +309,12 @@ export const TRAINING_TABLE = {
     parse: (raw, name) => readInteger(raw, name, 0),
   },
   resume: {
-    kind: 'boolean',
-    default: false,
-    help: 'continue from the newest usable checkpoint in --checkpoint-dir',
-    parse: (raw, name) => readFlag(raw, name),
+    kind: 'string',
+    defaultText: 'off',
+    help:
+      'continue from the newest usable checkpoint in --checkpoint-dir (one must exist); ' +
+      '"--resume auto": continue from one if there is one, else start fresh',
+    parse: (raw, name) => readResume(raw, name),
   },
   'keep-checkpoints': {
     kind: 'string',

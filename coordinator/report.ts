@@ -9,6 +9,8 @@ import type { HistoryPoint } from './run-totals.js';
 /** The run summary; key names are a contract used by tests, sweeps and benchmarks. */
 export interface RunReport {
   command: string;
+  /** false in the report written at each checkpoint while the run goes on (`steps` says how far it got); true at the end. */
+  complete: boolean;
   backend: string;
   /** webgpu: the coordinator's adapter ("adapter … , hardware" or "…, software fallback"); else null. */
   adapter: string | null;
