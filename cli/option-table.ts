@@ -223,7 +223,7 @@ export const TRAINING_TABLE = {
   'metrics-port': {
     kind: 'string',
     default: '0',
-    help: 'port for /metrics and /healthz (0: any free port; "off": none)',
+    help: 'port for /metrics, /healthz and /readyz (0: any free port; "off": none)',
     parse: (raw, name) => readPortOrOff(raw, name),
   },
   report: {
@@ -515,7 +515,7 @@ export const WORKER_TABLE = {
   'metrics-host': {
     kind: 'string',
     default: '0.0.0.0',
-    help: 'address for /metrics and /healthz',
+    help: 'address for /metrics, /healthz and /readyz',
     // An empty address means the default one.
     parse: (raw, name) => readText(raw, name) || undefined,
   },
