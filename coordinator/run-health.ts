@@ -1,5 +1,6 @@
-// The coordinator's own liveness check: once training has started, a step that has run (from its
-// dispatch) for STALL_FACTOR × --step-deadline-cap without completing means the run is stuck.
+// The coordinator's own liveness check: once training has started, no step completed for
+// STALL_FACTOR × --step-deadline-cap while stepping (counted from the last completed step, or from
+// the dispatch after something else) means the run is stuck.
 // Waiting for workers, evaluating, writing a checkpoint and finishing never count: a liveness
 // probe must not restart a coordinator that is slow for a good reason, or one that only lacks workers.
 
