@@ -233,7 +233,9 @@ export const TRAINING_TABLE = {
   },
   events: {
     kind: 'string',
-    help: 'append one JSON line per step and per evaluation to FILE as they happen (first line: the configuration)',
+    help:
+      'write one JSON line per step and per evaluation to FILE as they happen (first line: the configuration; ' +
+      'a resumed run appends)',
     parse: (raw, name) => readText(raw, name),
   },
   'save-model': {
