@@ -171,13 +171,13 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
 }
 
 /** The coordinator connection as /healthz and /readyz see it, and since when (performance.now()). */
-interface Link {
+export interface Link {
   state: 'connecting' | 'connected' | 'ready' | 'reconnecting';
   sinceMs: number;
 }
 
 /** Time a connection may stay down beyond --connect-timeout (after which the worker exits) before /healthz fails. */
-const RECONNECT_MARGIN_MS = 30_000;
+export const RECONNECT_MARGIN_MS = 30_000;
 
 function setLink(session: Session, state: Link['state']): void {
   if (session.link.state !== state) session.link = { state, sinceMs: performance.now() };
@@ -187,7 +187,7 @@ function setLink(session: Session, state: Link['state']): void {
  * null while connected, or while (re)connecting within --connect-timeout (plus a margin): a worker
  * gives up and exits after that time, so one still without a connection is not re-establishing it.
  */
-function connectionProblem(link: Link, connectTimeoutMs: number, nowMs = performance.now()): string | null {
+export function connectionProblem(link: Link, connectTimeoutMs: number, nowMs = performance.now()): string | null {
   if (link.state === 'connected' || link.state === 'ready') return null;
   const downMs = nowMs - link.sinceMs;
   if (downMs <= connectTimeoutMs + RECONNECT_MARGIN_MS) return null;
