@@ -28,12 +28,13 @@ const CONFIG_VARIABLE = 'BATCHLAB_CONFIG';
 
 /**
  * Options a report does not record: the token (a secret), and the files a run writes, so that
- * running a report again never overwrites the first run's report, model, trace or targets.
+ * running a report again never overwrites the first run's report, events, model, trace or targets.
  */
 const NOT_RECORDED: ReadonlySet<string> = new Set([
   CONFIG_OPTION,
   'token',
   'report',
+  'events',
   'html',
   'save-model',
   'trace',

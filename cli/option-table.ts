@@ -23,6 +23,7 @@ import {
   readOneOf,
   readPort,
   readPortOrOff,
+  readResume,
   readSlowdownList,
   readText,
   type RawOptions,
@@ -232,12 +233,19 @@ export const TRAINING_TABLE = {
   'metrics-port': {
     kind: 'string',
     default: '0',
-    help: 'port for /metrics and /healthz (0: any free port; "off": none)',
+    help: 'port for /metrics, /healthz and /readyz (0: any free port; "off": none)',
     parse: (raw, name) => readPortOrOff(raw, name),
   },
   report: {
     kind: 'string',
     help: 'write a JSON summary of the run to FILE',
+    parse: (raw, name) => readText(raw, name),
+  },
+  events: {
+    kind: 'string',
+    help:
+      'write one JSON line per step and per evaluation to FILE as they happen (first line: the configuration; ' +
+      'a resumed run appends)',
     parse: (raw, name) => readText(raw, name),
   },
   'save-model': {
@@ -313,10 +321,12 @@ export const TRAINING_TABLE = {
     parse: (raw, name) => readInteger(raw, name, 0),
   },
   resume: {
-    kind: 'boolean',
-    default: false,
-    help: 'continue from the newest usable checkpoint in --checkpoint-dir',
-    parse: (raw, name) => readFlag(raw, name),
+    kind: 'string',
+    defaultText: 'off',
+    help:
+      'continue from the newest usable checkpoint in --checkpoint-dir (one must exist); ' +
+      '"--resume auto": continue from one if there is one, else start fresh',
+    parse: (raw, name) => readResume(raw, name),
   },
   'keep-checkpoints': {
     kind: 'string',
@@ -523,7 +533,7 @@ export const WORKER_TABLE = {
   'metrics-host': {
     kind: 'string',
     default: '0.0.0.0',
-    help: 'address for /metrics and /healthz',
+    help: 'address for /metrics, /healthz and /readyz',
     // An empty address means the default one.
     parse: (raw, name) => readText(raw, name) || undefined,
   },

@@ -25,6 +25,25 @@ export function readFlag(raw: RawOptions, option: string): boolean {
   return raw[option] === true;
 }
 
+/**
+ * --resume: absent or false/0/no → false; given alone, or true/1/yes (BATCHLAB_RESUME=true) → true
+ * (a checkpoint must exist); `auto` → continue from a checkpoint when there is one, else start fresh.
+ */
+export function readResume(raw: RawOptions, option: string): boolean | 'auto' {
+  const t = readText(raw, option);
+  if (t === undefined) return false;
+  const lowered = t.toLowerCase();
+  if (['', 'true', '1', 'yes'].includes(lowered)) return true;
+  if (['false', '0', 'no'].includes(lowered)) return false;
+  if (lowered === 'auto') return 'auto';
+  throw new OptionError(
+    option,
+    t,
+    'nothing (continue from a checkpoint that must exist), auto (continue when there is one, else start fresh), ' +
+      'or true or false',
+  );
+}
+
 /** An integer in [min, max]. */
 export function readInteger(
   raw: RawOptions,

@@ -72,7 +72,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   const checkpointDir = read('checkpoint-dir');
   const resume = read('resume');
   if (resume && !checkpointDir) {
-    throw new OptionError('resume', true, '--checkpoint-dir DIR naming where the checkpoint is');
+    throw new OptionError('resume', resume, '--checkpoint-dir DIR naming where the checkpoint is');
   }
   const fresh = read('fresh');
   if (fresh && (resume || !checkpointDir))
@@ -118,6 +118,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     evalEvery: read('eval-every'),
     metricsPort: read('metrics-port'),
     ...keepGiven('report', read('report')),
+    ...keepGiven('events', read('events')),
     ...keepGiven('saveModel', read('save-model')),
     ...keepGiven('trace', read('trace')),
     ...keepGiven('targetsFile', read('targets-file')),
@@ -211,14 +212,16 @@ export function parseSweepSettings(raw: RawOptions): SweepSettings {
     throw new OptionError('lr-grid', readText(raw, 'lr-grid'), 'either --lr or --lr-grid, not both');
   }
   const html = read('html');
-  for (const option of ['checkpoint-dir', 'targets-file', 'trace', 'save-model'] as const) {
+  for (const option of ['checkpoint-dir', 'targets-file', 'trace', 'save-model', 'events'] as const) {
     const given = read(option);
     if (given !== undefined) {
       throw new OptionError(option, given, 'nothing: sweep runs many jobs, which cannot share one file or directory');
     }
   }
-  for (const flag of ['resume', 'fresh', 'allow-schedule-change'] as const)
-    if (read(flag)) throw new OptionError(flag, true, 'nothing: sweep does not resume or keep checkpoints');
+  for (const flag of ['resume', 'fresh', 'allow-schedule-change'] as const) {
+    const given = read(flag);
+    if (given) throw new OptionError(flag, given, 'nothing: sweep does not resume or keep checkpoints');
+  }
   const { globalBatchSize: _b, microBatch: _m, lr, report, saveModel: _s, trace: _t, ...rest } = training;
   return {
     ...rest,

@@ -66,11 +66,9 @@ export async function startSweepMetrics(port: number, planned: number): Promise<
   metrics.pointsPlanned.set(planned);
   for (const status of ['ok', 'diverged', 'failed'] as const) metrics.points.inc({ status }, 0);
   let done = 0;
-  const server = await startMetricsServer(registry, port, '127.0.0.1', () => ({
-    role: 'sweep',
-    points: done,
-    planned,
-  }));
+  const server = await startMetricsServer(registry, port, '127.0.0.1', {
+    details: () => ({ role: 'sweep', points: done, planned }),
+  });
   return {
     url: server.url,
     record(point) {

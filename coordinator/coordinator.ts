@@ -1,6 +1,7 @@
 // The coordinator process in four stages: prepare the run (prepare-run.ts), start the servers
-// (run-servers.ts, disposed at the end), train (trainer.ts, with the reducer behind its seam),
-// and finish: the last checkpoint, the report (run-report.ts), the trace and the model.
+// (run-servers.ts, disposed at the end), train (trainer.ts, with the reducer behind its seam; each
+// step and evaluation streamed to --events, the report of the run so far written at each
+// checkpoint), and finish: the last checkpoint, the report (run-report.ts), the trace and the model.
 
 import { performance } from 'node:perf_hooks';
 import { evaluateModel, type Evaluation } from '../shared/evaluate.js';
@@ -16,10 +17,11 @@ import {
 import type { CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
 import { prepareRun } from './prepare-run.js';
+import { EventsFile } from './events-file.js';
 import type { Reducer } from './reducer.js';
 import { writeReport, type RunReport } from './report.js';
 import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
-import { buildReport } from './run-report.js';
+import { buildReport, type RunResults } from './run-report.js';
 import { startServers, type RunServers } from './run-servers.js';
 import { RunTotals } from './run-totals.js';
 import { savedModelExtras, saveLayersModel } from './save-model.js';
@@ -38,6 +40,7 @@ export async function runCoordinator(options: CoordinatorOptions, hooks: Coordin
     givenOutputs([
       ['save-model', options.saveModel, 'directory'],
       ['report', options.report, 'file'],
+      ['events', options.events, 'file'],
       ['trace', options.trace, 'file'],
       ['targets-file', options.targetsFile, 'file'],
       ['checkpoint-dir', options.checkpointDir, 'directory'],
@@ -72,30 +75,47 @@ async function trainAndFinish(
   const target = new TargetTracker({ accuracy: options.targetAccuracy, loss: options.targetLoss });
   const trace = options.trace ? new TraceRecorder(`batchlab run ${run.runId}`) : null;
   servers.membership.on('joined', (worker) => trace?.nameWorker(worker.workerId, worker.info.name));
-  const observer = combineObservers([totals, target, servers.metrics, trace, hooks.observer]);
-  servers.membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
   const resumedFrom = { ...run.progress };
+  using events = openEvents(options, run, hooks.log);
+  const observer = combineObservers([totals, target, servers.metrics, servers.health, trace, events, hooks.observer]);
+  servers.membership.on('rejected', (reason) => observer.onReject?.(reason, -1));
   const checkpoints = newCheckpointRecord(options);
   const context = { log: hooks.log, metrics: servers.metrics, record: checkpoints };
-  const writeCheckpoint = (at: TrainingProgress): Promise<void> =>
-    checkpoint(options, run, reducer, at, context, false);
+  let lastEval: Evaluation | null = null;
+  const results = (outcome: TrainingOutcome, complete: boolean): RunResults => {
+    const { name } = reducer;
+    return { outcome, resumedFrom, totals, target, startedAtMs, reducer: name, checkpoints, complete };
+  };
+  // At each checkpoint (and when stopped by a signal) the report of the run so far replaces the last one.
+  const writeInterimReport = async (at: TrainingProgress): Promise<void> => {
+    if (!options.report) return;
+    const report = await buildReport(options, run, results({ ...at, lastEval }, false));
+    await writeReport(options.report, report).catch((error: Error) =>
+      hooks.log(`could not write the report of step ${at.stepsDone} to ${options.report}: ${error.message}`),
+    );
+  };
+  const writeCheckpoint = async (at: TrainingProgress): Promise<void> => {
+    await checkpoint(options, run, reducer, at, context, false);
+    await writeInterimReport(at);
+  };
   const writeFinalCheckpoint = (at: TrainingProgress): Promise<void> =>
     checkpoint(options, run, reducer, at, context, true);
-  const evaluate = (weights: Float32Array): Promise<Evaluation> => evaluateTimed(run, weights, totals, trace);
+  const evaluate = async (weights: Float32Array): Promise<Evaluation> =>
+    (lastEval = await evaluateTimed(run, weights, totals, trace));
   const parts = trainerParts(options, run, { servers, reducer, observer, evaluate, writeCheckpoint, hooks, target });
-  const outcome = await trainSavingOnAbort(parts, writeFinalCheckpoint, hooks.signal);
+  const outcome = await trainSavingOnAbort(
+    parts,
+    async (at) => {
+      await writeFinalCheckpoint(at);
+      await writeInterimReport(at);
+    },
+    hooks.signal,
+  );
+  servers.health.finish();
   await writeFinalCheckpoint(run.progress);
   // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
   writeWeights(run.model, await reducer.weights());
-  const report = await buildReport(options, run, {
-    outcome,
-    resumedFrom,
-    totals,
-    target,
-    startedAtMs,
-    reducer: reducer.name,
-    checkpoints,
-  });
+  const report = await buildReport(options, run, results(outcome, true));
   if (target.isSet)
     hooks.log(
       target.reached
@@ -104,6 +124,15 @@ async function trainAndFinish(
     );
   await writeOutputs(options, run, report, trace, hooks.log);
   return report;
+}
+
+/** The --events file (null without the option) as a disposable observer; the token stays out of it. */
+function openEvents(options: CoordinatorOptions, run: PreparedRun, log: (line: string) => void) {
+  if (!options.events) return null;
+  const { token: _token, ...settings } = options;
+  const config = { runId: run.runId, totalSteps: run.steps, peakLr: run.peakLr, ...settings };
+  const file = EventsFile.open(options.events, config, run.progress.stepsDone, log);
+  return Object.assign(file, { [Symbol.dispose]: () => file.close() });
 }
 
 /** The reducer `--reducer` names; the sharded one falls back to the star when workers cannot reach each other. */

@@ -1,6 +1,7 @@
 // Preparing a run before any socket opens: the checkpoint directory (usable, and not holding
 // another run's checkpoints unless --resume or --fresh), the backend, the data, the model and its
-// initial weights, the LR schedule, the optimizer, and — with --resume — the state of a checkpoint.
+// initial weights, the LR schedule, the optimizer, and — with --resume — the state of a checkpoint
+// (with --resume auto, when the directory holds one; else the run starts at step 0).
 
 import { randomBytes } from 'node:crypto';
 import { mkdir, rename } from 'node:fs/promises';
@@ -110,7 +111,9 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
   log(describePlan(options, run, countParams(params)));
   if (options.resume && options.checkpointDir) {
     try {
-      await resume(run, options, options.checkpointDir, log);
+      if (options.resume === 'auto' && (await listCheckpoints(options.checkpointDir)).length === 0)
+        log(`--resume auto: no checkpoint in ${options.checkpointDir}; starting a new run at step 0`);
+      else await resume(run, options, options.checkpointDir, log);
     } catch (error) {
       model.dispose();
       throw error;
@@ -244,7 +247,7 @@ async function resume(run: PreparedRun, options: RunConfig, dir: string, log: (l
   if (checkpoint.noiseState) run.noise.loadState(checkpoint.noiseState);
   run.progress = { stepsDone: checkpoint.stepsDone, samples: checkpoint.samples };
   log(
-    `resuming from ${dir} at step ${checkpoint.stepsDone} (${basename(path)}, written ${checkpoint.writtenAt}` +
+    `${options.resume === 'auto' ? '--resume auto: ' : ''}resuming from ${dir} at step ${checkpoint.stepsDone} (${basename(path)}, written ${checkpoint.writtenAt}` +
       `${skipped.length ? `; ${skipped.length} newer file(s) skipped, see above` : ''})`,
   );
 }

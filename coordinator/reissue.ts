@@ -110,14 +110,16 @@ export class Reissuer {
     const others = live.filter((w) => w.workerId !== avoid);
     const targets = others.length > 0 ? others : live;
     if (targets.length === 0) return this.waitForWorker(specs, fault);
+    if (this.waiting.length) observer.onActivity?.('stepping');
     observer.onReassign?.(reason, specs.length);
     const workers = membership.schedule.splitWorkers(targets.map((w) => w.workerId));
     dispatch(this.ctx, splitMicroBatches(specs, workers, this.ctx.balance));
   }
 
   private waitForWorker(specs: MicroBatchSpec[], fault: BatchlabError): void {
-    const { membership, round, workerWaitTimeoutMs, log } = this.ctx;
+    const { membership, round, workerWaitTimeoutMs, log, observer } = this.ctx;
     const seconds = Math.round(workerWaitTimeoutMs / 1000);
+    observer.onActivity?.('waiting-for-workers');
     log(
       `step ${round.step}: no live worker for micro-batches ${ids(specs)}; paused until one joins (--worker-wait ${seconds} s)`,
     );

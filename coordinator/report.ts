@@ -14,6 +14,8 @@ export interface RunReport {
   command: string;
   /** The options the CLI ran with (no token, no output paths); `--config` of this report runs it again. Null in process. */
   config: RecordedConfig | null;
+  /** false in the report written at each checkpoint while the run goes on (`steps` says how far it got); true at the end. */
+  complete: boolean;
   backend: string;
   /** webgpu: the coordinator's adapter ("adapter … , hardware" or "…, software fallback"); else null. */
   adapter: string | null;

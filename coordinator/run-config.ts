@@ -60,8 +60,8 @@ export interface RunConfig {
   checkpointDir?: string;
   /** Checkpoint every this many steps (0: only on shutdown). */
   checkpointEvery: number;
-  /** Continue from the checkpoint in checkpointDir. */
-  resume: boolean;
+  /** Continue from the newest checkpoint in checkpointDir: true (one must exist), 'auto' (start fresh when there is none). */
+  resume: boolean | 'auto';
   /** Checkpoints kept in checkpointDir (default 2). */
   keepCheckpoints?: number;
   /** Move checkpoints already in checkpointDir aside instead of refusing to start. */
@@ -72,6 +72,8 @@ export interface RunConfig {
   /** null: no metrics endpoint. 0: any free port. */
   metricsPort: number | null;
   report?: string;
+  /** JSON lines of the configuration, each step and each evaluation, written as they happen. */
+  events?: string;
   saveModel?: string;
   /** Chrome-trace timeline file. */
   trace?: string;

@@ -1,4 +1,5 @@
-// Building a finished run's report from the trainer's outcome and the observers' totals.
+// Building a run's report from the trainer's outcome and the observers' totals: at the end, and
+// (incomplete, without the train-split evaluation) at each checkpoint.
 
 import { performance } from 'node:perf_hooks';
 import { describeDataset } from '../shared/data/index.js';
@@ -26,9 +27,11 @@ export interface RunResults {
   reducer: string;
   /** This session's checkpoint writes (null without --checkpoint-dir). */
   checkpoints: CheckpointRecord | null;
+  /** false: a report of the run so far (at a checkpoint), without the train-split evaluation. */
+  complete: boolean;
 }
 
-/** The report of a finished run; evaluates the train split for the generalization gap (unless timing only). */
+/** The report of the run; when complete, evaluates the train split for the generalization gap (unless timing only). */
 export async function buildReport(
   options: CoordinatorOptions,
   run: PreparedRun,
@@ -39,11 +42,12 @@ export async function buildReport(
   const sessionSteps = outcome.stepsDone - results.resumedFrom.stepsDone;
   const sessionSamples = outcome.samples - results.resumedFrom.samples;
   const trainSeconds = totals.trainSeconds();
-  const trainAccuracy = options.timingOnly ? null : await evaluateTrainSplit(run);
+  const trainAccuracy = options.timingOnly || !results.complete ? null : await evaluateTrainSplit(run);
   const evalAccuracy = outcome.lastEval?.accuracy ?? null;
   return {
     command: options.command,
     config: options.config ?? null,
+    complete: results.complete,
     backend: run.backend.backend,
     adapter: run.backend.adapter ? run.backend.device : null,
     reducer: results.reducer,

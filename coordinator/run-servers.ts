@@ -16,6 +16,7 @@ import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
 import { Membership } from './membership.js';
 import { createCoordinatorMetrics, type CoordinatorMetricsObserver } from './metrics.js';
 import type { PreparedRun } from './prepare-run.js';
+import { TrainingHealth } from './run-health.js';
 import { writeTargetsFile, type ScrapeTarget } from './targets-file.js';
 import { openFileLimit, pendingLimitsFor } from './pending-connections.js';
 import { WorkerServer, type WorkerServerOptions } from './worker-server.js';
@@ -23,6 +24,8 @@ import { WorkerServer, type WorkerServerOptions } from './worker-server.js';
 export interface RunServers extends AsyncDisposable {
   membership: Membership;
   metrics: CoordinatorMetricsObserver;
+  /** The training side of /healthz: an observer of the trainer. */
+  health: TrainingHealth;
   /** Tells the metrics which reducer is in use (it can change when sharded falls back to star). */
   reportReducer(name: () => string): void;
   /** The run failed with `error`: on disposal workers are told so (with its code) instead of "run finished". */
@@ -53,6 +56,8 @@ export async function startServers(
   membership.on('evicted', () => metrics.onEvicted());
   membership.on('lost', (worker) => metrics.onWorkerLeft(worker.workerId));
   let metricsServer: MetricsServer | null = null;
+  const health = new TrainingHealth(options.stepDeadlineCapMs);
+  let listening = false;
   let failure: { reason: string; code: string } | null = null;
   const fail = (error: unknown): void => {
     failure ??= {
@@ -61,6 +66,8 @@ export async function startServers(
     };
   };
   const dispose = async (): Promise<void> => {
+    listening = false;
+    health.finish();
     if (!failure && hooks.signal?.aborted) fail(hooks.signal.reason);
     if (failure) await workerServer.close(failure.reason, failure.code);
     else await workerServer.close('run finished');
@@ -72,10 +79,13 @@ export async function startServers(
   };
   try {
     const port = await listen(http, options.port, options.host);
-    if (options.metricsPort !== null) {
-      const health = () => ({ role: 'coordinator', runId: run.runId, workers: membership.readyWorkers().length });
-      metricsServer = await startMetricsServer(registry, options.metricsPort, options.host, health);
-    }
+    listening = true;
+    if (options.metricsPort !== null)
+      metricsServer = await startMetricsServer(registry, options.metricsPort, options.host, {
+        details: () => ({ role: 'coordinator', runId: run.runId, workers: membership.readyWorkers().length }),
+        live: [health.check],
+        ready: () => (listening ? null : 'not listening for workers'),
+      });
     const scheme = options.tlsCert ? 'wss' : 'ws';
     log(
       `listening on ${scheme}://${options.host}:${port}${metricsServer ? `, metrics at ${metricsServer.url}` : ''}${options.token === null ? ' (no token: insecure)' : ''}`,
@@ -93,7 +103,7 @@ export async function startServers(
     const reportReducer = (name: () => string): void => {
       reducerName = name;
     };
-    return { membership, metrics, reportReducer, fail, [Symbol.asyncDispose]: dispose };
+    return { membership, metrics, health, reportReducer, fail, [Symbol.asyncDispose]: dispose };
   } catch (error) {
     await dispose();
     throw error;

@@ -28,7 +28,15 @@ export interface StepRecord {
     Partial<Record<'reduce-scatter' | 'all-gather', number>>;
 }
 
+/**
+ * What the trainer is doing: waiting for workers (at a step's start, or mid-step with nobody left
+ * to take re-issued work), running a step (from its dispatch), evaluating, or writing a checkpoint.
+ */
+export type TrainerActivity = 'waiting-for-workers' | 'stepping' | 'evaluating' | 'checkpointing';
+
 export interface TrainerObserver {
+  /** The trainer turned to `activity` (the liveness check reads it). */
+  onActivity?(activity: TrainerActivity): void;
   onStep?(record: StepRecord): void;
   onEval?(step: number, evaluation: Evaluation): void;
   /** A refused reply or frame: `reason` is a RejectReason or a membership refusal (auth, bad_frame, …). */
@@ -42,6 +50,7 @@ export interface TrainerObserver {
 export function combineObservers(observers: readonly (TrainerObserver | null | undefined)[]): TrainerObserver {
   const list = observers.filter((o): o is TrainerObserver => Boolean(o));
   return {
+    onActivity: (activity) => list.forEach((o) => o.onActivity?.(activity)),
     onStep: (record) => list.forEach((o) => o.onStep?.(record)),
     onEval: (step, evaluation) => list.forEach((o) => o.onEval?.(step, evaluation)),
     onReject: (reason, workerId) => list.forEach((o) => o.onReject?.(reason, workerId)),

@@ -91,11 +91,14 @@ export async function train(parts: TrainerParts): Promise<TrainingOutcome> {
     const stopping = parts.shouldStop?.() ?? false;
     const isLast = step === config.steps - 1 || stopping;
     if (config.evalEvery !== null && ((config.evalEvery > 0 && (step + 1) % config.evalEvery === 0) || isLast)) {
+      observer.onActivity?.('evaluating');
       lastEval = await parts.evaluate(await parts.reducer.weights());
       observer.onEval?.(step, lastEval);
     }
-    if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast)
+    if (parts.onCheckpoint && parts.checkpointEvery && (step + 1) % parts.checkpointEvery === 0 && !isLast) {
+      observer.onActivity?.('checkpointing');
       await parts.onCheckpoint(progress);
+    }
     if (stopping) break;
   }
   return { stepsDone: progress.stepsDone, samples: progress.samples, lastEval };
@@ -113,6 +116,7 @@ async function runStep(
   const { workers, plan, reduction, t0 } = await beginStep(parts, step, microBatches, lr, deadlineMs);
   const round = new GatherRound(microBatches, reduction);
   const target = { membership, round, reduction, globalBatchSize: config.globalBatchSize };
+  observer.onActivity?.('stepping');
   dispatch(target, plan);
   const t1 = performance.now();
   const result = await gather({
@@ -174,7 +178,7 @@ async function beginStep(
   for (;;) {
     // A quarantined worker silent for another deadline is late again (and maybe evicted) before the split.
     membership.checkSilent(deadlineMs, config.evictAfter);
-    const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, log, parts.signal);
+    const workers = await waitForWorkers(membership, config.minWorkers, config.workerWaitTimeoutMs, parts);
     // The step's time starts once its workers are there (waiting for them is not training).
     const t0 = performance.now();
     const plan = splitMicroBatches(
@@ -202,12 +206,12 @@ async function waitForWorkers(
   membership: Membership,
   asked: number,
   timeoutMs: number,
-  log: (line: string) => void,
-  signal?: AbortSignal,
+  { log, signal, observer }: Pick<TrainerParts, 'log' | 'signal' | 'observer'>,
 ): Promise<WorkerChannel[]> {
   const minWorkers = membership.requiredWorkers(asked);
   let ready = membership.readyWorkers();
   if (ready.length >= minWorkers) return ready;
+  observer.onActivity?.('waiting-for-workers');
   log(`waiting for workers: ${ready.length} of ${minWorkers} ready (timeout ${Math.round(timeoutMs / 1000)} s)`);
   await new Promise<void>((resolve, reject) => {
     const cleanup = (): void => {

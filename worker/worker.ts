@@ -119,13 +119,21 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   );
   const registry = createRegistry('worker');
   const metrics = defineWorkerMetrics(registry, choice);
-  const session: Session = { state: null, datasets: new Map(), stopping: false, socket: null, peers: null };
+  const session: Session = {
+    state: null,
+    datasets: new Map(),
+    stopping: false,
+    socket: null,
+    peers: null,
+    link: { state: 'connecting', sinceMs: performance.now() },
+  };
   let metricsServer: MetricsServer | null = null;
   if (options.metricsPort !== null) {
-    metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, () => ({
-      role: 'worker',
-      step: session.state?.weightsStep ?? null,
-    }));
+    metricsServer = await startMetricsServer(registry, options.metricsPort, options.metricsHost, {
+      details: () => ({ role: 'worker', connection: session.link.state, step: session.state?.weightsStep ?? null }),
+      live: [() => connectionProblem(session.link, options.connectTimeoutMs)],
+      ready: () => (session.link.state === 'ready' ? null : `not ready: ${session.link.state}`),
+    });
     log(`metrics at ${metricsServer.url}`);
   }
   const stop = (signal: NodeJS.Signals): void => {
@@ -140,10 +148,12 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
       const socket = await openSocket(options, () => session.stopping);
       if (!socket) return 0;
       session.socket = socket;
+      setLink(session, 'connected');
       log(`connected to ${options.connect}`);
       session.peers ??= await startPeerLinks(socket, options, metrics);
       const ending = await serve(socket, options, choice, metrics, metricsServer?.port, session);
       session.socket = null;
+      setLink(session, 'reconnecting');
       if (ending.kind === 'shutdown' && ending.code !== undefined) return exitCodeForCode(ending.code);
       if (ending.kind === 'shutdown' || ending.kind === 'stopped') return 0;
       if (ending.kind === 'refused') return exitCodeFor(ending.error) || 3;
@@ -160,8 +170,37 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
   }
 }
 
+/** The coordinator connection as /healthz and /readyz see it, and since when (performance.now()). */
+export interface Link {
+  state: 'connecting' | 'connected' | 'ready' | 'reconnecting';
+  sinceMs: number;
+}
+
+/** Time a connection may stay down beyond --connect-timeout (after which the worker exits) before /healthz fails. */
+export const RECONNECT_MARGIN_MS = 30_000;
+
+function setLink(session: Session, state: Link['state']): void {
+  if (session.link.state !== state) session.link = { state, sinceMs: performance.now() };
+}
+
+/**
+ * null while connected, or while (re)connecting within --connect-timeout (plus a margin): a worker
+ * gives up and exits after that time, so one still without a connection is not re-establishing it.
+ */
+export function connectionProblem(link: Link, connectTimeoutMs: number, nowMs = performance.now()): string | null {
+  if (link.state === 'connected' || link.state === 'ready') return null;
+  const downMs = nowMs - link.sinceMs;
+  if (downMs <= connectTimeoutMs + RECONNECT_MARGIN_MS) return null;
+  return (
+    `no coordinator connection for ${(downMs / 1000).toFixed(1)} s (${link.state}; ` +
+    `limit --connect-timeout + ${RECONNECT_MARGIN_MS / 1000} s = ${(connectTimeoutMs + RECONNECT_MARGIN_MS) / 1000} s)`
+  );
+}
+
 /** What outlives one connection: the run state and loaded datasets (reused after a reconnect). */
 interface Session {
+  /** The coordinator connection's state. */
+  link: Link;
   state: RunState | null;
   datasets: Map<string, Dataset>;
   stopping: boolean;
@@ -257,6 +296,7 @@ async function serve(
         feedWatchdog();
         encoder = new FrameEncoder(message.wireDtype ?? 'f32');
         void send({ type: 'ready', datasetFingerprint: session.state.dataset.fingerprint });
+        setLink(session, 'ready');
         return;
       case 'work':
         if (!session.state) throw new ProtocolError('BAD_MESSAGE', 'work before welcome');

@@ -100,11 +100,31 @@ describe('yargs declarations from the option table', () => {
     expect(parse(raw)).toEqual(parse(parseArgv(options, args, {})));
   });
 
+  it('read --resume alone as before, --resume auto, and BATCHLAB_RESUME=true|auto; refuse anything else', () => {
+    const resume = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      parseLocalSettings(parseArgv(LOCAL_OPTIONS, ['--checkpoint-dir', 'd', ...args], env)).resume;
+    expect(resume([])).toBe(false);
+    expect(resume(['--resume'])).toBe(true);
+    expect(resume(['--resume', '--steps', '3'])).toBe(true);
+    expect(resume(['--resume', 'auto'])).toBe('auto');
+    expect(resume(['--resume=auto', '--steps', '3'])).toBe('auto');
+    expect(resume([], { BATCHLAB_RESUME: 'true' })).toBe(true);
+    expect(resume([], { BATCHLAB_RESUME: 'false' })).toBe(false);
+    expect(resume([], { BATCHLAB_RESUME: 'auto' })).toBe('auto');
+    expect(resume(['--resume', 'auto'], { BATCHLAB_RESUME: 'false' })).toBe('auto');
+    expect(() => resume(['--resume', 'maybe'])).toThrow(
+      /--resume: got "maybe"; expected nothing \(continue from a checkpoint that must exist\), auto \(continue when there is one, else start fresh\)/,
+    );
+    expect(() => parseLocalSettings(parseArgv(LOCAL_OPTIONS, ['--resume', 'auto'], {}))).toThrow(
+      /--resume: got "auto"; expected --checkpoint-dir DIR/,
+    );
+  });
+
   it('ignore BATCHLAB_* variables that name no option, and refuse a boolean that is not one', () => {
     const env = { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', BATCHLAB_WORKERS: '3' };
     expect(parseLocalSettings(parseArgv(LOCAL_OPTIONS, [], env)).workers).toBe(3);
-    expect(() => parseArgv(LOCAL_OPTIONS, [], { BATCHLAB_RESUME: 'maybe' })).toThrow(
-      /--resume: got "maybe"; expected true or false \(from BATCHLAB_RESUME\)/,
+    expect(() => parseArgv(LOCAL_OPTIONS, [], { BATCHLAB_FRESH: 'maybe' })).toThrow(
+      /--fresh: got "maybe"; expected true or false \(from BATCHLAB_FRESH\)/,
     );
   });
 });

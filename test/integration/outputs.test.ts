@@ -47,6 +47,16 @@ describe('output paths are checked before training', () => {
   it('refuses --trace under a file', () =>
     expectRefusedAtStart(['local', ...JOB, '--trace', join(aFile, 'trace.json')], 'trace', /a-file is a file/));
 
+  it('refuses --events onto a directory, and the same file as --report', async () => {
+    await expectRefusedAtStart(['local', ...JOB, '--events', aDirectory], 'events', /it is a directory/);
+    const same = join(dir, 'same-events.json');
+    await expectRefusedAtStart(
+      ['local', ...JOB, '--report', same, '--events', same],
+      'events',
+      /a path that --report does not also write to/,
+    );
+  });
+
   it('refuses --checkpoint-dir onto a file', () =>
     expectRefusedAtStart(['local', ...JOB, '--checkpoint-dir', aFile], 'checkpoint-dir', /it is a file/));
 

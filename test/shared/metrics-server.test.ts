@@ -25,7 +25,7 @@ function open(port: number): Promise<Socket> {
 
 describe('metrics endpoint', () => {
   it(`closes connections beyond ${METRICS_MAX_CONNECTIONS} at once and serves again when one leaves`, async () => {
-    server = await startMetricsServer(createRegistry('coordinator'), 0, '127.0.0.1', () => ({}));
+    server = await startMetricsServer(createRegistry('coordinator'), 0, '127.0.0.1', { details: () => ({}) });
     const port = server.port;
     const held: Socket[] = [];
     for (let i = 0; i < METRICS_MAX_CONNECTIONS; i++) held.push(await open(port));
