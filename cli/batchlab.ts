@@ -7,9 +7,13 @@
 
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import type { Argv, Options } from 'yargs';
+import { BatchlabError, describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import { checkInputPaths } from '../shared/input-paths.js';
 import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
 import { interruptOnSignals } from './interrupt.js';
+import { COORDINATOR_LAUNCHER, localDevice, WORKER_LAUNCHER, type LauncherDefault } from './launcher.js';
+import { nameVariableOf } from './option-declarations.js';
 import {
   BENCH_OPTIONS,
   COORDINATOR_OPTIONS,
@@ -27,12 +31,31 @@ import { formatSummary, formatSweepSummary } from './summary.js';
 
 const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
 
-/** Runs a command body; prints any failure once and exits with its code. */
-async function execute(body: () => Promise<number>, where: string): Promise<never> {
+/**
+ * A command's options with their defaults from the environment (BATCHLAB_<OPTION>, then the
+ * launcher variables `launcher` reads), and how a refusal names the variable that set a value.
+ */
+function fromEnvironment(options: Record<string, Options>, launcher: readonly LauncherDefault[] = []) {
+  return {
+    declare: (y: Argv) => y.options(withEnvironmentDefaults(options, process.env, launcher)),
+    blame: (argv: Record<string, unknown>) => (error: unknown) =>
+      nameVariableOf(error, argv, options, process.env, launcher),
+  };
+}
+
+const LOCAL = fromEnvironment(LOCAL_OPTIONS);
+const COORDINATOR = fromEnvironment(COORDINATOR_OPTIONS, COORDINATOR_LAUNCHER);
+const SWEEP = fromEnvironment(SWEEP_OPTIONS);
+const WORKER = fromEnvironment(WORKER_OPTIONS, WORKER_LAUNCHER);
+const BENCH = fromEnvironment(BENCH_OPTIONS);
+
+/** Runs a command body; prints any failure once (naming the variable that set a bad value) and exits with its code. */
+async function execute(body: () => Promise<number>, where: string, blame: (error: unknown) => unknown): Promise<never> {
   let code: number;
   try {
     code = await body();
-  } catch (error) {
+  } catch (caught) {
+    const error = blame(caught);
     if (error instanceof OptionError) {
       process.stderr.write(`batchlab ${where}: ${error.message}\nRun 'batchlab ${where} --help' for the options.\n`);
     } else {
@@ -47,28 +70,31 @@ try {
   await yargs(hideBin(process.argv))
     .scriptName('batchlab')
     .usage('$0 <command> [options]\n\nData-parallel training with exact gradient averaging over WebSocket workers.')
-    .command(
-      'local',
-      'run a coordinator and N worker processes on this machine',
-      (y) => y.options(withEnvironmentDefaults(LOCAL_OPTIONS, process.env)),
-      (argv) =>
-        execute(async () => {
+    .command('local', 'run a coordinator and N worker processes on this machine', LOCAL.declare, (argv) =>
+      execute(
+        async () => {
           const settings = parseLocalSettings(argv);
+          await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
           const { runLocal } = await import('./local.js');
           const progress = new ProgressReporter(process.stderr);
           const report = await runLocal(settings, commandLine, progress);
           progress.finish();
           process.stdout.write(`${formatSummary(report)}\n`);
           return 0;
-        }, 'local'),
+        },
+        'local',
+        LOCAL.blame(argv),
+      ),
     )
-    .command(
-      'coordinator',
-      'serve workers and run the training loop',
-      (y) => y.options(withEnvironmentDefaults(COORDINATOR_OPTIONS, process.env)),
-      (argv) =>
-        execute(async () => {
+    .command('coordinator', 'serve workers and run the training loop', COORDINATOR.declare, (argv) =>
+      execute(
+        async () => {
           const settings = parseCoordinatorSettings(argv);
+          await checkInputPaths([
+            ['data-dir', settings.dataDir, 'directory'],
+            ['tls-cert', settings.tlsCert, 'file'],
+            ['tls-key', settings.tlsKey, 'file'],
+          ]);
           const { runCoordinator } = await import('../coordinator/coordinator.js');
           const progress = new ProgressReporter(process.stderr);
           const { signal } = interruptOnSignals();
@@ -84,74 +110,98 @@ try {
           progress.finish();
           process.stdout.write(`${formatSummary(report)}\n`);
           return 0;
-        }, 'coordinator'),
+        },
+        'coordinator',
+        COORDINATOR.blame(argv),
+      ),
     )
     .command(
       'sweep',
       'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
-      (y) => y.options(withEnvironmentDefaults(SWEEP_OPTIONS, process.env)),
+      SWEEP.declare,
       (argv) =>
-        execute(async () => {
-          const settings = parseSweepSettings(argv);
-          const { runSweep } = await import('./sweep.js');
-          const { sweepCsvPath, writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
-          await checkOutputPaths(
-            givenOutputs([
-              ['report', settings.report, 'file'],
-              ['report', settings.report && sweepCsvPath(settings.report), 'file'],
-              ['html', settings.html, 'file'],
-              ['targets-file', settings.targetsFile, 'file'],
-            ]),
-          );
-          const report = await runSweep(settings, commandLine, process.stderr);
-          if (settings.report)
-            process.stderr.write(
-              `sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`,
+        execute(
+          async () => {
+            const settings = parseSweepSettings(argv);
+            await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
+            const { runSweep } = await import('./sweep.js');
+            const { sweepCsvPath, writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
+            await checkOutputPaths(
+              givenOutputs([
+                ['report', settings.report, 'file'],
+                ['report', settings.report && sweepCsvPath(settings.report), 'file'],
+                ['html', settings.html, 'file'],
+                ['targets-file', settings.targetsFile, 'file'],
+              ]),
             );
-          if (settings.html) {
-            await writeSweepHtml(settings.html, report);
-            process.stderr.write(`HTML report written to ${settings.html}\n`);
-          }
-          process.stdout.write(`${formatSweepSummary(report)}\n`);
-          return 0;
-        }, 'sweep'),
+            const report = await runSweep(settings, commandLine, process.stderr);
+            if (settings.report)
+              process.stderr.write(
+                `sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`,
+              );
+            if (settings.html) {
+              await writeSweepHtml(settings.html, report);
+              process.stderr.write(`HTML report written to ${settings.html}\n`);
+            }
+            process.stdout.write(`${formatSweepSummary(report)}\n`);
+            return 0;
+          },
+          'sweep',
+          SWEEP.blame(argv),
+        ),
     )
-    .command(
-      'worker',
-      'connect to a coordinator and compute gradients',
-      (y) => y.options(withEnvironmentDefaults(WORKER_OPTIONS, process.env)),
-      (argv) =>
-        execute(async () => {
+    .command('worker', 'connect to a coordinator and compute gradients', WORKER.declare, (argv) =>
+      execute(
+        async () => {
           const settings = parseWorkerSettings(argv, process.env);
+          await checkInputPaths([
+            ['data-dir', settings.dataDir, 'directory'],
+            ['ca', settings.ca, 'file'],
+            ['peer-tls-cert', settings.peerTlsCert, 'file'],
+            ['peer-tls-key', settings.peerTlsKey, 'file'],
+          ]);
+          const log = (line: string): void => void process.stderr.write(`${line}\n`);
+          // Before the backend loads: TensorFlow reads CUDA_VISIBLE_DEVICES when it starts.
+          const device = localDevice(process.env, settings.backend);
+          if (device && device.cudaVisibleDevices !== null)
+            process.env.CUDA_VISIBLE_DEVICES = device.cudaVisibleDevices;
+          if (device) log(device.line);
           const { runWorker } = await import('../worker/worker.js');
-          return runWorker({ ...settings, log: (line) => process.stderr.write(`${line}\n`) });
-        }, 'worker'),
+          return runWorker({ ...settings, log });
+        },
+        'worker',
+        WORKER.blame(argv),
+      ),
     )
     .command(
       'bench',
       'measure transport, reduce, scaling, load balancing and backends side by side (and PyTorch DDP when installed)',
-      (y) => y.options(withEnvironmentDefaults(BENCH_OPTIONS, process.env)),
+      BENCH.declare,
       (argv) =>
-        execute(async () => {
-          const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
-          const settings = parseBenchSettings(argv);
-          await checkOutputPaths(givenOutputs([['json', settings.json, 'file']]));
-          const report = await runBench(
-            settings,
-            (line) => process.stderr.write(`${line}\n`),
-            interruptOnSignals().signal,
-          );
-          process.stdout.write(`${formatBench(report)}\n`);
-          if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
-          return 0;
-        }, 'bench'),
+        execute(
+          async () => {
+            const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
+            const settings = parseBenchSettings(argv);
+            await checkOutputPaths(givenOutputs([['json', settings.json, 'file']]));
+            const report = await runBench(
+              settings,
+              (line) => process.stderr.write(`${line}\n`),
+              interruptOnSignals().signal,
+            );
+            process.stdout.write(`${formatBench(report)}\n`);
+            if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
+            return 0;
+          },
+          'bench',
+          BENCH.blame(argv),
+        ),
     )
     .demandCommand(1, 'Name a command: local, coordinator, worker, sweep or bench.')
     .strict()
     .help()
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((message, error) => {
-      if (error instanceof OptionError) {
+      if (error instanceof BatchlabError && error.code === 'BAD_OPTION') {
         process.stderr.write(`batchlab: ${error.message}\n`);
         process.exit(2);
       }
@@ -161,8 +211,9 @@ try {
     })
     .parseAsync();
 } catch (error) {
-  // A bad BATCHLAB_* boolean is found while yargs builds the command, outside the handlers.
-  if (!(error instanceof OptionError)) throw error;
+  // A misspelt BATCHLAB_* variable, or a bad BATCHLAB_* boolean or RANK, is found while yargs
+  // builds the command, outside the handlers.
+  if (!(error instanceof BatchlabError) || error.code !== 'BAD_OPTION') throw error;
   process.stderr.write(`batchlab: ${error.message}\n`);
   process.exit(2);
 }

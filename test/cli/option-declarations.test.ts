@@ -100,11 +100,11 @@ describe('yargs declarations from the option table', () => {
     expect(parse(raw)).toEqual(parse(parseArgv(options, args, {})));
   });
 
-  it('ignore BATCHLAB_* variables that name no option, and refuse a boolean that is not one', () => {
-    const env = { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', BATCHLAB_WORKERS: '3' };
+  it("ignore Service links and other commands' option variables, and refuse a boolean that is not one", () => {
+    const env = { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', BATCHLAB_WORKERS: '3', BATCHLAB_CONNECT: 'ws://h:1' };
     expect(parseLocalSettings(parseArgv(LOCAL_OPTIONS, [], env)).workers).toBe(3);
     expect(() => parseArgv(LOCAL_OPTIONS, [], { BATCHLAB_RESUME: 'maybe' })).toThrow(
-      /--resume: got "maybe"; expected true or false \(from BATCHLAB_RESUME\)/,
+      /BATCHLAB_RESUME \(--resume\): got "maybe"; expected true or false/,
     );
   });
 });
