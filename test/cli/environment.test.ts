@@ -318,6 +318,19 @@ describe('the batchlab command refuses bad environment and input paths with exit
     expect(result.stderr).not.toMatch(/dataset|listening/);
   });
 
+  it('a --checkpoint-dir whose parent is a file, before the dataset loads', async () => {
+    const result = await runCli(
+      ['coordinator', '--insecure', '--port', '0', '--checkpoint-dir', `${ROOT}package.json/checkpoints`],
+      {},
+      30_000,
+    );
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(
+      /--checkpoint-dir: got ".*package\.json\/checkpoints"; expected a directory path it can write \(.*package\.json is a file\)/,
+    );
+    expect(result.stderr).not.toMatch(/dataset|listening/);
+  });
+
   it('a missing --ca or peer key of a worker', async () => {
     const base = ['worker', '--connect', 'wss://127.0.0.1:1', '--metrics-port', 'off'];
     const ca = await runCli([...base, '--ca', '/nonexistent/ca.pem'], {}, 30_000);
