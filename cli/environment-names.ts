@@ -70,7 +70,8 @@ function closeness(given: string, known: string): number | null {
 
 /** The accepted variable closest to `name`, or null when none is close. */
 export function closestVariable(name: string, accepted: readonly string[]): string | null {
-  const given = name.slice(PREFIX.length);
+  // BATCHLAB_global-batch is BATCHLAB_GLOBAL_BATCH written another way.
+  const given = name.slice(PREFIX.length).toUpperCase().replaceAll('-', '_');
   let best: { variable: string; distance: number } | null = null;
   for (const variable of accepted) {
     const distance = closeness(given, variable.slice(PREFIX.length));

@@ -78,6 +78,7 @@ describe('BATCHLAB_* names', () => {
     ['BATCHLAB_MIN_WORKER', 'BATCHLAB_MIN_WORKERS'],
     ['BATCHLAB_TOKN', 'BATCHLAB_TOKEN'],
     ['BATCHLAB_CHECKPOINT_DIRECTORY', 'BATCHLAB_CHECKPOINT_DIR'],
+    ['BATCHLAB_global-batch', 'BATCHLAB_GLOBAL_BATCH'],
   ])('refuse %s and suggest %s', (name, suggestion) => {
     const error = thrown(() => checkVariableNames({ [name]: '1' }, OPTION_VARIABLES));
     expect(error).toBeInstanceOf(UnknownVariableError);
