@@ -12,7 +12,7 @@ import { BatchlabError, describeError, exitCodeFor, OptionError } from '../share
 import { checkInputPaths } from '../shared/input-paths.js';
 import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
 import { interruptOnSignals } from './interrupt.js';
-import { COORDINATOR_LAUNCHER, localDevice, WORKER_LAUNCHER, type LauncherDefault } from './launcher.js';
+import { COORDINATOR_LAUNCHER, selectLocalDevice, WORKER_LAUNCHER, type LauncherDefault } from './launcher.js';
 import { nameVariableOf } from './option-declarations.js';
 import {
   BENCH_OPTIONS,
@@ -162,10 +162,7 @@ try {
           ]);
           const log = (line: string): void => void process.stderr.write(`${line}\n`);
           // Before the backend loads: TensorFlow reads CUDA_VISIBLE_DEVICES when it starts.
-          const device = localDevice(process.env, settings.backend);
-          if (device && device.cudaVisibleDevices !== null)
-            process.env.CUDA_VISIBLE_DEVICES = device.cudaVisibleDevices;
-          if (device) log(device.line);
+          selectLocalDevice(process.env, settings.backend, log);
           const { runWorker } = await import('../worker/worker.js');
           return runWorker({ ...settings, log });
         },

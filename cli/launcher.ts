@@ -89,3 +89,14 @@ export function localDevice(env: NodeJS.ProcessEnv, backend: string): LocalDevic
       : '';
   return { cudaVisibleDevices, line: `LOCAL_RANK=${rank}: ${mapping} for tensorflow-gpu${webgpu}` };
 }
+
+/**
+ * Applies {@link localDevice} to `env` (the process's, before the backend loads): sets
+ * CUDA_VISIBLE_DEVICES when LOCAL_RANK picks a device, and logs the mapping in one line.
+ */
+export function selectLocalDevice(env: NodeJS.ProcessEnv, backend: string, log: (line: string) => void): void {
+  const device = localDevice(env, backend);
+  if (!device) return;
+  if (device.cudaVisibleDevices !== null) env.CUDA_VISIBLE_DEVICES = device.cudaVisibleDevices;
+  log(device.line);
+}

@@ -13,7 +13,13 @@ import {
   isServiceLink,
   UnknownVariableError,
 } from '../../cli/environment-names.js';
-import { COORDINATOR_LAUNCHER, localDevice, WORKER_LAUNCHER, type LauncherDefault } from '../../cli/launcher.js';
+import {
+  COORDINATOR_LAUNCHER,
+  localDevice,
+  selectLocalDevice,
+  WORKER_LAUNCHER,
+  type LauncherDefault,
+} from '../../cli/launcher.js';
 import { nameVariableOf, OPTION_VARIABLES, withEnvironmentDefaults } from '../../cli/option-declarations.js';
 import {
   COORDINATOR_OPTIONS,
@@ -253,6 +259,17 @@ describe('launcher variables', () => {
       /; webgpu cannot select an adapter by LOCAL_RANK and uses the one Dawn picks$/,
     );
     expect(localDevice({ LOCAL_RANK: '1' }, 'auto')?.line).toMatch(/webgpu cannot select/);
+    // The worker applies it to its own environment before the backend loads.
+    const env: NodeJS.ProcessEnv = { LOCAL_RANK: '1', CUDA_VISIBLE_DEVICES: '2,3' };
+    const lines: string[] = [];
+    selectLocalDevice(env, 'cpu', (line) => lines.push(line));
+    expect(env.CUDA_VISIBLE_DEVICES).toBe('3');
+    expect(lines).toEqual(['LOCAL_RANK=1: CUDA_VISIBLE_DEVICES=3 (entry 1 of 2,3) for tensorflow-gpu']);
+    const unset: NodeJS.ProcessEnv = { LOCAL_RANK: '0' };
+    selectLocalDevice(unset, 'cpu', () => {});
+    expect(unset.CUDA_VISIBLE_DEVICES).toBe('0');
+    selectLocalDevice({}, 'cpu', (line) => lines.push(line));
+    expect(lines).toHaveLength(1);
     expect(() => localDevice({ LOCAL_RANK: 'one' }, 'cpu')).toThrow(
       'LOCAL_RANK: got "one"; expected an integer from 0 up',
     );
