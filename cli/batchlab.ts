@@ -38,24 +38,31 @@ const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
 function fromEnvironment(options: Record<string, Options>, launcher: readonly LauncherDefault[] = []) {
   return {
     declare: (y: Argv) => y.options(withEnvironmentDefaults(options, process.env, launcher)),
-    blame: (argv: Record<string, unknown>) => (error: unknown) =>
+    blame: (error: unknown, argv: Record<string, unknown>) =>
       nameVariableOf(error, argv, options, process.env, launcher),
   };
 }
 
-const LOCAL = fromEnvironment(LOCAL_OPTIONS);
-const COORDINATOR = fromEnvironment(COORDINATOR_OPTIONS, COORDINATOR_LAUNCHER);
-const SWEEP = fromEnvironment(SWEEP_OPTIONS);
-const WORKER = fromEnvironment(WORKER_OPTIONS, WORKER_LAUNCHER);
-const BENCH = fromEnvironment(BENCH_OPTIONS);
+/** Each command's options and environment. */
+const COMMANDS = {
+  local: fromEnvironment(LOCAL_OPTIONS),
+  coordinator: fromEnvironment(COORDINATOR_OPTIONS, COORDINATOR_LAUNCHER),
+  sweep: fromEnvironment(SWEEP_OPTIONS),
+  worker: fromEnvironment(WORKER_OPTIONS, WORKER_LAUNCHER),
+  bench: fromEnvironment(BENCH_OPTIONS),
+};
 
 /** Runs a command body; prints any failure once (naming the variable that set a bad value) and exits with its code. */
-async function execute(body: () => Promise<number>, where: string, blame: (error: unknown) => unknown): Promise<never> {
+async function execute(
+  where: keyof typeof COMMANDS,
+  argv: Record<string, unknown>,
+  body: () => Promise<number>,
+): Promise<never> {
   let code: number;
   try {
     code = await body();
   } catch (caught) {
-    const error = blame(caught);
+    const error = COMMANDS[where].blame(caught, argv);
     if (error instanceof OptionError) {
       process.stderr.write(`batchlab ${where}: ${error.message}\nRun 'batchlab ${where} --help' for the options.\n`);
     } else {
@@ -70,9 +77,12 @@ try {
   await yargs(hideBin(process.argv))
     .scriptName('batchlab')
     .usage('$0 <command> [options]\n\nData-parallel training with exact gradient averaging over WebSocket workers.')
-    .command('local', 'run a coordinator and N worker processes on this machine', LOCAL.declare, (argv) =>
-      execute(
-        async () => {
+    .command(
+      'local',
+      'run a coordinator and N worker processes on this machine',
+      (y) => COMMANDS.local.declare(y),
+      (argv) =>
+        execute('local', argv, async () => {
           const settings = parseLocalSettings(argv);
           await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
           const { runLocal } = await import('./local.js');
@@ -81,14 +91,14 @@ try {
           progress.finish();
           process.stdout.write(`${formatSummary(report)}\n`);
           return 0;
-        },
-        'local',
-        LOCAL.blame(argv),
-      ),
+        }),
     )
-    .command('coordinator', 'serve workers and run the training loop', COORDINATOR.declare, (argv) =>
-      execute(
-        async () => {
+    .command(
+      'coordinator',
+      'serve workers and run the training loop',
+      (y) => COMMANDS.coordinator.declare(y),
+      (argv) =>
+        execute('coordinator', argv, async () => {
           const settings = parseCoordinatorSettings(argv);
           await checkInputPaths([
             ['data-dir', settings.dataDir, 'directory'],
@@ -110,49 +120,45 @@ try {
           progress.finish();
           process.stdout.write(`${formatSummary(report)}\n`);
           return 0;
-        },
-        'coordinator',
-        COORDINATOR.blame(argv),
-      ),
+        }),
     )
     .command(
       'sweep',
       'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
-      SWEEP.declare,
+      (y) => COMMANDS.sweep.declare(y),
       (argv) =>
-        execute(
-          async () => {
-            const settings = parseSweepSettings(argv);
-            await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
-            const { runSweep } = await import('./sweep.js');
-            const { sweepCsvPath, writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
-            await checkOutputPaths(
-              givenOutputs([
-                ['report', settings.report, 'file'],
-                ['report', settings.report && sweepCsvPath(settings.report), 'file'],
-                ['html', settings.html, 'file'],
-                ['targets-file', settings.targetsFile, 'file'],
-              ]),
+        execute('sweep', argv, async () => {
+          const settings = parseSweepSettings(argv);
+          await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
+          const { runSweep } = await import('./sweep.js');
+          const { sweepCsvPath, writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
+          await checkOutputPaths(
+            givenOutputs([
+              ['report', settings.report, 'file'],
+              ['report', settings.report && sweepCsvPath(settings.report), 'file'],
+              ['html', settings.html, 'file'],
+              ['targets-file', settings.targetsFile, 'file'],
+            ]),
+          );
+          const report = await runSweep(settings, commandLine, process.stderr);
+          if (settings.report)
+            process.stderr.write(
+              `sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`,
             );
-            const report = await runSweep(settings, commandLine, process.stderr);
-            if (settings.report)
-              process.stderr.write(
-                `sweep report written to ${settings.report} and ${await writeSweepReport(settings.report, report)}\n`,
-              );
-            if (settings.html) {
-              await writeSweepHtml(settings.html, report);
-              process.stderr.write(`HTML report written to ${settings.html}\n`);
-            }
-            process.stdout.write(`${formatSweepSummary(report)}\n`);
-            return 0;
-          },
-          'sweep',
-          SWEEP.blame(argv),
-        ),
+          if (settings.html) {
+            await writeSweepHtml(settings.html, report);
+            process.stderr.write(`HTML report written to ${settings.html}\n`);
+          }
+          process.stdout.write(`${formatSweepSummary(report)}\n`);
+          return 0;
+        }),
     )
-    .command('worker', 'connect to a coordinator and compute gradients', WORKER.declare, (argv) =>
-      execute(
-        async () => {
+    .command(
+      'worker',
+      'connect to a coordinator and compute gradients',
+      (y) => COMMANDS.worker.declare(y),
+      (argv) =>
+        execute('worker', argv, async () => {
           const settings = parseWorkerSettings(argv, process.env);
           await checkInputPaths([
             ['data-dir', settings.dataDir, 'directory'],
@@ -165,33 +171,26 @@ try {
           selectLocalDevice(process.env, settings.backend, log);
           const { runWorker } = await import('../worker/worker.js');
           return runWorker({ ...settings, log });
-        },
-        'worker',
-        WORKER.blame(argv),
-      ),
+        }),
     )
     .command(
       'bench',
       'measure transport, reduce, scaling, load balancing and backends side by side (and PyTorch DDP when installed)',
-      BENCH.declare,
+      (y) => COMMANDS.bench.declare(y),
       (argv) =>
-        execute(
-          async () => {
-            const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
-            const settings = parseBenchSettings(argv);
-            await checkOutputPaths(givenOutputs([['json', settings.json, 'file']]));
-            const report = await runBench(
-              settings,
-              (line) => process.stderr.write(`${line}\n`),
-              interruptOnSignals().signal,
-            );
-            process.stdout.write(`${formatBench(report)}\n`);
-            if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
-            return 0;
-          },
-          'bench',
-          BENCH.blame(argv),
-        ),
+        execute('bench', argv, async () => {
+          const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
+          const settings = parseBenchSettings(argv);
+          await checkOutputPaths(givenOutputs([['json', settings.json, 'file']]));
+          const report = await runBench(
+            settings,
+            (line) => process.stderr.write(`${line}\n`),
+            interruptOnSignals().signal,
+          );
+          process.stdout.write(`${formatBench(report)}\n`);
+          if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
+          return 0;
+        }),
     )
     .demandCommand(1, 'Name a command: local, coordinator, worker, sweep or bench.')
     .strict()
