@@ -5,12 +5,16 @@
 // Each command imports what it runs when it runs: a worker process (started for every
 // `batchlab local` run and every bench point) then loads no coordinator, sweep or bench code.
 
-import yargs, { type Options } from 'yargs';
+import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import type { Argv, Options } from 'yargs';
+import { BatchlabError, describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import { checkInputPaths } from '../shared/input-paths.js';
 import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
 import { recordConfig, withConfigFile, type ConfigCommand } from './config-file.js';
 import { interruptOnSignals } from './interrupt.js';
+import { COORDINATOR_LAUNCHER, selectLocalDevice, WORKER_LAUNCHER, type LauncherDefault } from './launcher.js';
+import { nameVariableOf } from './option-declarations.js';
 import {
   BENCH_OPTIONS,
   COORDINATOR_OPTIONS,
@@ -28,17 +32,45 @@ import { formatSummary, formatSweepSummary } from './summary.js';
 
 const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
 
-/** A command's declarations with defaults from its --config file, and from BATCHLAB_* variables over those. */
-function declare<T extends Record<string, Options>>(command: ConfigCommand, options: T): T {
-  return withEnvironmentDefaults(withConfigFile(command, options, hideBin(process.argv), process.env), process.env);
+/**
+ * A command's options with their defaults from its --config file (`command` null: it takes none),
+ * from the environment over those (BATCHLAB_<OPTION>, then the launcher variables `launcher`
+ * reads), and how a refusal names the variable that set a value.
+ */
+function fromEnvironment(
+  command: ConfigCommand | null,
+  options: Record<string, Options>,
+  launcher: readonly LauncherDefault[] = [],
+) {
+  const fromFile = (): Record<string, Options> =>
+    command === null ? options : withConfigFile(command, options, hideBin(process.argv), process.env);
+  return {
+    declare: (y: Argv) => y.options(withEnvironmentDefaults(fromFile(), process.env, launcher)),
+    blame: (error: unknown, argv: Record<string, unknown>) =>
+      nameVariableOf(error, argv, options, process.env, launcher),
+  };
 }
 
-/** Runs a command body; prints any failure once and exits with its code. */
-async function execute(body: () => Promise<number>, where: string): Promise<never> {
+/** Each command's options and environment. */
+const COMMANDS = {
+  local: fromEnvironment('local', LOCAL_OPTIONS),
+  coordinator: fromEnvironment('coordinator', COORDINATOR_OPTIONS, COORDINATOR_LAUNCHER),
+  sweep: fromEnvironment('sweep', SWEEP_OPTIONS),
+  worker: fromEnvironment('worker', WORKER_OPTIONS, WORKER_LAUNCHER),
+  bench: fromEnvironment(null, BENCH_OPTIONS),
+};
+
+/** Runs a command body; prints any failure once (naming the variable that set a bad value) and exits with its code. */
+async function execute(
+  where: keyof typeof COMMANDS,
+  argv: Record<string, unknown>,
+  body: () => Promise<number>,
+): Promise<never> {
   let code: number;
   try {
     code = await body();
-  } catch (error) {
+  } catch (caught) {
+    const error = COMMANDS[where].blame(caught, argv);
     if (error instanceof OptionError) {
       process.stderr.write(`batchlab ${where}: ${error.message}\nRun 'batchlab ${where} --help' for the options.\n`);
     } else {
@@ -56,10 +88,11 @@ try {
     .command(
       'local',
       'run a coordinator and N worker processes on this machine',
-      (y) => y.options(declare('local', LOCAL_OPTIONS)),
+      (y) => COMMANDS.local.declare(y),
       (argv) =>
-        execute(async () => {
+        execute('local', argv, async () => {
           const settings = parseLocalSettings(argv);
+          await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
           const { runLocal } = await import('./local.js');
           const progress = new ProgressReporter(process.stderr);
           const origin = { command: commandLine, config: recordConfig('local', argv) };
@@ -67,15 +100,20 @@ try {
           progress.finish();
           process.stdout.write(`${formatSummary(report)}\n`);
           return 0;
-        }, 'local'),
+        }),
     )
     .command(
       'coordinator',
       'serve workers and run the training loop',
-      (y) => y.options(declare('coordinator', COORDINATOR_OPTIONS)),
+      (y) => COMMANDS.coordinator.declare(y),
       (argv) =>
-        execute(async () => {
+        execute('coordinator', argv, async () => {
           const settings = parseCoordinatorSettings(argv);
+          await checkInputPaths([
+            ['data-dir', settings.dataDir, 'directory'],
+            ['tls-cert', settings.tlsCert, 'file'],
+            ['tls-key', settings.tlsKey, 'file'],
+          ]);
           const { runCoordinator } = await import('../coordinator/coordinator.js');
           const progress = new ProgressReporter(process.stderr);
           const { signal } = interruptOnSignals();
@@ -91,15 +129,16 @@ try {
           progress.finish();
           process.stdout.write(`${formatSummary(report)}\n`);
           return 0;
-        }, 'coordinator'),
+        }),
     )
     .command(
       'sweep',
       'run a grid of global batch sizes × worker counts (× learning rates) and report scaling and steps to target',
-      (y) => y.options(declare('sweep', SWEEP_OPTIONS)),
+      (y) => COMMANDS.sweep.declare(y),
       (argv) =>
-        execute(async () => {
+        execute('sweep', argv, async () => {
           const settings = parseSweepSettings(argv);
+          await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
           const { runSweep } = await import('./sweep.js');
           const { sweepCsvPath, writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
           await checkOutputPaths(
@@ -122,25 +161,34 @@ try {
           }
           process.stdout.write(`${formatSweepSummary(report)}\n`);
           return 0;
-        }, 'sweep'),
+        }),
     )
     .command(
       'worker',
       'connect to a coordinator and compute gradients',
-      (y) => y.options(declare('worker', WORKER_OPTIONS)),
+      (y) => COMMANDS.worker.declare(y),
       (argv) =>
-        execute(async () => {
+        execute('worker', argv, async () => {
           const settings = parseWorkerSettings(argv, process.env);
+          await checkInputPaths([
+            ['data-dir', settings.dataDir, 'directory'],
+            ['ca', settings.ca, 'file'],
+            ['peer-tls-cert', settings.peerTlsCert, 'file'],
+            ['peer-tls-key', settings.peerTlsKey, 'file'],
+          ]);
+          const log = (line: string): void => void process.stderr.write(`${line}\n`);
+          // Before the backend loads: TensorFlow reads CUDA_VISIBLE_DEVICES when it starts.
+          selectLocalDevice(process.env, settings.backend, log);
           const { runWorker } = await import('../worker/worker.js');
-          return runWorker({ ...settings, log: (line) => process.stderr.write(`${line}\n`) });
-        }, 'worker'),
+          return runWorker({ ...settings, log });
+        }),
     )
     .command(
       'bench',
       'measure transport, reduce, scaling, load balancing and backends side by side (and PyTorch DDP when installed)',
-      (y) => y.options(withEnvironmentDefaults(BENCH_OPTIONS, process.env)),
+      (y) => COMMANDS.bench.declare(y),
       (argv) =>
-        execute(async () => {
+        execute('bench', argv, async () => {
           const { formatBench, parseBenchSettings, runBench } = await import('./bench.js');
           const settings = parseBenchSettings(argv);
           await checkOutputPaths(givenOutputs([['json', settings.json, 'file']]));
@@ -152,14 +200,14 @@ try {
           process.stdout.write(`${formatBench(report)}\n`);
           if (settings.json) process.stderr.write(`JSON written to ${settings.json}\n`);
           return 0;
-        }, 'bench'),
+        }),
     )
     .demandCommand(1, 'Name a command: local, coordinator, worker, sweep or bench.')
     .strict()
     .help()
     .wrap(Math.min(110, process.stdout.columns ?? 110))
     .fail((message, error) => {
-      if (error instanceof OptionError) {
+      if (error instanceof BatchlabError && error.code === 'BAD_OPTION') {
         process.stderr.write(`batchlab: ${error.message}\n`);
         process.exit(2);
       }
@@ -169,8 +217,9 @@ try {
     })
     .parseAsync();
 } catch (error) {
-  // A bad BATCHLAB_* boolean or --config file is found while yargs builds the command, outside the handlers.
-  if (!(error instanceof OptionError)) throw error;
+  // A misspelt BATCHLAB_* variable, a bad BATCHLAB_* boolean or RANK, or a bad --config file is
+  // found while yargs builds the command, outside the handlers.
+  if (!(error instanceof BatchlabError) || error.code !== 'BAD_OPTION') throw error;
   process.stderr.write(`batchlab: ${error.message}\n`);
   process.exit(2);
 }

@@ -376,7 +376,7 @@ export const TRAINING_TABLE = {
 const COORDINATOR_PORT = {
   kind: 'string',
   default: '7070',
-  help: 'port for workers (WebSocket; 0: any free port)',
+  help: 'port for workers (WebSocket; MASTER_PORT when set; 0: any free port)',
   parse: (raw, name) => readPort(raw, name),
 } as const satisfies OptionSpec<number>;
 
@@ -396,7 +396,7 @@ export const COORDINATOR_TABLE = {
   port: COORDINATOR_PORT,
   token: {
     kind: 'string',
-    help: 'shared secret workers must present (or BATCHLAB_TOKEN)',
+    help: 'shared secret workers must present; give it as BATCHLAB_TOKEN (a command line shows in ps)',
     parse: (raw, name) => readText(raw, name),
   },
   insecure: {
@@ -503,7 +503,11 @@ export const WORKER_TABLE = {
     help: `coordinator address, ws://host:port or wss://host:port (MASTER_PORT: ${COORDINATOR_PORT.default} if unset)`,
     parse: (raw, name) => readText(raw, name),
   },
-  token: { kind: 'string', help: 'shared secret (or BATCHLAB_TOKEN)', parse: (raw, name) => readText(raw, name) },
+  token: {
+    kind: 'string',
+    help: 'shared secret; give it as BATCHLAB_TOKEN (a command line shows in ps)',
+    parse: (raw, name) => readText(raw, name),
+  },
   backend: TRAINING_TABLE.backend,
   'data-dir': TRAINING_TABLE['data-dir'],
   'max-chunk': {
@@ -515,7 +519,7 @@ export const WORKER_TABLE = {
   name: {
     kind: 'string',
     defaultText: 'host:pid',
-    help: 'name shown in the coordinator log',
+    help: 'name shown in the coordinator log (rank-<RANK> when RANK is set)',
     parse: (raw, name) => readText(raw, name),
   },
   'connect-timeout': {

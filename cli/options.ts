@@ -243,7 +243,15 @@ export function parseWorkerSettings(raw: RawOptions, env: NodeJS.ProcessEnv): Wo
   const read = <K extends keyof typeof WORKER_TABLE>(name: K) => readOption(WORKER_TABLE, raw, name);
   let connect = read('connect');
   if (!connect && env.MASTER_ADDR) {
-    connect = `ws://${env.MASTER_ADDR}:${env.MASTER_PORT ?? COORDINATOR_TABLE.port.default}`;
+    const port = env.MASTER_PORT?.trim() ?? COORDINATOR_TABLE.port.default;
+    if (!/^\d+$/.test(port) || Number(port) < 1 || Number(port) > 65535)
+      throw new OptionError(
+        'connect',
+        env.MASTER_PORT,
+        'the coordinator port, an integer from 1 to 65535',
+        'MASTER_PORT',
+      );
+    connect = `ws://${env.MASTER_ADDR}:${Number(port)}`;
   }
   if (!connect) {
     throw new OptionError('connect', '', 'the coordinator address ws://host:port (or MASTER_ADDR and MASTER_PORT)');

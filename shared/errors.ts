@@ -50,11 +50,25 @@ export class BatchlabError extends Error {
   }
 }
 
-/** A command-line or environment option with a value that is not accepted. */
+/**
+ * A command-line or environment option with a value that is not accepted. `source` names where a
+ * value that did not come from the command line was set (BATCHLAB_GLOBAL_BATCH, WORLD_SIZE).
+ */
 export class OptionError extends BatchlabError {
-  constructor(option: string, value: unknown, accepted: string) {
-    super('BAD_OPTION', `--${option}: got ${JSON.stringify(value)}; expected ${accepted}`);
+  constructor(
+    readonly option: string,
+    readonly value: unknown,
+    readonly accepted: string,
+    readonly source?: string,
+  ) {
+    const where = source === undefined ? `--${option}` : `${source} (--${option})`;
+    super('BAD_OPTION', `${where}: got ${JSON.stringify(value)}; expected ${accepted}`);
     this.name = 'OptionError';
+  }
+
+  /** The same refusal, naming `source` as where the value was set. */
+  from(source: string): OptionError {
+    return new OptionError(this.option, this.value, this.accepted, source);
   }
 }
 

@@ -120,11 +120,11 @@ describe('yargs declarations from the option table', () => {
     );
   });
 
-  it('ignore BATCHLAB_* variables that name no option, and refuse a boolean that is not one', () => {
-    const env = { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', BATCHLAB_WORKERS: '3' };
+  it("ignore Service links and other commands' option variables, and refuse a boolean that is not one", () => {
+    const env = { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', BATCHLAB_WORKERS: '3', BATCHLAB_CONNECT: 'ws://h:1' };
     expect(parseLocalSettings(parseArgv(LOCAL_OPTIONS, [], env)).workers).toBe(3);
     expect(() => parseArgv(LOCAL_OPTIONS, [], { BATCHLAB_FRESH: 'maybe' })).toThrow(
-      /--fresh: got "maybe"; expected true or false \(from BATCHLAB_FRESH\)/,
+      /BATCHLAB_FRESH \(--fresh\): got "maybe"; expected true or false/,
     );
   });
 });

@@ -131,7 +131,11 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
       {},
       /--micro-batch: got "256"; expected at most --global-batch \(128\)/,
     ],
-    [['local'], { BATCHLAB_GLOBAL_BATCH: '-5' }, /--global-batch: got "-5"/],
+    [
+      ['local'],
+      { BATCHLAB_GLOBAL_BATCH: '-5' },
+      /BATCHLAB_GLOBAL_BATCH \(--global-batch\): got "-5"; expected an integer from 1/,
+    ],
     [['local', '--no-such-option', '1'], {}, /Unknown argument/],
     [['worker', '--connect', 'localhost:7070'], {}, /--connect: got "localhost:7070"/],
     [['frobnicate'], {}, /Unknown argument: frobnicate|Name a command/],
@@ -143,7 +147,7 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
     [
       ['coordinator', '--port', '0'],
       { BATCHLAB_INSECURE: 'maybe' },
-      /--insecure: got "maybe"; expected true or false \(from BATCHLAB_INSECURE\)/,
+      /BATCHLAB_INSECURE \(--insecure\): got "maybe"; expected true or false/,
     ],
   ])('batchlab %s', async (args, env, message) => {
     const result = await runCli(args, env, 30_000);

@@ -1,11 +1,14 @@
-// The CLI reads every BATCHLAB_* environment variable as an option and, in strict mode,
-// refuses one its command does not declare ("Unknown argument"). So a deployment may hand a
+// batchlab refuses a BATCHLAB_* variable it does not know (cli/environment-names.ts) and ignores
+// one that is an option of another command, which then does nothing. So a deployment may hand a
 // batchlab container only variables that are options of the command it runs. This checks
-// compose, Kubernetes and Slurm against the options cli/options.ts declares.
+// compose, Kubernetes and Slurm against the options cli/options.ts declares, and that batchlab
+// itself accepts each container's environment.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { checkVariableNames } from '../../cli/environment-names.js';
+import { OPTION_VARIABLES } from '../../cli/option-declarations.js';
 import { COORDINATOR_OPTIONS, WORKER_OPTIONS } from '../../cli/options.js';
 import {
   DEPLOY,
@@ -23,21 +26,32 @@ const OPTIONS: Record<string, readonly string[]> = {
   worker: Object.keys(WORKER_OPTIONS),
 };
 
-/** The BATCHLAB_* variables of `env` that `command` would refuse. */
+/**
+ * The BATCHLAB_* variables of `env` that are not options of `command`: batchlab refuses the
+ * ones it does not know and ignores another command's, so a deployment should give neither.
+ * Values are those of a Kubernetes env entry or a compose value; the checker sees strings.
+ */
 function refused(command: string, env: Record<string, unknown>): string[] {
   const accepted = OPTIONS[command];
   if (!accepted) throw new Error(`unknown batchlab command ${command}`);
+  const strings = Object.fromEntries(Object.entries(env).map(([k, v]) => [k, typeof v === 'string' ? v : '']));
+  // What batchlab itself does with this environment: no variable it would refuse.
+  expect(
+    () => checkVariableNames(strings, OPTION_VARIABLES),
+    `${command}: ${Object.keys(env).join(' ')}`,
+  ).not.toThrow();
   return Object.keys(env).filter((k) => k.startsWith('BATCHLAB') && !accepted.includes(optionOfVariable(k)));
 }
 
 describe('BATCHLAB_* variables given to batchlab containers', () => {
-  it('maps variables to options the way yargs .env("BATCHLAB") does', () => {
+  it("maps variables to options as batchlab does, and flags another command's option", () => {
     expect(optionOfVariable('BATCHLAB_GLOBAL_BATCH')).toBe('global-batch');
     expect(optionOfVariable('BATCHLAB_TOKEN')).toBe('token');
-    expect(refused('worker', { BATCHLAB_COORDINATOR_SERVICE_HOST: '10.0.0.1', MASTER_ADDR: 'x' })).toEqual([
-      'BATCHLAB_COORDINATOR_SERVICE_HOST',
-    ]);
     expect(refused('coordinator', { BATCHLAB_MIN_WORKERS: '2', BATCHLAB_WORKERS: '2' })).toEqual(['BATCHLAB_WORKERS']);
+    // A misspelt variable is refused by batchlab itself.
+    expect(() => checkVariableNames({ BATCHLAB_CONECT: 'ws://h:1' }, OPTION_VARIABLES)).toThrow(
+      /did you mean BATCHLAB_CONNECT\?/,
+    );
   });
 
   it('compose: every batchlab service gets only options of the command it runs', () => {

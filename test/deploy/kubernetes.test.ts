@@ -381,7 +381,7 @@ describe('deploy/k8s wiring', () => {
     }
   });
 
-  it("every pod runs as the image's non-root user and turns off service links (BATCHLAB_COORDINATOR_* would be refused as unknown options)", () => {
+  it("every pod runs as the image's non-root user and turns off service links (nothing needs BATCHLAB_COORDINATOR_*, and a Service named batchlab would set BATCHLAB_PORT)", () => {
     for (const job of [coordinatorJob, workersJob]) {
       const pod = job.spec.template.spec;
       expect(pod.enableServiceLinks, job.metadata.name).toBe(false);

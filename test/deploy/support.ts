@@ -141,7 +141,7 @@ export function serviceEnvironment(service: Json): Record<string, string> {
   );
 }
 
-/** The option a BATCHLAB_* variable sets, as yargs' .env('BATCHLAB') maps it: BATCHLAB_GLOBAL_BATCH → global-batch. */
+/** The option a BATCHLAB_* variable sets, as batchlab maps it (cli/option-declarations.ts): BATCHLAB_GLOBAL_BATCH → global-batch. */
 export function optionOfVariable(name: string): string {
   return name
     .replace(/^BATCHLAB_/, '')

@@ -14,11 +14,14 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Environment for a child: the caller's, minus BATCHLAB_* settings that would leak into the test. */
+/** Launcher variables batchlab reads (cli/launcher.ts). */
+const LAUNCHER_VARIABLES = ['MASTER_ADDR', 'MASTER_PORT', 'WORLD_SIZE', 'RANK', 'LOCAL_RANK'];
+
+/** Environment for a child: the caller's, minus BATCHLAB_* and launcher settings that would leak into the test. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env))
-    if (!k.startsWith('BATCHLAB_') && k !== 'MASTER_ADDR' && k !== 'MASTER_PORT') env[k] = v;
+    if (!k.startsWith('BATCHLAB_') && !LAUNCHER_VARIABLES.includes(k)) env[k] = v;
   return { ...env, ...extra };
 }
 
