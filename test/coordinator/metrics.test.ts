@@ -77,15 +77,22 @@ async function value(
   return match?.value;
 }
 
+/** A coordinator registry and its metrics observer: cpu, base batch 32, two workers, the star reducer. */
+function coordinatorMetrics(options: Partial<Parameters<typeof createCoordinatorMetrics>[1]> = {}) {
+  const registry = createRegistry('coordinator');
+  const observer = createCoordinatorMetrics(registry, {
+    backend: 'cpu',
+    baseBatch: 32,
+    workersConnected: () => 2,
+    reducer: () => 'star',
+    ...options,
+  });
+  return { registry, observer };
+}
+
 describe('coordinator metrics after known steps', () => {
   it('counts steps and samples and keeps the last step values', async () => {
-    const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 2,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics();
     for (let s = 0; s < 3; s++) observer.onStep(record(s));
     expect(await value(registry, 'batchlab_steps_total')).toBe(3);
     expect(await value(registry, 'batchlab_samples_total')).toBe(192);
@@ -98,15 +105,8 @@ describe('coordinator metrics after known steps', () => {
   });
 
   it('counts late and evicted workers and reads the quarantined ones at scrape time', async () => {
-    const registry = createRegistry('coordinator');
     let quarantined = 1;
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 2,
-      workersQuarantined: () => quarantined,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics({ workersQuarantined: () => quarantined });
     expect(await value(registry, 'batchlab_workers_late_total')).toBe(0);
     expect(await value(registry, 'batchlab_workers_evicted_total')).toBe(0);
     expect(await value(registry, 'batchlab_workers_quarantined')).toBe(1);
@@ -120,13 +120,7 @@ describe('coordinator metrics after known steps', () => {
   });
 
   it('labels throughput and efficiency with the global batch size and worker count', async () => {
-    const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 2,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics();
     observer.onStep(record(0));
     const labels = { global_batch_size: '64', workers: '2' };
     expect(await value(registry, 'batchlab_throughput_samples_per_second', labels)).toBeCloseTo(128, 9);
@@ -135,13 +129,7 @@ describe('coordinator metrics after known steps', () => {
   });
 
   it('records per-worker compute time and throughput, phases, and squared norms', async () => {
-    const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 2,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics();
     observer.onStep(record(0));
     observer.onStep(record(1));
     expect(await value(registry, 'batchlab_worker_throughput_samples_per_second', { worker: '2' })).toBeCloseTo(64, 9);
@@ -169,13 +157,7 @@ describe('coordinator metrics after known steps', () => {
   });
 
   it('starts reason counters at zero, counts rejections, reassignments and bytes, and says NaN for the noise scale', async () => {
-    const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 0,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics({ workersConnected: () => 0 });
     expect(await value(registry, 'batchlab_rejected_messages_total', { reason: 'stale_step' })).toBe(0);
     expect(await value(registry, 'batchlab_microbatch_reassignments_total', { reason: 'worker_lost' })).toBe(0);
     observer.onReject('stale_step');
@@ -194,13 +176,7 @@ describe('coordinator metrics after known steps', () => {
   });
 
   it('exports B_simple, the statistical efficiency relative to the base batch, and goodput', async () => {
-    const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 2,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics();
     const noise = {
       estimable: true,
       sHat: 10,
@@ -223,13 +199,7 @@ describe('coordinator metrics after known steps', () => {
   });
 
   it('drops every worker-labelled series of a worker that left, and keeps the others', async () => {
-    const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 2,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics();
     observer.onStep(record(0));
     const perWorker = (await registry.getMetricsAsJSON()).filter((m) =>
       (m as { values: { labels: Record<string, unknown> }[] }).values.some((v) => 'worker' in v.labels),
@@ -283,13 +253,7 @@ describe('coordinator metrics after known steps', () => {
 
 describe('checkpoint metrics', () => {
   it('count failed writes by reason (known reasons from 0) and keep the step of the last good one', async () => {
-    const registry = createRegistry('coordinator');
-    const observer = createCoordinatorMetrics(registry, {
-      backend: 'cpu',
-      baseBatch: 32,
-      workersConnected: () => 1,
-      reducer: () => 'star',
-    });
+    const { registry, observer } = coordinatorMetrics({ workersConnected: () => 1 });
     expect(await value(registry, 'batchlab_checkpoint_last_success_step')).toBeNaN();
     expect(await value(registry, 'batchlab_checkpoint_failures_total', { reason: 'no_space' })).toBe(0);
     observer.onCheckpointWritten(5);
