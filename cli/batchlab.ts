@@ -33,21 +33,26 @@ import { formatSummary, formatSweepSummary } from './summary.js';
 const commandLine = ['batchlab', ...hideBin(process.argv)].join(' ');
 
 /**
- * A command's options with their defaults from its --config file (`command` null: it takes none),
- * from the environment over those (BATCHLAB_<OPTION>, then the launcher variables `launcher`
- * reads), and how a refusal names the variable that set a value.
+ * A command's options with their defaults, lowest first: the table's, the launcher variables
+ * `launcher` reads (WORLD_SIZE, MASTER_PORT, RANK), the --config file (`command` null: it takes
+ * none), BATCHLAB_<OPTION>; and how a refusal names the variable that set a value. A launcher
+ * variable sets only what the file leaves unset: a file's `port` or `min-workers` is meant.
  */
 function fromEnvironment(
   command: ConfigCommand | null,
   options: Record<string, Options>,
   launcher: readonly LauncherDefault[] = [],
 ) {
-  const fromFile = (): Record<string, Options> =>
-    command === null ? options : withConfigFile(command, options, hideBin(process.argv), process.env);
+  let unsetByFile = launcher;
   return {
-    declare: (y: Argv) => y.options(withEnvironmentDefaults(fromFile(), process.env, launcher)),
+    declare: (y: Argv) => {
+      const fromFile =
+        command === null ? options : withConfigFile(command, options, hideBin(process.argv), process.env);
+      unsetByFile = launcher.filter((l) => fromFile[l.option] === options[l.option]);
+      return y.options(withEnvironmentDefaults(fromFile, process.env, unsetByFile));
+    },
     blame: (error: unknown, argv: Record<string, unknown>) =>
-      nameVariableOf(error, argv, options, process.env, launcher),
+      nameVariableOf(error, argv, options, process.env, unsetByFile),
   };
 }
 

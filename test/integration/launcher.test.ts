@@ -1,10 +1,10 @@
 // A run set up only the way torchrun-style launchers do it: the coordinator gets WORLD_SIZE and
 // MASTER_PORT, each worker MASTER_ADDR, MASTER_PORT, RANK and LOCAL_RANK. The coordinator waits
 // for WORLD_SIZE workers on MASTER_PORT, the workers are named by their rank, and each logs the
-// device its local rank maps to.
+// device its local rank maps to. A --config file sits above the launcher variables.
 
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,4 +88,82 @@ it('WORLD_SIZE, MASTER_PORT, RANK and LOCAL_RANK set up a run without a flag for
   expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({ workers: 2, steps: 3 });
   expect(workers[0]!.output()).toContain('LOCAL_RANK=0: CUDA_VISIBLE_DEVICES=4 (entry 0 of 4,6) for tensorflow-gpu');
   expect(workers[1]!.output()).toContain('LOCAL_RANK=1: CUDA_VISIBLE_DEVICES=6 (entry 1 of 4,6) for tensorflow-gpu');
+}, 120_000);
+
+it("a --config file's port, min-workers and name win over MASTER_PORT, WORLD_SIZE and RANK", async () => {
+  const [launcherPort, filePort] = [await freePort(), await freePort()];
+  const coordinatorConfig = join(dir, 'coordinator.yaml');
+  writeFileSync(coordinatorConfig, `port: ${filePort}\nmin-workers: 1\n`);
+  const workerConfig = join(dir, 'worker.yaml');
+  writeFileSync(workerConfig, `connect: ws://127.0.0.1:${filePort}\nname: named-in-file\n`);
+  const coordinator = startCli(
+    [
+      'coordinator',
+      '--config',
+      coordinatorConfig,
+      '--insecure',
+      '--host',
+      '127.0.0.1',
+      '--dataset',
+      'synthetic',
+      '--hidden',
+      '16',
+      '--global-batch',
+      '16',
+      '--micro-batch',
+      '8',
+      '--steps',
+      '2',
+      '--eval-every',
+      '0',
+      '--metrics-port',
+      'off',
+    ],
+    { WORLD_SIZE: '2', MASTER_PORT: String(launcherPort) },
+  );
+  children.push(coordinator);
+  const coordinatorRun = watch(coordinator);
+  await waitForText(coordinatorRun.output, new RegExp(`listening on ws://127\\.0\\.0\\.1:${filePort}\\b`));
+  const worker = startCli(['worker', '--config', workerConfig, '--backend', 'cpu', '--metrics-port', 'off'], {
+    MASTER_ADDR: '127.0.0.1',
+    MASTER_PORT: String(launcherPort),
+    RANK: '5',
+  });
+  children.push(worker);
+  const workerRun = watch(worker);
+  expect(await coordinatorRun.exit).toBe(0);
+  expect(await workerRun.exit).toBe(0);
+  const log = coordinatorRun.output();
+  expect(log).toMatch(/waiting for workers: 0 of 1 ready/);
+  expect(log).toMatch(/worker \d+ joined \(named-in-file,/);
+}, 120_000);
+
+it("local's workers do not take the RANK and LOCAL_RANK of the process that starts them", async () => {
+  // Past the end of CUDA_VISIBLE_DEVICES for any worker that read it: such a worker would refuse to start.
+  const local = startCli(
+    [
+      'local',
+      '--workers',
+      '2',
+      '--dataset',
+      'synthetic',
+      '--hidden',
+      '16',
+      '--global-batch',
+      '16',
+      '--micro-batch',
+      '8',
+      '--steps',
+      '2',
+      '--eval-every',
+      '0',
+      '--metrics-port',
+      'off',
+    ],
+    { RANK: '3', LOCAL_RANK: '3', CUDA_VISIBLE_DEVICES: '0,1' },
+  );
+  children.push(local);
+  const run = watch(local);
+  expect(await run.exit).toBe(0);
+  expect(run.output()).not.toMatch(/LOCAL_RANK|rank-3/);
 }, 120_000);
