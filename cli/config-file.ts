@@ -7,9 +7,16 @@
 import { readFileSync } from 'node:fs';
 import type { Options } from 'yargs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair } from 'yaml';
-import type { RecordedConfig } from '../coordinator/report.js';
+import type { RecordedConfig, RecordedValue } from '../coordinator/report.js';
 import { OptionError } from '../shared/errors.js';
-import { COORDINATOR_TABLE, LOCAL_TABLE, SWEEP_TABLE, WORKER_TABLE, type OptionTable } from './option-table.js';
+import {
+  COORDINATOR_TABLE,
+  LOCAL_TABLE,
+  SWEEP_TABLE,
+  TRAINING_TABLE,
+  WORKER_TABLE,
+  type OptionTable,
+} from './option-table.js';
 import { readText, type RawOptions } from './option-values.js';
 
 /** The commands that take --config, each with its options; also the names of a file's sections. */
@@ -27,8 +34,10 @@ const CONFIG_OPTION = 'config';
 const CONFIG_VARIABLE = 'BATCHLAB_CONFIG';
 
 /**
- * Options a report does not record: the token (a secret), and the files a run writes, so that
- * running a report again never overwrites the first run's report, events, model, trace or targets.
+ * Options a report does not record: the token (a secret); the files a run writes, so that
+ * running a report again never overwrites the first run's report, events, model, trace or
+ * targets; and its checkpoint options, as a run again is a new run, which must neither resume
+ * from the first run's checkpoints nor move them aside.
  */
 const NOT_RECORDED: ReadonlySet<string> = new Set([
   CONFIG_OPTION,
@@ -39,6 +48,10 @@ const NOT_RECORDED: ReadonlySet<string> = new Set([
   'save-model',
   'trace',
   'targets-file',
+  'checkpoint-dir',
+  'resume',
+  'fresh',
+  'allow-schedule-change',
 ] satisfies (keyof typeof COORDINATOR_TABLE | keyof typeof SWEEP_TABLE)[]);
 
 /** Why a report cannot be run again: it has no options to run with. */
@@ -59,7 +72,10 @@ export class ConfigFileError extends OptionError {
  * undefined when neither. yargs has not parsed yet when a command's options are declared, so the
  * option is found here the way yargs will read it: `--config FILE` or `--config=FILE`, before `--`.
  */
-export function findConfigPath(args: readonly string[], env: NodeJS.ProcessEnv): string | undefined {
+function findConfigPath(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): { path: string; variable: string | null } | undefined {
   const given: string[] = [];
   for (let i = 0; i < args.length && args[i] !== '--'; i++) {
     const arg = args[i]!;
@@ -69,12 +85,13 @@ export function findConfigPath(args: readonly string[], env: NodeJS.ProcessEnv):
       given.push(next === undefined || next.startsWith('-') ? '' : next);
     }
   }
+  const variable = given.length > 0 ? null : CONFIG_VARIABLE;
   const path =
-    given.length > 0
+    variable === null
       ? readText({ [CONFIG_OPTION]: given.length === 1 ? given[0] : given }, CONFIG_OPTION)
-      : env[CONFIG_VARIABLE];
-  if (path === '') throw new OptionError(CONFIG_OPTION, '', 'a YAML or JSON FILE of options');
-  return path;
+      : env[variable];
+  if (path === '') throw new OptionError(CONFIG_OPTION, '', 'a YAML or JSON FILE of options', variable ?? undefined);
+  return path === undefined ? undefined : { path, variable };
 }
 
 /**
@@ -87,9 +104,17 @@ export function withConfigFile<T extends Record<string, Options>>(
   args: readonly string[],
   env: NodeJS.ProcessEnv,
 ): T {
-  const path = findConfigPath(args, env);
-  if (path === undefined) return options;
-  const values = readConfigFile(path, command);
+  const found = findConfigPath(args, env);
+  if (found === undefined) return options;
+  let values: RawOptions;
+  try {
+    values = readConfigFile(found.path, command);
+  } catch (error) {
+    // A file BATCHLAB_CONFIG named is blamed on the variable, as a bad BATCHLAB_* value is.
+    if (error instanceof ConfigFileError && found.variable !== null)
+      error.message = error.message.replace(`--${CONFIG_OPTION} `, `${found.variable} (--${CONFIG_OPTION}) `);
+    throw error;
+  }
   const out: Record<string, Options> = { ...options };
   for (const [name, value] of Object.entries(values)) {
     const { defaultDescription: _described, ...declared } = options[name]!;
@@ -293,18 +318,23 @@ function editDistance(a: string, b: string): number {
 /**
  * The configuration a report records: every option of `command` that has a value in `argv` (after
  * command line, environment, file and defaults), keyed as in a config file, except those in
- * NOT_RECORDED. Text that is a number written plainly is recorded as that number (`global-batch: 256`),
- * which reads back as the same text.
+ * NOT_RECORDED. The training options of `local` and `coordinator` are at the top level and the
+ * options of the command alone (`workers`, `port`) in its section, so either command runs the
+ * other's report. Text that is a number written plainly is recorded as that number
+ * (`global-batch: 256`), which reads back as the same text.
  */
 export function recordConfig(command: ConfigCommand, argv: RawOptions): RecordedConfig {
-  const config: Record<string, string | number | boolean> = {};
+  const config: Record<string, RecordedValue | Record<string, RecordedValue>> = {};
+  const own: Record<string, RecordedValue> = {};
+  const trains = command === 'local' || command === 'coordinator';
   for (const [name, spec] of Object.entries(CONFIG_TABLES[command] as OptionTable)) {
     if (NOT_RECORDED.has(name) || argv[name] === undefined) continue;
-    if (spec.kind === 'boolean') config[name] = argv[name] === true;
-    else {
-      const text = readText(argv, name)!;
-      config[name] = text !== '' && String(Number(text)) === text ? Number(text) : text;
-    }
+    const text = spec.kind === 'boolean' ? null : readText(argv, name)!;
+    const value =
+      text === null ? argv[name] === true : text !== '' && String(Number(text)) === text ? Number(text) : text;
+    if (trains && !(name in TRAINING_TABLE)) own[name] = value;
+    else config[name] = value;
   }
+  if (Object.keys(own).length > 0) config[command] = own;
   return config;
 }

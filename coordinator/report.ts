@@ -7,7 +7,9 @@ import type { CheckpointRecord, ScheduleChange } from './checkpoint.js';
 import type { HistoryPoint } from './run-totals.js';
 
 /** Option values as a config file writes them, keyed by option name (`global-batch: 256`). */
-export type RecordedConfig = Readonly<Record<string, string | number | boolean>>;
+export type RecordedValue = string | number | boolean;
+/** The options a run resolved to; the options of its command alone sit in a section named after it (`coordinator: {port: 7070}`). */
+export type RecordedConfig = Readonly<Record<string, RecordedValue | Readonly<Record<string, RecordedValue>>>>;
 
 /** The run summary; key names are a contract used by tests, sweeps and benchmarks. */
 export interface RunReport {

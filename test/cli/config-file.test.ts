@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readConfigFile } from '../../cli/config-file.js';
+import { readConfigFile, recordConfig } from '../../cli/config-file.js';
 import { runCli } from '../support/cli.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-config-'));
@@ -95,7 +95,8 @@ describe('--config refuses what it cannot use, naming the file, line and key', (
     const path = join(dir, 'missing.yaml');
     const message = new RegExp(`--config ${literal(path)}: cannot read it: ENOENT`);
     await expectRefused(['local', '--config', path], message);
-    await expectRefused(['worker'], message, { BATCHLAB_CONFIG: path });
+    const fromVariable = new RegExp(`BATCHLAB_CONFIG \\(--config\\) ${literal(path)}: cannot read it: ENOENT`);
+    await expectRefused(['worker'], fromVariable, { BATCHLAB_CONFIG: path });
   });
 });
 
@@ -131,6 +132,24 @@ describe('a file shared by commands', () => {
     // A report is read as its config; the rest of it is not options.
     const report = file('report.json', JSON.stringify({ command: 'x', steps: 9, config: { seed: 4, nesterov: true } }));
     expect(readConfigFile(report, 'local')).toEqual({ seed: '4', nesterov: true });
+    // A coordinator's report runs on `local` too: what only a coordinator takes is in its section.
+    const recorded = recordConfig('coordinator', {
+      'global-batch': '64',
+      port: '7171',
+      insecure: true,
+      seed: '5',
+      'checkpoint-dir': 'ckpt',
+      resume: 'auto',
+    });
+    expect(recorded).toEqual({ 'global-batch': 64, seed: 5, coordinator: { port: 7171, insecure: true } });
+    const coordinatorReport = file('coordinator-report.json', JSON.stringify({ command: 'x', config: recorded }));
+    expect(readConfigFile(coordinatorReport, 'local')).toEqual({ 'global-batch': '64', seed: '5' });
+    expect(readConfigFile(coordinatorReport, 'coordinator')).toEqual({
+      'global-batch': '64',
+      seed: '5',
+      port: '7171',
+      insecure: true,
+    });
     // One without options (written in process) says so rather than refusing its keys one by one.
     const bare = file('bare-report.json', JSON.stringify({ command: 'x', steps: 9, config: null }));
     expect(() => readConfigFile(bare, 'local')).toThrow(/line 1, config: this report records no options/);

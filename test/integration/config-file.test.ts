@@ -73,7 +73,7 @@ describe('--config FILE', () => {
         steps: 3,
         'eval-every': 0,
         'metrics-port': 'off',
-        workers: 2,
+        local: { workers: 2 },
         model: 'mlp',
         optimizer: 'adam',
       });
@@ -116,12 +116,21 @@ describe('--config FILE', () => {
       first,
       '--report',
       `${first}.json`,
+      // Checkpoint options are not recorded: the replay is a new run, which neither resumes from
+      // these checkpoints (it would train nothing) nor moves them aside.
+      '--checkpoint-dir',
+      `${first}-checkpoints`,
+      '--resume',
+      'auto',
     ]);
     await run(['local', '--config', `${first}.json`, '--save-model', again, '--report', `${again}.json`]);
     const [a, b] = [readJson(`${first}.json`), readJson(`${again}.json`)];
     expect(b.config).toEqual(a.config);
     expect(a.config).toMatchObject({ optimizer: 'sgd', lr: 0.07, nesterov: true, seed: 11, hidden: '32,16' });
     expect(a.config).not.toHaveProperty('save-model');
+    for (const option of ['checkpoint-dir', 'resume']) expect(a.config).not.toHaveProperty(option);
+    expect(a.config).toMatchObject({ local: { workers: 2 } });
+    expect(b.checkpoints, 'the replay keeps no checkpoints').toBeNull();
     expect(b.steps).toBe(4);
     expectBitIdentical(readSavedWeights(first), readSavedWeights(again), 'weights of the run from its report');
   });
