@@ -123,11 +123,12 @@ function spawnWorker(
   const slowdown = config.debugSlowdown[index - 1] ?? 1;
   if (slowdown !== 1) args.push('--debug-slowdown', String(slowdown));
   // The token travels in the environment, not argv, so `ps` does not show it. A BATCHLAB_CONFIG
-  // file is this run's, not its workers': their options are all here.
+  // file is this run's, not its workers': their options are all here. So are a launcher's RANK and
+  // LOCAL_RANK, which name and place this process, not the workers it starts.
   // Own process group: a terminal's Ctrl-C reaches only this process, which then stops the
   // workers in order (shutdown frame) instead of them dying mid-step.
   const child = spawn(process.execPath, args, {
-    env: { ...process.env, BATCHLAB_CONFIG: undefined, BATCHLAB_TOKEN: token },
+    env: { ...process.env, BATCHLAB_CONFIG: undefined, RANK: undefined, LOCAL_RANK: undefined, BATCHLAB_TOKEN: token },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
