@@ -78,9 +78,12 @@ describe('metrics scraped by a real Prometheus', () => {
       const p = prometheus;
 
       // Coordinator + 2 workers up, and enough scrapes for rate() over 10 s windows.
+      // The sweep's endpoint is down until the sweep below: 4 targets, 3 up (each target's `up`
+      // appears at its first scrape, and the two targets files' scrapes are not in step).
+      await waitFor(async () => (await p.query('count(up)'))[0]?.value[1] === '4', 'four targets scraped');
       await waitFor(async () => (await p.query('count(up == 1)'))[0]?.value[1] === '3', 'three targets up');
-      // The sweep's endpoint is down until the sweep below: 4 targets, 3 up.
-      expect((await p.query('count(up)'))[0]?.value[1]).toBe('4');
+      const down = await p.query('up == 0');
+      expect(down.map((r) => r.metric.instance)).toEqual([`127.0.0.1:${sweepPort}`]);
       await waitFor(
         async () => Number((await p.query('min(count_over_time(batchlab_tensors[1m]))'))[0]?.value[1] ?? 0) >= 6,
         'six scrapes of every target',
