@@ -105,6 +105,11 @@ async function startCoordinator(tag: string): Promise<Run> {
       '2',
       '--step-deadline-floor',
       '2',
+      // Every worker gets work each step. With the throughput split, a busy machine can measure
+      // the proxied worker as far slower than the rest once, which leaves it without micro-batches
+      // (it is not measured again), and then it sends no gradient for the proxy to replay.
+      '--balance',
+      'equal',
       '--save-model',
       model,
     ]),
