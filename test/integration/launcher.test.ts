@@ -5,11 +5,11 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { startCli } from '../support/cli.js';
+import { freePort } from '../support/prometheus.js';
 import { watch, waitForText } from '../support/processes.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-launcher-'));
@@ -18,18 +18,6 @@ afterAll(() => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** A TCP port that was free a moment ago on loopback. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 it('WORLD_SIZE, MASTER_PORT, RANK and LOCAL_RANK set up a run without a flag for them', async () => {
   const port = await freePort();
