@@ -4,24 +4,32 @@
 import * as tfl from '@tensorflow/tfjs-layers';
 import { buildCnn } from './cnn.js';
 import { buildMlp } from './mlp.js';
+import { buildResnet, RESNET_WIDTHS } from './resnet.js';
 
 export interface ModelConfig {
   inputShape: number[];
   numClasses: number;
-  /** Hidden widths for `mlp`, conv filter counts for `cnn`. */
+  /** Hidden widths for `mlp`, conv filter counts for `cnn`, stage widths for `resnet`. */
   hidden: number[];
+  /** Number of layers of a `resnet` (6n + 2); ignored by the other models. */
+  depth?: number;
 }
 
 export const MODELS = {
   mlp: buildMlp,
   cnn: buildCnn,
+  resnet: buildResnet,
 } as const;
 
 export type ModelName = keyof typeof MODELS;
 export const MODEL_NAMES = Object.keys(MODELS) as ModelName[];
 
 /** Default hidden widths per model, used when `--hidden` is not given. */
-export const DEFAULT_HIDDEN: Record<ModelName, number[]> = { mlp: [256, 128], cnn: [8, 16] };
+export const DEFAULT_HIDDEN: Record<ModelName, number[]> = {
+  mlp: [256, 128],
+  cnn: [8, 16],
+  resnet: RESNET_WIDTHS,
+};
 
 /** Builds a named model. */
 export function buildModel(name: ModelName, config: ModelConfig): tfl.LayersModel {
