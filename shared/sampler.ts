@@ -44,14 +44,29 @@ export class EpochSampler {
    * `globalBatchSize`. `start`/`end` are the micro-batch ranges the coordinator hands out.
    */
   indicesFor(step: number, globalBatchSize: number, start = 0, end = globalBatchSize): Uint32Array {
-    const out = new Uint32Array(end - start);
+    return this.samplesFor(step, globalBatchSize, start, end).indices;
+  }
+
+  /**
+   * As {@link indicesFor}, with the epoch each position falls in: a batch that straddles an
+   * epoch boundary holds samples of two epochs (per-sample augmentation is seeded by both).
+   */
+  samplesFor(
+    step: number,
+    globalBatchSize: number,
+    start = 0,
+    end = globalBatchSize,
+  ): { indices: Uint32Array; epochs: Uint32Array } {
+    const indices = new Uint32Array(end - start);
+    const epochs = new Uint32Array(end - start);
     const first = step * globalBatchSize + start;
-    for (let i = 0; i < out.length; i++) {
+    for (let i = 0; i < indices.length; i++) {
       const position = first + i;
       const epoch = Math.floor(position / this.datasetSize);
-      out[i] = this.permutation(epoch)[position - epoch * this.datasetSize]!;
+      indices[i] = this.permutation(epoch)[position - epoch * this.datasetSize]!;
+      epochs[i] = epoch;
     }
-    return out;
+    return { indices, epochs };
   }
 
   /** The epoch (fractional) reached after `steps` steps of `globalBatchSize`. */

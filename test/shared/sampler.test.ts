@@ -99,6 +99,15 @@ describe('EpochSampler', () => {
     );
   });
 
+  it('says which epoch each position of a micro-batch is drawn in, the indices as indicesFor gives them', () => {
+    const sampler = new EpochSampler(50, 4);
+    // Step 2 of batch 24 holds positions 48..71: 48 and 49 of epoch 0, then 50..71 of epoch 1.
+    const { indices, epochs } = sampler.samplesFor(2, 24, 1, 10);
+    expect(Array.from(indices)).toEqual(Array.from(sampler.indicesFor(2, 24, 1, 10)));
+    expect(Array.from(epochs)).toEqual([0, 1, 1, 1, 1, 1, 1, 1, 1]);
+    expect(Array.from(sampler.samplesFor(9, 24).epochs)).toEqual(Array(24).fill(4));
+  });
+
   it('reports the fractional epoch reached after a number of steps', () => {
     const sampler = new EpochSampler(1000, 1);
     expect(sampler.epochAfter(0, 64)).toBe(0);
