@@ -2,6 +2,7 @@
 // option groups of the commands built from it. yargs declarations, BATCHLAB_<OPTION> handling, the
 // parse functions and (checked by a test) README.md's option tables all come from here.
 
+import { AUGMENT_MODES, CROP_PAD } from '../shared/augment.js';
 import { BACKEND_NAMES } from '../shared/backend.js';
 import { SYSTEM_DATASETS_DIR } from '../shared/data/search-paths.js';
 import { DATASET_NAMES } from '../shared/data/dataset.js';
@@ -106,6 +107,14 @@ export const TRAINING_TABLE = {
       `directory with the IDX files; the search tries ./data/<name>, ${SYSTEM_DATASETS_DIR}/<name>, ` +
       'then the embedded fashion-mnist subset',
     parse: (raw, name) => readText(raw, name),
+  },
+  augment: {
+    kind: 'string',
+    default: 'none',
+    help:
+      `augmentation of training samples on the workers: ${AUGMENT_MODES.join(' | ')} (crop-flip: pad ${CROP_PAD} ` +
+      'black pixels each side, random crop, random left-right flip; seeded per sample and epoch)',
+    parse: (raw, name) => readOneOf(raw, name, AUGMENT_MODES),
   },
   'global-batch': {
     kind: 'string',

@@ -95,6 +95,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     hidden: read('hidden') ?? DEFAULT_HIDDEN[model],
     dataset,
     ...(dataDir ? { dataDir } : {}),
+    augment: read('augment'),
     globalBatchSize,
     microBatch,
     steps: steps ?? (epochs === null ? DEFAULT_STEPS : null),

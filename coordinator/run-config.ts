@@ -2,6 +2,7 @@
 // options into this shape; sweeps and experiments build it directly), and what the code that
 // starts a coordinator hands it and hears back.
 
+import type { AugmentMode } from '../shared/augment.js';
 import type { BackendName } from '../shared/backend.js';
 import type { DatasetName } from '../shared/data/dataset.js';
 import type { DecayKind, LrScaling, LrWindow, WarmupKind } from '../shared/lr-schedule.js';
@@ -18,6 +19,8 @@ export interface RunConfig {
   hidden: number[];
   dataset: DatasetName;
   dataDir?: string;
+  /** How workers augment the training samples (evaluation never does). */
+  augment: AugmentMode;
   syntheticTrain?: number;
   syntheticTest?: number;
   globalBatchSize: number;

@@ -173,6 +173,7 @@ function welcomeFor(workerId: number, options: CoordinatorOptions, run: Prepared
     },
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     wireDtype: options.wireDtype,
+    augment: options.augment,
     ...(options.reducer === 'sharded'
       ? { sharded: { optimizer: options.optimizer, optimizerConfig: { ...run.optimizerConfig } } }
       : {}),

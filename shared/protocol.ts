@@ -1,6 +1,7 @@
 // The wire protocol: every message type as one discriminated union, and `validateMessage`, which
 // checks every field of a decoded header before anything else uses it. Framing lives in codec.ts.
 
+import { AUGMENT_MODES, type AugmentMode } from './augment.js';
 import { ProtocolError } from './errors.js';
 
 /** Bumped on any incompatible change; `hello` and `welcome` carry it and a mismatch is refused. */
@@ -69,6 +70,8 @@ export interface WelcomeMessage {
   heartbeatIntervalMs: number;
   /** How gradient and weight bodies travel (`--wire-dtype`); absent means 'f32'. */
   wireDtype?: 'f32' | 'f16';
+  /** How workers augment the training samples they gather (`--augment`); absent means 'none'. */
+  augment?: AugmentMode;
   /** With the sharded reducer: the optimizer every worker applies (absent: the star reducer). */
   sharded?: ShardedRunSpec;
 }
@@ -468,6 +471,11 @@ export function validateMessage(raw: unknown): Message {
       if (o.wireDtype !== undefined) {
         if (o.wireDtype !== 'f32' && o.wireDtype !== 'f16') fail(type, 'wireDtype', '"f32" or "f16"', o.wireDtype);
         welcome.wireDtype = o.wireDtype;
+      }
+      if (o.augment !== undefined) {
+        if (!(AUGMENT_MODES as readonly unknown[]).includes(o.augment))
+          fail(type, 'augment', AUGMENT_MODES.map((m) => `"${m}"`).join(' or '), o.augment);
+        welcome.augment = o.augment as AugmentMode;
       }
       if (o.sharded !== undefined) welcome.sharded = validateShardedSpec(o);
       return welcome;

@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { createAugmenter, type Augmenter } from '../shared/augment.js';
 import { authorizationHeader } from '../shared/auth.js';
 import { selectBackend, type BackendChoice, type BackendName } from '../shared/backend.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
@@ -84,6 +85,8 @@ interface RunState {
   welcome: WelcomeMessage;
   dataset: Dataset;
   sampler: EpochSampler;
+  /** Transforms gathered training samples (`--augment`); null: none. */
+  augmenter: Augmenter | null;
   gm: GradientModel;
   paramCount: number;
   weightsStep: number;
@@ -481,6 +484,7 @@ async function prepare(
     welcome,
     dataset,
     sampler: new EpochSampler(dataset.train.count, welcome.seed),
+    augmenter: createAugmenter(welcome.augment ?? 'none', dataset.sampleShape, dataset.standardization, welcome.seed),
     gm: { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses },
     paramCount,
     weightsStep: -1,
@@ -586,11 +590,10 @@ async function computeWork(
   const gatherFor = (index: number): { images: Float32Array; labels: Int32Array; gatherMs: number } => {
     const t0 = performance.now();
     const spec = work.microBatches[index]!;
-    const indices = state.sampler.indicesFor(work.step, work.globalBatchSize, spec.start, spec.end);
-    return {
-      ...gatherSamples(state.dataset.train, state.dataset.sampleShape, indices),
-      gatherMs: performance.now() - t0,
-    };
+    const { indices, epochs } = state.sampler.samplesFor(work.step, work.globalBatchSize, spec.start, spec.end);
+    const samples = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
+    state.augmenter?.apply(samples.images, indices, epochs);
+    return { ...samples, gatherMs: performance.now() - t0 };
   };
   const sharded = work.exchange ? requireSharded(state) : null;
   if (sharded && work.exchange) sharded.exchange.begin(work.step, work.exchange, state.welcome.workerId);

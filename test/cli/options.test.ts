@@ -33,6 +33,7 @@ describe('option validation (in process)', () => {
     [{ 'metrics-port': '70000' }, /--metrics-port: got "70000"; expected an integer from 0 to 65535/],
     [{ 'wire-dtype': 'bf16' }, /--wire-dtype: got "bf16"; expected one of f32, f16/],
     [{ balance: 'random' }, /--balance: got "random"; expected one of throughput, equal/],
+    [{ augment: 'mixup' }, /--augment: got "mixup"; expected one of none, crop-flip/],
     [{ reducer: 'ring' }, /--reducer: got "ring"; expected one of star, sharded/],
     [{ reducer: 'sharded', 'wire-dtype': 'f16' }, /--wire-dtype: got "f16"; expected f32 with --reducer sharded/],
   ])('refuses %o', (raw, message) => {

@@ -430,6 +430,14 @@ describe('validateMessage', () => {
     expect(err.message).toMatch(/^welcome\.dataset\.files\[0\]\.sha256: /);
   });
 
+  it("keeps a welcome's augmentation and names an unknown one", () => {
+    expect(validateMessage({ ...welcome, augment: 'crop-flip' })).toMatchObject({ augment: 'crop-flip' });
+    expect(validateMessage(welcome)).not.toHaveProperty('augment');
+    const err = protocolErrorFrom(() => validateMessage({ ...welcome, augment: 'mixup' }));
+    expect(err.code).toBe('BAD_MESSAGE');
+    expect(err.message).toMatch(/^welcome\.augment: expected "none" or "crop-flip", got "mixup"/);
+  });
+
   it('states a body rule for every message type: tensors (state, slice, shard) need one, work and gradient may have one, the rest none', () => {
     expect(BODY_RULE).toEqual({
       hello: 'none',
