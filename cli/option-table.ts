@@ -230,7 +230,7 @@ export const TRAINING_TABLE = {
   seed: {
     kind: 'string',
     default: '1',
-    help: 'run seed: weights, shuffling, synthetic data',
+    help: 'run seed: weights, shuffling, synthetic data, augmentation',
     parse: (raw, name) => readInteger(raw, name, 0, 2 ** 32 - 1),
   },
   'eval-every': {
