@@ -4,7 +4,6 @@
 // epoch e are a pure function of (run seed, e, i), a counter-based hash with no sequential state,
 // so a batch is augmented the same whatever the worker count, the micro-batch split or a resume.
 
-import type { PixelStats } from './data/standardize.js';
 import { deriveSeed } from './data/seeded-random.js';
 import { OptionError } from './errors.js';
 
@@ -26,12 +25,28 @@ export interface CropFlip {
   flip: boolean;
 }
 
+/** A standardization's mean and standard deviation: one for all channels, or one per channel. */
+export interface ChannelStats {
+  mean: number | readonly number[];
+  std: number | readonly number[];
+}
+
 /**
  * The value a padded pixel takes in each channel: a black raw pixel (raw value 0) standardized,
  * as torchvision pads the raw image before normalizing it.
+ * @throws RangeError when per-channel statistics do not have one value per channel
  */
-export function padValues(standardization: PixelStats, channels: number): Float32Array {
-  return new Float32Array(channels).fill((0 - standardization.mean) / standardization.std);
+export function padValues(standardization: ChannelStats, channels: number): Float32Array {
+  const of = (stat: number | readonly number[], c: number): number => {
+    if (typeof stat === 'number') return stat;
+    if (stat.length !== channels)
+      throw new RangeError(`augment: ${stat.length} per-channel statistics for samples of ${channels} channels`);
+    return stat[c]!;
+  };
+  return Float32Array.from(
+    { length: channels },
+    (_, c) => (0 - of(standardization.mean, c)) / of(standardization.std, c),
+  );
 }
 
 /** The crop offset and flip of dataset sample `index` in `epoch` of a run with seed `seed`. */
@@ -68,7 +83,7 @@ export interface Augmenter {
 export function createAugmenter(
   mode: AugmentMode,
   sampleShape: readonly number[],
-  standardization: PixelStats,
+  standardization: ChannelStats,
   seed: number,
 ): Augmenter | null {
   if (mode === 'none') return null;

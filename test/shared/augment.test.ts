@@ -153,6 +153,11 @@ describe('createAugmenter', () => {
   it('pads with a black raw pixel in standardized units, (0 − mean) / std in each channel', () => {
     expect(Array.from(padValues(STATS, 3))).toEqual([PAD, PAD, PAD]);
     expect(Array.from(padValues({ mean: 0.286, std: 0.353 }, 1))).toEqual([Math.fround(-0.286 / 0.353)]);
+    // Per-channel statistics (CIFAR's are) give each channel its own black.
+    expect(Array.from(padValues({ mean: [0.5, 0.25, 0], std: [0.25, 0.5, 2] }, 3))).toEqual([-2, -0.5, 0]);
+    expect(() => padValues({ mean: [0.5, 0.25], std: 1 }, 3)).toThrow(
+      /2 per-channel statistics for samples of 3 channels/,
+    );
     // The farthest crop (offset 0 or 2 × pad along an axis) leaves a border of `pad` black pixels.
     const corner = indexWith(5, 0, (t) => t.dy === 0 && t.dx === 0);
     const out = augmentOne(distinctSplit(1, shape).images, shape, 5, corner, 0);
