@@ -126,24 +126,46 @@ class CropFlipAugmenter implements Augmenter {
 
   /** out(y, x) = in(y + dy − pad, x' + dx − pad) with x' = W − 1 − x when flipped, else x; pad outside. */
   private transform(images: Float32Array, at: number, { dy, dx, flip }: CropFlip): void {
-    const { height, width, channels, scratch, pad } = this;
+    const { height, width, channels, scratch } = this;
     if (dy === CROP_PAD && dx === CROP_PAD && !flip) return;
     scratch.set(images.subarray(at, at + scratch.length));
     const row = width * channels;
+    const shift = dx - CROP_PAD;
+    // Output columns [first, end) read columns inside the image; the ones either side are padding.
+    const first = Math.max(0, flip ? shift : -shift);
+    const end = Math.min(width, flip ? width + shift : width - shift);
     for (let y = 0; y < height; y++) {
       const sy = y + dy - CROP_PAD;
-      const outRow = at + y * row;
-      const inside = sy >= 0 && sy < height;
-      for (let x = 0; x < width; x++) {
-        const sx = (flip ? width - 1 - x : x) + dx - CROP_PAD;
-        const out = outRow + x * channels;
-        if (inside && sx >= 0 && sx < width) {
-          const from = sy * row + sx * channels;
-          for (let c = 0; c < channels; c++) images[out + c] = scratch[from + c]!;
-        } else {
-          for (let c = 0; c < channels; c++) images[out + c] = pad[c]!;
-        }
+      const out = at + y * row;
+      if (sy < 0 || sy >= height || first >= end) {
+        this.fillPad(images, out, out + row);
+        continue;
+      }
+      this.fillPad(images, out, out + first * channels);
+      this.fillPad(images, out + end * channels, out + row);
+      const source = sy * row;
+      if (!flip) {
+        images.set(
+          scratch.subarray(source + (first + shift) * channels, source + (end + shift) * channels),
+          out + first * channels,
+        );
+        continue;
+      }
+      for (let x = first; x < end; x++) {
+        const from = source + (width - 1 - x + shift) * channels;
+        const to = out + x * channels;
+        for (let c = 0; c < channels; c++) images[to + c] = scratch[from + c]!;
       }
     }
+  }
+
+  /** Writes the padding value into pixels [from, to) of `images` (offsets in values). */
+  private fillPad(images: Float32Array, from: number, to: number): void {
+    const { pad, channels } = this;
+    if (channels === 1) {
+      images.fill(pad[0]!, from, to);
+      return;
+    }
+    for (let i = from; i < to; i += channels) for (let c = 0; c < channels; c++) images[i + c] = pad[c]!;
   }
 }

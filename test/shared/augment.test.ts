@@ -9,6 +9,7 @@ import { createAugmenter, cropFlipOf, CROP_PAD, padValues, type CropFlip } from 
 import { gatherSamples, type Split } from '../../shared/data/dataset.js';
 import { OptionError } from '../../shared/errors.js';
 import { EpochSampler } from '../../shared/sampler.js';
+import { bitDifference } from '../support/tensors.js';
 
 const STATS = { mean: 0.5, std: 0.25 };
 /** A black raw pixel standardized with STATS: (0 − 0.5) / 0.25. */
@@ -115,21 +116,39 @@ describe('createAugmenter', () => {
   const shape: [number, number, number] = [6, 5, 2];
   const size = 6 * 5 * 2;
 
-  it('puts every pixel where pad, crop and flip put it, for every sample of a batch', () => {
-    const split = distinctSplit(40, shape);
-    const indices = Array.from({ length: 40 }, (_, i) => i);
-    const images = augmented(
-      split,
-      shape,
-      11,
-      indices,
-      indices.map(() => 4),
-    );
-    for (const i of indices) {
-      const original = split.images.subarray(i * size, (i + 1) * size);
-      expect(sampleOf(images, i, size)).toEqual(Array.from(reference(original, shape, PAD, cropFlipOf(11, 4, i))));
-    }
-  });
+  it.each([
+    [[6, 5, 2]],
+    [[8, 8, 1]],
+    [[32, 32, 3]],
+    // Narrower than the padding: some crops hold no image column at all.
+    [[3, 2, 3]],
+  ] as [number, number, number][][])(
+    'puts every pixel where pad, crop and flip put it, for every sample of a batch of %j images',
+    (imageShape) => {
+      const n = 1500;
+      const split = distinctSplit(n, imageShape);
+      const valuesPer = imageShape[0] * imageShape[1] * imageShape[2];
+      const indices = Array.from({ length: n }, (_, i) => i);
+      const images = augmented(
+        split,
+        imageShape,
+        11,
+        indices,
+        indices.map(() => 4),
+      );
+      const expected = new Float32Array(images.length);
+      const seen = new Set<string>();
+      for (const i of indices) {
+        const t = cropFlipOf(11, 4, i);
+        seen.add(JSON.stringify(t));
+        const original = split.images.subarray(i * valuesPer, (i + 1) * valuesPer);
+        expected.set(reference(original, imageShape, PAD, t), i * valuesPer);
+      }
+      expect(bitDifference(expected, images)).toBeNull();
+      // Every one of the 162 transforms was checked.
+      expect(seen.size).toBe(162);
+    },
+  );
 
   it('moves a known pixel: a flip sends the top-left pixel to the top-right, a shift down by one moves row 1 to row 0', () => {
     const [h, w, c] = shape;
@@ -170,6 +189,25 @@ describe('createAugmenter', () => {
     const padX = flip ? w - 1 : 0;
     expect(out[(y * w + padX) * c]).toBe(PAD);
     expect(out[(y * w + (flip ? 0 : w - 1)) * c]).not.toBe(PAD);
+  });
+
+  it('pads each channel with its own black when standardized per channel', () => {
+    const [h, w, c] = [6, 5, 3];
+    const perChannel = { mean: [0.5, 0.25, 0], std: [0.25, 0.5, 2] };
+    const augmenter = createAugmenter('crop-flip', [h, w, c], perChannel, 5)!;
+    // A crop two rows and two columns into the padding (flipped or not): border pixels on both axes.
+    const index = indexWith(5, 0, (t) => t.dy === 2 && t.dx === 2);
+    const out = new Float32Array(h * w * c).fill(9);
+    augmenter.apply(out, [index], [0]);
+    const flip = cropFlipOf(5, 0, index).flip;
+    const edge = flip ? w - 1 : 0;
+    for (const [y, x] of [
+      [0, 0],
+      [1, w - 1],
+      [3, edge],
+    ])
+      expect(Array.from(out.subarray((y! * w + x!) * c, (y! * w + x! + 1) * c))).toEqual([-2, -0.5, 0]);
+    expect(Array.from(out.subarray((3 * w + (w - 1 - edge)) * c, (3 * w + (w - 1 - edge) + 1) * c))).toEqual([9, 9, 9]);
   });
 
   it("augments a sample the same whatever its position in the batch and the batch's other samples", () => {
