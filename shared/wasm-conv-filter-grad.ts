@@ -103,7 +103,7 @@ export const conv2DBackpropFilterViaCpu: KernelFunc = ({ inputs, backend, attrs 
 };
 
 /** The geometry the fast path needs, or null when it does not apply. */
-interface Plan {
+export interface Plan {
   batch: number;
   inH: number;
   inW: number;
@@ -120,7 +120,7 @@ interface Plan {
   filterShape: [number, number, number, number];
 }
 
-function planIm2col(x: TensorInfo, dy: TensorInfo, attrs: Conv2DBackpropFilterAttrs): Plan | null {
+export function planIm2col(x: TensorInfo, dy: TensorInfo, attrs: Conv2DBackpropFilterAttrs): Plan | null {
   const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs;
   if (dataFormat !== 'NHWC' || x.dtype !== 'float32' || dy.dtype !== 'float32') return null;
   if (x.shape.length !== 4 || dy.shape.length !== 4 || filterShape.length !== 4) return null;
@@ -171,12 +171,12 @@ function validRange(tap: number, pad: number, stride: number, inSize: number, ou
   return [lo, Math.max(lo, hi)];
 }
 
-function heapF32(wasm: BackendWasm): Float32Array {
+export function heapF32(wasm: BackendWasm): Float32Array {
   // Re-read after every allocation: growing the wasm memory replaces the heap views.
   return (wasm.wasm as unknown as { HEAPF32: Float32Array }).HEAPF32;
 }
 
-function heapIndex(wasm: BackendWasm, t: TensorInfo): number {
+export function heapIndex(wasm: BackendWasm, t: TensorInfo): number {
   // makeOutput/_malloc returns 8-byte aligned offsets, so the float index is exact.
   return wasm.dataIdMap.get(t.dataId).memoryOffset >>> 2;
 }
