@@ -55,17 +55,20 @@ interface ScriptPoint {
   seconds: number;
 }
 
-/** The script's path: next to this module in source, under the package root when compiled (dist/bench/peer.js). */
-export function peerScriptPath(): string {
+/**
+ * A script of bench/ (default the DDP peer's): next to this module in source, under the package
+ * root when compiled (dist/bench/peer.js).
+ */
+export function peerScriptPath(name = 'ddp_peer.py'): string {
   const here = dirname(fileURLToPath(import.meta.url));
   const root = findPackageRoot(here);
   const candidates = [
-    join(here, 'ddp_peer.py'),
-    ...(root === undefined ? [] : [join(root, 'bench', 'ddp_peer.py')]),
-    join(here, '..', '..', 'bench', 'ddp_peer.py'),
+    join(here, name),
+    ...(root === undefined ? [] : [join(root, 'bench', name)]),
+    join(here, '..', '..', 'bench', name),
   ];
   const found = candidates.find((p) => existsSync(p));
-  if (found === undefined) throw new Error(`bench/ddp_peer.py not found; looked in: ${candidates.join(', ')}`);
+  if (found === undefined) throw new Error(`bench/${name} not found; looked in: ${candidates.join(', ')}`);
   return found;
 }
 

@@ -6,7 +6,7 @@
 
 import { writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
-import { benchBackends, type BackendPoint } from '../bench/backends.js';
+import { benchBackends, type BackendPoint, type PytorchGradientResult } from '../bench/backends.js';
 import { predictedEfficiency, predictedThroughput, starStep, type StepModelInputs } from '../bench/model.js';
 import { runPeer, type PeerResult } from '../bench/peer.js';
 import { benchReduce, type ReduceResult } from '../bench/reduce.js';
@@ -53,6 +53,8 @@ export interface BenchReport {
   scaling?: ScalingPoint[];
   balance?: BalancePoint[];
   backends?: BackendPoint[];
+  /** PyTorch's ResNet-20 gradient (one thread) at the batches of the ResNet backend points, or why not. */
+  pytorchGradient?: PytorchGradientResult;
   peer?: PeerResult;
   /** batchlab vs DDP for the MLP with 2 workers, when both were measured. */
   comparison?: Comparison[];
@@ -248,11 +250,18 @@ export function formatBench(report: BenchReport): string {
       );
   }
   if (report.backends) {
-    lines.push('', 'backends (gradient computation only)   samples/s');
+    lines.push('', 'backends (gradient computation only)   samples/s   ÷ PyTorch (1 thread)');
     for (const p of report.backends)
       lines.push(
-        `  ${p.backend.padEnd(6)} ${p.model.padEnd(4)} batch ${String(p.batch).padEnd(4)}              ${rate(p.samplesPerSecond).padStart(9)}${p.adapter ? `   ${p.adapter}` : ''}`,
+        `  ${p.backend.padEnd(6)} ${p.model.padEnd(6)} batch ${String(p.batch).padEnd(4)}            ${(p.samplesPerSecond < 100 ? p.samplesPerSecond.toFixed(1) : rate(p.samplesPerSecond)).padStart(9)}   ${p.ratioToPytorch === undefined ? '' : `${p.ratioToPytorch.toFixed(2)}×`.padEnd(18)}${p.adapter ? `   ${p.adapter}` : ''}`.trimEnd(),
       );
+    const torch = report.pytorchGradient;
+    if (torch?.available)
+      for (const p of torch.points)
+        lines.push(
+          `  PyTorch ${torch.torchVersion}, ${torch.threads} thread, resnet batch ${String(p.batch).padEnd(4)} ${p.samplesPerSecond.toFixed(1).padStart(9)}`,
+        );
+    else if (torch) lines.push(`  PyTorch resnet: not run: ${torch.reason}`);
     for (const model of ['mlp', 'cnn'] as const) {
       const cpu = report.backends.find((p) => p.model === model && p.backend === 'cpu');
       const wasm = report.backends.find((p) => p.model === model && p.backend === 'wasm' && p.batch === cpu?.batch);
@@ -357,8 +366,10 @@ export async function runBench(
   await section('balance', 'a slowed worker, equal vs throughput split', async () => {
     report.balance = await benchBalance({ quick, log: indented, configure: parseLocalSettings, signal });
   });
-  await section('backends', 'wasm vs cpu vs webgpu', async () => {
-    report.backends = await benchBackends({ quick, log: indented });
+  await section('backends', 'wasm vs cpu vs webgpu, and ResNet-20 beside PyTorch', async () => {
+    const { points, pytorch } = await benchBackends({ quick, log: indented });
+    report.backends = points;
+    report.pytorchGradient = pytorch;
   });
   await section('peer', 'PyTorch DDP (gloo) on the same MLP and data', async () => {
     // The same warm-up and timed steps as the MLP scaling runs (bench/scaling.ts).

@@ -42,6 +42,10 @@ async function tryWasm(): Promise<void> {
   await import('@tensorflow/tfjs-backend-wasm');
   const { registerWasmConvFilterGrad } = await import('./wasm-conv-filter-grad.js');
   registerWasmConvFilterGrad();
+  const { registerWasmConvInputGrad } = await import('./wasm-conv-input-grad.js');
+  registerWasmConvInputGrad();
+  const { registerWasmTile } = await import('./wasm-tile.js');
+  registerWasmTile();
   if (!(await tf.setBackend('wasm'))) throw new Error("the 'wasm' backend did not initialize");
 }
 
@@ -101,6 +105,8 @@ const ATTEMPTS: Record<Exclude<BackendName, 'auto'>, (auto: boolean) => Promise<
   tensorflow: () => tryNative('@tensorflow/tfjs-node'),
   wasm: tryWasm,
   cpu: async () => {
+    const { registerCpuConvFilterGrad } = await import('./cpu-conv-filter-grad.js');
+    registerCpuConvFilterGrad();
     await tf.setBackend('cpu');
   },
 };

@@ -103,7 +103,7 @@ export const conv2DBackpropFilterViaCpu: KernelFunc = ({ inputs, backend, attrs 
 };
 
 /** The geometry the fast path needs, or null when it does not apply. */
-interface Plan {
+export interface Plan {
   batch: number;
   inH: number;
   inW: number;
@@ -120,7 +120,7 @@ interface Plan {
   filterShape: [number, number, number, number];
 }
 
-function planIm2col(x: TensorInfo, dy: TensorInfo, attrs: Conv2DBackpropFilterAttrs): Plan | null {
+export function planIm2col(x: TensorInfo, dy: TensorInfo, attrs: Conv2DBackpropFilterAttrs): Plan | null {
   const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs;
   if (dataFormat !== 'NHWC' || x.dtype !== 'float32' || dy.dtype !== 'float32') return null;
   if (x.shape.length !== 4 || dy.shape.length !== 4 || filterShape.length !== 4) return null;
@@ -171,12 +171,12 @@ function validRange(tap: number, pad: number, stride: number, inSize: number, ou
   return [lo, Math.max(lo, hi)];
 }
 
-function heapF32(wasm: BackendWasm): Float32Array {
+export function heapF32(wasm: BackendWasm): Float32Array {
   // Re-read after every allocation: growing the wasm memory replaces the heap views.
   return (wasm.wasm as unknown as { HEAPF32: Float32Array }).HEAPF32;
 }
 
-function heapIndex(wasm: BackendWasm, t: TensorInfo): number {
+export function heapIndex(wasm: BackendWasm, t: TensorInfo): number {
   // makeOutput/_malloc returns 8-byte aligned offsets, so the float index is exact.
   return wasm.dataIdMap.get(t.dataId).memoryOffset >>> 2;
 }
@@ -186,32 +186,56 @@ function heapIndex(wasm: BackendWasm, t: TensorInfo): number {
  * k = (r·fw + c)·Ci + i and m = ((n - n0)·oh + y)·ow + xo, so colT · dy is dW in filter layout.
  * Every element is written (zeros where the tap falls into padding): the heap is not cleared.
  */
-function fillIm2colT(heap: Float32Array, xAt: number, colAt: number, p: Plan, n0: number, nb: number): void {
+function fillIm2colT(
+  heap: Float32Array,
+  xAt: number,
+  colAt: number,
+  p: Plan,
+  n0: number,
+  nb: number,
+  scratchAt: number,
+): void {
   const { inH, inW, inC, outH, outW, fh, fw, sh, sw, top, left } = p;
+  const plane = inH * inW;
+  // Stride 1 with several channels: each image is first copied channel-major into the scratch
+  // (heap index scratchAt, plane·Ci values), so every run of output columns is one memmove.
+  const planar = sw === 1 && inC > 1;
   const m = nb * outH * outW;
   const xRowStride = inW * inC;
   const xImgStride = inH * xRowStride;
   const xColStep = sw * inC;
-  for (let r = 0; r < fh; r++) {
-    const [y0, y1] = validRange(r, top, sh, inH, outH);
-    for (let c = 0; c < fw; c++) {
-      const [x0, x1] = validRange(c, left, sw, inW, outW);
-      const firstCol = x0 * sw + c - left; // input column of output column x0
-      for (let i = 0; i < inC; i++) {
-        const rowStart = colAt + ((r * fw + c) * inC + i) * m;
-        if (y0 >= y1 || x0 >= x1) {
-          heap.fill(0, rowStart, rowStart + m);
-          continue;
-        }
-        for (let n = 0; n < nb; n++) {
-          const imgAt = xAt + (n0 + n) * xImgStride + firstCol * inC + i;
-          const imgOut = rowStart + n * outH * outW;
+  const rows = Array.from({ length: fh }, (_, r) => validRange(r, top, sh, inH, outH));
+  const cols = Array.from({ length: fw }, (_, c) => validRange(c, left, sw, inW, outW));
+  // Image by image: every tap's pass over an image then reads the same few tens of KiB, which stay
+  // in the core's cache, instead of streaming the whole batch once per tap and channel.
+  for (let n = 0; n < nb; n++) {
+    const image = xAt + (n0 + n) * xImgStride;
+    if (planar)
+      for (let q = 0; q < plane; q++) {
+        const from = image + q * inC;
+        for (let i = 0; i < inC; i++) heap[scratchAt + i * plane + q] = heap[from + i]!;
+      }
+    for (let r = 0; r < fh; r++) {
+      const [y0, y1] = rows[r]!;
+      for (let c = 0; c < fw; c++) {
+        const [x0, x1] = cols[c]!;
+        const firstCol = x0 * sw + c - left; // input column of output column x0
+        for (let i = 0; i < inC; i++) {
+          const imgOut = colAt + ((r * fw + c) * inC + i) * m + n * outH * outW;
+          if (y0 >= y1 || x0 >= x1) {
+            heap.fill(0, imgOut, imgOut + outH * outW);
+            continue;
+          }
+          const imgAt = image + firstCol * inC + i;
           if (y0 > 0) heap.fill(0, imgOut, imgOut + y0 * outW);
           for (let y = y0; y < y1; y++) {
             const dst = imgOut + y * outW;
             let src = imgAt + (y * sh + r - top) * xRowStride;
             for (let xo = 0; xo < x0; xo++) heap[dst + xo] = 0;
-            if (xColStep === 1) {
+            if (planar) {
+              const from = scratchAt + i * plane + (y * sh + r - top) * inW + firstCol;
+              heap.copyWithin(dst + x0, from, from + (x1 - x0));
+            } else if (xColStep === 1) {
               // Contiguous run (stride 1, one channel): a native memmove beats the element loop.
               heap.copyWithin(dst + x0, src, src + (x1 - x0));
             } else {
@@ -251,12 +275,14 @@ function im2colChunk(
   const m = nb * p.outH * p.outW;
   const colT = wasm.makeOutput([1, k, m], 'float32');
   let dyRows: TensorInfo | undefined;
+  let scratch: TensorInfo | undefined;
   try {
     dyRows = wasm.makeOutput([1, m, p.outC], 'float32');
-    const heap = heapF32(wasm); // after both allocations
+    scratch = wasm.makeOutput([p.inH * p.inW * p.inC], 'float32');
+    const heap = heapF32(wasm); // after all three allocations
     const dyAt = heapIndex(wasm, dy) + n0 * p.outH * p.outW * p.outC;
     heap.copyWithin(heapIndex(wasm, dyRows), dyAt, dyAt + m * p.outC);
-    fillIm2colT(heap, heapIndex(wasm, x), heapIndex(wasm, colT), p, n0, nb);
+    fillIm2colT(heap, heapIndex(wasm, x), heapIndex(wasm, colT), p, n0, nb, heapIndex(wasm, scratch));
     return matMul({
       inputs: { a: colT, b: dyRows },
       backend: wasm,
@@ -265,6 +291,7 @@ function im2colChunk(
   } finally {
     wasm.disposeData(colT.dataId);
     if (dyRows !== undefined) wasm.disposeData(dyRows.dataId);
+    if (scratch !== undefined) wasm.disposeData(scratch.dataId);
   }
 }
 

@@ -83,4 +83,42 @@ describe('formatBench', () => {
     expect(text).toContain('batchlab (sharded) vs DDP, MLP, 2 workers, medians of 5 interleaved pairs');
     expect(text).toMatch(/B=512 .*90\.0% \/ 85\.0% .*5,000 \/ 4,000 = 1\.25/);
   });
+
+  it('prints ResNet-20 beside PyTorch with the ratio, or why PyTorch did not run', () => {
+    const base = {
+      quick: true,
+      startedAt: '2026-12-06T00:00:00Z',
+      machine: { cpus: 2, cpuModel: 'test cpu', memoryGiB: 24, node: '20', platform: 'linux-x64' },
+      backends: [
+        { backend: 'wasm', model: 'resnet', batch: 32, samplesPerSecond: 80, ratioToPytorch: 0.5 },
+        { backend: 'cpu', model: 'resnet', batch: 4, samplesPerSecond: 2.5, ratioToPytorch: 0.05 },
+      ],
+      wallSeconds: 1,
+      sectionSeconds: { backends: 1 },
+    } satisfies BenchReport;
+    const text = formatBench({
+      ...base,
+      pytorchGradient: {
+        available: true,
+        python: '/usr/bin/python3',
+        torchVersion: '1.13.0',
+        threads: 1,
+        model: 'resnet',
+        depth: 20,
+        params: 272_474,
+        points: [
+          { batch: 4, samplesPerSecond: 50, calls: 10, seconds: 0.8 },
+          { batch: 32, samplesPerSecond: 160, calls: 30, seconds: 6 },
+        ],
+      },
+    });
+    expect(text).toMatch(/wasm +resnet batch 32 +80\.0 +0\.50×/);
+    expect(text).toMatch(/cpu +resnet batch 4 +2\.5 +0\.05×/);
+    expect(text).toMatch(/PyTorch 1\.13\.0, 1 thread, resnet batch 32 +160\.0/);
+    const without = formatBench({
+      ...base,
+      pytorchGradient: { available: false, reason: 'python3 cannot import torch' },
+    });
+    expect(without).toContain('PyTorch resnet: not run: python3 cannot import torch');
+  });
 });
