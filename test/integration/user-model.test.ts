@@ -20,12 +20,13 @@ const dir = mkdtempSync(join(tmpdir(), 'batchlab-user-model-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 beforeAll(() => tf.setBackend('cpu'));
 
-/** `batchlab local` on the embedded fashion-mnist subset, no metrics port, no periodic evaluation. */
+/** `batchlab local` on the embedded fashion-mnist subset (unless `args` name a --dataset), no metrics port, no periodic evaluation. */
 function local(args: string[], workers = 1): Promise<CliResult> {
   return runCli(
     [
       'local',
-      ...['--workers', String(workers), '--dataset', 'fashion-mnist', '--data-dir', SUBSET_DIR],
+      ...['--workers', String(workers), '--data-dir', SUBSET_DIR],
+      ...(args.includes('--dataset') ? [] : ['--dataset', 'fashion-mnist']),
       ...['--metrics-port', 'off', '--eval-every', '0', '--seed', '5'],
       ...args,
     ],
@@ -152,7 +153,7 @@ describe('--model path/model.json (topology only, written here)', () => {
   }, 200_000);
 });
 
-it('--init-from works with a built-in model', async () => {
+it('--init-from works with a built-in model, and warns when this run trains on other data', async () => {
   const first = join(dir, 'cnn');
   const common = ['--model', 'cnn', '--hidden', '4,8'];
   let result = await local([...common, '--steps', '5', '--save-model', first]);
@@ -161,6 +162,11 @@ it('--init-from works with a built-in model', async () => {
   result = await local([...common, '--init-from', first, ...STILL, '--save-model', out]);
   expect(result.code, result.stderr).toBe(0);
   expectBitIdentical(readSavedWeights(first), readSavedWeights(out), 'init-from run vs the saved cnn');
+  // Weights trained on other data are a warning, not a refusal (fine-tuning is a use).
+  result = await local([...common, '--init-from', first, '--steps', '1', '--dataset', 'synthetic']);
+  expect(result.code, result.stderr).toBe(0);
+  expect(result.stderr).toMatch(/warning: --init-from .*cnn: its weights were trained on other data \(fashion-mnist/);
+  expect(result.stderr).toMatch(/warning: --init-from .*cnn: its weights saw inputs standardized with mean 0\.\d+/);
 }, 200_000);
 
 it('a model.json with weight files (written here, in two shards) starts from exactly those weights', async () => {
