@@ -9,7 +9,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { Argv, Options } from 'yargs';
 import { BatchlabError, describeError, exitCodeFor, OptionError } from '../shared/errors.js';
-import { checkInputPaths } from '../shared/input-paths.js';
+import { checkInputPaths, type InputKind } from '../shared/input-paths.js';
+import { isModelName } from '../shared/models/index.js';
 import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
 import { recordConfig, withConfigFile, type ConfigCommand } from './config-file.js';
 import { interruptOnSignals } from './interrupt.js';
@@ -56,6 +57,14 @@ function fromEnvironment(
   };
 }
 
+/** What a training run reads for its model: --model's model.json (unless a built-in name) and --init-from's directory. */
+function modelInputs(settings: { model: string; initFrom?: string }): [string, string | undefined, InputKind][] {
+  return [
+    ['model', isModelName(settings.model) ? undefined : settings.model, 'file'],
+    ['init-from', settings.initFrom, 'directory'],
+  ];
+}
+
 /** Each command's options and environment. */
 const COMMANDS = {
   local: fromEnvironment('local', LOCAL_OPTIONS),
@@ -97,7 +106,7 @@ try {
       (argv) =>
         execute('local', argv, async () => {
           const settings = parseLocalSettings(argv);
-          await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
+          await checkInputPaths([['data-dir', settings.dataDir, 'directory'], ...modelInputs(settings)]);
           const { runLocal } = await import('./local.js');
           const progress = new ProgressReporter(process.stderr);
           const origin = { command: commandLine, config: recordConfig('local', argv) };
@@ -116,6 +125,7 @@ try {
           const settings = parseCoordinatorSettings(argv);
           await checkInputPaths([
             ['data-dir', settings.dataDir, 'directory'],
+            ...modelInputs(settings),
             ['tls-cert', settings.tlsCert, 'file'],
             ['tls-key', settings.tlsKey, 'file'],
           ]);
@@ -143,7 +153,7 @@ try {
       (argv) =>
         execute('sweep', argv, async () => {
           const settings = parseSweepSettings(argv);
-          await checkInputPaths([['data-dir', settings.dataDir, 'directory']]);
+          await checkInputPaths([['data-dir', settings.dataDir, 'directory'], ...modelInputs(settings)]);
           const { runSweep } = await import('./sweep.js');
           const { sweepCsvPath, writeSweepHtml, writeSweepReport } = await import('./sweep-report.js');
           await checkOutputPaths(

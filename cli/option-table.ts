@@ -21,6 +21,7 @@ import {
   readIntegerList,
   readLrWindows,
   readMilliseconds,
+  readModel,
   readOneOf,
   readPort,
   readPortOrOff,
@@ -83,8 +84,8 @@ export const TRAINING_TABLE = {
   model: {
     kind: 'string',
     default: 'mlp',
-    help: `model: ${MODEL_NAMES.join(' | ')}`,
-    parse: (raw, name) => readOneOf(raw, name, MODEL_NAMES),
+    help: `model: ${MODEL_NAMES.join(' | ')}, or the path of your own TensorFlow.js layers model.json`,
+    parse: (raw, name) => readModel(raw, name, MODEL_NAMES),
   },
   hidden: {
     kind: 'string',
@@ -354,6 +355,13 @@ export const TRAINING_TABLE = {
     default: false,
     help: "with --resume, accept LR settings (lr, scaling, warmup, decay, weight decay, momentum) that differ from the checkpoint's; each is logged and reported",
     parse: (raw, name) => readFlag(raw, name),
+  },
+  'init-from': {
+    kind: 'string',
+    help:
+      "start a new run (step 0, fresh optimizer) from the weights of a --save-model DIR; the model's tensors " +
+      'must match it by name and shape',
+    parse: (raw, name) => readText(raw, name),
   },
   'wire-dtype': {
     kind: 'string',

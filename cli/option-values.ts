@@ -87,6 +87,22 @@ export function readOneOf<T extends string>(raw: RawOptions, option: string, nam
   return t as T;
 }
 
+/**
+ * --model: one of the built-in `names`, or a file: a value ending in `.json` or holding a path
+ * separator is the path of a TensorFlow.js layers model.json (whether it exists is checked with
+ * the other input paths).
+ */
+export function readModel(raw: RawOptions, option: string, names: readonly string[]): string | undefined {
+  const t = readText(raw, option);
+  if (t === undefined) return undefined;
+  if (names.includes(t) || t.endsWith('.json') || t.includes('/') || t.includes('\\')) return t;
+  throw new OptionError(
+    option,
+    t,
+    `one of ${names.join(', ')}, or the path of a TensorFlow.js layers model.json (ending in .json)`,
+  );
+}
+
 /** Comma-separated positive integers, e.g. 256,128. */
 export function readIntegerList(raw: RawOptions, option: string, max = 65536): number[] | undefined {
   const t = readText(raw, option);

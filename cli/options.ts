@@ -7,7 +7,7 @@ import type { CoordinatorConfig, RunConfig } from '../coordinator/run-config.js'
 import type { WorkerConfig } from '../worker/worker.js';
 import type { SweepSettings } from './sweep.js';
 import { OptionError } from '../shared/errors.js';
-import { DEFAULT_HIDDEN } from '../shared/models/index.js';
+import { DEFAULT_HIDDEN, isModelName } from '../shared/models/index.js';
 import { declareOptions } from './option-declarations.js';
 import {
   BENCH_TABLE,
@@ -78,6 +78,20 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   if (fresh && (resume || !checkpointDir))
     throw new OptionError('fresh', true, resume ? 'either --fresh or --resume, not both' : 'a --checkpoint-dir');
   const allowScheduleChange = read('allow-schedule-change');
+  const initFrom = read('init-from');
+  if (initFrom && resume === true)
+    throw new OptionError(
+      'init-from',
+      initFrom,
+      'nothing with --resume, which continues from its checkpoint (with --resume auto, --init-from is used when there is no checkpoint)',
+    );
+  const hidden = read('hidden');
+  if (hidden && !isModelName(model))
+    throw new OptionError(
+      'hidden',
+      hidden.join(','),
+      `nothing with a model file (--model ${model}): the file sets the layers`,
+    );
   if (allowScheduleChange && !resume) throw new OptionError('allow-schedule-change', true, 'it only with --resume');
   if (read('reducer') === 'sharded' && read('wire-dtype') === 'f16')
     throw new OptionError('wire-dtype', 'f16', 'f32 with --reducer sharded (shards travel as float32)');
@@ -92,7 +106,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   }
   return {
     model,
-    hidden: read('hidden') ?? DEFAULT_HIDDEN[model],
+    hidden: hidden ?? (isModelName(model) ? DEFAULT_HIDDEN[model] : []),
     dataset,
     ...(dataDir ? { dataDir } : {}),
     augment: read('augment'),
@@ -136,6 +150,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     keepCheckpoints: read('keep-checkpoints'),
     fresh,
     allowScheduleChange,
+    ...keepGiven('initFrom', initFrom),
     wireDtype: read('wire-dtype'),
     reducer: read('reducer'),
     balance: read('balance'),

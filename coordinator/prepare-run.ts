@@ -11,14 +11,14 @@ import { selectBackend, type BackendChoice } from '../shared/backend.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
 import type { Dataset } from '../shared/data/dataset.js';
 import { createLrSchedule, scaledLearningRate, type LrScheduleConfig } from '../shared/lr-schedule.js';
-import { buildModel, modelTopology } from '../shared/models/index.js';
+import { buildModel, isModelName, modelTopology } from '../shared/models/index.js';
 import {
   createOptimizer,
   DEFAULT_OPTIMIZER_CONFIG,
   type Optimizer,
   type OptimizerConfig,
 } from '../shared/optimizers/index.js';
-import { countParams, paramSpecsOf, writeWeights } from '../shared/param-layout.js';
+import { countParams, paramSpecsOf, readWeights, writeWeights } from '../shared/param-layout.js';
 import type { ParamSpec } from '../shared/protocol.js';
 import { NoiseScaleEstimator } from '../shared/statistics/noise-scale.js';
 import { initialWeights } from '../shared/weight-init.js';
@@ -35,6 +35,7 @@ import {
   type ScheduleChange,
   type TrainingSchedule,
 } from './checkpoint.js';
+import { initFromSaved, loadModelFile } from './model-file.js';
 import type { RunConfig } from './run-config.js';
 import type { TrainingProgress } from './trainer.js';
 
@@ -64,6 +65,8 @@ export interface PreparedRun {
   scheduleChanges: ScheduleChange[];
   /** Where training starts: step 0, or the resumed checkpoint's step. */
   progress: TrainingProgress;
+  /** The --init-from directory the weights came from (null: none, or the run resumed from a checkpoint instead). */
+  initFrom: string | null;
 }
 
 /** Loads and builds everything for `options`; logs what it chose. */
@@ -77,7 +80,7 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
   const dataset = await loadDataset({ name: options.dataset, dataDir, seed, syntheticTrain, syntheticTest });
   log(`dataset ${describeDataset(dataset)}`);
   const steps = options.steps ?? Math.ceil(((options.epochs ?? 1) * dataset.train.count) / options.globalBatchSize);
-  const { model, params, weights, topology } = buildInitialModel(options, dataset);
+  const { model, params, weights, topology } = await buildInitialModel(options, dataset, log);
   const schedule = scheduleOf(options, steps);
   const { globalBatchSize, optimizer: optimizerName, momentum, nesterov, weightDecay } = options;
   const optimizerConfig = { ...DEFAULT_OPTIMIZER_CONFIG, momentum, nesterov, weightDecay };
@@ -107,27 +110,47 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
     trainingSchedule: trainingScheduleOf(options, schedule),
     scheduleChanges: [],
     progress: { stepsDone: 0, samples: 0 },
+    initFrom: null,
   };
   log(describePlan(options, run, countParams(params)));
-  if (options.resume && options.checkpointDir) {
-    try {
+  try {
+    let resumed = false;
+    if (options.resume && options.checkpointDir) {
       if (options.resume === 'auto' && (await listCheckpoints(options.checkpointDir)).length === 0)
         log(`--resume auto: no checkpoint in ${options.checkpointDir}; starting a new run at step 0`);
-      else await resume(run, options, options.checkpointDir, log);
-    } catch (error) {
-      model.dispose();
-      throw error;
+      else {
+        await resume(run, options, options.checkpointDir, log);
+        resumed = true;
+      }
     }
+    // A checkpoint wins: --init-from sets where a run starts, and a resumed run has started.
+    if (options.initFrom && resumed)
+      log(`--init-from ${options.initFrom} not used: the run resumed from its checkpoint`);
+    else if (options.initFrom) {
+      await initFromSaved(options.initFrom, model, dataset, log);
+      run.weights.set(readWeights(model));
+      run.initFrom = options.initFrom;
+      log(`--init-from ${options.initFrom}: starting at step 0 from its weights`);
+    }
+  } catch (error) {
+    model.dispose();
+    throw error;
   }
   return run;
 }
 
-/** The model for the dataset's shape with its seeded initial weights (also written into the model). */
-function buildInitialModel(options: RunConfig, dataset: Dataset) {
+/**
+ * The model for the dataset's shape, built-in or from --model's file, with its initial weights
+ * (also written into the model): a file's own weights when it has some, else seeded ones.
+ */
+async function buildInitialModel(options: RunConfig, dataset: Dataset, log: (line: string) => void) {
   const { sampleShape: inputShape, numClasses } = dataset;
-  const model = buildModel(options.model, { inputShape, numClasses, hidden: options.hidden });
+  const file = isModelName(options.model) ? null : await loadModelFile(options.model, dataset, log);
+  const model = isModelName(options.model)
+    ? buildModel(options.model, { inputShape, numClasses, hidden: options.hidden })
+    : file!.model;
   const params = paramSpecsOf(model);
-  const weights = initialWeights(params, options.seed);
+  const weights = file?.weightsLoaded ? readWeights(model) : initialWeights(params, options.seed);
   writeWeights(model, weights);
   return { model, params, weights, topology: modelTopology(model) };
 }

@@ -56,6 +56,8 @@ export interface RunReport {
   dataset: string;
   optimizer: string;
   seed: number;
+  /** The --save-model directory whose weights the run started from (--init-from); null when none. */
+  initFrom: string | null;
   /** LR settings that differ from the resumed checkpoint's (accepted with --allow-schedule-change); [] when none. */
   scheduleChanges: ScheduleChange[];
   /** This session's checkpoint writes (null without --checkpoint-dir). */

@@ -15,7 +15,8 @@ import type { BalanceMode } from './split.js';
 import type { TrainerObserver } from './trainer-observer.js';
 
 export interface RunConfig {
-  model: ModelName;
+  /** A built-in model's name, or the path of a TensorFlow.js layers model.json. */
+  model: ModelName | (string & {});
   hidden: number[];
   dataset: DatasetName;
   dataDir?: string;
@@ -71,6 +72,8 @@ export interface RunConfig {
   fresh?: boolean;
   /** On resume, accept (and log and report) LR settings that differ from the checkpoint's. */
   allowScheduleChange?: boolean;
+  /** A --save-model directory whose weights a run starting at step 0 begins from. */
+  initFrom?: string;
   backend: BackendName;
   /** null: no metrics endpoint. 0: any free port. */
   metricsPort: number | null;

@@ -77,6 +77,7 @@ export async function buildReport(
     dataset: describeDataset(run.dataset),
     optimizer: options.optimizer,
     seed: options.seed,
+    initFrom: run.initFrom,
     scheduleChanges: run.scheduleChanges,
     checkpoints: results.checkpoints && {
       lastStep: results.checkpoints.lastStep,

@@ -24,7 +24,7 @@ import type { CoordinatorOptions, RunConfig } from './run-config.js';
 const WEIGHTS_FILE = 'weights.bin';
 
 /** The name of the saved model's standardizing first layer. */
-const STANDARDIZE_LAYER = 'standardize';
+export const STANDARDIZE_LAYER = 'standardize';
 
 /** What a saved model carries besides the trained layers. */
 export interface SavedModelExtras {
@@ -75,14 +75,35 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string, extra
 
 /**
  * `model`'s layers (shared, not copied: no tensor is allocated) behind a Rescaling layer that
- * computes (x - mean) / std. The caller disposes the result before `model`.
+ * computes (x - mean) / std, wired as `model` wires them (a chain, or a graph with branches like a
+ * ResNet's). The caller disposes the result before `model`.
  */
 function withStandardization(model: tfl.LayersModel, { mean, std }: PixelStats): tfl.LayersModel {
   const input = tfl.input({ shape: model.inputs[0]!.shape.slice(1), name: 'input' });
   const standardize = tfl.layers.rescaling({ scale: 1 / std, offset: -mean / std, name: STANDARDIZE_LAYER });
-  let x = standardize.apply(input) as tfl.SymbolicTensor;
-  for (const layer of model.layers) x = layer.apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: x, name: model.name });
+  const output = applyGraph(model, standardize.apply(input) as tfl.SymbolicTensor);
+  return tfl.model({ inputs: input, outputs: output, name: model.name });
+}
+
+/**
+ * Applies `model`'s layers to `x` as the model wires them: a Sequential's in turn, a graph's node
+ * by node, deepest (nearest the input) first.
+ */
+function applyGraph(model: tfl.LayersModel, x: tfl.SymbolicTensor): tfl.SymbolicTensor {
+  if (model instanceof tfl.Sequential)
+    return model.layers.reduce((t, layer) => layer.apply(t) as tfl.SymbolicTensor, x);
+  const tensors = new Map<number, tfl.SymbolicTensor>([[model.inputs[0]!.id, x]]);
+  const depths = Object.keys(model.nodesByDepth)
+    .map(Number)
+    .sort((a, b) => b - a);
+  for (const depth of depths)
+    for (const node of model.nodesByDepth[depth]!) {
+      if (node.outboundLayer.getClassName() === 'InputLayer') continue;
+      const inputs = node.inputTensors.map((t) => tensors.get(t.id)!);
+      const outputs = node.outboundLayer.apply(inputs.length === 1 ? inputs[0]! : inputs, node.callArgs);
+      [outputs].flat().forEach((t, i) => tensors.set(node.outputTensors[i]!.id, t as tfl.SymbolicTensor));
+    }
+  return tensors.get(model.outputs[0]!.id)!;
 }
 
 /**

@@ -24,6 +24,11 @@ export const MODELS = {
 export type ModelName = keyof typeof MODELS;
 export const MODEL_NAMES = Object.keys(MODELS) as ModelName[];
 
+/** True for a built-in model's name; any other `--model` value is the path of a model.json. */
+export function isModelName(model: string): model is ModelName {
+  return (MODEL_NAMES as readonly string[]).includes(model);
+}
+
 /** Default hidden widths per model, used when `--hidden` is not given. */
 export const DEFAULT_HIDDEN: Record<ModelName, number[]> = {
   mlp: [256, 128],

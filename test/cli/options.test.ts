@@ -20,7 +20,10 @@ describe('option validation (in process)', () => {
       { 'micro-batch': '256', 'global-batch': '128' },
       /--micro-batch: got "256"; expected at most --global-batch \(128\)/,
     ],
-    [{ model: 'resnet' }, /--model: got "resnet"; expected one of mlp, cnn/],
+    [
+      { model: 'vgg' },
+      /--model: got "vgg"; expected one of mlp, cnn, resnet, or the path of a TensorFlow.js layers model.json/,
+    ],
     [{ dataset: 'imagenet' }, /--dataset: got "imagenet"; expected one of synthetic, fashion-mnist, mnist/],
     [{ optimizer: 'rmsprop' }, /--optimizer: got "rmsprop"; expected one of sgd, adam/],
     [{ lr: 'fast' }, /--lr: got "fast"; expected a number > 0/],
@@ -126,7 +129,7 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
   it.each([
     [['local', '--global-batch', '-5'], {}, /--global-batch: got "-5"/],
     [['local', '--micro-batch', '0'], {}, /--micro-batch: got "0"/],
-    [['local', '--model', 'resnet'], {}, /--model: got "resnet"; expected one of mlp, cnn/],
+    [['local', '--model', 'vgg'], {}, /--model: got "vgg"; expected one of mlp, cnn, resnet, or the path/],
     [
       ['local', '--global-batch', '128', '--micro-batch', '256'],
       {},

@@ -11,6 +11,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { saveLayersModel } from '../../coordinator/save-model.js';
+import { buildModel } from '../../shared/models/index.js';
 import { readWeights } from '../../shared/param-layout.js';
 import { loadSavedModel } from '../support/saved-model.js';
 import { expectBitIdentical, maxRelativeDifference, readSavedWeights } from '../support/tensors.js';
@@ -75,4 +76,22 @@ it('writes the trained weights unchanged and leaves the model usable, with no te
   model.dispose();
   // Saving shares the model's layers with the saved wrapper; disposing the model frees them all.
   expect(tf.memory().numTensors).toBe(before);
+});
+
+it('keeps the wiring of a model with branches (a ResNet: shortcuts, batch norm)', async () => {
+  const model = buildModel('resnet', { inputShape: [8, 8, 3], numClasses: 4, hidden: [2, 4, 4], depth: 8 });
+  const out = join(dir, 'resnet');
+  await saveLayersModel(model, out, { standardization: STATS, metadata: {} });
+  const loaded = await loadSavedModel(out);
+  try {
+    const [ours, expected] = tf.tidy(() => {
+      const raw = tf.randomUniform([3, 8, 8, 3], 0, 1, 'float32', 5);
+      const standardized = tf.div(tf.sub(raw, STATS.mean), STATS.std);
+      return [(loaded.predict(raw) as tf.Tensor).dataSync(), (model.predict(standardized) as tf.Tensor).dataSync()];
+    });
+    expect(maxRelativeDifference(expected, ours)).toBeLessThan(1e-5);
+  } finally {
+    loaded.dispose();
+    model.dispose();
+  }
 });

@@ -7,42 +7,14 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import * as tfl from '@tensorflow/tfjs-layers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, runCli, SUBSET_DIR } from '../support/cli.js';
-import { loadSavedModel } from '../support/saved-model.js';
+import { accuracyOnRawPixels, loadSavedModel, readIdx } from '../support/saved-model.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-saved-model-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** An IDX file's dimensions and its bytes (images: [count, rows, cols]; labels: [count]). */
-function readIdx(path: string): { dims: number[]; data: Uint8Array } {
-  const bytes = gunzipSync(readFileSync(path));
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  expect(view.getUint16(0), `${path}: magic`).toBe(0);
-  expect(bytes[2], `${path}: unsigned-byte data`).toBe(0x08);
-  const dims = Array.from({ length: bytes[3]! }, (_, i) => view.getUint32(4 + 4 * i));
-  const start = 4 + 4 * dims.length;
-  return { dims, data: bytes.subarray(start, start + dims.reduce((a, b) => a * b, 1)) };
-}
-
-/** Accuracy of `model` on byte images fed as pixel / 255 in [count, 28, 28, 1]; leaves no tensors. */
-function accuracyOnRawPixels(model: tfl.LayersModel, images: Uint8Array, labels: Uint8Array): number {
-  const size = 28 * 28;
-  let correct = 0;
-  for (let start = 0; start < labels.length; start += 500) {
-    const end = Math.min(labels.length, start + 500);
-    const pixels = Float32Array.from(images.subarray(start * size, end * size), (p) => p / 255);
-    const predicted = tf.tidy(() =>
-      tf.argMax(model.predict(tf.tensor4d(pixels, [end - start, 28, 28, 1])) as tf.Tensor, 1).dataSync(),
-    );
-    for (let i = 0; i < predicted.length; i++) if (predicted[i] === labels[start + i]) correct++;
-  }
-  return correct / labels.length;
-}
 
 const testImages = readIdx(join(SUBSET_DIR, 't10k-images-idx3-ubyte.gz'));
 const testLabels = readIdx(join(SUBSET_DIR, 't10k-labels-idx1-ubyte.gz'));
