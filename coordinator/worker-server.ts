@@ -199,8 +199,12 @@ export class WorkerServer {
       }
       clearTimeout(connection.handshakeTimer);
       connection.ready = true;
-      const { name, backend, device } = channel.info;
-      this.options.log(`worker ${workerId} joined (${name}, backend ${backend}, device ${device})`);
+      // --max-chunk auto: the chunk it probed, now that it knows the run's model.
+      if (message.maxChunk !== undefined) channel.info.maxChunk = message.maxChunk;
+      const { name, backend, device, maxChunk } = channel.info;
+      this.options.log(
+        `worker ${workerId} joined (${name}, backend ${backend}, device ${device}, max chunk ${maxChunk})`,
+      );
       this.membership.join(channel);
     } else if (message.type === 'gradient' && connection.ready) {
       this.membership.receive(channel, message, body);
