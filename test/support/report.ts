@@ -18,4 +18,7 @@ export const REPORT_KEYS = [
   'gradientNoiseScale',
   'learningRate',
   'wallSeconds',
+  'peakMemoryBytes',
+  'peakRssBytes',
+  'workerMemory',
 ] as const;
