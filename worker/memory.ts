@@ -45,10 +45,16 @@ interface EngineInternals {
   trackTensor(tensor: tf.Tensor, backend: unknown): void;
 }
 
-/** Counts the peak of live tensor bytes at every allocation, and enforces a budget while armed. */
+/**
+ * Counts the peak of live tensor bytes at every allocation, and enforces `budget` (null: none)
+ * while computing: the worker's own bookkeeping (building the model, loading weights) is not refused.
+ */
 class MemoryMeter {
   peak = 0;
+  /** The budget in force now (only while computing). */
   budget: number | null = null;
+  /** --memory-limit: the budget while a micro-batch is computed. */
+  limit: number | null = null;
   private installedOn: EngineInternals | null = null;
 
   /** Wraps the engine's tensor bookkeeping (once per engine): the only place every allocation passes. */
@@ -106,10 +112,21 @@ export function releaseAfterFailure(): void {
   state.activeTape = null;
 }
 
-/** Starts counting (idempotent) and sets the budget of live tensor bytes (null: none). */
-export function startMemoryMeter(budget: number | null): void {
+/** Starts counting (idempotent) and sets the budget of live tensor bytes while computing (null: none). */
+export function startMemoryMeter(limit: number | null): void {
   meter.install();
+  meter.limit = limit;
+}
+
+/** Runs `compute` with `budget` in force (restored after, even when it throws). */
+function within<T>(budget: number | null, compute: () => T): T {
+  const previous = meter.budget;
   meter.budget = budget;
+  try {
+    return compute();
+  } finally {
+    meter.budget = previous;
+  }
 }
 
 /**
@@ -118,7 +135,13 @@ export function startMemoryMeter(budget: number | null): void {
  */
 export async function measured<T>(compute: () => Promise<T>): Promise<{ result: T; memory: MemorySample }> {
   meter.resetPeak();
-  const result = await compute();
+  meter.budget = meter.limit;
+  let result: T;
+  try {
+    result = await compute();
+  } finally {
+    meter.budget = null;
+  }
   const peakTensorBytes = meter.peak;
   return { result, memory: { peakTensorBytes, ...memoryNow() } };
 }
@@ -163,6 +186,26 @@ export function usesBatchNorm(model: tfl.LayersModel): boolean {
   return model.layers.some((l) => l.getClassName() === 'BatchNormalization');
 }
 
+/**
+ * What computing the first `chunk` samples needs, after `failure` refused it: under the emulated
+ * budget the same computation runs without it, to measure its peak; a backend's own failure says only that it failed.
+ */
+export function needs(
+  failure: unknown,
+  gm: GradientModel,
+  images: Float32Array,
+  labels: Int32Array,
+  chunk: number,
+): string {
+  if (!(failure instanceof MemoryExhausted))
+    return `computing it needs more (${failure instanceof Error ? failure.message : String(failure)})`;
+  const sampleSize = images.length / labels.length;
+  const peak = peakTensorBytesOf(() =>
+    within(null, () => computeMicroBatch(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk)),
+  );
+  return `computing it needs ${peak} bytes of tensors (${failure.message})`;
+}
+
 /** What the probe found: the chunk, the peak of each size tried, and why it stopped. */
 export interface ProbeResult {
   maxChunk: number;
@@ -195,41 +238,30 @@ export function probeMaxChunk(
       if (c >= ceiling) break;
     }
   const tried: ProbeResult['tried'] = [];
-  const previous = meter.budget;
   meter.install();
-  meter.budget = budget;
   let failure: unknown = null;
-  try {
-    for (const chunk of sizes) {
-      meter.resetPeak();
-      try {
-        computeMicroBatch(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk);
-      } catch (error) {
-        releaseAfterFailure();
-        if (!isAllocationFailure(error)) throw error;
-        tried.push({ chunk, peakTensorBytes: null });
-        failure = error;
-        break;
-      }
-      tried.push({ chunk, peakTensorBytes: meter.peak });
+  for (const chunk of sizes) {
+    meter.resetPeak();
+    try {
+      within(budget, () =>
+        computeMicroBatch(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk),
+      );
+    } catch (error) {
+      releaseAfterFailure();
+      if (!isAllocationFailure(error)) throw error;
+      tried.push({ chunk, peakTensorBytes: null });
+      failure = error;
+      break;
     }
-  } finally {
-    meter.budget = previous;
+    tried.push({ chunk, peakTensorBytes: meter.peak });
   }
   const fitted = tried.filter((t) => t.peakTensorBytes !== null);
   if (fitted.length === 0) {
     const chunk = sizes[0]!;
     const what = chunk === 1 ? 'one sample' : `one micro-batch of ${chunk} samples (batch norm: one pass)`;
-    // Under an emulated budget the same computation can run without it, to say what it needs.
-    let needs = `more (${failure instanceof Error ? failure.message : String(failure)})`;
-    if (failure instanceof MemoryExhausted) {
-      meter.resetPeak();
-      computeMicroBatch(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk);
-      needs = `${meter.peak} bytes of tensors`;
-    }
     throw new BatchlabError(
       'OUT_OF_MEMORY',
-      `backend ${describe.backend} with ${describe.memory} cannot hold ${what}: computing it needs ${needs}`,
+      `backend ${describe.backend} with ${describe.memory} cannot hold ${what}: ${needs(failure, gm, images, labels, chunk)}`,
     );
   }
   const withinMargin =

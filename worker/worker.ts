@@ -44,6 +44,7 @@ import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
 import {
   isAllocationFailure,
   measured,
+  needs,
   probeBudget,
   probeMaxChunk,
   releaseAfterFailure,
@@ -670,7 +671,7 @@ async function computeWork(
       frame.release();
       if (!isAllocationFailure(error)) throw error;
       releaseAfterFailure();
-      throw outOfMemory(error, backend, options, state.maxChunk, labels.length);
+      throw outOfMemory(error, backend, options, state, images, labels);
     }
     metrics.peakTensorBytes.set(memory.peakTensorBytes);
     let computeMs = gatherMs + performance.now() - t0;
@@ -714,15 +715,16 @@ function outOfMemory(
   error: unknown,
   backend: string,
   options: WorkerOptions,
-  maxChunk: number,
-  samples: number,
+  state: RunState,
+  images: Float32Array,
+  labels: Int32Array,
 ): BatchlabError {
-  const chunk = Math.min(maxChunk, samples);
-  const what = chunk === 1 ? 'one sample' : `a chunk of ${chunk} samples (--max-chunk ${maxChunk})`;
+  const chunk = Math.min(state.maxChunk, labels.length);
+  const what = chunk === 1 ? 'one sample' : `a chunk of ${chunk} samples (--max-chunk ${state.maxChunk})`;
   const hint = chunk === 1 ? '' : '; lower --max-chunk, or give --max-chunk auto';
   return new BatchlabError(
     'OUT_OF_MEMORY',
-    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${(error as Error).message}${hint}`,
+    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needs(error, state.gm, images, labels, chunk)}${hint}`,
   );
 }
 

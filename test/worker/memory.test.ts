@@ -102,8 +102,8 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
       error = e;
     }
     expect(hasCode(error, 'OUT_OF_MEMORY')).toBe(true);
-    expect((error as Error).message).toBe(
-      `backend ${backend} with a test budget cannot hold one sample: computing it needs ${one} bytes of tensors`,
+    expect((error as Error).message).toContain(
+      `backend ${backend} with a test budget cannot hold one sample: computing it needs ${one} bytes of tensors (`,
     );
     expect(tf.memory().numTensors).toBe(tensors);
     gm.model.dispose();
