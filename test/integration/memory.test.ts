@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startCli } from '../support/cli.js';
-import { waitForText, watch } from '../support/processes.js';
+import { waitForStep, waitForText, watch } from '../support/processes.js';
 import { expectBitIdentical, readSavedWeights } from '../support/tensors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-memory-'));
@@ -40,13 +40,13 @@ const JOB = [
   'off',
 ];
 
-function coordinator(tag: string, minWorkers: number) {
+function coordinator(tag: string, minWorkers: number, job = JOB) {
   const child = startCli([
     'coordinator',
     '--insecure',
     '--port',
     '0',
-    ...JOB,
+    ...job,
     '--min-workers',
     String(minWorkers),
     '--report',
@@ -67,8 +67,7 @@ function worker(port: number, name: string, extra: string[]) {
     name,
     '--backend',
     'wasm',
-    '--metrics-port',
-    'off',
+    ...(extra.includes('--metrics-port') ? [] : ['--metrics-port', 'off']),
     ...extra,
   ]);
   children.push(child);
@@ -101,7 +100,48 @@ function probedPeaks(output: string): Map<number, number> {
   return new Map([...line.matchAll(/(\d+): (\d+) B/g)].map((m) => [Number(m[1]), Number(m[2])]));
 }
 
+/** The value of an unlabelled (but for role) series in a Prometheus text exposition. */
+function sample(text: string, name: string): number {
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+  if (!m) throw new Error(`no ${name} in:\n${text.slice(0, 3000)}`);
+  return Number(m[1]);
+}
+
 describe('worker memory', () => {
+  it('is served as worker metrics: bytes above zero, tensors and tensor bytes the same from step to step', async () => {
+    const c = coordinator(
+      'metrics',
+      1,
+      JOB.map((arg, i) => (JOB[i - 1] === '--steps' ? '60' : arg)),
+    );
+    const port = await portOf(c.output);
+    // Slowed so that the run lasts long enough to be scraped at two different steps.
+    const w = worker(port, 'scraped', ['--metrics-port', '0', '--metrics-host', '127.0.0.1', '--debug-slowdown', '4']);
+    const url = (await waitForText(w.output, /metrics at (http:\/\/127\.0\.0\.1:\d+\/metrics)/))[1]!;
+    const scrape = async (step: number) => {
+      await waitForStep(c.output, step);
+      return (await fetch(url)).text();
+    };
+    const early = await scrape(10);
+    const late = await scrape(40);
+    for (const text of [early, late]) {
+      expect(sample(text, 'batchlab_worker_peak_tensor_bytes')).toBeGreaterThan(sample(text, 'batchlab_tensor_bytes'));
+      expect(sample(text, 'batchlab_tensor_bytes')).toBeGreaterThan(0);
+      expect(sample(text, 'batchlab_worker_wasm_heap_bytes')).toBeGreaterThanOrEqual(
+        sample(text, 'batchlab_worker_peak_tensor_bytes'),
+      );
+      expect(sample(text, 'process_resident_memory_bytes')).toBeGreaterThan(0);
+      expect(sample(text, 'batchlab_worker_max_chunk')).toBe(1024);
+    }
+    expect(sample(late, 'batchlab_worker_step')).toBeGreaterThan(sample(early, 'batchlab_worker_step'));
+    // No leak: what stays live between micro-batches does not grow.
+    expect(sample(late, 'batchlab_tensors')).toBe(sample(early, 'batchlab_tensors'));
+    expect(sample(late, 'batchlab_tensor_bytes')).toBe(sample(early, 'batchlab_tensor_bytes'));
+    expect(sample(late, 'batchlab_worker_peak_tensor_bytes')).toBe(sample(early, 'batchlab_worker_peak_tensor_bytes'));
+    expect(await c.exit, c.output().slice(-3000)).toBe(0);
+    expect(await w.exit).toBe(0);
+  }, 180_000);
+
   let unlimited: Awaited<ReturnType<typeof run>>;
 
   it('reports each worker peak, probes up to the micro-batch without a limit, and the run peak is the micro-batch one', async () => {
