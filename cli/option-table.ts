@@ -17,7 +17,9 @@ import {
   readDecimal,
   readDecimalList,
   readFlag,
+  readBytes,
   readInteger,
+  readIntegerOrAuto,
   readIntegerList,
   readLrWindows,
   readMilliseconds,
@@ -530,8 +532,18 @@ export const WORKER_TABLE = {
   'max-chunk': {
     kind: 'string',
     default: '1024',
-    help: 'largest number of samples computed at once; bigger micro-batches are accumulated',
-    parse: (raw, name) => readInteger(raw, name, 1, 1_000_000),
+    help:
+      'largest number of samples computed at once; bigger micro-batches are accumulated ' +
+      '(auto: the largest that fits in memory, probed at the start of each run; see docs/METRICS.md)',
+    parse: (raw, name) => readIntegerOrAuto(raw, name, 1, 1_000_000),
+  },
+  'memory-limit': {
+    kind: 'string',
+    defaultText: 'none',
+    help:
+      'bytes of live tensors this worker allows itself (e.g. 512MiB): an allocation past it fails as on a device ' +
+      'that small; --max-chunk auto probes against it',
+    parse: (raw, name) => readBytes(raw, name, 1),
   },
   name: {
     kind: 'string',

@@ -175,3 +175,32 @@ export function readSlowdownList(raw: RawOptions, option: string, workers: numbe
   }
   return values;
 }
+
+/** An integer from `min` to `max`, or `auto`. */
+export function readIntegerOrAuto(
+  raw: RawOptions,
+  option: string,
+  min: number,
+  max: number,
+): number | 'auto' | undefined {
+  const t = readText(raw, option);
+  if (t === undefined) return undefined;
+  if (t.toLowerCase() === 'auto') return 'auto';
+  const n = /^[+-]?\d+$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new OptionError(option, t, `an integer from ${min} to ${max}, or auto`);
+  return n;
+}
+
+const BYTE_UNITS: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9, ki: 2 ** 10, mi: 2 ** 20, gi: 2 ** 30 };
+
+/** A size in bytes >= `min`: an integer, optionally with a unit (k, M, G: powers of 1000; Ki, Mi, Gi: of 1024; a trailing B is allowed). */
+export function readBytes(raw: RawOptions, option: string, min: number): number | undefined {
+  const t = readText(raw, option);
+  if (t === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]i?)?b?$/i.exec(t);
+  const n = m ? Math.round(Number(m[1]) * BYTE_UNITS[(m[2] ?? '').toLowerCase()]!) : NaN;
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new OptionError(option, t, `a size in bytes of at least ${min}, e.g. 500000000, 500M or 512MiB`);
+  return n;
+}

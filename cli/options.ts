@@ -289,6 +289,7 @@ export function parseWorkerSettings(raw: RawOptions, env: NodeJS.ProcessEnv): Wo
     backend: read('backend'),
     ...(dataDir ? { dataDir } : {}),
     maxChunk: read('max-chunk'),
+    memoryLimit: read('memory-limit') ?? null,
     ...(name ? { name } : {}),
     connectTimeoutMs: read('connect-timeout'),
     metricsPort: read('metrics-port'),

@@ -55,6 +55,7 @@ export function formatSweepSummary(report: SweepReport): string {
   const header = [
     'B',
     'workers',
+    'micro-batch',
     'lr',
     'status',
     'samples/s',
@@ -62,10 +63,12 @@ export function formatSweepSummary(report: SweepReport): string {
     'steps to target',
     'eval acc.',
     'B_simple',
+    'peak memory',
   ];
   const rows = report.points.map((p) => [
     String(p.globalBatchSize),
     String(p.workers),
+    String(p.microBatchSize),
     String(p.learningRate),
     p.status,
     p.samplesPerSecond === null || p.samplesPerSecond === undefined
@@ -77,6 +80,7 @@ export function formatSweepSummary(report: SweepReport): string {
     p.gradientNoiseScale === null || p.gradientNoiseScale === undefined
       ? '-'
       : String(Math.round(p.gradientNoiseScale)),
+    typeof p.peakMemoryBytes === 'number' ? `${(p.peakMemoryBytes / 2 ** 20).toFixed(1)} MiB` : '-',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string => `  ${cells.map((c, i) => c.padStart(widths[i]!)).join('  ')}`;

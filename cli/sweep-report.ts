@@ -29,6 +29,8 @@ const CSV_COLUMNS = [
   'generalizationGap',
   'gradientNoiseScale',
   'gradientNoiseScaleReliable',
+  'peakMemoryBytes',
+  'peakRssBytes',
   'wallSeconds',
   'error',
 ] as const;
@@ -177,6 +179,37 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
       },
     ),
   );
+  const memory = points
+    .filter((p) => typeof p.peakMemoryBytes === 'number')
+    .map((p) => ({
+      microBatchSize: p.microBatchSize,
+      peakMemoryMiB: p.peakMemoryBytes! / 2 ** 20,
+      workers: `${p.workers} workers`,
+      point: pointLabel(p),
+    }));
+  if (memory.length > 0) {
+    charts.push(
+      singleChart(
+        'Peak memory vs micro-batch size',
+        'Per point: the largest per-worker peak of live tensor bytes while computing one micro-batch (weights, ' +
+          'activations and gradients of a chunk of at most --max-chunk samples). The micro-batch is B / --micro-batches ' +
+          'unless --micro-batch fixes it; it does not depend on the worker count.',
+        memory,
+        { type: 'line', point: true },
+        {
+          x: {
+            field: 'microBatchSize',
+            type: 'quantitative',
+            title: 'micro-batch size (samples)',
+            scale: { type: 'log', base: 2 },
+          },
+          y: { field: 'peakMemoryMiB', type: 'quantitative', title: 'peak tensor memory per worker (MiB)' },
+          color: { field: 'workers', type: 'nominal' },
+          tooltip: [{ field: 'point' }],
+        },
+      ),
+    );
+  }
   const reached = points.filter(
     (p) => p.stepsToTarget !== null && p.workers === Math.min(...points.map((q) => q.workers)),
   );
@@ -308,7 +341,7 @@ export async function renderSweepHtml(report: SweepReport): Promise<string> {
       (p) =>
         `<tr class="${p.status}"><td>${p.globalBatchSize}</td><td>${p.workers}</td><td>${p.microBatchSize}</td><td>${fmt(p.learningRate)}</td><td>${p.status}</td>` +
         `<td>${fmt(p.samplesPerSecond, 4)}</td><td>${fmt(p.measuredScalingEfficiency)}</td><td>${fmt(p.scalingEfficiency)}</td><td>${fmt(p.stepsToTarget)}</td>` +
-        `<td>${fmt(p.finalLoss, 4)}</td><td>${fmt(p.evalAccuracy, 4)}</td><td>${fmt(p.generalizationGap, 3)}</td><td>${fmt(p.gradientNoiseScale)}</td><td>${escape(p.error ?? '')}</td></tr>`,
+        `<td>${fmt(p.finalLoss, 4)}</td><td>${fmt(p.evalAccuracy, 4)}</td><td>${fmt(p.generalizationGap, 3)}</td><td>${fmt(p.gradientNoiseScale)}</td><td>${fmt(typeof p.peakMemoryBytes === 'number' ? p.peakMemoryBytes / 2 ** 20 : null)}</td><td>${escape(p.error ?? '')}</td></tr>`,
     )
     .join('\n');
   const target =
@@ -333,7 +366,7 @@ Average gradient noise scale B_simple: <b>${fmt(report.averageNoiseScale)}</b> (
 ${charts.map((c) => `<div class="chart"><h3>${escape(c.title)}</h3>${c.svg}<p>${escape(c.note)}</p></div>`).join('\n')}
 </div>
 <h2>Points</h2>
-<table><tr><th>B</th><th>workers</th><th>micro-batch</th><th>lr</th><th>status</th><th>samples/s</th><th>measured eff.</th><th>live eff.</th><th>steps to target</th><th>final loss</th><th>eval acc.</th><th>gap</th><th>B_simple</th><th>error</th></tr>
+<table><tr><th>B</th><th>workers</th><th>micro-batch</th><th>lr</th><th>status</th><th>samples/s</th><th>measured eff.</th><th>live eff.</th><th>steps to target</th><th>final loss</th><th>eval acc.</th><th>gap</th><th>B_simple</th><th>peak memory (MiB)</th><th>error</th></tr>
 ${rows}
 </table>
 </body></html>

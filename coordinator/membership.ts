@@ -33,7 +33,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private gradientHandler: GradientHandler | null = null;
   private reducerHandler: ReducerReplyHandler | null = null;
   private closed = false;
-  /** Workers evicted so far: a step no longer waits for them (see `requiredWorkers`). */
+  /** Workers evicted, or gone for good by their own report (OUT_OF_MEMORY), so far: a step no longer waits for them (see `requiredWorkers`). */
   private evictedCount = 0;
 
   constructor(private readonly log: (line: string) => void) {
@@ -52,7 +52,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     return working.length > 0 ? working : ready;
   }
 
-  /** Workers a step waits for: `minWorkers` less one per eviction, at least one. */
+  /** Workers a step waits for: `minWorkers` less one per eviction or departure for good, at least one. */
   requiredWorkers(minWorkers: number): number {
     return Math.max(1, minWorkers - this.evictedCount);
   }
@@ -86,6 +86,15 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.log(`worker ${worker.workerId} (${worker.info.name}) evicted: ${reason}`);
     this.emitSafely('evicted', worker, reason);
     worker.evict(`evicted: ${reason}`);
+  }
+
+  /**
+   * A worker that said it cannot work in this run (its memory cannot hold one sample, or its
+   * chunk): like an evicted one it will not come back, so steps stop waiting for it. Its loss (and
+   * the re-issue of its work) follows when its connection ends.
+   */
+  departForGood(): void {
+    this.evictedCount++;
   }
 
   /** The live worker with this id, if any. */

@@ -4,7 +4,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { CheckpointRecord, ScheduleChange } from './checkpoint.js';
-import type { HistoryPoint } from './run-totals.js';
+import type { HistoryPoint, WorkerMemoryPeak } from './run-totals.js';
 
 /** Option values as a config file writes them, keyed by option name (`global-batch: 256`). */
 export type RecordedValue = string | number | boolean;
@@ -63,6 +63,15 @@ export interface RunReport {
   /** This session's checkpoint writes (null without --checkpoint-dir). */
   /** This session's checkpoint writes (each failure was logged; the run went on). */
   checkpoints: Omit<CheckpointRecord, 'lowSpaceWarned'> | null;
+  /**
+   * The memory a micro-batch needs: the largest per-worker peak of live tensor bytes while
+   * computing one (docs/METRICS.md, "Worker memory"); null when no worker reported memory.
+   */
+  peakMemoryBytes: number | null;
+  /** The largest worker process RSS after a micro-batch (Node, the dataset and the heap included). */
+  peakRssBytes: number | null;
+  /** Each worker's memory over the run, by worker id. */
+  workerMemory: WorkerMemoryPeak[];
   /** Loss, LR, noise scale and eval accuracy over training (at most ~400 rows). */
   history: HistoryPoint[];
 }

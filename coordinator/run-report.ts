@@ -84,6 +84,8 @@ export async function buildReport(
       failures: results.checkpoints.failures,
       finalWritten: results.checkpoints.finalWritten,
     },
+    ...totals.peakMemory(),
+    workerMemory: [...totals.memory.values()].sort((a, b) => a.workerId - b.workerId),
     history: totals.history,
   };
 }

@@ -177,6 +177,7 @@ function welcomeFor(workerId: number, options: CoordinatorOptions, run: Prepared
     ...(options.reducer === 'sharded'
       ? { sharded: { optimizer: options.optimizer, optimizerConfig: { ...run.optimizerConfig } } }
       : {}),
+    microBatch: Math.min(options.microBatch, options.globalBatchSize),
   };
 }
 

@@ -4,6 +4,7 @@
 
 import { performance } from 'node:perf_hooks';
 import type { Evaluation } from '../shared/evaluate.js';
+import type { GradientMessage } from '../shared/protocol.js';
 import { meanComputeSeconds } from './gather-round.js';
 import type { StepRecord, TrainerObserver } from './trainer-observer.js';
 
@@ -18,6 +19,19 @@ export interface HistoryPoint {
   evalAccuracy: number | null;
 }
 
+/** One worker's memory over the run, from the `memory` of its accepted replies (bytes). */
+export interface WorkerMemoryPeak {
+  workerId: number;
+  /** Highest live tensor bytes of its backend while computing any one micro-batch. */
+  peakTensorBytes: number;
+  /** Highest resident set size of its process after a micro-batch. */
+  peakRssBytes: number;
+  /** wasm: the heap's size at the end (it never shrinks); else null. */
+  wasmHeapBytes: number | null;
+  /** Live tensors after its last micro-batch (flat over a run unless it leaks). */
+  tensors: number;
+}
+
 /** Largest number of history rows kept; longer runs keep every k-th step. */
 const MAX_HISTORY = 400;
 
@@ -29,6 +43,8 @@ export class RunTotals implements TrainerObserver {
   noiseScale: number | null = null;
   noiseScaleReliable = false;
   readonly history: HistoryPoint[] = [];
+  /** Per worker id, in the order they first replied. */
+  readonly memory = new Map<number, WorkerMemoryPeak>();
   /** Σ seconds per phase over the run (compute = mean worker compute). */
   readonly phaseSeconds: Record<string, number> = {};
   private computeSeconds = 0;
@@ -68,6 +84,29 @@ export class RunTotals implements TrainerObserver {
         evalAccuracy: null,
       });
     }
+  }
+
+  onReply(workerId: number, message: GradientMessage): void {
+    const m = message.memory;
+    if (!m) return;
+    const seen = this.memory.get(workerId);
+    this.memory.set(workerId, {
+      workerId,
+      peakTensorBytes: Math.max(seen?.peakTensorBytes ?? 0, m.peakTensorBytes),
+      peakRssBytes: Math.max(seen?.peakRssBytes ?? 0, m.rssBytes),
+      wasmHeapBytes: m.wasmHeapBytes ?? null,
+      tensors: m.tensors,
+    });
+  }
+
+  /** The largest per-worker peak of live tensor bytes and of RSS; null when no reply carried memory. */
+  peakMemory(): { peakMemoryBytes: number | null; peakRssBytes: number | null } {
+    const workers = [...this.memory.values()];
+    if (workers.length === 0) return { peakMemoryBytes: null, peakRssBytes: null };
+    return {
+      peakMemoryBytes: Math.max(...workers.map((w) => w.peakTensorBytes)),
+      peakRssBytes: Math.max(...workers.map((w) => w.peakRssBytes)),
+    };
   }
 
   onEval(step: number, evaluation: Evaluation): void {

@@ -44,6 +44,8 @@ interface Connection {
   ready: boolean;
   /** After a bad frame the connection is closing: nothing more it sends is believed. */
   dropped: boolean;
+  /** It reported OUT_OF_MEMORY: the run no longer waits for it. */
+  departed: boolean;
   handshakeTimer: NodeJS.Timeout;
 }
 
@@ -158,6 +160,7 @@ export class WorkerServer {
       channel: null,
       ready: false,
       dropped: false,
+      departed: false,
       handshakeTimer: setTimeout(() => {
         connection.dropped = true;
         this.drop(connection, new ProtocolError('BAD_MESSAGE', `no ready within ${timeoutMs} ms`));
@@ -199,8 +202,12 @@ export class WorkerServer {
       }
       clearTimeout(connection.handshakeTimer);
       connection.ready = true;
-      const { name, backend, device } = channel.info;
-      this.options.log(`worker ${workerId} joined (${name}, backend ${backend}, device ${device})`);
+      // --max-chunk auto: the chunk it probed, now that it knows the run's model.
+      if (message.maxChunk !== undefined) channel.info.maxChunk = message.maxChunk;
+      const { name, backend, device, maxChunk } = channel.info;
+      this.options.log(
+        `worker ${workerId} joined (${name}, backend ${backend}, device ${device}, max chunk ${maxChunk})`,
+      );
       this.membership.join(channel);
     } else if (message.type === 'gradient' && connection.ready) {
       this.membership.receive(channel, message, body);
@@ -208,6 +215,11 @@ export class WorkerServer {
       this.membership.receiveReducerReply(channel, message, body);
     } else if (message.type === 'error') {
       this.options.log(`worker ${workerId} (${channel.info.name}) reported [${message.code}] ${message.message}`);
+      // It cannot work in this run and leaves (it said hello: it was one the run counts on).
+      if (message.code === 'OUT_OF_MEMORY' && !connection.departed) {
+        connection.departed = true;
+        this.membership.departForGood();
+      }
     } else {
       throw new ProtocolError(
         'BAD_MESSAGE',

@@ -15,6 +15,8 @@ const RECOVERY = {
   DATASET_MISMATCH: 'close-connection',
   /** A worker late at the step deadline too many times in a row (--evict-after): refused for good. */
   EVICTED: 'close-connection',
+  /** A worker whose memory cannot hold one sample (or its chunk): it leaves, and its work is re-issued. */
+  OUT_OF_MEMORY: 'close-connection',
   SHAPE_MISMATCH: 'stop-run',
   NON_FINITE: 'stop-run',
   /** A worker left mid-step: its micro-batches are computed again by others in the same step. */
@@ -125,6 +127,7 @@ export function closeCodeFor(code: ErrorCode): number {
     AUTH_FAILED: 4401,
     DATASET_MISMATCH: 4409,
     EVICTED: 4408,
+    OUT_OF_MEMORY: 4507,
     SHAPE_MISMATCH: 4422,
     NON_FINITE: 4422,
   };

@@ -250,10 +250,27 @@ function rejectedCounter(registers: Registry[], help: string): Counter<'reason'>
 /** A worker process's metrics. */
 export function defineWorkerMetrics(
   registry: Registry,
-  config: { backend: string; device: string; adapter?: { description: string; fallback: boolean } | null },
+  config: {
+    backend: string;
+    device: string;
+    adapter?: { description: string; fallback: boolean } | null;
+    /** wasm: the heap's size, read at scrape time (the gauge exists only on wasm). */
+    wasmHeapBytes?: () => number | null;
+  },
 ) {
   const registers = [registry];
   defineTensorGauges(registers);
+  const heap = config.wasmHeapBytes;
+  if (config.backend === 'wasm' && heap) {
+    new Gauge({
+      name: 'batchlab_worker_wasm_heap_bytes',
+      help: 'Size of the wasm heap: it grows to the highest demand so far and never shrinks.',
+      registers,
+      collect() {
+        this.set(heap() ?? NaN);
+      },
+    });
+  }
   new Gauge({
     name: 'batchlab_backend_info',
     help: 'Compute backend of this process (value 1).',
@@ -297,6 +314,16 @@ export function defineWorkerMetrics(
       registers,
     }),
     step: new Gauge({ name: 'batchlab_worker_step', help: 'Last step this worker computed for.', registers }),
+    peakTensorBytes: new Gauge({
+      name: 'batchlab_worker_peak_tensor_bytes',
+      help: 'Highest live tensor bytes of the backend while this worker computed its last micro-batch.',
+      registers,
+    }),
+    maxChunk: new Gauge({
+      name: 'batchlab_worker_max_chunk',
+      help: 'Most samples this worker computes at once (--max-chunk, or what auto probed).',
+      registers,
+    }),
     peerBytes: new Counter({
       name: 'batchlab_peer_bytes_total',
       help: 'Bytes of frames on the peer links of the sharded reducer, per peer worker and direction.',

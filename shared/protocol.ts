@@ -46,6 +46,7 @@ export interface HelloMessage {
   workerName: string;
   backend: string;
   device: string;
+  /** Most samples it computes at once (`--max-chunk`); 0: `auto`, probed after the welcome (`ready` says the result). */
   maxChunk: number;
   /** Port of the worker's /metrics endpoint, if it serves one (for Prometheus discovery). */
   metricsPort?: number;
@@ -74,6 +75,8 @@ export interface WelcomeMessage {
   augment?: AugmentMode;
   /** With the sharded reducer: the optimizer every worker applies (absent: the star reducer). */
   sharded?: ShardedRunSpec;
+  /** The largest micro-batch (samples) a worker will be given: how far `--max-chunk auto` probes. */
+  microBatch?: number;
 }
 
 /** What a worker needs to reduce and apply updates itself (`--reducer sharded`). */
@@ -114,6 +117,8 @@ export interface StateLayout {
 export interface ReadyMessage {
   type: 'ready';
   datasetFingerprint: string;
+  /** With `--max-chunk auto`: the chunk the worker probed (it replaces hello's 0). */
+  maxChunk?: number;
 }
 
 /** Coordinator → worker: compute these micro-batches of `step`. Body: weights when `hasWeights`. */
@@ -212,6 +217,21 @@ export interface GradientMessage {
   computeMs: number;
   /** |g|^2 of this micro-batch's mean-loss gradient, for the gradient noise scale. */
   sqNorm: number;
+  /** The worker's memory while computing this micro-batch and after it (all in bytes but `tensors`). */
+  memory?: WorkerMemory;
+}
+
+/** A worker's memory as a `gradient` reports it; see docs/METRICS.md, "Worker memory". */
+export interface WorkerMemory {
+  /** Highest live tensor bytes of its backend while computing the micro-batch. */
+  peakTensorBytes: number;
+  /** Live tensor bytes and tensors after it. */
+  tensorBytes: number;
+  tensors: number;
+  /** Resident set size of the worker process after it. */
+  rssBytes: number;
+  /** wasm only: the heap's size (it never shrinks). */
+  wasmHeapBytes?: number;
 }
 
 /** Either direction: a coded error, sent before the connection is closed. */
@@ -403,6 +423,19 @@ function validateStateLayout(o: Obj, type: string): StateLayout {
   return { scalars, arrays };
 }
 
+function validateMemory(o: Obj): WorkerMemory {
+  const m = obj(o, 'gradient', 'memory');
+  const where = 'gradient.memory';
+  const memory: WorkerMemory = {
+    peakTensorBytes: int(m, where, 'peakTensorBytes'),
+    tensorBytes: int(m, where, 'tensorBytes'),
+    tensors: int(m, where, 'tensors'),
+    rssBytes: int(m, where, 'rssBytes'),
+  };
+  if (m.wasmHeapBytes !== undefined) memory.wasmHeapBytes = int(m, where, 'wasmHeapBytes');
+  return memory;
+}
+
 function validateMicroBatches(o: Obj, type = 'work'): MicroBatchSpec[] {
   return arr(o, type, 'microBatches', 1_000_000).map((m, i) => {
     if (typeof m !== 'object' || m === null) fail(type, `microBatches[${i}]`, 'an object', m);
@@ -430,7 +463,7 @@ export function validateMessage(raw: unknown): Message {
         workerName: str(o, type, 'workerName'),
         backend: str(o, type, 'backend', 64),
         device: str(o, type, 'device'),
-        maxChunk: int(o, type, 'maxChunk', 1),
+        maxChunk: int(o, type, 'maxChunk', 0),
       };
       if (o.metricsPort !== undefined) hello.metricsPort = int(o, type, 'metricsPort', 1);
       if (o.maxMicroBatches !== undefined) hello.maxMicroBatches = int(o, type, 'maxMicroBatches', 1);
@@ -478,10 +511,15 @@ export function validateMessage(raw: unknown): Message {
         welcome.augment = o.augment as AugmentMode;
       }
       if (o.sharded !== undefined) welcome.sharded = validateShardedSpec(o);
+      if (o.microBatch !== undefined) welcome.microBatch = int(o, type, 'microBatch', 1);
       return welcome;
     }
     case 'ready':
-      return { type, datasetFingerprint: str(o, type, 'datasetFingerprint', 64) };
+      return {
+        type,
+        datasetFingerprint: str(o, type, 'datasetFingerprint', 64),
+        ...(o.maxChunk === undefined ? {} : { maxChunk: int(o, type, 'maxChunk', 1) }),
+      };
     case 'work': {
       const work: WorkMessage = {
         type,
@@ -495,8 +533,8 @@ export function validateMessage(raw: unknown): Message {
       if (o.state !== undefined) work.state = validateStateLayout(o, type);
       return work;
     }
-    case 'gradient':
-      return {
+    case 'gradient': {
+      const gradient: GradientMessage = {
         type,
         step: int(o, type, 'step'),
         microBatchId: int(o, type, 'microBatchId'),
@@ -506,6 +544,9 @@ export function validateMessage(raw: unknown): Message {
         computeMs: num(o, type, 'computeMs'),
         sqNorm: anyNumber(o, type, 'sqNorm'),
       };
+      if (o.memory !== undefined) gradient.memory = validateMemory(o);
+      return gradient;
+    }
     case 'error':
       return { type, code: str(o, type, 'code', 64), message: str(o, type, 'message', 4096) };
     case 'shutdown':

@@ -89,11 +89,18 @@ function chunkTensorsGeneric(
     const labelTensor = tf.tensor1d(labels.subarray(start, end), 'int32'); // [c]
     const y = tf.oneHot(labelTensor, gm.numClasses); // [c, classes]
     let logits: tf.Tensor | null = null;
-    const { value, grads } = tf.variableGrads(() => {
-      // Kept so accuracy reuses this forward pass; disposed just below.
-      logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor); // [c, classes]
-      return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
-    }, vars);
+    let result;
+    try {
+      result = tf.variableGrads(() => {
+        // Kept so accuracy reuses this forward pass; disposed just below (or here, when the backward fails).
+        logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor); // [c, classes]
+        return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
+      }, vars);
+    } catch (error) {
+      (logits as tf.Tensor | null)?.dispose();
+      throw error;
+    }
+    const { value, grads } = result;
     const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'float32'));
     (logits as tf.Tensor | null)?.dispose();
     const parts = [

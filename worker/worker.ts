@@ -42,6 +42,16 @@ import {
 import { EpochSampler } from '../shared/sampler.js';
 import { packState, unpackState } from '../shared/state-body.js';
 import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
+import {
+  isAllocationFailure,
+  measured,
+  needs,
+  probeBudget,
+  probeMaxChunk,
+  releaseAfterFailure,
+  startMemoryMeter,
+  wasmHeapBytes,
+} from './memory.js';
 import { PeerLinks } from './peer-links.js';
 import { ShardExchange } from './shard-exchange.js';
 
@@ -51,7 +61,10 @@ export interface WorkerConfig {
   token: string | null;
   backend: BackendName;
   dataDir?: string;
-  maxChunk: number;
+  /** Most samples computed at once; 'auto': probed after each welcome (worker/memory.ts). */
+  maxChunk: number | 'auto';
+  /** Bytes of live tensors this worker allows itself (--memory-limit); null: no budget of its own. */
+  memoryLimit?: number | null;
   name?: string;
   connectTimeoutMs: number;
   /** null: no /metrics endpoint; 0: any free port. */
@@ -89,6 +102,8 @@ interface RunState {
   augmenter: Augmenter | null;
   gm: GradientModel;
   paramCount: number;
+  /** Most samples computed at once: --max-chunk, or what auto probed for this run. */
+  maxChunk: number;
   weightsStep: number;
   /** With the sharded reducer: this worker's copy of the weights, its optimizer and its exchange. */
   sharded: ShardedState | null;
@@ -121,7 +136,9 @@ export async function runWorker(options: WorkerOptions): Promise<number> {
     `backend ${choice.backend} (${choice.device})${choice.skipped.length ? `; skipped ${choice.skipped.join('; ')}` : ''}`,
   );
   const registry = createRegistry('worker');
-  const metrics = defineWorkerMetrics(registry, choice);
+  const metrics = defineWorkerMetrics(registry, { ...choice, wasmHeapBytes });
+  startMemoryMeter(options.memoryLimit ?? null);
+  if (options.maxChunk !== 'auto') metrics.maxChunk.set(options.maxChunk);
   const session: Session = {
     state: null,
     datasets: new Map(),
@@ -294,11 +311,17 @@ async function serve(
         // does not expect pongs before `ready`: the watchdog (armed by pings once heartbeatMs is
         // set) starts only once the worker can listen again.
         session.state = await prepare(message, options, session.datasets);
+        session.state.maxChunk = chooseMaxChunk(session.state, options, choice.backend);
+        metrics.maxChunk.set(session.state.maxChunk);
         if (message.sharded) session.state.sharded = shardedState(session.state, message, session, send, metrics);
         heartbeatMs = message.heartbeatIntervalMs;
         feedWatchdog();
         encoder = new FrameEncoder(message.wireDtype ?? 'f32');
-        void send({ type: 'ready', datasetFingerprint: session.state.dataset.fingerprint });
+        void send({
+          type: 'ready',
+          datasetFingerprint: session.state.dataset.fingerprint,
+          ...(options.maxChunk === 'auto' ? { maxChunk: session.state.maxChunk } : {}),
+        });
         setLink(session, 'ready');
         return;
       case 'work':
@@ -311,6 +334,7 @@ async function serve(
           { bodyFrame: (length) => encoder.bodyFrame(length), send: sendFrame },
           metrics,
           () => socket.readyState !== WebSocket.OPEN,
+          choice.backend,
         );
         return;
       case 'commit':
@@ -389,7 +413,7 @@ async function serve(
       workerName: options.name ?? `${hostname()}:${process.pid}`,
       backend: choice.backend,
       device: choice.device,
-      maxChunk: options.maxChunk,
+      maxChunk: options.maxChunk === 'auto' ? 0 : options.maxChunk,
       ...(metricsPort ? { metricsPort } : {}),
       ...(options.maxMicroBatches ? { maxMicroBatches: options.maxMicroBatches } : {}),
       ...(session.peers ? { peerAddress: session.peers.address } : {}),
@@ -487,10 +511,40 @@ async function prepare(
     augmenter: createAugmenter(welcome.augment ?? 'none', dataset.sampleShape, dataset.standardization, welcome.seed),
     gm: { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses },
     paramCount,
+    maxChunk: options.maxChunk === 'auto' ? 1 : options.maxChunk,
     weightsStep: -1,
     sharded: null,
   };
 }
+
+/** How this worker's memory is bounded, for its log lines and errors. */
+function describeMemory(options: WorkerOptions, budget: number | null): string {
+  if (options.memoryLimit) return `--memory-limit ${options.memoryLimit} bytes`;
+  if (budget !== null) return `a budget of ${budget} bytes of tensors (the backend's default; --memory-limit sets it)`;
+  return 'its device memory';
+}
+
+/**
+ * --max-chunk as given, or for auto the largest chunk that fits (probed on the run's model and
+ * first samples, up to the largest micro-batch the welcome announces), logged in one line.
+ */
+function chooseMaxChunk(state: RunState, options: WorkerOptions, backend: string): number {
+  if (options.maxChunk !== 'auto') return options.maxChunk;
+  const ceiling = Math.min(state.welcome.microBatch ?? AUTO_CEILING, state.dataset.train.count);
+  const indices = Array.from({ length: ceiling }, (_, i) => i);
+  const { images, labels } = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
+  const budget = probeBudget(backend, options.memoryLimit ?? null);
+  const memory = describeMemory(options, budget);
+  const probe = probeMaxChunk(state.gm, images, labels, ceiling, budget, { backend, memory });
+  const tried = probe.tried
+    .map((t) => `${t.chunk}: ${t.peakTensorBytes === null ? 'failed' : `${t.peakTensorBytes} B`}`)
+    .join(', ');
+  options.log(`max chunk auto: ${probe.maxChunk} samples (${probe.stoppedBy}; peak tensor bytes ${tried}; ${memory})`);
+  return probe.maxChunk;
+}
+
+/** How far auto probes when the coordinator does not announce its micro-batch. */
+const AUTO_CEILING = 1024;
 
 /** Why this worker's data is not the coordinator's, naming the first file that differs. */
 function describeMismatch(dataset: Dataset, theirs: WelcomeMessage['dataset']): string {
@@ -573,6 +627,7 @@ async function computeWork(
   out: { bodyFrame(length: number): BodyFrame; send(frame: PooledFrame): Promise<void> },
   metrics: WorkerMetrics,
   isClosed: () => boolean,
+  backend: string,
 ): Promise<void> {
   if (work.hasWeights) loadWeights(state, work, body);
   if (state.weightsStep !== work.weightsStep)
@@ -610,12 +665,18 @@ async function computeWork(
     // the sharded reducer it goes to the shard owners instead, and the coordinator gets the statistics.
     const frame = sharded ? bodilessFrame(sharded.exchange.takeBuffer()) : out.bodyFrame(state.paramCount);
     let result;
+    let memory;
     try {
-      result = await computeMicroBatchYielding(state.gm, images, labels, options.maxChunk, frame.body);
+      ({ result, memory } = await measured(() =>
+        computeMicroBatchYielding(state.gm, images, labels, state.maxChunk, frame.body),
+      ));
     } catch (error) {
       frame.release();
-      throw error;
+      if (!isAllocationFailure(error)) throw error;
+      releaseAfterFailure();
+      throw outOfMemory(error, backend, options, state, images, labels);
     }
+    metrics.peakTensorBytes.set(memory.peakTensorBytes);
     let computeMs = gatherMs + performance.now() - t0;
     if (slowdown > 1) {
       // A slower device: the extra time is spent idle, as a worker waiting on a slow GPU would.
@@ -640,6 +701,7 @@ async function computeWork(
         correct: result.correct,
         computeMs,
         sqNorm: result.sqNorm,
+        memory,
       });
     } catch (error) {
       frame.release();
@@ -649,6 +711,24 @@ async function computeWork(
     // Prefetch: gather the next micro-batch's samples while this gradient is on its way.
     next = i + 1 < work.microBatches.length ? gatherFor(i + 1) : null;
   }
+}
+
+/** A micro-batch's allocation failed: OUT_OF_MEMORY, saying what did not fit and in what. */
+function outOfMemory(
+  error: unknown,
+  backend: string,
+  options: WorkerOptions,
+  state: RunState,
+  images: Float32Array,
+  labels: Int32Array,
+): BatchlabError {
+  const chunk = Math.min(state.maxChunk, labels.length);
+  const what = chunk === 1 ? 'one sample' : `a chunk of ${chunk} samples (--max-chunk ${state.maxChunk})`;
+  const hint = chunk === 1 ? '' : '; lower --max-chunk, or give --max-chunk auto';
+  return new BatchlabError(
+    'OUT_OF_MEMORY',
+    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needs(error, state.gm, images, labels, chunk)}${hint}`,
+  );
 }
 
 /** A frame whose header alone is sent: the gradient computed into `body` stays with the worker (sharded). */

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { ERROR_CODES } from '../../shared/errors.js';
 import { REASSIGN_REASONS, REJECT_REASONS } from '../../shared/reasons.js';
 import { ROOT } from '../support/cli.js';
+import { definedMetricNames } from '../support/metric-names.js';
 
 const doc = (name: string): string => readFileSync(join(ROOT, 'docs', name), 'utf8');
 
@@ -30,6 +31,15 @@ describe('docs that name code', () => {
   it('METRICS.md lists every reject and re-issue reason', () => {
     const metrics = doc('METRICS.md');
     expect([...REJECT_REASONS, ...REASSIGN_REASONS].filter((r) => !metrics.includes(`\`${r}\``))).toEqual([]);
+  });
+
+  it('METRICS.md documents every batchlab metric the code defines', async () => {
+    const metrics = doc('METRICS.md');
+    const names = [...(await definedMetricNames())].filter((n) => n.startsWith('batchlab_'));
+    const undocumented = names.filter(
+      (n) => !metrics.includes(`\`${n}\``) && !/_(bucket|sum|count)$/.test(n) && !metrics.includes(`${n}\``),
+    );
+    expect(undocumented).toEqual([]);
   });
 
   it('stand alone: no file points to the team notes beside the checkout', () => {

@@ -114,6 +114,30 @@ describe('option validation (in process)', () => {
     expect(() => parseWorkerSettings({ ...base, 'debug-slowdown': '0.9' }, {})).toThrow(/--debug-slowdown: got "0.9"/);
   });
 
+  it('takes --max-chunk auto or a number, and --memory-limit in bytes with an optional unit', () => {
+    const base = { connect: 'ws://127.0.0.1:7070' };
+    expect(parseWorkerSettings(base, {})).toMatchObject({ maxChunk: 1024, memoryLimit: null });
+    expect(parseWorkerSettings({ ...base, 'max-chunk': 'auto' }, {}).maxChunk).toBe('auto');
+    expect(parseWorkerSettings({ ...base, 'max-chunk': '64' }, {}).maxChunk).toBe(64);
+    for (const [given, bytes] of [
+      ['4000', 4000],
+      ['500M', 500_000_000],
+      ['512MiB', 512 * 2 ** 20],
+      ['1.5GiB', 1.5 * 2 ** 30],
+      ['2gb', 2e9],
+    ] as const)
+      expect(parseWorkerSettings({ ...base, 'memory-limit': given }, {}).memoryLimit, given).toBe(bytes);
+    expect(() => parseWorkerSettings({ ...base, 'max-chunk': 'big' }, {})).toThrow(
+      /--max-chunk: got "big"; expected an integer from 1 to 1000000, or auto/,
+    );
+    for (const bad of ['0', '-5', '12 parsecs', 'MiB'])
+      expect(() => parseWorkerSettings({ ...base, 'memory-limit': bad }, {})).toThrow(
+        new RegExp(
+          `--memory-limit: got "${bad}"; expected a size in bytes of at least 1, e.g. 500000000, 500M or 512MiB`,
+        ),
+      );
+  });
+
   it('builds the worker address from MASTER_ADDR and MASTER_PORT', () => {
     expect(parseWorkerSettings({}, { MASTER_ADDR: '10.1.2.3', MASTER_PORT: '29500' }).connect).toBe(
       'ws://10.1.2.3:29500',
@@ -142,6 +166,11 @@ describe('the batchlab command refuses bad input with exit code 2', () => {
     ],
     [['local', '--no-such-option', '1'], {}, /Unknown argument/],
     [['worker', '--connect', 'localhost:7070'], {}, /--connect: got "localhost:7070"/],
+    [
+      ['worker', '--connect', 'ws://127.0.0.1:1', '--memory-limit', 'lots'],
+      {},
+      /--memory-limit: got "lots"; expected a size in bytes/,
+    ],
     [['frobnicate'], {}, /Unknown argument: frobnicate|Name a command/],
     [
       ['bench', '--only', 'transport,gpu'],

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { runCli, startCli } from '../support/cli.js';
 import { waitForText, watch } from '../support/processes.js';
-import { REPORT_KEYS } from '../support/report.js';
+import { memoryChartPoints, REPORT_KEYS } from '../support/report.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'batchlab-sweep-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -77,12 +77,23 @@ it('runs every point, measures efficiency against 1 worker, finds steps to targe
   }
   expect(sweep).toHaveProperty('criticalBatchSize');
   expect(sweep).toHaveProperty('fit');
+  // Memory: a micro-batch of 32 needs more than one of 8, and the worker count does not change it.
+  type Measured = { peakMemoryBytes: number; workerMemory: { peakTensorBytes: number }[] };
+  for (const p of sweep.points as Measured[]) {
+    expect(p.peakMemoryBytes).toBeGreaterThan(0);
+    expect(p.peakMemoryBytes).toBe(Math.max(...p.workerMemory.map((w) => w.peakTensorBytes)));
+  }
+  const peak = (key: string): number => (byKey.get(key) as Measured).peakMemoryBytes;
+  expect(peak('64x1')).toBeGreaterThan(peak('16x1'));
+  expect(peak('16x2')).toBe(peak('16x1'));
+  expect(peak('64x2')).toBe(peak('64x1'));
 
   const csv = readFileSync(join(dir, 'sweep.csv'), 'utf8').trim().split('\n');
   expect(csv[0]).toMatch(
     /^globalBatchSize,workers,microBatchSize,learningRate,status,samplesPerSecond,measuredScalingEfficiency/,
   );
   expect(csv).toHaveLength(5);
+  expect(csv[0]).toContain(',peakMemoryBytes,peakRssBytes,');
 
   const page = readFileSync(html, 'utf8');
   expect(page).toMatch(/^<!doctype html>/);
@@ -95,6 +106,18 @@ it('runs every point, measures efficiency against 1 worker, finds steps to targe
     'Step time breakdown',
   ])
     expect(page).toContain(title);
+  // The memory chart draws every point at its micro-batch size and peak.
+  expect(memoryChartPoints(page).sort((a, b) => a.point.localeCompare(b.point))).toEqual(
+    ['16x1', '16x2', '64x1', '64x2'].map((key) => {
+      const p = byKey.get(key) as { globalBatchSize: number; workers: number; microBatchSize: number };
+      return {
+        point: `B=${p.globalBatchSize} N=${p.workers}`,
+        microBatch: p.microBatchSize,
+        mib: +(peak(key) / 2 ** 20).toPrecision(12),
+      };
+    }),
+  );
+  expect(result.stdout).toMatch(/peak memory/);
   expect(result.stdout).toMatch(/batchlab sweep summary/);
 }, 300_000);
 

@@ -65,6 +65,7 @@ const work = (hasWeights: boolean): WorkMessage => ({
     { id: 2, start: 8, end: 10 },
   ],
 });
+const memory = { peakTensorBytes: 3_868_428, tensorBytes: 9_384, tensors: 6, rssBytes: 235_732_992 };
 const gradient: GradientMessage = {
   type: 'gradient',
   step: 17,
@@ -321,6 +322,16 @@ describe('decodeFrame refusals', () => {
     expect(err.message).toMatch(/trailing bytes/);
   });
 
+  it("carries a gradient's memory, ready's probed maxChunk, welcome's microBatch and hello's 0 for auto", () => {
+    const withMemory = { ...gradient, memory: { ...memory, wasmHeapBytes: 16_777_216 } };
+    expect(decodeFrame(encodeFrame(withMemory, new Float32Array(1))).message).toEqual(withMemory);
+    expect(decodeFrame(encodeFrame({ ...ready, maxChunk: 8 })).message).toEqual({ ...ready, maxChunk: 8 });
+    expect(decodeFrame(encodeFrame({ ...welcome, microBatch: 32 })).message).toEqual({ ...welcome, microBatch: 32 });
+    expect(decodeFrame(encodeFrame({ ...hello, maxChunk: 0 })).message).toEqual({ ...hello, maxChunk: 0 });
+    const err = protocolErrorFrom(() => decodeFrame(rawFrame({ ...ready, maxChunk: 0, bodyLength: -1 })));
+    expect(err.message.startsWith('ready.maxChunk: expected an integer >= 1')).toBe(true);
+  });
+
   it('refuses an unknown message type with BAD_MESSAGE naming the type field', () => {
     const err = protocolErrorFrom(() => decodeFrame(rawFrame({ type: 'launch_missiles', bodyLength: -1 })));
     expect(err.code).toBe('BAD_MESSAGE');
@@ -337,6 +348,9 @@ describe('decodeFrame refusals', () => {
     ['a string lossSum', { lossSum: 'big' }, 'gradient.lossSum'],
     ['a negative correct count', { correct: -3 }, 'gradient.correct'],
     ['a missing sqNorm', { sqNorm: undefined }, 'gradient.sqNorm'],
+    ['a memory that is not an object', { memory: 5 }, 'gradient.memory'],
+    ['a negative peak', { memory: { ...memory, peakTensorBytes: -1 } }, 'gradient.memory.peakTensorBytes'],
+    ['a fractional RSS', { memory: { ...memory, rssBytes: 1.5 } }, 'gradient.memory.rssBytes'],
   ])('refuses a gradient with %s with BAD_MESSAGE naming the field', (_name, patch, field) => {
     const frame = rawFrame({ ...gradient, ...patch, bodyLength: 1 }, new Uint8Array(4));
     const err = protocolErrorFrom(() => decodeFrame(frame));

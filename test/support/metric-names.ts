@@ -18,7 +18,8 @@ export async function definedMetricNames(): Promise<Set<string>> {
     reducer: () => 'star',
   });
   const worker = createRegistry('worker');
-  defineWorkerMetrics(worker, { backend: 'cpu', device: 'cpu' });
+  // On wasm: its heap gauge exists only there.
+  defineWorkerMetrics(worker, { backend: 'wasm', device: 'cpu', wasmHeapBytes: () => null });
   const sweep = createRegistry('sweep');
   defineSweepMetrics(sweep);
   for (const registry of [coordinator, worker, sweep]) {
