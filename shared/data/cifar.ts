@@ -187,7 +187,7 @@ async function readCifarDataset(name: CifarName, files: readonly string[], sourc
   const read = await Promise.all(files.map((path) => readDigested(path, readBytes)));
   const parts = read.map((r, i) => ({ path: files[i]!, bytes: r.bytes }));
   const dataFiles = read.map((r, i): DataFile => ({ name: basename(files[i]!), sha256: r.sha256, path: files[i]! }));
-  for (const part of parts) checkSize(name, part.path, part.bytes.length);
+  for (const part of parts) checkCifarFileSize(name, part.path, part.bytes.length);
   const train = decodeRecords(name, parts.slice(0, -1));
   const test = decodeRecords(name, parts.slice(-1));
   const sampleShape = [CIFAR_SIDE, CIFAR_SIDE, 3];
@@ -222,7 +222,11 @@ interface Records {
   labels: Uint8Array;
 }
 
-function checkSize(name: CifarName, path: string, size: number): void {
+/**
+ * Checks that a file of `size` bytes holds whole records (at least one).
+ * @throws DataError naming the file, its size, the record size and the official file's size
+ */
+export function checkCifarFileSize(name: CifarName, path: string, size: number): void {
   const record = cifarRecordBytes(name);
   if (size > 0 && size % record === 0) return;
   const { labelBytes, officialRecords } = CIFAR[name];
