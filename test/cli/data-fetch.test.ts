@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeFetch, fetchDataset } from '../../cli/data-fetch.js';
 import { loadDataset } from '../../shared/data/index.js';
 import { makeCifarArchive, writeCifarFiles } from '../support/cifar-files.js';
-import { runCli } from '../support/cli.js';
+import { runCli, startCli, waitForOutput } from '../support/cli.js';
+import { watch } from '../support/processes.js';
 
 const root = mkdtempSync(join(tmpdir(), 'batchlab-data-fetch-'));
 const env = { XDG_CACHE_HOME: join(root, 'cache') };
@@ -37,6 +38,10 @@ beforeAll(async () => {
     if (req.url === '/cifar10.tar.gz') {
       res.writeHead(200, { 'content-length': archive.length });
       res.end(archive);
+    } else if (req.url === '/stall.tar.gz') {
+      // Half the archive, then nothing: the download waits until interrupted.
+      res.writeHead(200, { 'content-length': archive.length });
+      res.write(archive.subarray(0, archive.length >> 1));
     } else if (req.url === '/cifar100.tar.gz' || req.url === '/text') {
       res.end(req.url === '/text' ? notGzip : otherArchive);
     } else if (req.url === '/moved') {
@@ -55,6 +60,7 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
+  server.closeAllConnections();
   await new Promise((resolve) => server.close(resolve));
   rmSync(root, { recursive: true, force: true });
 });
@@ -124,6 +130,19 @@ describe('batchlab data fetch', () => {
     expect(result.stderr).toMatch(
       new RegExp(`the download of ${base}/cut\\.tar\\.gz was cut after \\d+ of ${archive.length} bytes`),
     );
+    expect(readdirSync(parent)).toEqual([]);
+  }, 60_000);
+
+  it('stops on SIGINT mid-download with exit code 130 and leaves nothing behind', async () => {
+    const parent = join(root, 'interrupted');
+    mkdirSync(parent);
+    const child = startCli(fetchArgs(join(parent, 'c10'), '/stall.tar.gz'), env);
+    const run = watch(child);
+    await waitForOutput(child, /MB \/ [\d.]+ MB \(\d+%\)/);
+    expect(readdirSync(parent)).toEqual(['.c10.' + child.pid + '.download']);
+    child.kill('SIGINT');
+    expect(await run.exit, run.output()).toBe(130);
+    expect(run.output()).toContain('[INTERRUPTED] interrupted by SIGINT');
     expect(readdirSync(parent)).toEqual([]);
   }, 60_000);
 
