@@ -93,7 +93,7 @@ it('standardizes colour images per channel: the saved model on raw input compute
     const [ours, expected, layerOut, exact] = tf.tidy(() => {
       const raw = tf.randomUniform([5, 6, 6, 3], 0, 1, 'float32', 4);
       const standardized = tf.div(tf.sub(raw, RGB_STATS.mean), RGB_STATS.std);
-      const firstOnly = tfl.model({ inputs: loaded.inputs, outputs: first.output as tfl.SymbolicTensor });
+      const firstOnly = tfl.model({ inputs: loaded.inputs, outputs: first.output });
       return [
         (loaded.predict(raw) as tf.Tensor).dataSync(),
         (model.predict(standardized) as tf.Tensor).dataSync(),
