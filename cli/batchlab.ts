@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `batchlab` command: local | coordinator | worker | sweep | bench. Parsing and the one place where errors
+// The `batchlab` command: local | coordinator | worker | sweep | bench | data fetch. Parsing and the one place where errors
 // become messages and exit codes.
 
 // Each command imports what it runs when it runs: a worker process (started for every
@@ -9,6 +9,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { Argv, Options } from 'yargs';
 import { BatchlabError, describeError, exitCodeFor, OptionError } from '../shared/errors.js';
+import { CIFAR_NAMES, type CifarName } from '../shared/data/cifar.js';
 import { checkInputPaths, type InputKind } from '../shared/input-paths.js';
 import { isModelName } from '../shared/models/index.js';
 import { checkOutputPaths, givenOutputs } from '../shared/output-paths.js';
@@ -19,6 +20,8 @@ import { nameVariableOf } from './option-declarations.js';
 import {
   BENCH_OPTIONS,
   COORDINATOR_OPTIONS,
+  DATA_FETCH_OPTIONS,
+  parseDataFetchSettings,
   LOCAL_OPTIONS,
   withEnvironmentDefaults,
   parseCoordinatorSettings,
@@ -72,6 +75,7 @@ const COMMANDS = {
   sweep: fromEnvironment('sweep', SWEEP_OPTIONS),
   worker: fromEnvironment('worker', WORKER_OPTIONS, WORKER_LAUNCHER),
   bench: fromEnvironment(null, BENCH_OPTIONS),
+  data: fromEnvironment(null, DATA_FETCH_OPTIONS),
 };
 
 /** Runs a command body; prints any failure once (naming the variable that set a bad value) and exits with its code. */
@@ -217,7 +221,27 @@ try {
           return 0;
         }),
     )
-    .demandCommand(1, 'Name a command: local, coordinator, worker, sweep or bench.')
+    .command('data', 'get datasets: data fetch cifar10|cifar100 [--dir D]', (y) =>
+      y
+        .command(
+          'fetch <name>',
+          'download the official archive of a dataset, check its MD5 and unpack it into --dir',
+          (f) => COMMANDS.data.declare(f).positional('name', { choices: CIFAR_NAMES, describe: 'the dataset' }),
+          (argv) =>
+            execute('data', argv, async () => {
+              const settings = { name: argv.name as CifarName, ...parseDataFetchSettings(argv) };
+              const { describeFetch, fetchDataset } = await import('./data-fetch.js');
+              const interrupt = interruptOnSignals();
+              const log = (line: string): void => void process.stderr.write(`${line}\n`);
+              const result = await fetchDataset(settings, { log, progress: process.stderr, signal: interrupt.signal });
+              interrupt.dispose();
+              process.stdout.write(`${describeFetch(settings.name, result)}\n`);
+              return 0;
+            }),
+        )
+        .demandCommand(1, 'Name a data command: fetch.'),
+    )
+    .demandCommand(1, 'Name a command: local, coordinator, worker, sweep, bench or data.')
     .strict()
     .help()
     .wrap(Math.min(110, process.stdout.columns ?? 110))

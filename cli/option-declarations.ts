@@ -8,6 +8,7 @@ import type { LauncherDefault } from './launcher.js';
 import {
   BENCH_TABLE,
   COORDINATOR_TABLE,
+  DATA_FETCH_TABLE,
   LOCAL_TABLE,
   SWEEP_TABLE,
   WORKER_TABLE,
@@ -40,7 +41,7 @@ export function declareOptions<G extends OptionTable>(table: G): { [K in keyof G
 /** Every command's option variables. A process accepts them all: a pod may carry another command's (ignored there). */
 export const OPTION_VARIABLES: readonly string[] = [
   ...new Set(
-    [COORDINATOR_TABLE, LOCAL_TABLE, SWEEP_TABLE, WORKER_TABLE, BENCH_TABLE].flatMap((table) =>
+    [COORDINATOR_TABLE, LOCAL_TABLE, SWEEP_TABLE, WORKER_TABLE, BENCH_TABLE, DATA_FETCH_TABLE].flatMap((table) =>
       Object.keys(table).map(nameEnvironmentVariable),
     ),
   ),

@@ -4,6 +4,7 @@
 
 import { AUGMENT_MODES, CROP_PAD } from '../shared/augment.js';
 import { BACKEND_NAMES } from '../shared/backend.js';
+import { OptionError } from '../shared/errors.js';
 import { SYSTEM_DATASETS_DIR } from '../shared/data/search-paths.js';
 import { DATASET_NAMES } from '../shared/data/dataset.js';
 import { DECAY_KINDS, LR_SCALING_RULES, WARMUP_KINDS } from '../shared/lr-schedule.js';
@@ -107,8 +108,8 @@ export const TRAINING_TABLE = {
     kind: 'string',
     defaultText: 'search',
     help:
-      `directory with the IDX files; the search tries ./data/<name>, ${SYSTEM_DATASETS_DIR}/<name>, ` +
-      'then the embedded fashion-mnist subset',
+      `directory with the dataset's files (IDX, or CIFAR .bin); the search tries ./data/<name>, ${SYSTEM_DATASETS_DIR}/<name>, ` +
+      'then the embedded fashion-mnist subset; cifar10/cifar100 files may be in its archive subdirectory',
     parse: (raw, name) => readText(raw, name),
   },
   augment: {
@@ -637,6 +638,32 @@ export const BENCH_TABLE = {
     defaultText: 'all sections',
     help: 'run only these sections, comma-separated: transport, reduce, scaling, balance, backends, peer',
     parse: (raw, name) => readText(raw, name),
+  },
+} as const satisfies OptionTable;
+
+/** `data fetch`: where the dataset goes, and a mirror of its archive. */
+export const DATA_FETCH_TABLE = {
+  dir: {
+    kind: 'string',
+    defaultText: './data/<name>',
+    help: "directory to put the dataset in (the archive's subdirectory goes inside); give it to --data-dir",
+    parse: (raw, name) => readText(raw, name),
+  },
+  url: {
+    kind: 'string',
+    defaultText: 'the official archive',
+    help: 'download the archive from this mirror instead (http or https); its MD5 is checked all the same',
+    parse: (raw, name) => readText(raw, name),
+  },
+  md5: {
+    kind: 'string',
+    defaultText: 'the published one',
+    help: 'the MD5 the archive must have (32 hex digits), for a mirror that repacked it',
+    parse: (raw, name) => {
+      const md5 = readText(raw, name);
+      if (md5 !== undefined && !/^[0-9a-fA-F]{32}$/.test(md5)) throw new OptionError(name, md5, '32 hex digits');
+      return md5?.toLowerCase();
+    },
   },
 } as const satisfies OptionTable;
 

@@ -12,6 +12,7 @@ import { declareOptions } from './option-declarations.js';
 import {
   BENCH_TABLE,
   COORDINATOR_TABLE,
+  DATA_FETCH_TABLE,
   DEFAULT_LR,
   DEFAULT_HOST,
   DEFAULT_MICRO_BATCH,
@@ -41,6 +42,14 @@ export const SWEEP_OPTIONS = declareOptions(SWEEP_TABLE);
 export const WORKER_OPTIONS = declareOptions(WORKER_TABLE);
 /** yargs declarations of `bench`. */
 export const BENCH_OPTIONS = declareOptions(BENCH_TABLE);
+/** yargs declarations of `data fetch`. */
+export const DATA_FETCH_OPTIONS = declareOptions(DATA_FETCH_TABLE);
+
+/** The validated options of `data fetch` (the dataset name is its positional argument). */
+export function parseDataFetchSettings(raw: RawOptions): { dir?: string; url?: string; md5?: string } {
+  const read = <K extends keyof typeof DATA_FETCH_TABLE>(name: K) => readOption(DATA_FETCH_TABLE, raw, name);
+  return { ...keepGiven('dir', read('dir')), ...keepGiven('url', read('url')), ...keepGiven('md5', read('md5')) };
+}
 
 /** `{ [key]: value }` when value is a non-empty string, else nothing: an empty FILE option means none. */
 function keepGiven<K extends string>(key: K, value: string | undefined): { [P in K]?: string } {

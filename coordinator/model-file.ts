@@ -206,7 +206,7 @@ function warnIfOtherData(
   log: (line: string) => void,
 ): void {
   const saved = metadata.dataset as { name?: string; fingerprint?: string } | undefined;
-  const stats = metadata.standardization as { mean?: number; std?: number } | undefined;
+  const stats = metadata.standardization as { mean?: number | number[]; std?: number | number[] } | undefined;
   if (!saved || !stats) return;
   const { mean, std } = dataset.standardization;
   if (saved.fingerprint !== dataset.fingerprint)
@@ -214,10 +214,12 @@ function warnIfOtherData(
       `warning: ${what}: its weights were trained on other data (${saved.name}, fingerprint ${saved.fingerprint?.slice(0, 12)}…) ` +
         `than this run's (${dataset.name}, ${dataset.fingerprint.slice(0, 12)}…)`,
     );
-  if (stats.mean !== mean || stats.std !== std)
+  // Models saved before standardization was per channel hold scalars.
+  const list = (v: number | number[] | undefined): string => [v ?? []].flat().join(',');
+  if (list(stats.mean) !== list(mean) || list(stats.std) !== list(std))
     log(
-      `warning: ${what}: its weights saw inputs standardized with mean ${stats.mean} and std ${stats.std}; ` +
-        `this run standardizes with mean ${mean} and std ${std}`,
+      `warning: ${what}: its weights saw inputs standardized with mean ${list(stats.mean)} and std ${list(stats.std)}; ` +
+        `this run standardizes with mean ${list(mean)} and std ${list(std)}`,
     );
 }
 

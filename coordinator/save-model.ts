@@ -3,10 +3,14 @@
 // dataset's natural input (pixel / 255 for image files) and standardizes it itself, and
 // model.json's userDefinedMetadata says what it takes, what it gives and how it was trained.
 //
-// The standardization is an explicit first layer, tfjs-layers' Rescaling (x * scale + offset,
-// with scale = 1 / std and offset = -mean / std: (x - mean) / std up to float32 rounding). It has
-// no weights, only two numbers in model.json, and every tfjs-layers since 4.x deserializes it (a
-// Lambda layer would not serialize at all). Folding the standardization into the first layer's
+// The standardization is an explicit first layer. For one-channel images it is tfjs-layers'
+// Rescaling (x * scale + offset, with scale = 1 / std and offset = -mean / std: (x - mean) / std
+// up to float32 rounding). It has no weights, only two numbers in model.json, and every
+// tfjs-layers since 4.x deserializes it (a Lambda layer would not serialize at all). Rescaling
+// takes scalars only, so colour images, standardized per channel, get a DepthwiseConv2D with a
+// 1×1 kernel instead: per channel c the same x * (1 / std[c]) + (-mean[c] / std[c]), its kernel
+// and bias fixed (not trainable) and so stored last in weights.bin, after the trained weights. A
+// standard layer every tfjs-layers (and Keras) loads. Folding the standardization into the first layer's
 // weights instead would be exact algebra for a dense layer but not for a convolution with zero
 // padding, whose border would then stand for raw 0 rather than standardized 0; and weights.bin
 // would no longer hold the trained weights, which are compared bit for bit with other runs.
@@ -16,7 +20,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import { findPackageRoot } from '../shared/data/index.js';
-import type { PixelStats } from '../shared/data/standardize.js';
+import type { ChannelStats } from '../shared/data/standardize.js';
 import type { PreparedRun } from './prepare-run.js';
 import type { RunReport } from './report.js';
 import type { CoordinatorOptions, RunConfig } from './run-config.js';
@@ -28,8 +32,8 @@ export const STANDARDIZE_LAYER = 'standardize';
 
 /** What a saved model carries besides the trained layers. */
 export interface SavedModelExtras {
-  /** Built in as the first layer: the saved model takes raw values, not standardized ones. */
-  standardization: PixelStats;
+  /** Built in as the first layer (per channel, the last axis): the saved model takes raw values, not standardized ones. */
+  standardization: ChannelStats;
   /** model.json's userDefinedMetadata. */
   metadata: Record<string, object>;
 }
@@ -37,7 +41,8 @@ export interface SavedModelExtras {
 /**
  * Writes `model` to `dir` (created if needed) as model.json + weights.bin, behind a layer that
  * standardizes its input, with `metadata` in model.json. weights.bin holds `model`'s weights
- * unchanged. Returns the model.json path.
+ * unchanged (then, for several channels, the standardizing layer's kernel and bias). Returns the
+ * model.json path.
  */
 export async function saveLayersModel(model: tfl.LayersModel, dir: string, extras: SavedModelExtras): Promise<string> {
   await mkdir(dir, { recursive: true });
@@ -74,14 +79,29 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string, extra
 }
 
 /**
- * `model`'s layers (shared, not copied: no tensor is allocated) behind a Rescaling layer that
- * computes (x - mean) / std, wired as `model` wires them (a chain, or a graph with branches like a
- * ResNet's). The caller disposes the result before `model`.
+ * `model`'s layers (shared, not copied) behind a first layer that computes (x - mean) / std per
+ * channel: Rescaling for one channel (no tensor is allocated), else a fixed 1×1 DepthwiseConv2D;
+ * wired as `model` wires them (a chain, or a graph with branches like a ResNet's).
+ * The caller disposes the result before `model`.
  */
-function withStandardization(model: tfl.LayersModel, { mean, std }: PixelStats): tfl.LayersModel {
-  const input = tfl.input({ shape: model.inputs[0]!.shape.slice(1), name: 'input' });
-  const standardize = tfl.layers.rescaling({ scale: 1 / std, offset: -mean / std, name: STANDARDIZE_LAYER });
-  const output = applyGraph(model, standardize.apply(input) as tfl.SymbolicTensor);
+function withStandardization(model: tfl.LayersModel, stats: ChannelStats): tfl.LayersModel {
+  const shape = model.inputs[0]!.shape.slice(1) as number[];
+  const input = tfl.input({ shape, name: 'input' });
+  const standardize = standardizeLayer(shape, stats);
+  const x = standardize.apply(input) as tfl.SymbolicTensor;
+  if (stats.mean.length > 1) {
+    const { mean, std } = stats;
+    tf.tidy(() =>
+      standardize.setWeights([
+        tf.tensor4d(
+          std.map((s) => 1 / s),
+          [1, 1, std.length, 1],
+        ),
+        tf.tensor1d(mean.map((m, c) => -m / std[c]!)),
+      ]),
+    );
+  }
+  const output = applyGraph(model, x);
   return tfl.model({ inputs: input, outputs: output, name: model.name });
 }
 
@@ -106,6 +126,32 @@ function applyGraph(model: tfl.LayersModel, x: tfl.SymbolicTensor): tfl.Symbolic
   return tensors.get(model.outputs[0]!.id)!;
 }
 
+/** The standardizing layer for inputs of `shape` (one sample): Rescaling, or DepthwiseConv2D 1×1 per channel. */
+function standardizeLayer(shape: readonly number[], { mean, std }: ChannelStats): tfl.layers.Layer {
+  const channels = mean.length;
+  if (channels === 1)
+    return tfl.layers.rescaling({ scale: 1 / std[0]!, offset: -mean[0]! / std[0]!, name: STANDARDIZE_LAYER });
+  if (shape.length !== 3 || shape[2] !== channels)
+    throw new Error(
+      `a standardization of ${channels} channels needs images [height, width, ${channels}], got [${shape.join(', ')}]`,
+    );
+  return tfl.layers.depthwiseConv2d({
+    kernelSize: 1,
+    depthMultiplier: 1,
+    useBias: true,
+    trainable: false,
+    name: STANDARDIZE_LAYER,
+  });
+}
+
+/** What model.json says of the first layer. */
+function describeStandardizeLayer(channels: number): string {
+  return channels === 1
+    ? `the first layer, '${STANDARDIZE_LAYER}' (Rescaling), computes (x - mean) / std: do not standardize the input`
+    : `the first layer, '${STANDARDIZE_LAYER}' (DepthwiseConv2D 1x1, not trainable: kernel 1 / std, bias -mean / std per channel), ` +
+        'computes (x - mean) / std per channel (the last axis): do not standardize the input';
+}
+
 /**
  * What the run's saved model carries: the dataset's standardization, and as metadata what the
  * model takes and gives and the run that trained it.
@@ -123,7 +169,7 @@ export async function savedModelExtras(
     standardization: {
       mean: standardization.mean,
       std: standardization.std,
-      builtIn: `the first layer, '${STANDARDIZE_LAYER}' (Rescaling), computes (x - mean) / std: do not standardize the input`,
+      builtIn: describeStandardizeLayer(standardization.mean.length),
     },
     output: {
       shape: [null, numClasses],
@@ -141,7 +187,10 @@ export async function savedModelExtras(
     config: options.config ?? null,
   };
   // As JSON holds it: settings left undefined are dropped (tfjs accepts plain JSON values only).
-  return { standardization, metadata: JSON.parse(JSON.stringify(metadata)) as Record<string, object> };
+  return {
+    standardization: { mean: standardization.mean, std: standardization.std },
+    metadata: JSON.parse(JSON.stringify(metadata)) as Record<string, object>,
+  };
 }
 
 /** The run's training settings: what CoordinatorOptions adds to RunConfig stays out (the token is a secret). */

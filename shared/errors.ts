@@ -8,6 +8,8 @@ export type Recovery = 'retry-step' | 'close-connection' | 'stop-run' | 'fix-inp
 /** Every error code with the recovery it needs; the codes travel in `error` frames, close reasons and logs. */
 const RECOVERY = {
   BAD_OPTION: 'fix-input',
+  /** Dataset files absent, truncated or holding bad values: the message names the file and how to get it. */
+  BAD_DATA: 'fix-input',
   BAD_FRAME: 'close-connection',
   BAD_MESSAGE: 'close-connection',
   VERSION_MISMATCH: 'close-connection',
@@ -29,6 +31,8 @@ const RECOVERY = {
   /** Every worker holding the sharded reducer's weights left at once: resume from the last checkpoint. */
   STATE_LOST: 'stop-run',
   CONNECT_FAILED: 'stop-run',
+  /** `batchlab data fetch` could not download the archive intact (network, HTTP status, checksum). */
+  DOWNLOAD_FAILED: 'stop-run',
   /** SIGINT or SIGTERM: the run stops after saving what it can. */
   INTERRUPTED: 'interrupted',
 } as const satisfies Record<string, Recovery>;
@@ -71,6 +75,14 @@ export class OptionError extends BatchlabError {
   /** The same refusal, naming `source` as where the value was set. */
   from(source: string): OptionError {
     return new OptionError(this.option, this.value, this.accepted, source);
+  }
+}
+
+/** A dataset that cannot be loaded as it is on disk (`BAD_DATA`; exit code 2). */
+export class DataError extends BatchlabError {
+  constructor(message: string) {
+    super('BAD_DATA', message);
+    this.name = 'DataError';
   }
 }
 

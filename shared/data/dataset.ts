@@ -2,16 +2,25 @@
 // and copying a batch of samples out of a split.
 
 import type { DataFile } from './fingerprint.js';
-import type { PixelStats } from './standardize.js';
+import type { ChannelStats } from './standardize.js';
 
 /** Every dataset the trainer can load. */
-export type DatasetName = 'synthetic' | 'fashion-mnist' | 'mnist';
+export type DatasetName = 'synthetic' | 'fashion-mnist' | 'mnist' | 'cifar10' | 'cifar100';
 
 /** All dataset names, in the order they are offered to users. */
-export const DATASET_NAMES: readonly DatasetName[] = Object.freeze(['synthetic', 'fashion-mnist', 'mnist'] as const);
+export const DATASET_NAMES: readonly DatasetName[] = Object.freeze([
+  'synthetic',
+  'fashion-mnist',
+  'mnist',
+  'cifar10',
+  'cifar100',
+] as const);
 
-/** How a dataset's images were made from its natural input: `images = (raw - mean) / std`. */
-export interface Standardization extends PixelStats {
+/**
+ * How a dataset's images were made from its natural input: `images = (raw - mean[c]) / std[c]`
+ * for channel `c` (the last axis of the sample shape); one entry when the images have one channel.
+ */
+export interface Standardization extends ChannelStats {
   /** What one raw value is, e.g. `pixel / 255, in [0, 1]`. */
   raw: string;
 }
@@ -34,7 +43,7 @@ export interface Dataset {
   numClasses: number;
   /** The name of each class, by label. */
   classNames: readonly string[];
-  /** The training split's mean and standard deviation both splits were standardized with. */
+  /** The training split's mean and standard deviation per channel, both splits were standardized with. */
   standardization: Standardization;
   train: Split;
   test: Split;
@@ -49,7 +58,7 @@ export interface Dataset {
 /** What to load and where to look for it. */
 export interface DatasetOptions {
   name: DatasetName;
-  /** Directory holding the four IDX files; when given, it is the only place searched. */
+  /** Directory holding the dataset's files; when given, it is the only place searched. */
   dataDir?: string;
   /** Seed for generated data (ignored by file-backed datasets). */
   seed: number;

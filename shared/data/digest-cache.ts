@@ -31,6 +31,31 @@ export async function fileIdentity(path: string): Promise<string> {
   return [s.dev, s.ino, s.size, s.mtimeNs, s.ctimeNs].join(':');
 }
 
+/** The last dataset loaded through {@link loadRememberingLast}, by its files' identity. */
+let lastLoaded: { key: string; loading: Promise<unknown> } | null = null;
+
+/**
+ * `load()`, or the result of the last call when it had the same `what` and the same `paths` with
+ * unchanged identities (device, inode, size, modification and change times). A failed load is
+ * not remembered. Only the last load is kept, whatever the dataset.
+ */
+export async function loadRememberingLast<T>(
+  what: unknown,
+  paths: readonly string[],
+  load: () => Promise<T>,
+): Promise<T> {
+  const identities = await Promise.all(paths.map(async (path) => [path, await fileIdentity(path)]));
+  const key = JSON.stringify([what, ...identities]);
+  if (lastLoaded?.key !== key) {
+    const loading = load();
+    lastLoaded = { key, loading };
+    loading.catch(() => {
+      if (lastLoaded?.loading === loading) lastLoaded = null;
+    });
+  }
+  return lastLoaded.loading as Promise<T>;
+}
+
 interface Entry {
   version: number;
   path: string;

@@ -1,10 +1,17 @@
-// Pixel standardization: one scalar mean and standard deviation taken from the training
-// pixels, applied as (x - mean) / std to both splits.
+// Pixel standardization: a mean and standard deviation taken from the training pixels (one
+// scalar pair, or one pair per channel of colour images), applied as (x - mean) / std to both
+// splits.
 
 /** Scalar statistics used to standardize pixels (in units of pixel/255 for byte images). */
 export interface PixelStats {
   mean: number;
   std: number;
+}
+
+/** Statistics per channel (the last axis, e.g. R, G, B of HWC images); one entry for grey images. */
+export interface ChannelStats {
+  mean: number[];
+  std: number[];
 }
 
 /** Mean and standard deviation of byte pixels scaled to [0, 1] (computed from a histogram). */
@@ -32,6 +39,39 @@ export function byteStats(pixels: Uint8Array): PixelStats {
   return finish(sum, sumSquares, pixels.length);
 }
 
+/**
+ * Mean and standard deviation of byte pixels scaled to [0, 1], per channel of interleaved
+ * `pixels` (channel = index % channels, as in HWC images), from one histogram per channel.
+ */
+export function byteChannelStats(pixels: Uint8Array, channels: number): ChannelStats {
+  if (channels === 1) {
+    const { mean, std } = byteStats(pixels);
+    return { mean: [mean], std: [std] };
+  }
+  if (pixels.length % channels !== 0)
+    throw new RangeError(
+      `byteChannelStats: ${pixels.length} values are not a whole number of ${channels}-channel pixels`,
+    );
+  // Consecutive values go to different channels' histograms: no run of equal increments.
+  const counts = new Int32Array(channels * 256);
+  for (let i = 0, c = 0; i < pixels.length; i++) {
+    counts[c * 256 + pixels[i]!]!++;
+    c = c + 1 === channels ? 0 : c + 1;
+  }
+  const perChannel = Array.from({ length: channels }, (_, c) => {
+    let sum = 0;
+    let sumSquares = 0;
+    for (let v = 0; v < 256; v++) {
+      const count = counts[c * 256 + v]!;
+      const x = v / 255;
+      sum += count * x;
+      sumSquares += count * x * x;
+    }
+    return finish(sum, sumSquares, pixels.length / channels);
+  });
+  return { mean: perChannel.map((s) => s.mean), std: perChannel.map((s) => s.std) };
+}
+
 /** Mean and standard deviation of float pixel values (accumulated in double precision). */
 export function floatStats(values: Float32Array): PixelStats {
   let sum = 0;
@@ -51,6 +91,24 @@ export function standardizeBytes(pixels: Uint8Array, stats: PixelStats): Float32
   for (let v = 0; v < 256; v++) table[v] = (v / 255 - stats.mean) / stats.std;
   const out = new Float32Array(pixels.length);
   for (let i = 0; i < pixels.length; i++) out[i] = table[pixels[i]!]!;
+  return out;
+}
+
+/**
+ * Standardizes interleaved byte pixels per channel: `(p / 255 - mean[c]) / std[c]` for channel
+ * `c = index % channels`, via one 256-entry lookup table per channel.
+ */
+export function standardizeByteChannels(pixels: Uint8Array, stats: ChannelStats): Float32Array {
+  const channels = stats.mean.length;
+  if (channels === 1) return standardizeBytes(pixels, { mean: stats.mean[0]!, std: stats.std[0]! });
+  const table = new Float32Array(channels * 256);
+  for (let c = 0; c < channels; c++)
+    for (let v = 0; v < 256; v++) table[c * 256 + v] = (v / 255 - stats.mean[c]!) / stats.std[c]!;
+  const out = new Float32Array(pixels.length);
+  for (let i = 0, c = 0; i < pixels.length; i++) {
+    out[i] = table[c * 256 + pixels[i]!]!;
+    c = c + 1 === channels ? 0 : c + 1;
+  }
   return out;
 }
 

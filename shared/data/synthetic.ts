@@ -72,7 +72,11 @@ export function makeSyntheticDataset(options: SyntheticOptions): Dataset {
     sampleShape,
     numClasses: NUM_CLASSES,
     classNames: Array.from({ length: NUM_CLASSES }, (_, k) => `pattern ${k}`),
-    standardization: { ...stats, raw: 'the generated value (scaled prototype + Gaussian noise), not bounded' },
+    standardization: {
+      mean: [stats.mean],
+      std: [stats.std],
+      raw: 'the generated value (scaled prototype + Gaussian noise), not bounded',
+    },
     train,
     test,
     source: `synthetic(seed=${options.seed})`,

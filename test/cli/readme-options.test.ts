@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   BENCH_TABLE,
   COORDINATOR_TABLE,
+  DATA_FETCH_TABLE,
   LOCAL_TABLE,
   SWEEP_TABLE,
   TRAINING_TABLE,
@@ -128,12 +129,21 @@ describe("README.md's CLI reference agrees with the option table", () => {
     ['sweep', '`sweep` takes', selectOwn(SWEEP_TABLE, TRAINING_TABLE)],
     ['worker', '`worker` takes', WORKER_TABLE],
     ['bench', '`bench` takes', BENCH_TABLE],
+    ['data fetch', '`data fetch cifar10|cifar100` takes', DATA_FETCH_TABLE],
   ])("%s: the list names each of the command's own options once, with its default", (command, lead, table) => {
     expectSameOptions(readBullets(reference, lead), table, `in the list of ${command}`);
   });
 
   it('names no option that no command has', () => {
-    const tables = [TRAINING_TABLE, COORDINATOR_TABLE, LOCAL_TABLE, SWEEP_TABLE, WORKER_TABLE, BENCH_TABLE];
+    const tables = [
+      TRAINING_TABLE,
+      COORDINATOR_TABLE,
+      LOCAL_TABLE,
+      SWEEP_TABLE,
+      WORKER_TABLE,
+      BENCH_TABLE,
+      DATA_FETCH_TABLE,
+    ];
     const known = new Set(['help', 'version', ...tables.flatMap((t) => Object.keys(t))]);
     const mentioned = [...reference.matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1]!);
     expect(mentioned.length).toBeGreaterThan(50);

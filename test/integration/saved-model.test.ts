@@ -84,8 +84,12 @@ describe.each(['mlp', 'cnn'])('--model %s --save-model', (model) => {
         ...['Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'],
       ]);
       expect(meta.input).toEqual({ shape: [null, 28, 28, 1], dtype: 'float32', values: 'pixel / 255, in [0, 1]' });
-      expect(meta.standardization!.mean).toBeCloseTo(mean, 9);
-      expect(meta.standardization!.std).toBeCloseTo(std, 9);
+      // One channel: one mean and one standard deviation.
+      const { mean: means, std: stds } = meta.standardization as { mean: number[]; std: number[] };
+      expect(means).toHaveLength(1);
+      expect(stds).toHaveLength(1);
+      expect(means[0]).toBeCloseTo(mean, 9);
+      expect(stds[0]).toBeCloseTo(std, 9);
       expect(meta.standardization!.builtIn).toMatch(/first layer.*do not standardize the input/);
       expect(meta.output!.shape).toEqual([null, 10]);
       expect(meta.output!.values).toMatch(/^logits \(no softmax\)/);

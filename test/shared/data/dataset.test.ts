@@ -53,9 +53,10 @@ describe('gatherSamples', () => {
 
 describe('dataset names', () => {
   it('lists exactly the loadable datasets and recognises only those', () => {
-    expect(DATASET_NAMES).toEqual(['synthetic', 'fashion-mnist', 'mnist']);
+    expect(DATASET_NAMES).toEqual(['synthetic', 'fashion-mnist', 'mnist', 'cifar10', 'cifar100']);
     expect(isDatasetName('mnist')).toBe(true);
-    expect(isDatasetName('cifar10')).toBe(false);
+    expect(isDatasetName('cifar10')).toBe(true);
+    expect(isDatasetName('cifar-10')).toBe(false);
     expect(sampleSize([28, 28, 1])).toBe(784);
   });
 });
