@@ -8,6 +8,7 @@ import type { WorkerConfig } from '../worker/worker.js';
 import type { SweepSettings } from './sweep.js';
 import { OptionError } from '../shared/errors.js';
 import { DEFAULT_HIDDEN } from '../shared/models/index.js';
+import { DEFAULT_RESNET_DEPTH, isResnetDepth, RESNET_DEPTHS } from '../shared/models/resnet.js';
 import { declareOptions } from './option-declarations.js';
 import {
   BENCH_TABLE,
@@ -60,6 +61,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   if (microBatch > globalBatchSize) {
     throw new OptionError('micro-batch', String(microBatch), `at most --global-batch (${globalBatchSize})`);
   }
+  const { hidden, depth } = modelShape(model, read('hidden'), read('depth'));
   const steps = read('steps') ?? null;
   const epochs = read('epochs') ?? null;
   if (steps !== null && epochs !== null) {
@@ -92,7 +94,8 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   }
   return {
     model,
-    hidden: read('hidden') ?? DEFAULT_HIDDEN[model],
+    hidden,
+    ...(depth === undefined ? {} : { depth }),
     dataset,
     ...(dataDir ? { dataDir } : {}),
     globalBatchSize,
@@ -139,6 +142,23 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     reducer: read('reducer'),
     balance: read('balance'),
   };
+}
+
+/** --hidden and --depth for `model`: --depth is a resnet's alone (6n + 2), and a resnet takes three stage widths. */
+function modelShape(
+  model: TrainingSettings['model'],
+  hidden: number[] | undefined,
+  depth: number | undefined,
+): { hidden: number[]; depth?: number } {
+  if (model !== 'resnet') {
+    if (depth !== undefined) throw new OptionError('depth', String(depth), 'it only with --model resnet');
+    return { hidden: hidden ?? DEFAULT_HIDDEN[model] };
+  }
+  if (depth !== undefined && !isResnetDepth(depth))
+    throw new OptionError('depth', String(depth), `6n + 2 with n >= 1, e.g. ${RESNET_DEPTHS.join(', ')}`);
+  if (hidden !== undefined && hidden.length !== 3)
+    throw new OptionError('hidden', hidden.join(','), 'three stage widths with --model resnet, e.g. 16,32,64');
+  return { hidden: hidden ?? DEFAULT_HIDDEN[model], depth: depth ?? DEFAULT_RESNET_DEPTH };
 }
 
 /** The validated `coordinator` configuration: training settings plus where workers connect. */

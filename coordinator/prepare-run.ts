@@ -125,7 +125,13 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
 /** The model for the dataset's shape with its seeded initial weights (also written into the model). */
 function buildInitialModel(options: RunConfig, dataset: Dataset) {
   const { sampleShape: inputShape, numClasses } = dataset;
-  const model = buildModel(options.model, { inputShape, numClasses, hidden: options.hidden });
+  const { hidden, depth } = options;
+  const model = buildModel(options.model, {
+    inputShape,
+    numClasses,
+    hidden,
+    ...(depth === undefined ? {} : { depth }),
+  });
   const params = paramSpecsOf(model);
   const weights = initialWeights(params, options.seed);
   writeWeights(model, weights);
@@ -156,7 +162,7 @@ function describePlan(options: RunConfig, run: PreparedRun, paramCount: number):
   const warmup = options.warmupSteps ? `, ${options.warmup} warmup ${options.warmupSteps} steps` : '';
   const decay = options.decay !== 'constant' ? `, ${options.decay} decay` : '';
   return (
-    `model ${options.model} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ` +
+    `model ${options.model}${options.depth === undefined ? '' : ` depth ${options.depth}`} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ` +
     `${run.steps} steps, ${options.optimizer} lr ${options.lr}${scaled}${warmup}${decay}`
   );
 }

@@ -16,6 +16,8 @@ import type { TrainerObserver } from './trainer-observer.js';
 export interface RunConfig {
   model: ModelName;
   hidden: number[];
+  /** Layers of a `resnet` (6n + 2; default 20); absent for the other models. */
+  depth?: number;
   dataset: DatasetName;
   dataDir?: string;
   syntheticTrain?: number;
