@@ -75,14 +75,25 @@ export async function saveLayersModel(model: tfl.LayersModel, dir: string, extra
 
 /**
  * `model`'s layers (shared, not copied: no tensor is allocated) behind a Rescaling layer that
- * computes (x - mean) / std. The caller disposes the result before `model`.
+ * computes (x - mean) / std. The caller disposes the result before `model`. The layers are applied
+ * again in model order, each to the new tensors standing for its first inputs, so a graph with
+ * branches (a ResNet's shortcuts) keeps its shape.
  */
 function withStandardization(model: tfl.LayersModel, { mean, std }: PixelStats): tfl.LayersModel {
   const input = tfl.input({ shape: model.inputs[0]!.shape.slice(1), name: 'input' });
   const standardize = tfl.layers.rescaling({ scale: 1 / std, offset: -mean / std, name: STANDARDIZE_LAYER });
-  let x = standardize.apply(input) as tfl.SymbolicTensor;
-  for (const layer of model.layers) x = layer.apply(x) as tfl.SymbolicTensor;
-  return tfl.model({ inputs: input, outputs: x, name: model.name });
+  const standIn = new Map<tfl.SymbolicTensor, tfl.SymbolicTensor>([
+    [model.inputs[0]!, standardize.apply(input) as tfl.SymbolicTensor],
+  ]);
+  for (const layer of model.layers) {
+    if (layer.getClassName() === 'InputLayer') continue;
+    const node = layer.inboundNodes[0]!;
+    const inputs = node.inputTensors.map((t) => standIn.get(t)!);
+    const output = layer.apply(inputs.length === 1 ? inputs[0]! : inputs) as tfl.SymbolicTensor | tfl.SymbolicTensor[];
+    const outputs = Array.isArray(output) ? output : [output];
+    node.outputTensors.forEach((t, i) => standIn.set(t, outputs[i]!));
+  }
+  return tfl.model({ inputs: input, outputs: standIn.get(model.outputs[0]!)!, name: model.name });
 }
 
 /**
