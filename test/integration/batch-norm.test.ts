@@ -14,7 +14,7 @@ import type * as tfl from '@tensorflow/tfjs-layers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkpointFileName, readCheckpoint } from '../../coordinator/checkpoint.js';
 import { batchNormLayersOf, readMovingStatistics } from '../../shared/batch-norm.js';
-import { runCli, SUBSET_DIR } from '../support/cli.js';
+import { runCli, startCli, SUBSET_DIR, waitForOutput } from '../support/cli.js';
 import { loadSavedModel } from '../support/saved-model.js';
 import { bitDifference, readSavedWeights } from '../support/tensors.js';
 
@@ -143,6 +143,34 @@ describe('--model resnet (batch norm) under data parallelism', () => {
       ).toBeLessThanOrEqual(0.005);
     } finally {
       loaded.dispose();
+    }
+  });
+});
+
+describe('a batch-norm micro-batch is computed whole', () => {
+  it('refuses at hello a worker whose --max-chunk is below --micro-batch, naming both (exit 2)', async () => {
+    const coordinator = startCli([
+      ...['coordinator', '--insecure', '--port', '0', '--model', 'resnet', '--depth', '8', '--hidden', '4,8,8'],
+      ...['--dataset', 'synthetic', '--global-batch', '32', '--micro-batch', '16', '--steps', '1'],
+      ...['--metrics-port', 'off', '--worker-wait', '60'],
+    ]);
+    try {
+      const port = Number((await waitForOutput(coordinator, /listening on ws:\/\/127\.0\.0\.1:(\d+)/))[1]);
+      const worker = await runCli([
+        'worker',
+        '--connect',
+        `ws://127.0.0.1:${port}`,
+        '--max-chunk',
+        '8',
+        '--metrics-port',
+        'off',
+      ]);
+      expect(worker.code, worker.stderr).toBe(2);
+      expect(worker.stderr).toMatch(
+        /BAD_OPTION.*--max-chunk 8, smaller than this run's --micro-batch 16.*batch norm.*--max-chunk 16 or more, or the coordinator --micro-batch 8 or less/,
+      );
+    } finally {
+      coordinator.kill('SIGKILL');
     }
   });
 });
