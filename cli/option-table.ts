@@ -212,7 +212,7 @@ export const TRAINING_TABLE = {
   'weight-decay': {
     kind: 'string',
     default: '0',
-    help: 'weight decay (coupled for sgd/adam/lars, decoupled for adamw/lamb)',
+    help: 'weight decay (coupled for sgd/adam/lars, decoupled for adamw/lamb); never of rank-1 tensors (biases, batch-norm scales and offsets)',
     parse: (raw, name) => readDecimal(raw, name, 0, true, 1),
   },
   'target-accuracy': {
