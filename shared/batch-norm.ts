@@ -61,7 +61,7 @@ export function readMovingStatistics(layers: readonly BatchNormLayer[]): Float32
   let offset = 0;
   for (const l of layers) {
     for (const v of [l.movingMean, l.movingVariance]) {
-      flat.set(v.read().dataSync() as Float32Array, offset);
+      flat.set(v.read().dataSync(), offset);
       offset += l.channels;
     }
   }
