@@ -9,6 +9,7 @@ import { SYSTEM_DATASETS_DIR } from '../shared/data/search-paths.js';
 import { DATASET_NAMES } from '../shared/data/dataset.js';
 import { DECAY_KINDS, LR_SCALING_RULES, WARMUP_KINDS } from '../shared/lr-schedule.js';
 import { DEFAULT_HIDDEN, MODEL_NAMES } from '../shared/models/index.js';
+import { DEFAULT_RESNET_DEPTH, RESNET_DEPTHS } from '../shared/models/resnet.js';
 import { OPTIMIZER_NAMES, type OptimizerName } from '../shared/optimizers/index.js';
 import { WIRE_DTYPES } from '../shared/codec.js';
 import { BALANCE_MODES } from '../coordinator/split.js';
@@ -95,8 +96,14 @@ export const TRAINING_TABLE = {
     defaultText: Object.entries(DEFAULT_HIDDEN)
       .map(([model, widths]) => `${widths.join(',')} (${model})`)
       .join(', '),
-    help: 'hidden widths (mlp) or conv filters (cnn), comma-separated, e.g. 256,128',
+    help: 'hidden widths (mlp), conv filters (cnn) or the three stage widths (resnet), comma-separated, e.g. 256,128',
     parse: (raw, name) => readIntegerList(raw, name),
+  },
+  depth: {
+    kind: 'string',
+    defaultText: `${DEFAULT_RESNET_DEPTH} (resnet)`,
+    help: `layers of a resnet, 6n + 2: ${RESNET_DEPTHS.join(', ')}, …`,
+    parse: (raw, name) => readInteger(raw, name, 8, 6 * 1000 + 2),
   },
   dataset: {
     kind: 'string',
@@ -218,7 +225,7 @@ export const TRAINING_TABLE = {
   'weight-decay': {
     kind: 'string',
     default: '0',
-    help: 'weight decay (coupled for sgd/adam/lars, decoupled for adamw/lamb)',
+    help: 'weight decay (coupled for sgd/adam/lars, decoupled for adamw/lamb); never of rank-1 tensors (biases, batch-norm scales and offsets)',
     parse: (raw, name) => readDecimal(raw, name, 0, true, 1),
   },
   'target-accuracy': {

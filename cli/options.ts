@@ -8,6 +8,7 @@ import type { WorkerConfig } from '../worker/worker.js';
 import type { SweepSettings } from './sweep.js';
 import { OptionError } from '../shared/errors.js';
 import { DEFAULT_HIDDEN, isModelName } from '../shared/models/index.js';
+import { DEFAULT_RESNET_DEPTH, isResnetDepth, RESNET_DEPTHS } from '../shared/models/resnet.js';
 import { declareOptions } from './option-declarations.js';
 import {
   BENCH_TABLE,
@@ -69,6 +70,7 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   if (microBatch > globalBatchSize) {
     throw new OptionError('micro-batch', String(microBatch), `at most --global-batch (${globalBatchSize})`);
   }
+  const { hidden, depth } = modelShape(model, read('hidden'), read('depth'));
   const steps = read('steps') ?? null;
   const epochs = read('epochs') ?? null;
   if (steps !== null && epochs !== null) {
@@ -94,11 +96,11 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
       initFrom,
       'nothing with --resume, which continues from its checkpoint (with --resume auto, --init-from is used when there is no checkpoint)',
     );
-  const hidden = read('hidden');
-  if (hidden && !isModelName(model))
+  const hiddenGiven = read('hidden');
+  if (hiddenGiven && !isModelName(model))
     throw new OptionError(
       'hidden',
-      hidden.join(','),
+      hiddenGiven.join(','),
       `nothing with a model file (--model ${model}): the file sets the layers`,
     );
   if (allowScheduleChange && !resume) throw new OptionError('allow-schedule-change', true, 'it only with --resume');
@@ -115,7 +117,8 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
   }
   return {
     model,
-    hidden: hidden ?? (isModelName(model) ? DEFAULT_HIDDEN[model] : []),
+    hidden,
+    ...(depth === undefined ? {} : { depth }),
     dataset,
     ...(dataDir ? { dataDir } : {}),
     augment: read('augment'),
@@ -164,6 +167,28 @@ export function parseTrainingSettings(raw: RawOptions): TrainingSettings {
     reducer: read('reducer'),
     balance: read('balance'),
   };
+}
+
+/** --hidden and --depth for `model`: --depth is a resnet's alone (6n + 2), and a resnet takes three stage widths. */
+function modelShape(
+  model: TrainingSettings['model'],
+  hidden: number[] | undefined,
+  depth: number | undefined,
+): { hidden: number[]; depth?: number } {
+  // A model file sets its own layers (--hidden with one is refused below, naming the file).
+  if (!isModelName(model)) {
+    if (depth !== undefined) throw new OptionError('depth', String(depth), 'it only with --model resnet');
+    return { hidden: [] };
+  }
+  if (model !== 'resnet') {
+    if (depth !== undefined) throw new OptionError('depth', String(depth), 'it only with --model resnet');
+    return { hidden: hidden ?? DEFAULT_HIDDEN[model] };
+  }
+  if (depth !== undefined && !isResnetDepth(depth))
+    throw new OptionError('depth', String(depth), `6n + 2 with n >= 1, e.g. ${RESNET_DEPTHS.join(', ')}`);
+  if (hidden !== undefined && hidden.length !== 3)
+    throw new OptionError('hidden', hidden.join(','), 'three stage widths with --model resnet, e.g. 16,32,64');
+  return { hidden: hidden ?? DEFAULT_HIDDEN[model], depth: depth ?? DEFAULT_RESNET_DEPTH };
 }
 
 /** The validated `coordinator` configuration: training settings plus where workers connect. */

@@ -1,5 +1,5 @@
 // Checkpoints: everything a run needs to continue with the same result as if never stopped —
-// weights, optimizer state, step and sample count (the sampler is a function of seed and step),
+// weights, batch-norm moving statistics, optimizer state, step and sample count (the sampler is a function of seed and step),
 // the noise-scale EMAs, and the LR settings a resume must not change silently.
 //
 // Files: DIR/checkpoint-<step, 9 digits>.batchlab, the last `keep` of them (default 2). A save
@@ -24,6 +24,8 @@ import type { ParamSpec } from '../shared/protocol.js';
 import type { NoiseScaleState } from '../shared/statistics/noise-scale.js';
 
 const MAGIC = 'BLCKPT01';
+/** The array of a batch-norm model's moving statistics. */
+const MOVING_STATS = 'batchnorm.moving';
 const VERSION = 2;
 /** The one file of version-1 checkpoints (read, never written). */
 export const LEGACY_CHECKPOINT_FILE = 'checkpoint.batchlab';
@@ -76,6 +78,8 @@ export interface Checkpoint {
   stepsDone: number;
   samples: number;
   weights: Float32Array;
+  /** A model with batch norm: its moving statistics (shared/batch-norm.ts layout); else null. */
+  movingStats?: Float32Array | null;
   optimizerState: OptimizerState;
   noiseState: NoiseScaleState | null;
   /** Wall-clock time it was written (ISO 8601), for the log. */
@@ -117,6 +121,7 @@ class Unusable extends Error {}
 /** The file's bytes as one buffer: prefix (magic, header) and body (arrays). */
 function encode(checkpoint: Checkpoint): Buffer[] {
   const arrays: [string, Float32Array][] = [['weights', checkpoint.weights]];
+  if (checkpoint.movingStats) arrays.push([MOVING_STATS, checkpoint.movingStats]);
   const optimizerScalars: Record<string, number> = {};
   for (const [key, value] of Object.entries(checkpoint.optimizerState)) {
     if (typeof value === 'number') optimizerScalars[key] = value;
@@ -181,6 +186,7 @@ function decode(data: Buffer): Checkpoint {
   };
   const weightsEntry = header.arrays.find((a) => a.key === 'weights');
   if (!weightsEntry) throw new Unusable('it holds no weights');
+  const movingEntry = header.arrays.find((a) => a.key === MOVING_STATS);
   const optimizerState: OptimizerState = { ...header.optimizerScalars };
   for (const entry of header.arrays)
     if (entry.key.startsWith('optimizer.')) optimizerState[entry.key.slice('optimizer.'.length)] = take(entry);
@@ -191,6 +197,7 @@ function decode(data: Buffer): Checkpoint {
     stepsDone: header.stepsDone,
     samples: header.samples,
     weights: take(weightsEntry),
+    movingStats: movingEntry ? take(movingEntry) : null,
     optimizerState,
     noiseState: header.noiseState,
     writtenAt: header.writtenAt,

@@ -115,6 +115,7 @@ async function trainAndFinish(
   await writeFinalCheckpoint(run.progress);
   // The model holds the final weights from here on: the train-split evaluation and --save-model read it.
   writeWeights(run.model, await reducer.weights());
+  run.movingStats?.writeTo();
   const report = await buildReport(options, run, results(outcome, true));
   if (target.isSet)
     hooks.log(
@@ -185,6 +186,7 @@ function trainerParts(options: CoordinatorOptions, run: PreparedRun, wiring: Tra
     membership: wiring.servers.membership,
     reducer: wiring.reducer,
     noise: run.noise,
+    movingStats: run.movingStats,
     evaluate: wiring.evaluate,
     observer: wiring.observer,
     log: wiring.hooks.log,
@@ -246,12 +248,13 @@ async function checkpoint(
     stepsDone: at.stepsDone,
     samples: at.samples,
     weights: await reducer.weights(),
+    movingStats: run.movingStats ? run.movingStats.values.slice() : null,
     optimizerState: await reducer.optimizerState(),
     noiseState: run.noise.state(),
     writtenAt: new Date().toISOString(),
   };
   // Early warning: after this write there would be no room for the next one.
-  const arrays = [state.weights, ...Object.values(state.optimizerState)];
+  const arrays = [state.weights, state.movingStats ?? 0, ...Object.values(state.optimizerState)];
   const bytes = 4 * arrays.reduce<number>((n, v) => n + (typeof v === 'number' ? 0 : v.length), 0);
   const free = await freeBytesIn(dir);
   const low = free !== null && free < 2 * bytes;
@@ -298,6 +301,7 @@ async function evaluateTimed(
 ): Promise<Evaluation> {
   const t0 = performance.now();
   writeWeights(run.model, weights);
+  run.movingStats?.writeTo();
   const evaluation = await evaluateModel(run.model, run.dataset.test, run.dataset.sampleShape, run.dataset.numClasses);
   const t1 = performance.now();
   trace?.addSpan('eval', t0, t1, { accuracy: evaluation.accuracy });

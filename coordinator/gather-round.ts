@@ -3,6 +3,7 @@
 // micro-batch not assigned to the sender, or repeated, are refused with a reason; a reply's body
 // is checked and kept by the step's reduction, whichever reducer runs.
 
+import { allFinite } from '../shared/finite.js';
 import type { GradientMessage, MicroBatchSpec } from '../shared/protocol.js';
 import type { ReplyRejectReason } from '../shared/reasons.js';
 import type { StepReduction } from './reducer.js';
@@ -37,9 +38,11 @@ export class GatherRound {
   readonly computeMsByWorker = new Map<number, number>();
   readonly samplesByWorker = new Map<number, number>();
 
+  /** `batchStatsLength`: values of the batch statistics every reply must carry (0: a model without batch norm, none). */
   constructor(
     microBatches: readonly MicroBatchSpec[],
     private readonly reduction: StepReduction,
+    private readonly batchStatsLength = 0,
   ) {
     this.step = reduction.step;
     this.specs = new Map(microBatches.map((m) => [m.id, m]));
@@ -102,7 +105,7 @@ export class GatherRound {
     if (!spec || this.owner.get(message.microBatchId) !== workerId || message.samples !== spec.end - spec.start)
       return 'unassigned';
     if (this.received.has(message.microBatchId)) return 'duplicate';
-    const bodyProblem = this.reduction.check(body);
+    const bodyProblem = this.reduction.check(body) ?? this.checkBatchStats(message.batchStats);
     if (bodyProblem) return bodyProblem;
     if (!Number.isFinite(message.lossSum) || !Number.isFinite(message.sqNorm)) return 'non_finite';
     this.reduction.add(message.microBatchId, message.samples, body);
@@ -111,6 +114,23 @@ export class GatherRound {
     this.samplesByWorker.set(workerId, (this.samplesByWorker.get(workerId) ?? 0) + message.samples);
     if (this.received.size === this.specs.size) this.resolve();
     return null;
+  }
+
+  private checkBatchStats(stats: Float32Array | undefined): 'bad_shape' | 'non_finite' | null {
+    if ((stats?.length ?? 0) !== this.batchStatsLength) return 'bad_shape';
+    return !stats || allFinite(stats) ? null : 'non_finite';
+  }
+
+  /**
+   * Each reply's batch statistics, in micro-batch-id order (empty for a model without batch
+   * norm). A revoked reply is no longer here, and each id counts once. Call after `done`.
+   */
+  batchStats(): Float32Array[] {
+    const ids = [...this.received.keys()].sort((a, b) => a - b);
+    return ids.flatMap((id) => {
+      const stats = this.received.get(id)!.batchStats;
+      return stats ? [stats] : [];
+    });
   }
 
   /** Totals over all replies, in micro-batch-id order. Call after `done`. */

@@ -1,6 +1,6 @@
 // Preparing a run before any socket opens: the checkpoint directory (usable, and not holding
 // another run's checkpoints unless --resume or --fresh), the backend, the data, the model and its
-// initial weights, the LR schedule, the optimizer, and — with --resume — the state of a checkpoint
+// initial weights (and moving statistics, with batch norm), the LR schedule, the optimizer, and — with --resume — the state of a checkpoint
 // (with --resume auto, when the directory holds one; else the run starts at step 0).
 
 import { randomBytes } from 'node:crypto';
@@ -8,6 +8,7 @@ import { mkdir, rename } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type * as tfl from '@tensorflow/tfjs-layers';
 import { selectBackend, type BackendChoice } from '../shared/backend.js';
+import { batchNormLayersOf, MovingStatistics } from '../shared/batch-norm.js';
 import { describeDataset, loadDataset } from '../shared/data/index.js';
 import type { Dataset } from '../shared/data/dataset.js';
 import { createLrSchedule, scaledLearningRate, type LrScheduleConfig } from '../shared/lr-schedule.js';
@@ -50,6 +51,8 @@ export interface PreparedRun {
   params: ParamSpec[];
   /** The flat weights, updated in place by the star reducer. */
   weights: Float32Array;
+  /** A model with batch norm: its moving statistics, kept here alone (null: no batch norm). */
+  movingStats: MovingStatistics | null;
   schedule: LrScheduleConfig;
   lrAt: (step: number) => number;
   /** η after the batch-size scaling rule. */
@@ -93,6 +96,7 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
     topology,
     params,
     weights,
+    movingStats: batchNormLayersOf(model).length > 0 ? new MovingStatistics(batchNormLayersOf(model)) : null,
     schedule,
     lrAt: createLrSchedule(schedule),
     peakLr: scaledLearningRate(schedule),
@@ -145,9 +149,10 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
  */
 async function buildInitialModel(options: RunConfig, dataset: Dataset, log: (line: string) => void) {
   const { sampleShape: inputShape, numClasses } = dataset;
+  const { hidden, depth } = options;
   const file = isModelName(options.model) ? null : await loadModelFile(options.model, dataset, log);
   const model = isModelName(options.model)
-    ? buildModel(options.model, { inputShape, numClasses, hidden: options.hidden })
+    ? buildModel(options.model, { inputShape, numClasses, hidden, ...(depth === undefined ? {} : { depth }) })
     : file!.model;
   const params = paramSpecsOf(model);
   const weights = file?.weightsLoaded ? readWeights(model) : initialWeights(params, options.seed);
@@ -179,7 +184,7 @@ function describePlan(options: RunConfig, run: PreparedRun, paramCount: number):
   const warmup = options.warmupSteps ? `, ${options.warmup} warmup ${options.warmupSteps} steps` : '';
   const decay = options.decay !== 'constant' ? `, ${options.decay} decay` : '';
   return (
-    `model ${options.model} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ` +
+    `model ${options.model}${options.depth === undefined ? '' : ` depth ${options.depth}`} (${paramCount.toLocaleString('en-US')} parameters), global batch ${options.globalBatchSize}, micro-batch ${options.microBatch}, ` +
     `${run.steps} steps, ${options.optimizer} lr ${options.lr}${scaled}${warmup}${decay}`
   );
 }
@@ -241,8 +246,8 @@ async function describeCheckpointFile(path: string): Promise<string> {
 }
 
 /**
- * Continues from the newest usable checkpoint in `dir`: weights, optimizer state, noise EMAs and
- * progress. Newer files that are unusable are renamed to *.unusable (kept, out of the rotation).
+ * Continues from the newest usable checkpoint in `dir`: weights, batch-norm moving statistics,
+ * optimizer state, noise EMAs and progress. Newer files that are unusable are renamed to *.unusable (kept, out of the rotation).
  * Changed LR settings are refused unless --allow-schedule-change, which logs each one.
  */
 async function resume(run: PreparedRun, options: RunConfig, dir: string, log: (line: string) => void): Promise<void> {
@@ -266,6 +271,16 @@ async function resume(run: PreparedRun, options: RunConfig, dir: string, log: (l
     log(`skipped ${bad.path} (renamed to ${basename(bad.path)}.unusable): ${bad.why}`);
   }
   run.weights.set(checkpoint.weights);
+  if (run.movingStats) {
+    const stats = checkpoint.movingStats;
+    if (!stats || stats.length !== run.movingStats.length)
+      throw new BatchlabError(
+        'BAD_OPTION',
+        `--resume: the checkpoint ${path} holds ${stats?.length ?? 0} batch-norm moving statistics, the model has ${run.movingStats.length}; ` +
+          'start a new run (--fresh) or use another --checkpoint-dir',
+      );
+    run.movingStats.values.set(stats);
+  }
   run.optimizer.loadState(checkpoint.optimizerState);
   if (checkpoint.noiseState) run.noise.loadState(checkpoint.noiseState);
   run.progress = { stepsDone: checkpoint.stepsDone, samples: checkpoint.samples };

@@ -18,6 +18,8 @@ export interface RunConfig {
   /** A built-in model's name, or the path of a TensorFlow.js layers model.json. */
   model: ModelName | (string & {});
   hidden: number[];
+  /** Layers of a `resnet` (6n + 2; default 20); absent for the other models. */
+  depth?: number;
   dataset: DatasetName;
   dataDir?: string;
   /** How workers augment the training samples (evaluation never does). */

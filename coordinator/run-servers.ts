@@ -11,7 +11,7 @@ import { describeDataset } from '../shared/data/index.js';
 import { BatchlabError, INTERNAL_ERROR_CODE } from '../shared/errors.js';
 import { startMetricsServer, type MetricsServer } from '../shared/metrics-server.js';
 import { createRegistry } from '../shared/metrics.js';
-import { PROTOCOL_VERSION, type WelcomeMessage } from '../shared/protocol.js';
+import { PROTOCOL_VERSION, type HelloMessage, type WelcomeMessage } from '../shared/protocol.js';
 import type { CoordinatorHooks, CoordinatorOptions } from './run-config.js';
 import { Membership } from './membership.js';
 import { createCoordinatorMetrics, type CoordinatorMetricsObserver } from './metrics.js';
@@ -128,7 +128,24 @@ function workerServerOptions(
     onBytes: (direction, bytes) => metrics.onBytes(direction, bytes),
     wireDtype: options.wireDtype,
     welcome: (workerId) => welcomeFor(workerId, options, run),
+    checkWorker: (hello) => checkGhostBatch(hello, options, run),
   };
+}
+
+/**
+ * A batch-norm model's micro-batch is computed in one pass (it is the ghost batch): a worker whose
+ * --max-chunk is smaller than --micro-batch would need more memory than it allows, and is refused.
+ * A worker with --max-chunk auto (0 in hello) probes the whole micro-batch itself and leaves with
+ * OUT_OF_MEMORY when it does not fit.
+ */
+function checkGhostBatch(hello: HelloMessage, options: CoordinatorOptions, run: PreparedRun): void {
+  if (!run.movingStats || hello.maxChunk === 0 || hello.maxChunk >= options.microBatch) return;
+  throw new BatchlabError(
+    'BAD_OPTION',
+    `worker ${hello.workerName} has --max-chunk ${hello.maxChunk}, smaller than this run's --micro-batch ${options.microBatch}; ` +
+      `the model (${options.model}) has batch norm, so each micro-batch is computed in one pass: ` +
+      `give the worker --max-chunk ${options.microBatch} or more, or the coordinator --micro-batch ${hello.maxChunk} or less`,
+  );
 }
 
 function answerPlainRequest(_req: unknown, res: ServerResponse): void {

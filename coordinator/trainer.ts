@@ -1,4 +1,5 @@
-// The training loop, read top to bottom: split → dispatch → gather → reduce → apply → record.
+// The training loop, read top to bottom: split → dispatch → gather → reduce → apply → (batch
+// norm) moving statistics → record.
 // The reducer (star or sharded) owns reduce and apply behind one seam; everything else
 // (membership, the optimizer, metrics, evaluation) lives in its own file.
 
@@ -6,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { BatchlabError } from '../shared/errors.js';
 import { cutMicroBatches } from '../shared/micro-batches.js';
 import type { MicroBatchSpec } from '../shared/protocol.js';
+import type { MovingStatistics } from '../shared/batch-norm.js';
 import type { Evaluation } from '../shared/evaluate.js';
 import type { NoiseScaleEstimator } from '../shared/statistics/noise-scale.js';
 import { GatherRound } from './gather-round.js';
@@ -46,6 +48,8 @@ export interface TrainerParts {
   reducer: Reducer;
   /** Gradient noise scale from the micro-batch norms (McCandlish et al.); optional. */
   noise?: NoiseScaleEstimator;
+  /** A model with batch norm: its moving statistics, updated from each step's micro-batches. */
+  movingStats?: MovingStatistics | null;
   evaluate: (weights: Float32Array) => Promise<Evaluation> | Evaluation;
   observer: TrainerObserver;
   log: (line: string) => void;
@@ -114,7 +118,7 @@ async function runStep(
   const { config, membership, observer, log } = parts;
   const lr = config.lrAt(step);
   const { workers, plan, reduction, t0 } = await beginStep(parts, step, microBatches, lr, deadlineMs);
-  const round = new GatherRound(microBatches, reduction);
+  const round = new GatherRound(microBatches, reduction, parts.movingStats?.length ?? 0);
   const target = { membership, round, reduction, globalBatchSize: config.globalBatchSize };
   observer.onActivity?.('stepping');
   dispatch(target, plan);
@@ -129,6 +133,8 @@ async function runStep(
     log,
     signal: parts.signal,
   });
+  // After the update, the moving statistics: one update per micro-batch, in id order (the bits of one worker).
+  parts.movingStats?.update(round.batchStats());
   const t2 = performance.now();
   const stats = round.stats();
   const noise =

@@ -19,6 +19,8 @@ export interface WorkerServerOptions {
   token: string | null;
   /** Builds the welcome for a new worker id. */
   welcome: (workerId: number) => WelcomeMessage;
+  /** Throws a BatchlabError when a worker that says `hello` cannot take part in this run (its settings). */
+  checkWorker?: (hello: HelloMessage) => void;
   datasetFingerprint: string;
   maxPayloadBytes: number;
   /** From hello to ready: the worker loads its dataset and model in between. */
@@ -236,6 +238,7 @@ export class WorkerServer {
         `worker speaks protocol ${message.protocolVersion}, coordinator ${PROTOCOL_VERSION}: run the same batchlab version on both`,
       );
     }
+    this.options.checkWorker?.(message);
     // Past hello (and the token, checked at the upgrade): the pre-hello deadline and caps no
     // longer apply; the handshake timeout bounds loading the data until `ready`.
     this.pending.admit(connection.remoteAddress, connection.remotePort);

@@ -133,6 +133,8 @@ export function exitCodeForCode(code: string): number {
 /** WebSocket close code (4000–4999 is the application range) for an error that ends a connection. */
 export function closeCodeFor(code: ErrorCode): number {
   const codes: Partial<Record<ErrorCode, number>> = {
+    // A worker whose settings cannot serve the run (e.g. --max-chunk below a batch-norm micro-batch).
+    BAD_OPTION: 4412,
     BAD_FRAME: 4400,
     BAD_MESSAGE: 4400,
     VERSION_MISMATCH: 4426,

@@ -5,7 +5,7 @@ import { AUGMENT_MODES, type AugmentMode } from './augment.js';
 import { ProtocolError } from './errors.js';
 
 /** Bumped on any incompatible change; `hello` and `welcome` carry it and a mismatch is refused. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Name and shape of one trainable tensor; the flat parameter vector is their concatenation. */
 export interface ParamSpec {
@@ -217,6 +217,11 @@ export interface GradientMessage {
   computeMs: number;
   /** |g|^2 of this micro-batch's mean-loss gradient, for the gradient noise scale. */
   sqNorm: number;
+  /**
+   * Models with batch norm: the mean then the variance of every batch-norm layer over this
+   * micro-batch, in model order (float32; msgpack bin of little-endian bytes on the wire).
+   */
+  batchStats?: Float32Array;
   /** The worker's memory while computing this micro-batch and after it (all in bytes but `tensors`). */
   memory?: WorkerMemory;
 }
@@ -352,6 +357,14 @@ function arr(o: Obj, type: string, field: string, maxLength: number): unknown[] 
   const v = o[field];
   if (!Array.isArray(v) || v.length > maxLength) fail(type, field, `an array of at most ${maxLength} items`, v);
   return v;
+}
+
+/** Float32 values sent as msgpack bin (their little-endian bytes), copied into their own array. */
+function float32s(o: Obj, type: string, field: string, maxLength: number): Float32Array {
+  const v = o[field];
+  if (!(v instanceof Uint8Array) || v.byteLength % 4 !== 0 || v.byteLength > 4 * maxLength)
+    fail(type, field, `float32 values as bytes (a multiple of 4, at most ${maxLength} values)`, v);
+  return new Float32Array(new Uint8Array(v).buffer);
 }
 
 function validateParams(o: Obj): ParamSpec[] {
@@ -545,6 +558,7 @@ export function validateMessage(raw: unknown): Message {
         sqNorm: anyNumber(o, type, 'sqNorm'),
       };
       if (o.memory !== undefined) gradient.memory = validateMemory(o);
+      if (o.batchStats !== undefined) gradient.batchStats = float32s(o, type, 'batchStats', 1 << 22);
       return gradient;
     }
     case 'error':

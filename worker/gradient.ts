@@ -11,6 +11,13 @@
 // - the generic path, tf.variableGrads over model.apply, for every other model.
 // The two agree within float32 rounding (summation order); see test/worker/gradient.test.ts.
 //
+// A model with BatchNormalization layers computes each micro-batch in one pass, whatever
+// `maxChunk` says: batch statistics couple the samples, so the micro-batch is the ghost batch
+// (shared/batch-norm.ts). Its statistics come from the layers themselves: with momentum 0 and
+// moving statistics zeroed before the pass, tfjs's moving-average update 0 − (0 − batch) · 1
+// leaves exactly the batch mean and variance the pass normalized with in the moving variables.
+// So the worker's copy of the model holds the last micro-batch's statistics, never moving ones.
+//
 // On webgpu only the generic path runs, and its results are read asynchronously: WebGPU in Node
 // cannot read a GPU tensor synchronously (tfjs's readSync needs OffscreenCanvas), and the dense
 // fast path reads intermediate results between its ops — its gain is wasm's XNNPACK orientation.
@@ -19,6 +26,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type * as tfl from '@tensorflow/tfjs-layers';
 // Type-only: a value import would register the 'wasm' backend in processes that never asked for it.
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
+import { batchNormLayersOf, batchStatsLength, type BatchNormLayer } from '../shared/batch-norm.js';
 
 /** What a worker reports for one micro-batch (before framing). */
 export interface MicroBatchResult {
@@ -29,6 +37,8 @@ export interface MicroBatchResult {
   correct: number;
   /** |gradSum / samples|^2: squared norm of the micro-batch's mean-loss gradient. */
   sqNorm: number;
+  /** Models with batch norm: each layer's batch mean then variance (shared/batch-norm.ts layout). */
+  batchStats?: Float32Array;
 }
 
 /** Model plus the facts needed to turn raw arrays into tensors. */
@@ -84,32 +94,69 @@ function chunkTensorsGeneric(
 ): tf.Tensor[] {
   const sampleSize = images.length / labels.length;
   const vars = gm.model.trainableWeights.map((w) => w.read() as tf.Variable);
-  return tf.tidy(() => {
-    const x = tf.tensor(images.subarray(start * sampleSize, end * sampleSize), [end - start, ...gm.sampleShape]); // [c, 28, 28, 1]
-    const labelTensor = tf.tensor1d(labels.subarray(start, end), 'int32'); // [c]
-    const y = tf.oneHot(labelTensor, gm.numClasses); // [c, classes]
-    let logits: tf.Tensor | null = null;
-    let result;
-    try {
-      result = tf.variableGrads(() => {
-        // Kept so accuracy reuses this forward pass; disposed just below (or here, when the backward fails).
-        logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor); // [c, classes]
-        return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
-      }, vars);
-    } catch (error) {
+  const norms = batchNormOf(gm.model);
+  const momenta = norms.map((l) => l.momentum);
+  try {
+    return tf.tidy(() => {
+      captureBatchStats(norms);
+      const x = tf.tensor(images.subarray(start * sampleSize, end * sampleSize), [end - start, ...gm.sampleShape]); // [c, 28, 28, 1]
+      const labelTensor = tf.tensor1d(labels.subarray(start, end), 'int32'); // [c]
+      const y = tf.oneHot(labelTensor, gm.numClasses); // [c, classes]
+      let logits: tf.Tensor | null = null;
+      let result;
+      try {
+        result = tf.variableGrads(() => {
+          // Kept so accuracy reuses this forward pass; disposed just below (or here, when the backward fails).
+          logits = tf.keep(gm.model.apply(x, { training: true }) as tf.Tensor); // [c, classes]
+          return tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(y, logits, undefined, 0, tf.Reduction.SUM);
+        }, vars);
+      } catch (error) {
+        (logits as tf.Tensor | null)?.dispose();
+        throw error;
+      }
+      const { value, grads } = result;
+      const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'float32'));
       (logits as tf.Tensor | null)?.dispose();
-      throw error;
-    }
-    const { value, grads } = result;
-    const correct = tf.sum(tf.cast(tf.equal(tf.argMax(logits!, 1), labelTensor), 'float32'));
-    (logits as tf.Tensor | null)?.dispose();
-    const parts = [
-      ...vars.map((v) => tf.reshape(grads[v.name]!, [-1])),
-      tf.reshape(value, [1]),
-      tf.reshape(correct, [1]),
-    ];
-    return [tf.concat(parts)]; // [P + 2]: the gradient sum, the loss sum, the correct count
-  });
+      const parts = [
+        ...vars.map((v) => tf.reshape(grads[v.name]!, [-1])),
+        tf.reshape(value, [1]),
+        tf.reshape(correct, [1]),
+        // What the forward pass normalized with (see the top of this file).
+        ...norms.flatMap((l) => [tf.reshape(l.movingMean.read(), [-1]), tf.reshape(l.movingVariance.read(), [-1])]),
+      ];
+      return [tf.concat(parts)]; // [P + 2 + S]: the gradient sum, the loss sum, the correct count, the batch statistics
+    });
+  } finally {
+    norms.forEach((l, i) => setMomentum(l, momenta[i]!));
+  }
+}
+
+/** The model's batch-norm layers (cached per model). */
+const batchNorms = new WeakMap<tfl.LayersModel, BatchNormLayer[]>();
+
+function batchNormOf(model: tfl.LayersModel): BatchNormLayer[] {
+  let layers = batchNorms.get(model);
+  if (!layers) {
+    layers = batchNormLayersOf(model);
+    batchNorms.set(model, layers);
+  }
+  return layers;
+}
+
+function setMomentum(l: BatchNormLayer, momentum: number): void {
+  (l.layer as unknown as { momentum: number }).momentum = momentum;
+}
+
+/**
+ * Before a batch-norm model's forward pass (inside a tidy): momentum 0 and moving statistics 0,
+ * so the pass leaves its batch statistics, exactly, in the moving variables.
+ */
+function captureBatchStats(norms: readonly BatchNormLayer[]): void {
+  for (const l of norms) {
+    setMomentum(l, 0);
+    l.movingMean.write(tf.zeros(l.movingMean.shape as number[]));
+    l.movingVariance.write(tf.zeros(l.movingVariance.shape as number[]));
+  }
 }
 
 /** The values of a generic chunk's tensors, in their order: read by whoever drives the chunks. */
@@ -500,6 +547,9 @@ function* accumulateChunks(
     images.length === n * found.stages[0]!.inDim &&
     found.stages[found.stages.length - 1]!.outDim === gm.numClasses;
   const plan = fits ? found : null;
+  // Batch statistics couple a micro-batch's samples: it is computed in one pass.
+  const statsLength = plan ? 0 : batchStatsLength(batchNormOf(gm.model));
+  const chunk = statsLength > 0 ? n : maxChunk;
   const numParams = plan
     ? plan.numParams
     : gm.model.trainableWeights.reduce((p, w) => p + tf.util.sizeFromShape(w.shape as number[]), 0);
@@ -507,9 +557,10 @@ function* accumulateChunks(
   const gradSum = out && out.length === numParams ? out : new Float32Array(numParams);
   let lossSum = 0;
   let correct = 0;
-  for (let start = 0; start < n; start += maxChunk) {
+  let batchStats: Float32Array | undefined;
+  for (let start = 0; start < n; start += chunk) {
     if (start > 0) yield null;
-    const end = Math.min(n, start + maxChunk);
+    const end = Math.min(n, start + chunk);
     if (plan) {
       const part = computeChunkDense(plan, images, labels, start, end, gradSum, start === 0);
       lossSum += part.lossSum;
@@ -523,16 +574,19 @@ function* accumulateChunks(
       accumulate(gradSum, packed.subarray(0, numParams), 0, start === 0);
       lossSum += packed[numParams]!;
       correct += packed[numParams + 1]!;
+      if (statsLength > 0) batchStats = packed.slice(numParams + 2, numParams + 2 + statsLength);
     } finally {
       tf.dispose(tensors);
     }
   }
-  return { gradSum, samples: n, lossSum, correct, sqNorm: sumOfSquares(gradSum) / (n * n) };
+  const sqNorm = sumOfSquares(gradSum) / (n * n);
+  return { gradSum, samples: n, lossSum, correct, sqNorm, ...(batchStats ? { batchStats } : {}) };
 }
 
 /**
  * Computes the gradient sum, loss sum and correct count of `labels.length` samples whose pixels
- * are `images` (row-major [n, ...sampleShape]), in chunks of at most `maxChunk`. Leaves no tensors behind.
+ * are `images` (row-major [n, ...sampleShape]), in chunks of at most `maxChunk` (a model with batch
+ * norm: in one pass, returning its batch statistics). Leaves no tensors behind.
  * `out`, when it has the model's parameter count, receives the gradient sum (and is returned as
  * `gradSum`) instead of a new array: a worker reuses one, sparing a model-sized allocation and
  * its page faults per micro-batch.

@@ -14,9 +14,9 @@
 //   out-of-memory through error scopes, which tfjs does not open: auto probes only up to the
 //   micro-batch there, unless --memory-limit gives the budget.
 
+import { batchNormLayersOf } from '../shared/batch-norm.js';
 import { freemem } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
-import type * as tfl from '@tensorflow/tfjs-layers';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { BatchlabError } from '../shared/errors.js';
 import { computeMicroBatch, type GradientModel } from './gradient.js';
@@ -181,11 +181,6 @@ export function probeBudget(backend: string, memoryLimit: number | null): number
   return null;
 }
 
-/** Whether the model has batch norm: it computes each micro-batch in one pass (the ghost batch). */
-export function usesBatchNorm(model: tfl.LayersModel): boolean {
-  return model.layers.some((l) => l.getClassName() === 'BatchNormalization');
-}
-
 /**
  * What computing the first `chunk` samples needs, after `failure` refused it: under the emulated
  * budget the same computation runs without it, to measure its peak; a backend's own failure says only that it failed.
@@ -231,7 +226,8 @@ export function probeMaxChunk(
 ): ProbeResult {
   const sampleSize = images.length / labels.length;
   const sizes: number[] = [];
-  if (usesBatchNorm(gm.model)) sizes.push(ceiling);
+  // A model with batch norm computes each micro-batch in one pass (the ghost batch).
+  if (batchNormLayersOf(gm.model).length > 0) sizes.push(ceiling);
   else
     for (let c = 1; ; c *= 2) {
       sizes.push(Math.min(c, ceiling));

@@ -397,7 +397,11 @@ async function serve(
       if (!ending && code >= 4400 && code < 4500) {
         const why = `coordinator closed the connection: ${reason.toString() || code}`;
         const error =
-          code === closeCodeFor('EVICTED') ? new BatchlabError('EVICTED', why) : new ProtocolError('BAD_MESSAGE', why);
+          code === closeCodeFor('EVICTED')
+            ? new BatchlabError('EVICTED', why)
+            : code === closeCodeFor('BAD_OPTION')
+              ? new BatchlabError('BAD_OPTION', why)
+              : new ProtocolError('BAD_MESSAGE', why);
         // Its `error` frame may still wait behind the work in progress: say here why this worker stops.
         log(describeError(error));
         ending = { kind: 'refused', error };
@@ -702,6 +706,7 @@ async function computeWork(
         computeMs,
         sqNorm: result.sqNorm,
         memory,
+        ...(result.batchStats ? { batchStats: result.batchStats } : {}),
       });
     } catch (error) {
       frame.release();

@@ -12,6 +12,14 @@ import type { ModelConfig } from './index.js';
 /** The depths offered: 6n + 2 for n = 1, 2, 3, 5, 7, 9, 18. */
 export const RESNET_DEPTHS = [8, 14, 20, 32, 44, 56, 110] as const;
 
+/** The depth when none is given: ResNet-20. */
+export const DEFAULT_RESNET_DEPTH = 20;
+
+/** Whether `depth` is 6n + 2 with n >= 1. */
+export function isResnetDepth(depth: number): boolean {
+  return Number.isInteger(depth) && depth >= 8 && (depth - 2) % 6 === 0;
+}
+
 /** Default filters per stage. */
 export const RESNET_WIDTHS = [16, 32, 64];
 
@@ -23,8 +31,8 @@ export const RESNET_BN = { momentum: 0.9, epsilon: 1e-5 };
  * three stages (default 16,32,64). Outputs logits.
  */
 export function buildResnet(config: ModelConfig): tfl.LayersModel {
-  const depth = config.depth ?? 20;
-  if (!Number.isInteger(depth) || depth < 8 || (depth - 2) % 6 !== 0)
+  const depth = config.depth ?? DEFAULT_RESNET_DEPTH;
+  if (!isResnetDepth(depth))
     throw new Error(`resnet depth must be 6n + 2 with n >= 1 (e.g. ${RESNET_DEPTHS.join(', ')}); got ${depth}`);
   const n = (depth - 2) / 6;
   const widths = config.hidden.length > 0 ? config.hidden : RESNET_WIDTHS;

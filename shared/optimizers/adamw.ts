@@ -3,7 +3,8 @@
 // w -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * w), with w on the right the weights before the step.
 // As in torch.optim.AdamW, wd is multiplied by lr (w *= 1 - lr*wd, then the Adam step), so the
 // decay follows the LR schedule; the paper instead scales a separate alpha*Adam + wd by a
-// schedule multiplier. Every tensor is decayed (one PyTorch param group): no bias exclusion.
+// schedule multiplier. Tensors of rank <= 1 (biases, batch-norm scales and offsets) are not
+// decayed, the usual AdamW convention (and the rule of every optimizer here).
 
 import { Adam } from './adam.js';
 

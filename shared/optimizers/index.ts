@@ -11,11 +11,11 @@ import { Sgd } from './sgd.js';
 export { isExcludedFromTrust } from './layer-segments.js';
 export { DEFAULT_OPTIMIZER_CONFIG, type Optimizer, type OptimizerConfig, type OptimizerState } from './optimizer.js';
 
-/** Each rule's constructor; sgd, adam and adamw are element-wise and ignore `params`. */
+/** Each rule's constructor; sgd, adam and adamw use `params` only to leave rank-1 tensors out of weight decay. */
 export const OPTIMIZERS = {
-  sgd: (config: OptimizerConfig) => new Sgd(config),
-  adam: (config: OptimizerConfig) => new Adam(config),
-  adamw: (config: OptimizerConfig) => new AdamW(config),
+  sgd: (config: OptimizerConfig, params: readonly ParamSpec[]) => new Sgd(config, params),
+  adam: (config: OptimizerConfig, params: readonly ParamSpec[]) => new Adam(config, params),
+  adamw: (config: OptimizerConfig, params: readonly ParamSpec[]) => new AdamW(config, params),
   lars: (config: OptimizerConfig, params: readonly ParamSpec[]) => new Lars(config, params),
   lamb: (config: OptimizerConfig, params: readonly ParamSpec[]) => new Lamb(config, params),
 } as const satisfies Record<string, (config: OptimizerConfig, params: readonly ParamSpec[]) => Optimizer>;

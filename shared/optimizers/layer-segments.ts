@@ -59,3 +59,50 @@ export function assertMatchesLayout(
     );
   }
 }
+
+/** A run of consecutive tensors that weight decay treats alike: [start, end) of the flat vector. */
+export interface DecaySegment {
+  start: number;
+  end: number;
+  /** False for tensors of rank <= 1 (`isExcludedFromTrust`): biases, batch-norm scales and offsets. */
+  decayed: boolean;
+}
+
+/**
+ * The flat vector laid out by `params` as runs of decayed and undecayed tensors (consecutive
+ * tensors of the same kind merged), for the element-wise rules (sgd, adam, adamw), which apply
+ * weight decay to tensors of rank >= 2 only, as LARS and LAMB do.
+ */
+export function decaySegments(params: readonly ParamSpec[]): DecaySegment[] {
+  const runs: DecaySegment[] = [];
+  let offset = 0;
+  for (const spec of params) {
+    const end = offset + sizeOf(spec.shape);
+    const decayed = !isExcludedFromTrust(spec);
+    const last = runs.at(-1);
+    if (last && last.decayed === decayed) last.end = end;
+    else runs.push({ start: offset, end, decayed });
+    offset = end;
+  }
+  return runs;
+}
+
+/**
+ * The runs an element-wise update goes over: without weight decay (or without a layout) the
+ * whole vector as one decayed run, so the update is a single pass and its bits do not depend on
+ * the layout; with decay the segments, which must cover the `length` values.
+ */
+export function decayRanges(
+  segments: readonly DecaySegment[],
+  length: number,
+  weightDecay: number,
+): readonly DecaySegment[] {
+  if (weightDecay === 0 || segments.length === 0) return [{ start: 0, end: length, decayed: true }];
+  const covered = segments.at(-1)!.end;
+  if (covered !== length)
+    throw new BatchlabError(
+      'SHAPE_MISMATCH',
+      `weight decay: the layout has ${covered} values but the weights have ${length}`,
+    );
+  return segments;
+}

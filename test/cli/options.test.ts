@@ -24,6 +24,10 @@ describe('option validation (in process)', () => {
       { model: 'vgg' },
       /--model: got "vgg"; expected one of mlp, cnn, resnet, or the path of a TensorFlow.js layers model.json/,
     ],
+    [{ depth: '20' }, /--depth: got "20"; expected it only with --model resnet/],
+    [{ model: 'resnet', depth: '10' }, /--depth: got "10"; expected 6n \+ 2 with n >= 1, e.g. 8, 14, 20/],
+    [{ model: 'resnet', depth: '2' }, /--depth: got "2"; expected an integer from 8/],
+    [{ model: 'resnet', hidden: '16,32' }, /--hidden: got "16,32"; expected three stage widths with --model resnet/],
     [{ dataset: 'imagenet' }, /--dataset: got "imagenet"; expected one of synthetic, fashion-mnist, mnist/],
     [{ optimizer: 'rmsprop' }, /--optimizer: got "rmsprop"; expected one of sgd, adam/],
     [{ lr: 'fast' }, /--lr: got "fast"; expected a number > 0/],
@@ -149,11 +153,23 @@ describe('option validation (in process)', () => {
   });
 });
 
+describe('--model resnet', () => {
+  it('takes depth 20 and widths 16,32,64 unless told otherwise, and records --depth only for a resnet', () => {
+    expect(parseTrainingSettings({ model: 'resnet' })).toMatchObject({ hidden: [16, 32, 64], depth: 20 });
+    expect(parseTrainingSettings({ model: 'resnet', depth: '8', hidden: '4,8,8' })).toMatchObject({
+      hidden: [4, 8, 8],
+      depth: 8,
+    });
+    expect(parseTrainingSettings({ model: 'cnn' }).depth).toBeUndefined();
+  });
+});
+
 describe('the batchlab command refuses bad input with exit code 2', () => {
   it.each([
     [['local', '--global-batch', '-5'], {}, /--global-batch: got "-5"/],
     [['local', '--micro-batch', '0'], {}, /--micro-batch: got "0"/],
     [['local', '--model', 'vgg'], {}, /--model: got "vgg"; expected one of mlp, cnn, resnet, or the path/],
+    [['local', '--model', 'cnn', '--depth', '20'], {}, /--depth: got "20"; expected it only with --model resnet/],
     [
       ['local', '--global-batch', '128', '--micro-batch', '256'],
       {},

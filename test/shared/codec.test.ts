@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
-import { decodeFrame, encodeFrame } from '../../shared/codec.js';
+import { decodeFrame, encodeFrame, FrameEncoder } from '../../shared/codec.js';
 import { ProtocolError } from '../../shared/errors.js';
 import {
   BODY_RULE,
@@ -164,6 +164,26 @@ describe('encodeFrame / decodeFrame round trip', () => {
     const { message, body } = decodeFrame(encodeFrame(gradient, grad));
     expect(message).toEqual(gradient);
     expect(Buffer.compare(bytesOf(body!), bytesOf(grad))).toBe(0);
+  });
+
+  it("returns a gradient's batch statistics bit for bit in their own array, from a pooled frame too", () => {
+    const stats = Float32Array.from({ length: 37 }, (_, i) => Math.cos(i) * 10 ** ((i % 7) - 3));
+    const grad = new Float32Array(64).fill(0.5);
+    const pooled = new FrameEncoder('f32').bodyFrame(grad.length);
+    pooled.body.set(grad);
+    for (const bytes of [
+      encodeFrame({ ...gradient, batchStats: stats }, grad),
+      pooled.seal({ ...gradient, batchStats: stats }).bytes,
+    ]) {
+      const { message, body } = decodeFrame(bytes);
+      const got = (message as GradientMessage).batchStats!;
+      expect(got).toBeInstanceOf(Float32Array);
+      expect(Buffer.compare(bytesOf(got), bytesOf(stats))).toBe(0);
+      expect(got.buffer.byteLength).toBe(4 * stats.length);
+      expect(Buffer.compare(bytesOf(body!), bytesOf(grad))).toBe(0);
+    }
+    const odd = { ...gradient, batchStats: new Uint8Array(6) } as unknown as Message;
+    expect(() => decodeFrame(encodeFrame(odd))).toThrow(/gradient\.batchStats: expected float32 values as bytes/);
   });
 
   it('returns an empty body as an empty Float32Array, not as null', () => {

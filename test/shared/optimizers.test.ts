@@ -44,6 +44,8 @@ const lars = (patch: Partial<OptimizerConfig> = {}): OptimizerConfig =>
 
 /** One rank-1 tensor of `n` values: the layout for the element-wise rules' cases. */
 const flatParams = (n: number): ParamSpec[] => [{ name: 'weights', shape: [n] }];
+/** One rank-2 tensor: weight decay applies to it (a rank-1 one is left out). */
+const kernelParams = (n: number): ParamSpec[] => [{ name: 'kernel', shape: [1, n] }];
 
 // Shared SGD inputs: exactly representable in float32, chosen so no weight nears zero.
 const W0 = [1, -2, 4];
@@ -81,9 +83,15 @@ function adamByHand(weights: number[], grads: number[][], lr: number, c: Optimiz
 /**
  * AdamW, Loshchilov & Hutter (2019) Algorithm 2 with PyTorch's lr-scaled decay, in float64:
  * Adam moments of the raw gradient, then w -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * w),
- * with the w on the right taken before the step. Every weight is decayed, biases included.
+ * with the w on the right taken before the step. Weights from `decayedUpTo` on (a bias) are not decayed.
  */
-function adamwByHand(weights: number[], grads: number[][], lr: number, c: OptimizerConfig): number[][] {
+function adamwByHand(
+  weights: number[],
+  grads: number[][],
+  lr: number,
+  c: OptimizerConfig,
+  decayedUpTo = weights.length,
+): number[][] {
   const w = [...weights];
   const m = w.map(() => 0);
   const v = w.map(() => 0);
@@ -94,7 +102,8 @@ function adamwByHand(weights: number[], grads: number[][], lr: number, c: Optimi
       v[i] = c.beta2 * v[i]! + (1 - c.beta2) * g[i]! * g[i]!;
       const mHat = m[i]! / (1 - c.beta1 ** t);
       const vHat = v[i]! / (1 - c.beta2 ** t);
-      w[i] = w[i]! - lr * (mHat / (Math.sqrt(vHat) + c.epsilon) + c.weightDecay * w[i]!);
+      const wd = i < decayedUpTo ? c.weightDecay : 0;
+      w[i] = w[i]! - lr * (mHat / (Math.sqrt(vHat) + c.epsilon) + wd * w[i]!);
     }
     return [...w];
   });
@@ -273,7 +282,7 @@ const CASES: Case[] = [
     name: 'SGD with coupled weight decay 0.1: g += wd*w',
     optimizer: 'sgd',
     config: sgd({ weightDecay: 0.1 }),
-    params: flatParams(W0.length),
+    params: kernelParams(W0.length),
     weights: W0,
     grads: G,
     lr: 0.1,
@@ -290,7 +299,7 @@ const CASES: Case[] = [
     name: 'SGD with momentum 0.9 and weight decay 0.1: decay enters the velocity',
     optimizer: 'sgd',
     config: sgd({ momentum: 0.9, weightDecay: 0.1 }),
-    params: flatParams(W0.length),
+    params: kernelParams(W0.length),
     weights: W0,
     grads: G,
     lr: 0.1,
@@ -341,7 +350,7 @@ const CASES: Case[] = [
     name: 'Adam with coupled weight decay 0.1, 3 steps',
     optimizer: 'adam',
     config: adam({ weightDecay: 0.1 }),
-    params: flatParams(ADAM_W0.length),
+    params: kernelParams(ADAM_W0.length),
     weights: ADAM_W0,
     grads: ADAM_G,
     lr: 0.01,
@@ -350,7 +359,7 @@ const CASES: Case[] = [
     expected: adamByHand(ADAM_W0, ADAM_G, 0.01, adam({ weightDecay: 0.1 })),
   },
   {
-    name: 'AdamW with decoupled weight decay 0.1: w -= lr*(m_hat/(sqrt(v_hat) + eps) + wd*w), the bias decayed too',
+    name: 'AdamW with decoupled weight decay 0.1: w -= lr*(m_hat/(sqrt(v_hat) + eps) + wd*w), the bias not decayed',
     optimizer: 'adamw',
     config: adam({ weightDecay: 0.1 }),
     params: LAYOUT,
@@ -358,13 +367,13 @@ const CASES: Case[] = [
     grads: L_G,
     lr: 0.01,
     // Step 1, weight 0: m_hat = g = 0.25, v_hat = g^2, so w1 = 0.5 - 0.01*(0.25/(0.25 + 1e-8) + 0.1*0.5) ~ 0.4895.
-    expected: adamwByHand(L_W0, L_G, 0.01, adam({ weightDecay: 0.1 })),
+    expected: adamwByHand(L_W0, L_G, 0.01, adam({ weightDecay: 0.1 }), 6),
   },
   {
     name: 'AdamW decays a weight whose gradient is zero, where coupled Adam would move it by ~lr',
     optimizer: 'adamw',
     config: adam({ weightDecay: 0.5 }),
-    params: flatParams(ADAM_W0.length),
+    params: kernelParams(ADAM_W0.length),
     weights: ADAM_W0,
     grads: ADAM_G,
     lr: 0.01,
@@ -599,11 +608,25 @@ describe('optimizer conformance', () => {
       optimizer.apply(weights, zero, lr);
       expectRelativelyClose(
         weights,
-        L_W0.map((w) => w * (1 - lr * wd) ** t),
+        // The bias (the last three values, rank 1) is not decayed.
+        L_W0.map((w, i) => (i < 6 ? w * (1 - lr * wd) ** t : w)),
         `after step ${t}`,
       );
     }
   });
+
+  it.each(['sgd', 'adam', 'adamw'] as const)(
+    '%s: weight decay leaves rank-1 tensors (biases, batch-norm scale and offset) alone',
+    (name) => {
+      const config = { ...DEFAULT_OPTIMIZER_CONFIG, momentum: 0.9, weightDecay: 0.5 };
+      const optimizer = createOptimizer(name, config, LAYOUT);
+      const weights = Float32Array.from(L_W0);
+      // Zero gradients: only the decay moves a weight (Adam's coupled decay through the moments).
+      for (let t = 0; t < 3; t++) optimizer.apply(weights, new Float32Array(L_W0.length), 0.01);
+      expect([...weights.subarray(6)]).toEqual(L_W0.slice(6));
+      weights.subarray(0, 6).forEach((w, i) => expect(Math.abs(w)).toBeLessThan(Math.abs(L_W0[i]!)));
+    },
+  );
 
   it('excludes rank-1 tensors (biases, batch-norm scale and offset) and scalars from the trust ratio', () => {
     expect(isExcludedFromTrust({ name: 'dense/bias', shape: [10] })).toBe(true);

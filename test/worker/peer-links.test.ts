@@ -7,7 +7,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { encodeFrame } from '../../shared/codec.js';
 import { OrderedSum } from '../../shared/ordered-sum.js';
-import type { ExchangePlan, Message, PeerSpec, ReducedMessage } from '../../shared/protocol.js';
+import {
+  PROTOCOL_VERSION,
+  type ExchangePlan,
+  type Message,
+  type PeerSpec,
+  type ReducedMessage,
+} from '../../shared/protocol.js';
 import type { RejectReason } from '../../shared/reasons.js';
 import { shardBounds } from '../../coordinator/sharded-reducer.js';
 import { createRandom } from '../../shared/data/seeded-random.js';
@@ -82,7 +88,7 @@ async function rawPeer(port: number, token: string, from: number): Promise<WebSo
     socket.once('error', reject);
     socket.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
   });
-  socket.send(encodeFrame({ type: 'peer-hello', protocolVersion: 2, runId: RUN, workerId: from }));
+  socket.send(encodeFrame({ type: 'peer-hello', protocolVersion: PROTOCOL_VERSION, runId: RUN, workerId: from }));
   return socket;
 }
 
