@@ -133,6 +133,7 @@ export async function prepareRun(options: RunConfig, log: (line: string) => void
     else if (options.initFrom) {
       await initFromSaved(options.initFrom, model, dataset, log);
       run.weights.set(readWeights(model));
+      run.movingStats?.reload();
       run.initFrom = options.initFrom;
       log(`--init-from ${options.initFrom}: starting at step 0 from its weights`);
     }

@@ -98,6 +98,11 @@ export class MovingStatistics {
     this.values = readMovingStatistics(layers);
   }
 
+  /** Takes the layers' moving statistics again (after weights were loaded into them, e.g. `--init-from`). */
+  reload(): void {
+    this.values.set(readMovingStatistics(this.layers));
+  }
+
   /** Values per micro-batch (the flat layout). */
   get length(): number {
     return this.values.length;
