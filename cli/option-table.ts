@@ -15,6 +15,7 @@ import { WIRE_DTYPES } from '../shared/codec.js';
 import { BALANCE_MODES } from '../coordinator/split.js';
 import { REDUCERS } from '../coordinator/reducer.js';
 import { CLIENT_MASKS } from '../shared/transport.js';
+import { DEFAULT_MAX_CHUNK } from '../shared/micro-batches.js';
 import {
   readDecimal,
   readDecimalList,
@@ -539,7 +540,7 @@ export const WORKER_TABLE = {
   'data-dir': TRAINING_TABLE['data-dir'],
   'max-chunk': {
     kind: 'string',
-    default: '1024',
+    default: String(DEFAULT_MAX_CHUNK),
     help:
       'largest number of samples computed at once; bigger micro-batches are accumulated ' +
       '(auto: the largest that fits in memory, probed at the start of each run; see docs/METRICS.md)',

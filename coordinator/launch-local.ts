@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { generateToken } from '../shared/auth.js';
 import { BatchlabError } from '../shared/errors.js';
+import { DEFAULT_MAX_CHUNK } from '../shared/micro-batches.js';
 import { runCoordinator } from './coordinator.js';
 import type { RecordedConfig, RunReport } from './report.js';
 import type { RunConfig, RunStart } from './run-config.js';
@@ -59,7 +60,7 @@ export async function launchLocal(config: LocalRunConfig, options: LaunchOptions
   const onRunStart = (start: RunStart): void => {
     options.observer?.onRunStart?.(start);
     for (let i = 1; i <= config.workers; i++) {
-      const child = spawnWorker(i, start.port, token, config, options);
+      const child = spawnWorker(i, start.port, token, config, options, start.onePass);
       children.push(child);
       child.on('exit', (code, signal) => {
         if (finished) return;
@@ -104,6 +105,7 @@ function spawnWorker(
   token: string,
   config: LocalRunConfig,
   options: LaunchOptions,
+  onePass: number | null,
 ): ChildProcess {
   const args = [
     options.cliPath ?? DEFAULT_CLI,
@@ -120,6 +122,9 @@ function spawnWorker(
   // Workers serve metrics when the coordinator does (each on a free port, found through --targets-file).
   args.push('--metrics-port', config.metricsPort === null ? 'off' : '0');
   if (config.dataDir) args.push('--data-dir', config.dataDir);
+  // A batch-norm model's micro-batch is computed in one pass: the worker's chunk must hold it
+  // (the coordinator refuses a worker whose --max-chunk is smaller).
+  if (onePass !== null && onePass > DEFAULT_MAX_CHUNK) args.push('--max-chunk', String(onePass));
   const slowdown = config.debugSlowdown[index - 1] ?? 1;
   if (slowdown !== 1) args.push('--debug-slowdown', String(slowdown));
   // The token travels in the environment, not argv, so `ps` does not show it. A BATCHLAB_CONFIG

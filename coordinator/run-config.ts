@@ -125,6 +125,11 @@ export interface RunStart {
   steps: number;
   backend: string;
   dataset: string;
+  /**
+   * The most samples a worker must compute in one pass: a batch-norm model's micro-batch (its ghost
+   * batch, never chunked); null when any `--max-chunk` will do.
+   */
+  onePass: number | null;
 }
 
 export interface CoordinatorHooks {

@@ -99,6 +99,7 @@ export async function startServers(
       steps: run.steps,
       backend: run.backend.backend,
       dataset: describeDataset(run.dataset),
+      onePass: run.movingStats ? Math.min(options.microBatch, options.globalBatchSize) : null,
     });
     const reportReducer = (name: () => string): void => {
       reducerName = name;

@@ -3,6 +3,9 @@
 
 import type { MicroBatchSpec } from './protocol.js';
 
+/** A worker's `--max-chunk` when none is given: the most samples it computes in one pass. */
+export const DEFAULT_MAX_CHUNK = 1024;
+
 /** ceil(B/m) micro-batches of `microBatch` samples (the last may be smaller), ids 0..k-1. */
 export function cutMicroBatches(globalBatchSize: number, microBatch: number): MicroBatchSpec[] {
   if (!Number.isSafeInteger(microBatch) || microBatch < 1)
