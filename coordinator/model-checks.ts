@@ -173,6 +173,13 @@ export function checkModel(path: string, model: tfl.LayersModel, dataset: Datase
       );
     if (layer instanceof tfl.LayersModel) continue;
     const isNorm = layer.getClassName() === 'BatchNormalization';
+    const { center, scale } = layer.getConfig();
+    if (isNorm && (center === false || scale === false))
+      throw modelError(
+        path,
+        `layer '${layer.name}' (BatchNormalization) has ${center === false ? 'center' : 'scale'}: false: ` +
+          'tfjs-layers cannot train such a layer. Set center and scale to true',
+      );
     const fixed = layer.nonTrainableWeights.find((w) => !(isNorm && /\/moving_(mean|variance)$/.test(w.originalName)));
     if (fixed)
       throw modelError(

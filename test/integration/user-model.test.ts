@@ -255,6 +255,14 @@ describe('refused at start with exit 2', () => {
     );
   });
 
+  it('a batch norm without scale, naming it', () => {
+    const norm = tfl.layers.batchNormalization({ scale: false, name: 'norm' });
+    return refused(
+      ['--model', sequential('unscaled', [flatten(), norm, tfl.layers.dense({ units: 10 })])],
+      /layer 'norm' \(BatchNormalization\) has scale: false: tfjs-layers cannot train such a layer/,
+    );
+  });
+
   it('a stateful RNN, naming it', () => {
     const model = tfl.sequential({
       layers: [
