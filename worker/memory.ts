@@ -72,6 +72,7 @@ class MemoryMeter {
         const size = tensor.size * 4;
         throw new MemoryExhausted(
           `allocating ${size} bytes took the live tensor bytes to ${bytes}, past the budget of ${this.budget}`,
+          this.budget,
         );
       }
     };
@@ -87,8 +88,11 @@ const meter = new MemoryMeter();
 
 /** An allocation that did not fit: the budget's refusal, or a backend's own failure. */
 export class MemoryExhausted extends Error {
-  constructor(message: string) {
+  /** The budget of live tensor bytes that refused the allocation. */
+  readonly budget: number;
+  constructor(message: string, budget: number) {
     super(message);
+    this.budget = budget;
     this.name = 'MemoryExhausted';
   }
 }
@@ -182,8 +186,11 @@ export function probeBudget(backend: string, memoryLimit: number | null): number
 }
 
 /**
- * What computing the first `chunk` samples needs, after `failure` refused it: under the emulated
- * budget the same computation runs without it, to measure its peak; a backend's own failure says only that it failed.
+ * What computing the first `chunk` samples needs, after `failure` refused it. When the budget was
+ * --memory-limit (`emulated`: a smaller device emulated on one with room), the same computation
+ * runs without it, to measure its peak. A budget auto chose itself (the backend's default) is the
+ * most it risks: on wasm more corrupts the heap, on cpu it may wake the OOM killer, so nothing runs
+ * past it. A backend's own failure says only that it failed.
  */
 export function needs(
   failure: unknown,
@@ -191,9 +198,11 @@ export function needs(
   images: Float32Array,
   labels: Int32Array,
   chunk: number,
+  emulated: boolean,
 ): string {
   if (!(failure instanceof MemoryExhausted))
     return `computing it needs more (${failure instanceof Error ? failure.message : String(failure)})`;
+  if (!emulated) return `computing it needs more than ${failure.budget} bytes of tensors (${failure.message})`;
   const sampleSize = images.length / labels.length;
   const peak = peakTensorBytesOf(() =>
     within(null, () => computeMicroBatch(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk)),
@@ -213,6 +222,7 @@ export interface ProbeResult {
  * until one fails to allocate or the chunk reaches `ceiling` (the largest micro-batch this worker
  * will be given), then picks the largest that peaked within the budget less PROBE_MARGIN (the
  * largest that succeeded, halved, when a backend's own failure ended it and no budget is known).
+ * `describe.emulated`: `budget` is --memory-limit (see `needs`).
  * A batch-norm model computes its micro-batch in one pass: only `ceiling` is tried. Throws
  * OUT_OF_MEMORY when nothing fits; leaves no tensors behind.
  */
@@ -222,7 +232,7 @@ export function probeMaxChunk(
   labels: Int32Array,
   ceiling: number,
   budget: number | null,
-  describe: { backend: string; memory: string },
+  describe: { backend: string; memory: string; emulated: boolean },
 ): ProbeResult {
   const sampleSize = images.length / labels.length;
   const sizes: number[] = [];
@@ -257,7 +267,7 @@ export function probeMaxChunk(
     const what = chunk === 1 ? 'one sample' : `one micro-batch of ${chunk} samples (batch norm: one pass)`;
     throw new BatchlabError(
       'OUT_OF_MEMORY',
-      `backend ${describe.backend} with ${describe.memory} cannot hold ${what}: ${needs(failure, gm, images, labels, chunk)}`,
+      `backend ${describe.backend} with ${describe.memory} cannot hold ${what}: ${needs(failure, gm, images, labels, chunk, describe.emulated)}`,
     );
   }
   const withinMargin =

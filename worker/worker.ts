@@ -539,7 +539,11 @@ function chooseMaxChunk(state: RunState, options: WorkerOptions, backend: string
   const { images, labels } = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
   const budget = probeBudget(backend, options.memoryLimit ?? null);
   const memory = describeMemory(options, budget);
-  const probe = probeMaxChunk(state.gm, images, labels, ceiling, budget, { backend, memory });
+  const probe = probeMaxChunk(state.gm, images, labels, ceiling, budget, {
+    backend,
+    memory,
+    emulated: options.memoryLimit != null,
+  });
   const tried = probe.tried
     .map((t) => `${t.chunk}: ${t.peakTensorBytes === null ? 'failed' : `${t.peakTensorBytes} B`}`)
     .join(', ');
@@ -732,7 +736,7 @@ function outOfMemory(
   const hint = chunk === 1 ? '' : '; lower --max-chunk, or give --max-chunk auto';
   return new BatchlabError(
     'OUT_OF_MEMORY',
-    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needs(error, state.gm, images, labels, chunk)}${hint}`,
+    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needs(error, state.gm, images, labels, chunk, true /* the only budget here is --memory-limit */)}${hint}`,
   );
 }
 

@@ -35,7 +35,7 @@ function batch(n: number) {
 }
 
 describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
-  const describe_ = { backend, memory: 'a test budget' };
+  const describe_ = { backend, memory: 'a test budget', emulated: true };
   beforeAll(async () => {
     await selectBackend(backend);
   });
@@ -104,6 +104,26 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     expect(hasCode(error, 'OUT_OF_MEMORY')).toBe(true);
     expect((error as Error).message).toContain(
       `backend ${backend} with a test budget cannot hold one sample: computing it needs ${one} bytes of tensors (`,
+    );
+    expect(tf.memory().numTensors).toBe(tensors);
+    gm.model.dispose();
+  });
+
+  it("a budget auto chose itself is never exceeded to measure what did not fit: it says 'more than' the budget", () => {
+    startMemoryMeter(null);
+    const gm = setup('mlp', [32]);
+    const { images, labels } = batch(16);
+    const tensors = tf.memory().numTensors;
+    const budget = tf.memory().numBytes + 8;
+    let error: unknown;
+    try {
+      probeMaxChunk(gm, images, labels, 16, budget, { ...describe_, emulated: false });
+    } catch (e) {
+      error = e;
+    }
+    expect(hasCode(error, 'OUT_OF_MEMORY')).toBe(true);
+    expect((error as Error).message).toContain(
+      `backend ${backend} with a test budget cannot hold one sample: computing it needs more than ${budget} bytes of tensors (`,
     );
     expect(tf.memory().numTensors).toBe(tensors);
     gm.model.dispose();
