@@ -311,7 +311,7 @@ async function serve(
         // does not expect pongs before `ready`: the watchdog (armed by pings once heartbeatMs is
         // set) starts only once the worker can listen again.
         session.state = await prepare(message, options, session.datasets);
-        session.state.maxChunk = chooseMaxChunk(session.state, options, choice.backend);
+        session.state.maxChunk = await chooseMaxChunk(session.state, options, choice.backend);
         metrics.maxChunk.set(session.state.maxChunk);
         if (message.sharded) session.state.sharded = shardedState(session.state, message, session, send, metrics);
         heartbeatMs = message.heartbeatIntervalMs;
@@ -532,17 +532,17 @@ function describeMemory(options: WorkerOptions, budget: number | null): string {
  * --max-chunk as given, or for auto the largest chunk that fits (probed on the run's model and
  * first samples, up to the largest micro-batch the welcome announces), logged in one line.
  */
-function chooseMaxChunk(state: RunState, options: WorkerOptions, backend: string): number {
+async function chooseMaxChunk(state: RunState, options: WorkerOptions, backend: string): Promise<number> {
   if (options.maxChunk !== 'auto') return options.maxChunk;
   const ceiling = Math.min(state.welcome.microBatch ?? AUTO_CEILING, state.dataset.train.count);
   const indices = Array.from({ length: ceiling }, (_, i) => i);
   const { images, labels } = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
   const budget = probeBudget(backend, options.memoryLimit ?? null);
   const memory = describeMemory(options, budget);
-  const probe = probeMaxChunk(state.gm, images, labels, ceiling, budget, {
+  const probe = await probeMaxChunk(state.gm, images, labels, ceiling, budget, {
     backend,
     memory,
-    emulated: options.memoryLimit != null,
+    emulated: (options.memoryLimit ?? null) !== null,
   });
   const tried = probe.tried
     .map((t) => `${t.chunk}: ${t.peakTensorBytes === null ? 'failed' : `${t.peakTensorBytes} B`}`)
@@ -682,7 +682,7 @@ async function computeWork(
       frame.release();
       if (!isAllocationFailure(error)) throw error;
       releaseAfterFailure();
-      throw outOfMemory(error, backend, options, state, images, labels);
+      throw await outOfMemory(error, backend, options, state, images, labels);
     }
     metrics.peakTensorBytes.set(memory.peakTensorBytes);
     let computeMs = gatherMs + performance.now() - t0;
@@ -723,20 +723,20 @@ async function computeWork(
 }
 
 /** A micro-batch's allocation failed: OUT_OF_MEMORY, saying what did not fit and in what. */
-function outOfMemory(
+async function outOfMemory(
   error: unknown,
   backend: string,
   options: WorkerOptions,
   state: RunState,
   images: Float32Array,
   labels: Int32Array,
-): BatchlabError {
+): Promise<BatchlabError> {
   const chunk = Math.min(state.maxChunk, labels.length);
   const what = chunk === 1 ? 'one sample' : `a chunk of ${chunk} samples (--max-chunk ${state.maxChunk})`;
   const hint = chunk === 1 ? '' : '; lower --max-chunk, or give --max-chunk auto';
   return new BatchlabError(
     'OUT_OF_MEMORY',
-    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needs(error, state.gm, images, labels, chunk, true /* the only budget here is --memory-limit */)}${hint}`,
+    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${await needs(error, state.gm, images, labels, chunk, true /* the only budget here is --memory-limit */)}${hint}`,
   );
 }
 

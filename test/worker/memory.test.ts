@@ -55,7 +55,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     gm.model.dispose();
   });
 
-  it('auto finds the largest doubling whose peak stays within the budget less the margin, leaving no tensors', () => {
+  it('auto finds the largest doubling whose peak stays within the budget less the margin, leaving no tensors', async () => {
     startMemoryMeter(null);
     const gm = setup('cnn', [4, 8]);
     const { images, labels } = batch(64);
@@ -70,13 +70,13 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     expect(peaks.get(8)!).toBeLessThan((1 - PROBE_MARGIN) * budget);
     expect(peaks.get(16)!).toBeGreaterThan(budget);
     const tensors = tf.memory().numTensors;
-    const probe = probeMaxChunk(gm, images, labels, 64, budget, describe_);
+    const probe = await probeMaxChunk(gm, images, labels, 64, budget, describe_);
     expect(probe.maxChunk).toBe(8);
     expect(probe.stoppedBy).toBe('allocation-failure');
     expect(probe.tried.map((t) => t.chunk)).toEqual([1, 2, 4, 8, 16]);
     expect(tf.memory().numTensors).toBe(tensors);
     // Without a budget it stops at the largest micro-batch.
-    const free = probeMaxChunk(gm, images, labels, 48, null, describe_);
+    const free = await probeMaxChunk(gm, images, labels, 48, null, describe_);
     expect(free.maxChunk).toBe(48);
     expect(free.tried.map((t) => t.chunk)).toEqual([1, 2, 4, 8, 16, 32, 48]);
     expect(free.stoppedBy).toBe('micro-batch');
@@ -88,7 +88,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     gm.model.dispose();
   });
 
-  it('a budget below one sample is OUT_OF_MEMORY naming the backend, the memory and what one sample needs', () => {
+  it('a budget below one sample is OUT_OF_MEMORY naming the backend, the memory and what one sample needs', async () => {
     startMemoryMeter(null);
     const gm = setup('mlp', [32]);
     const { images, labels } = batch(16);
@@ -97,7 +97,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     const one = peakOf(run);
     let error: unknown;
     try {
-      probeMaxChunk(gm, images, labels, 16, tf.memory().numBytes + 8, describe_);
+      await probeMaxChunk(gm, images, labels, 16, tf.memory().numBytes + 8, describe_);
     } catch (e) {
       error = e;
     }
@@ -109,7 +109,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     gm.model.dispose();
   });
 
-  it("a budget auto chose itself is never exceeded to measure what did not fit: it says 'more than' the budget", () => {
+  it("a budget auto chose itself is never exceeded to measure what did not fit: it says 'more than' the budget", async () => {
     startMemoryMeter(null);
     const gm = setup('mlp', [32]);
     const { images, labels } = batch(16);
@@ -117,7 +117,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     const budget = tf.memory().numBytes + 8;
     let error: unknown;
     try {
-      probeMaxChunk(gm, images, labels, 16, budget, { ...describe_, emulated: false });
+      await probeMaxChunk(gm, images, labels, 16, budget, { ...describe_, emulated: false });
     } catch (e) {
       error = e;
     }
