@@ -41,6 +41,7 @@ import {
 } from '../shared/protocol.js';
 import { EpochSampler } from '../shared/sampler.js';
 import { packState, unpackState } from '../shared/state-body.js';
+import { batchNormLayersOf } from '../shared/batch-norm.js';
 import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
 import {
   isAllocationFailure,
@@ -522,7 +523,7 @@ async function prepare(
 }
 
 /** How this worker's memory is bounded, for its log lines and errors. */
-function describeMemory(options: WorkerOptions, budget: number | null): string {
+function describeMemory(options: Pick<WorkerOptions, 'memoryLimit'>, budget: number | null): string {
   if (options.memoryLimit) return `--memory-limit ${options.memoryLimit} bytes`;
   if (budget !== null) return `a budget of ${budget} bytes of tensors (the backend's default; --memory-limit sets it)`;
   return 'its device memory';
@@ -722,21 +723,35 @@ async function computeWork(
   }
 }
 
-/** A micro-batch's allocation failed: OUT_OF_MEMORY, saying what did not fit and in what. */
-async function outOfMemory(
+/**
+ * A micro-batch's allocation failed: OUT_OF_MEMORY, saying what did not fit, in what, and what to
+ * lower. A batch-norm model computes the whole micro-batch in one pass whatever --max-chunk says
+ * (and a --max-chunk below --micro-batch is refused at hello), so only the micro-batch can shrink.
+ */
+export async function outOfMemory(
   error: unknown,
   backend: string,
-  options: WorkerOptions,
-  state: RunState,
+  options: Pick<WorkerOptions, 'memoryLimit'>,
+  state: Pick<RunState, 'maxChunk' | 'gm'>,
   images: Float32Array,
   labels: Int32Array,
 ): Promise<BatchlabError> {
-  const chunk = Math.min(state.maxChunk, labels.length);
-  const what = chunk === 1 ? 'one sample' : `a chunk of ${chunk} samples (--max-chunk ${state.maxChunk})`;
-  const hint = chunk === 1 ? '' : '; lower --max-chunk, or give --max-chunk auto';
+  const onePass = batchNormLayersOf(state.gm.model).length > 0;
+  const chunk = onePass ? labels.length : Math.min(state.maxChunk, labels.length);
+  let what = 'one sample';
+  let hint = '';
+  if (chunk > 1 && onePass) {
+    what = `one micro-batch of ${chunk} samples (batch norm: computed in one pass)`;
+    hint = "; lower the coordinator's --micro-batch";
+  } else if (chunk > 1) {
+    what = `a chunk of ${chunk} samples (--max-chunk ${state.maxChunk})`;
+    hint = '; lower --max-chunk, or give --max-chunk auto';
+  }
+  // The only budget while computing is --memory-limit: `needs` may measure past it.
+  const needed = await needs(error, state.gm, images, labels, chunk, true);
   return new BatchlabError(
     'OUT_OF_MEMORY',
-    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${await needs(error, state.gm, images, labels, chunk, true /* the only budget here is --memory-limit */)}${hint}`,
+    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needed}${hint}`,
   );
 }
 

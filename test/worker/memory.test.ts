@@ -13,8 +13,10 @@ import {
   peakTensorBytesOf as peakOf,
   PROBE_MARGIN,
   probeMaxChunk,
+  releaseAfterFailure,
   startMemoryMeter,
 } from '../../worker/memory.js';
+import { outOfMemory } from '../../worker/worker.js';
 
 let dataset: Dataset;
 
@@ -24,8 +26,8 @@ beforeAll(async () => {
 
 afterEach(() => startMemoryMeter(null));
 
-function setup(name: 'mlp' | 'cnn', hidden: number[]): GradientModel {
-  const model = buildModel(name, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden });
+function setup(name: 'mlp' | 'cnn' | 'resnet', hidden: number[]): GradientModel {
+  const model = buildModel(name, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden, depth: 8 });
   writeWeights(model, initialWeights(paramSpecsOf(model), 3));
   return { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses };
 }
@@ -128,4 +130,38 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     expect(tf.memory().numTensors).toBe(tensors);
     gm.model.dispose();
   });
+
+  it.each([
+    ['mlp', [32], 'a chunk of 4 samples (--max-chunk 4)', '; lower --max-chunk, or give --max-chunk auto'],
+    [
+      'resnet',
+      [4, 4, 4],
+      'one micro-batch of 8 samples (batch norm: computed in one pass)',
+      "; lower the coordinator's --micro-batch",
+    ],
+  ] as const)(
+    'a %s micro-batch over --memory-limit is OUT_OF_MEMORY naming what did not fit and what to lower',
+    async (name, hidden, what, hint) => {
+      const gm = setup(name, [...hidden]);
+      const { images, labels } = batch(8);
+      const limit = tf.memory().numBytes + 8;
+      startMemoryMeter(limit);
+      let failure: unknown;
+      try {
+        await measured(() => computeMicroBatchYielding(gm, images, labels, 4));
+      } catch (e) {
+        failure = e;
+      }
+      releaseAfterFailure();
+      expect(failure).toBeDefined();
+      const error = await outOfMemory(failure, backend, { memoryLimit: limit }, { maxChunk: 4, gm }, images, labels);
+      expect(hasCode(error, 'OUT_OF_MEMORY')).toBe(true);
+      expect(error.message).toMatch(
+        new RegExp(
+          `^backend ${backend} with --memory-limit ${limit} bytes cannot hold ${what.replace(/[()-]/g, '\\$&')}: computing it needs \\d+ bytes of tensors \\(.*\\)${hint.replace(/[()-]/g, '\\$&')}$`,
+        ),
+      );
+      gm.model.dispose();
+    },
+  );
 });
