@@ -192,7 +192,8 @@ export function sweepCharts(report: SweepReport): { title: string; note: string;
       singleChart(
         'Peak memory vs micro-batch size',
         'Per point: the largest per-worker peak of live tensor bytes while computing one micro-batch (weights, ' +
-          'activations and gradients of a chunk of at most --max-chunk samples). The micro-batch is B / --micro-batches ' +
+          'activations and gradients of a chunk of at most --max-chunk samples, or of the whole micro-batch for a model ' +
+          'with batch norm, which computes it in one pass). The micro-batch is B / --micro-batches ' +
           'unless --micro-batch fixes it; it does not depend on the worker count.',
         memory,
         { type: 'line', point: true },

@@ -23,7 +23,7 @@ export interface WorkerServerOptions {
   checkWorker?: (hello: HelloMessage) => void;
   datasetFingerprint: string;
   maxPayloadBytes: number;
-  /** From hello to ready: the worker loads its dataset and model in between. */
+  /** From hello to ready: the worker loads its dataset and model in between (no limit for --max-chunk auto). */
   handshakeTimeoutMs: number;
   /** Deadline and caps for connections before their hello (see pending-connections.ts). */
   pending: PendingLimits;
@@ -246,6 +246,10 @@ export class WorkerServer {
     const onBytesOut = (bytes: number): void => this.options.onBytes?.('out', bytes);
     connection.channel = new WebSocketChannel(connection.workerId, info, connection.socket, this.encoder, onBytesOut);
     connection.channel.send(this.options.welcome(connection.workerId));
+    // --max-chunk auto (0): before `ready` the worker probes its memory, computing micro-batches,
+    // each in one blocking pass for a batch-norm model, so neither a deadline nor heartbeats can
+    // bound it. It holds no work meanwhile; a worker that dies closes its socket.
+    if (message.maxChunk === 0) clearTimeout(connection.handshakeTimer);
   }
 
   private onClose(connection: Connection, code: number, reason: Buffer): void {

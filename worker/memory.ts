@@ -19,7 +19,7 @@ import { freemem } from 'node:os';
 import * as tf from '@tensorflow/tfjs-core';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { BatchlabError } from '../shared/errors.js';
-import { computeMicroBatch, type GradientModel } from './gradient.js';
+import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
 
 /** auto's budget of live tensor bytes on wasm without --memory-limit: half the heap's 4 GiB maximum. */
 export const DEFAULT_WASM_BUDGET_BYTES = 2 * 1024 ** 3;
@@ -72,6 +72,7 @@ class MemoryMeter {
         const size = tensor.size * 4;
         throw new MemoryExhausted(
           `allocating ${size} bytes took the live tensor bytes to ${bytes}, past the budget of ${this.budget}`,
+          this.budget,
         );
       }
     };
@@ -87,8 +88,11 @@ const meter = new MemoryMeter();
 
 /** An allocation that did not fit: the budget's refusal, or a backend's own failure. */
 export class MemoryExhausted extends Error {
-  constructor(message: string) {
+  /** The budget of live tensor bytes that refused the allocation. */
+  readonly budget: number;
+  constructor(message: string, budget: number) {
     super(message);
+    this.budget = budget;
     this.name = 'MemoryExhausted';
   }
 }
@@ -118,12 +122,15 @@ export function startMemoryMeter(limit: number | null): void {
   meter.limit = limit;
 }
 
-/** Runs `compute` with `budget` in force (restored after, even when it throws). */
-function within<T>(budget: number | null, compute: () => T): T {
+/**
+ * Runs `compute` with `budget` in force (restored after, even when it throws). A worker computes
+ * one thing at a time: while `compute` yields, only heartbeats run, and they allocate no tensors.
+ */
+async function within<T>(budget: number | null, compute: () => Promise<T>): Promise<T> {
   const previous = meter.budget;
   meter.budget = budget;
   try {
-    return compute();
+    return await compute();
   } finally {
     meter.budget = previous;
   }
@@ -182,22 +189,29 @@ export function probeBudget(backend: string, memoryLimit: number | null): number
 }
 
 /**
- * What computing the first `chunk` samples needs, after `failure` refused it: under the emulated
- * budget the same computation runs without it, to measure its peak; a backend's own failure says only that it failed.
+ * What computing the first `chunk` samples needs, after `failure` refused it. When the budget was
+ * --memory-limit (`emulated`: a smaller device emulated on one with room), the same computation
+ * runs without it, to measure its peak. A budget auto chose itself (the backend's default) is the
+ * most it risks: on wasm more corrupts the heap, on cpu it may wake the OOM killer, so nothing runs
+ * past it. A backend's own failure says only that it failed.
  */
-export function needs(
+export async function needs(
   failure: unknown,
   gm: GradientModel,
   images: Float32Array,
   labels: Int32Array,
   chunk: number,
-): string {
+  emulated: boolean,
+): Promise<string> {
   if (!(failure instanceof MemoryExhausted))
     return `computing it needs more (${failure instanceof Error ? failure.message : String(failure)})`;
+  if (!emulated) return `computing it needs more than ${failure.budget} bytes of tensors (${failure.message})`;
   const sampleSize = images.length / labels.length;
-  const peak = peakTensorBytesOf(() =>
-    within(null, () => computeMicroBatch(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk)),
+  meter.resetPeak();
+  await within(null, () =>
+    computeMicroBatchYielding(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk),
   );
+  const peak = meter.peak;
   return `computing it needs ${peak} bytes of tensors (${failure.message})`;
 }
 
@@ -213,17 +227,19 @@ export interface ProbeResult {
  * until one fails to allocate or the chunk reaches `ceiling` (the largest micro-batch this worker
  * will be given), then picks the largest that peaked within the budget less PROBE_MARGIN (the
  * largest that succeeded, halved, when a backend's own failure ended it and no budget is known).
+ * `describe.emulated`: `budget` is --memory-limit (see `needs`).
  * A batch-norm model computes its micro-batch in one pass: only `ceiling` is tried. Throws
- * OUT_OF_MEMORY when nothing fits; leaves no tensors behind.
+ * OUT_OF_MEMORY when nothing fits; leaves no tensors behind. Asynchronous: webgpu reads results
+ * only so, and the worker answers heartbeats between chunks.
  */
-export function probeMaxChunk(
+export async function probeMaxChunk(
   gm: GradientModel,
   images: Float32Array,
   labels: Int32Array,
   ceiling: number,
   budget: number | null,
-  describe: { backend: string; memory: string },
-): ProbeResult {
+  describe: { backend: string; memory: string; emulated: boolean },
+): Promise<ProbeResult> {
   const sampleSize = images.length / labels.length;
   const sizes: number[] = [];
   // A model with batch norm computes each micro-batch in one pass (the ghost batch).
@@ -239,8 +255,8 @@ export function probeMaxChunk(
   for (const chunk of sizes) {
     meter.resetPeak();
     try {
-      within(budget, () =>
-        computeMicroBatch(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk),
+      await within(budget, () =>
+        computeMicroBatchYielding(gm, images.subarray(0, chunk * sampleSize), labels.subarray(0, chunk), chunk),
       );
     } catch (error) {
       releaseAfterFailure();
@@ -257,7 +273,7 @@ export function probeMaxChunk(
     const what = chunk === 1 ? 'one sample' : `one micro-batch of ${chunk} samples (batch norm: one pass)`;
     throw new BatchlabError(
       'OUT_OF_MEMORY',
-      `backend ${describe.backend} with ${describe.memory} cannot hold ${what}: ${needs(failure, gm, images, labels, chunk)}`,
+      `backend ${describe.backend} with ${describe.memory} cannot hold ${what}: ${await needs(failure, gm, images, labels, chunk, describe.emulated)}`,
     );
   }
   const withinMargin =

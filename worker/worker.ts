@@ -41,6 +41,7 @@ import {
 } from '../shared/protocol.js';
 import { EpochSampler } from '../shared/sampler.js';
 import { packState, unpackState } from '../shared/state-body.js';
+import { batchNormLayersOf } from '../shared/batch-norm.js';
 import { computeMicroBatchYielding, type GradientModel } from './gradient.js';
 import {
   isAllocationFailure,
@@ -311,7 +312,7 @@ async function serve(
         // does not expect pongs before `ready`: the watchdog (armed by pings once heartbeatMs is
         // set) starts only once the worker can listen again.
         session.state = await prepare(message, options, session.datasets);
-        session.state.maxChunk = chooseMaxChunk(session.state, options, choice.backend);
+        session.state.maxChunk = await chooseMaxChunk(session.state, options, choice.backend);
         metrics.maxChunk.set(session.state.maxChunk);
         if (message.sharded) session.state.sharded = shardedState(session.state, message, session, send, metrics);
         heartbeatMs = message.heartbeatIntervalMs;
@@ -522,7 +523,7 @@ async function prepare(
 }
 
 /** How this worker's memory is bounded, for its log lines and errors. */
-function describeMemory(options: WorkerOptions, budget: number | null): string {
+function describeMemory(options: Pick<WorkerOptions, 'memoryLimit'>, budget: number | null): string {
   if (options.memoryLimit) return `--memory-limit ${options.memoryLimit} bytes`;
   if (budget !== null) return `a budget of ${budget} bytes of tensors (the backend's default; --memory-limit sets it)`;
   return 'its device memory';
@@ -532,14 +533,18 @@ function describeMemory(options: WorkerOptions, budget: number | null): string {
  * --max-chunk as given, or for auto the largest chunk that fits (probed on the run's model and
  * first samples, up to the largest micro-batch the welcome announces), logged in one line.
  */
-function chooseMaxChunk(state: RunState, options: WorkerOptions, backend: string): number {
+async function chooseMaxChunk(state: RunState, options: WorkerOptions, backend: string): Promise<number> {
   if (options.maxChunk !== 'auto') return options.maxChunk;
   const ceiling = Math.min(state.welcome.microBatch ?? AUTO_CEILING, state.dataset.train.count);
   const indices = Array.from({ length: ceiling }, (_, i) => i);
   const { images, labels } = gatherSamples(state.dataset.train, state.dataset.sampleShape, indices);
   const budget = probeBudget(backend, options.memoryLimit ?? null);
   const memory = describeMemory(options, budget);
-  const probe = probeMaxChunk(state.gm, images, labels, ceiling, budget, { backend, memory });
+  const probe = await probeMaxChunk(state.gm, images, labels, ceiling, budget, {
+    backend,
+    memory,
+    emulated: (options.memoryLimit ?? null) !== null,
+  });
   const tried = probe.tried
     .map((t) => `${t.chunk}: ${t.peakTensorBytes === null ? 'failed' : `${t.peakTensorBytes} B`}`)
     .join(', ');
@@ -678,7 +683,7 @@ async function computeWork(
       frame.release();
       if (!isAllocationFailure(error)) throw error;
       releaseAfterFailure();
-      throw outOfMemory(error, backend, options, state, images, labels);
+      throw await outOfMemory(error, backend, options, state, images, labels);
     }
     metrics.peakTensorBytes.set(memory.peakTensorBytes);
     let computeMs = gatherMs + performance.now() - t0;
@@ -718,21 +723,35 @@ async function computeWork(
   }
 }
 
-/** A micro-batch's allocation failed: OUT_OF_MEMORY, saying what did not fit and in what. */
-function outOfMemory(
+/**
+ * A micro-batch's allocation failed: OUT_OF_MEMORY, saying what did not fit, in what, and what to
+ * lower. A batch-norm model computes the whole micro-batch in one pass whatever --max-chunk says
+ * (and a --max-chunk below --micro-batch is refused at hello), so only the micro-batch can shrink.
+ */
+export async function outOfMemory(
   error: unknown,
   backend: string,
-  options: WorkerOptions,
-  state: RunState,
+  options: Pick<WorkerOptions, 'memoryLimit'>,
+  state: Pick<RunState, 'maxChunk' | 'gm'>,
   images: Float32Array,
   labels: Int32Array,
-): BatchlabError {
-  const chunk = Math.min(state.maxChunk, labels.length);
-  const what = chunk === 1 ? 'one sample' : `a chunk of ${chunk} samples (--max-chunk ${state.maxChunk})`;
-  const hint = chunk === 1 ? '' : '; lower --max-chunk, or give --max-chunk auto';
+): Promise<BatchlabError> {
+  const onePass = batchNormLayersOf(state.gm.model).length > 0;
+  const chunk = onePass ? labels.length : Math.min(state.maxChunk, labels.length);
+  let what = 'one sample';
+  let hint = '';
+  if (chunk > 1 && onePass) {
+    what = `one micro-batch of ${chunk} samples (batch norm: computed in one pass)`;
+    hint = "; lower the coordinator's --micro-batch";
+  } else if (chunk > 1) {
+    what = `a chunk of ${chunk} samples (--max-chunk ${state.maxChunk})`;
+    hint = '; lower --max-chunk, or give --max-chunk auto';
+  }
+  // The only budget while computing is --memory-limit: `needs` may measure past it.
+  const needed = await needs(error, state.gm, images, labels, chunk, true);
   return new BatchlabError(
     'OUT_OF_MEMORY',
-    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needs(error, state.gm, images, labels, chunk)}${hint}`,
+    `backend ${backend} with ${describeMemory(options, null)} cannot hold ${what}: ${needed}${hint}`,
   );
 }
 

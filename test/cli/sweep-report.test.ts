@@ -51,6 +51,8 @@ describe('sweep report: peak memory', () => {
       { point: 'B=64 N=2', microBatch: 16, mib: 2 },
     ]);
     expect(html).toContain("X-axis titled 'micro-batch size (samples)'");
+    // A batch-norm model computes the micro-batch in one pass: the note must not promise chunks only.
+    expect(html).toContain('or of the whole micro-batch for a model with batch norm, which computes it in one pass');
   });
 
   it('has no memory chart when no point measured memory, and the table says so', async () => {

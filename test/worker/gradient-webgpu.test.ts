@@ -18,6 +18,7 @@ import { paramSpecsOf, writeWeights } from '../../shared/param-layout.js';
 import { EpochSampler } from '../../shared/sampler.js';
 import { initialWeights } from '../../shared/weight-init.js';
 import { computeMicroBatch, computeMicroBatchYielding, type GradientModel } from '../../worker/gradient.js';
+import { probeMaxChunk, startMemoryMeter } from '../../worker/memory.js';
 import { referenceGradient } from '../support/gradient-reference.js';
 import { maxRelativeDifference } from '../support/tensors.js';
 
@@ -122,6 +123,38 @@ describe('the webgpu backend', () => {
       const before = tf.memory().numTensors;
       expect(() => computeMicroBatch(gm, images, labels, 8)).toThrow(/OffscreenCanvas|synchronous/i);
       expect(tf.memory().numTensors).toBe(before);
+      gm.model.dispose();
+    },
+  );
+
+  it.skipIf(!runs)(
+    title('--max-chunk auto probes on it (asynchronous reads), under a budget and up to the micro-batch'),
+    async () => {
+      expect(unavailable).toBeNull();
+      await tf.setBackend('webgpu');
+      startMemoryMeter(null);
+      const gm = setup('mlp', [64, 32]);
+      const { images, labels } = batch(5, 16);
+      const tensors = tf.memory().numTensors;
+      const free = await probeMaxChunk(gm, images, labels, 16, null, {
+        backend: 'webgpu',
+        memory: 'its device memory',
+        emulated: false,
+      });
+      expect(free.maxChunk).toBe(16);
+      expect(free.tried.map((t) => t.chunk)).toEqual([1, 2, 4, 8, 16]);
+      // --memory-limit just below the peak of 4 samples: 4 is refused, 2 or 1 is picked.
+      const budget = free.tried[2]!.peakTensorBytes! - 1;
+      const limited = await probeMaxChunk(gm, images, labels, 16, budget, {
+        backend: 'webgpu',
+        memory: 'a test budget',
+        emulated: true,
+      });
+      expect(limited.tried.map((t) => t.chunk)).toEqual([1, 2, 4]);
+      expect(limited.tried[2]!.peakTensorBytes).toBeNull();
+      expect(limited.maxChunk).toBeLessThan(4);
+      expect(limited.stoppedBy).toBe('allocation-failure');
+      expect(tf.memory().numTensors).toBe(tensors);
       gm.model.dispose();
     },
   );

@@ -13,8 +13,10 @@ import {
   peakTensorBytesOf as peakOf,
   PROBE_MARGIN,
   probeMaxChunk,
+  releaseAfterFailure,
   startMemoryMeter,
 } from '../../worker/memory.js';
+import { outOfMemory } from '../../worker/worker.js';
 
 let dataset: Dataset;
 
@@ -24,8 +26,8 @@ beforeAll(async () => {
 
 afterEach(() => startMemoryMeter(null));
 
-function setup(name: 'mlp' | 'cnn', hidden: number[]): GradientModel {
-  const model = buildModel(name, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden });
+function setup(name: 'mlp' | 'cnn' | 'resnet', hidden: number[]): GradientModel {
+  const model = buildModel(name, { inputShape: dataset.sampleShape, numClasses: dataset.numClasses, hidden, depth: 8 });
   writeWeights(model, initialWeights(paramSpecsOf(model), 3));
   return { model, sampleShape: dataset.sampleShape, numClasses: dataset.numClasses };
 }
@@ -35,7 +37,7 @@ function batch(n: number) {
 }
 
 describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
-  const describe_ = { backend, memory: 'a test budget' };
+  const describe_ = { backend, memory: 'a test budget', emulated: true };
   beforeAll(async () => {
     await selectBackend(backend);
   });
@@ -55,7 +57,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     gm.model.dispose();
   });
 
-  it('auto finds the largest doubling whose peak stays within the budget less the margin, leaving no tensors', () => {
+  it('auto finds the largest doubling whose peak stays within the budget less the margin, leaving no tensors', async () => {
     startMemoryMeter(null);
     const gm = setup('cnn', [4, 8]);
     const { images, labels } = batch(64);
@@ -70,13 +72,13 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     expect(peaks.get(8)!).toBeLessThan((1 - PROBE_MARGIN) * budget);
     expect(peaks.get(16)!).toBeGreaterThan(budget);
     const tensors = tf.memory().numTensors;
-    const probe = probeMaxChunk(gm, images, labels, 64, budget, describe_);
+    const probe = await probeMaxChunk(gm, images, labels, 64, budget, describe_);
     expect(probe.maxChunk).toBe(8);
     expect(probe.stoppedBy).toBe('allocation-failure');
     expect(probe.tried.map((t) => t.chunk)).toEqual([1, 2, 4, 8, 16]);
     expect(tf.memory().numTensors).toBe(tensors);
     // Without a budget it stops at the largest micro-batch.
-    const free = probeMaxChunk(gm, images, labels, 48, null, describe_);
+    const free = await probeMaxChunk(gm, images, labels, 48, null, describe_);
     expect(free.maxChunk).toBe(48);
     expect(free.tried.map((t) => t.chunk)).toEqual([1, 2, 4, 8, 16, 32, 48]);
     expect(free.stoppedBy).toBe('micro-batch');
@@ -88,7 +90,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     gm.model.dispose();
   });
 
-  it('a budget below one sample is OUT_OF_MEMORY naming the backend, the memory and what one sample needs', () => {
+  it('a budget below one sample is OUT_OF_MEMORY naming the backend, the memory and what one sample needs', async () => {
     startMemoryMeter(null);
     const gm = setup('mlp', [32]);
     const { images, labels } = batch(16);
@@ -97,7 +99,7 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     const one = peakOf(run);
     let error: unknown;
     try {
-      probeMaxChunk(gm, images, labels, 16, tf.memory().numBytes + 8, describe_);
+      await probeMaxChunk(gm, images, labels, 16, tf.memory().numBytes + 8, describe_);
     } catch (e) {
       error = e;
     }
@@ -108,4 +110,58 @@ describe.each(['cpu', 'wasm'] as const)('worker memory on %s', (backend) => {
     expect(tf.memory().numTensors).toBe(tensors);
     gm.model.dispose();
   });
+
+  it("a budget auto chose itself is never exceeded to measure what did not fit: it says 'more than' the budget", async () => {
+    startMemoryMeter(null);
+    const gm = setup('mlp', [32]);
+    const { images, labels } = batch(16);
+    const tensors = tf.memory().numTensors;
+    const budget = tf.memory().numBytes + 8;
+    let error: unknown;
+    try {
+      await probeMaxChunk(gm, images, labels, 16, budget, { ...describe_, emulated: false });
+    } catch (e) {
+      error = e;
+    }
+    expect(hasCode(error, 'OUT_OF_MEMORY')).toBe(true);
+    expect((error as Error).message).toContain(
+      `backend ${backend} with a test budget cannot hold one sample: computing it needs more than ${budget} bytes of tensors (`,
+    );
+    expect(tf.memory().numTensors).toBe(tensors);
+    gm.model.dispose();
+  });
+
+  it.each([
+    ['mlp', [32], 'a chunk of 4 samples (--max-chunk 4)', '; lower --max-chunk, or give --max-chunk auto'],
+    [
+      'resnet',
+      [4, 4, 4],
+      'one micro-batch of 8 samples (batch norm: computed in one pass)',
+      "; lower the coordinator's --micro-batch",
+    ],
+  ] as const)(
+    'a %s micro-batch over --memory-limit is OUT_OF_MEMORY naming what did not fit and what to lower',
+    async (name, hidden, what, hint) => {
+      const gm = setup(name, [...hidden]);
+      const { images, labels } = batch(8);
+      const limit = tf.memory().numBytes + 8;
+      startMemoryMeter(limit);
+      let failure: unknown;
+      try {
+        await measured(() => computeMicroBatchYielding(gm, images, labels, 4));
+      } catch (e) {
+        failure = e;
+      }
+      releaseAfterFailure();
+      expect(failure).toBeDefined();
+      const error = await outOfMemory(failure, backend, { memoryLimit: limit }, { maxChunk: 4, gm }, images, labels);
+      expect(hasCode(error, 'OUT_OF_MEMORY')).toBe(true);
+      expect(error.message).toMatch(
+        new RegExp(
+          `^backend ${backend} with --memory-limit ${limit} bytes cannot hold ${what.replace(/[()-]/g, '\\$&')}: computing it needs \\d+ bytes of tensors \\(.*\\)${hint.replace(/[()-]/g, '\\$&')}$`,
+        ),
+      );
+      gm.model.dispose();
+    },
+  );
 });
