@@ -2,9 +2,10 @@
 // `batchlab local` with 2 workers trains it, reports a finite loss, an evaluation and the
 // workers' peak memory, and saves a model that plain tfjs-layers loads and that, fed the test
 // records' bytes / 255 in HWC, reproduces the reported evaluation (which needs the moving
-// statistics in it).
+// statistics in it); and a run started from that saved model with --init-from evaluates as the
+// saved run did (which needs the moving statistics loaded too, not only the weights).
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -13,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeCifarFiles } from '../support/cifar-files.js';
 import { runCli } from '../support/cli.js';
 import { loadSavedModel } from '../support/saved-model.js';
+import { expectBitIdentical, readSavedWeights } from '../support/tensors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'batchlab-cifar-resnet-'));
 const env = { XDG_CACHE_HOME: join(root, 'cache') };
@@ -115,4 +117,39 @@ describe('local --dataset cifar10 --model resnet --depth 20 --augment crop-flip,
       model.dispose();
     }
   });
+
+  it('--init-from the saved ResNet starts from its weights and its moving statistics: it evaluates as saved', async () => {
+    // The saved model.json without its weights and with every batch norm's momentum set to 1 (a
+    // model file of the user's own), so that the one step this run must make leaves the moving
+    // statistics where --init-from put them; at --lr 1e-30 it leaves the weights too. Its
+    // evaluation is then the saved run's, to the bit, only if --init-from loaded the moving
+    // statistics (--steps is at least 1, and the first evaluation follows the first step).
+    const json = JSON.parse(readFileSync(join(saved, 'model.json'), 'utf8'));
+    const layers = json.modelTopology.config.layers as { class_name: string; config: { momentum?: number } }[];
+    const batchNorms = layers.filter((l) => l.class_name === 'BatchNormalization');
+    expect(batchNorms.length).toBe(21);
+    for (const layer of batchNorms) layer.config.momentum = 1;
+    mkdirSync(join(root, 'frozen-stats'));
+    const modelPath = join(root, 'frozen-stats', 'model.json');
+    writeFileSync(modelPath, JSON.stringify({ ...json, weightsManifest: undefined }));
+
+    const out = join(root, 'init-from');
+    const result = await runCli(
+      [
+        ...['local', '--workers', '1', '--dataset', 'cifar10', '--data-dir', data, '--augment', 'crop-flip'],
+        ...['--model', modelPath, '--init-from', saved, '--global-batch', '128'],
+        ...['--steps', '1', '--optimizer', 'sgd', '--momentum', '0', '--lr', '1e-30'],
+        ...['--metrics-port', 'off', '--report', `${out}.json`, '--save-model', out],
+      ],
+      env,
+      600_000,
+    );
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toContain(`--init-from ${saved}: starting at step 0 from its weights`);
+    const run = JSON.parse(readFileSync(`${out}.json`, 'utf8'));
+    expect(run.initFrom).toBe(saved);
+    expect([run.evalAccuracy, run.evalLoss]).toEqual([report.evalAccuracy, report.evalLoss]);
+    // The weights and the moving statistics (weights.bin holds both), bit for bit.
+    expectBitIdentical(readSavedWeights(saved), readSavedWeights(out), 'init-from run vs the saved ResNet');
+  }, 600_000);
 });
