@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkpointFileName, readCheckpoint } from '../../coordinator/checkpoint.js';
 import { batchNormLayersOf, readMovingStatistics } from '../../shared/batch-norm.js';
 import { runCli, startCli, SUBSET_DIR, waitForOutput } from '../support/cli.js';
+import { watch } from '../support/processes.js';
 import { loadSavedModel } from '../support/saved-model.js';
 import { bitDifference, readSavedWeights } from '../support/tensors.js';
 
@@ -173,4 +174,28 @@ describe('a batch-norm micro-batch is computed whole', () => {
       coordinator.kill('SIGKILL');
     }
   });
+
+  it('lets a worker with --max-chunk auto join, probing the whole micro-batch only, and the run completes', async () => {
+    const coordinator = startCli([
+      ...['coordinator', '--insecure', '--port', '0', '--model', 'resnet', '--depth', '8', '--hidden', '4,8,8'],
+      ...['--dataset', 'synthetic', '--global-batch', '32', '--micro-batch', '16', '--steps', '2'],
+      ...['--metrics-port', 'off', '--worker-wait', '60'],
+    ]);
+    const run = watch(coordinator);
+    try {
+      const port = Number((await waitForOutput(coordinator, /listening on ws:\/\/127\.0\.0\.1:(\d+)/))[1]);
+      const worker = await runCli(
+        ['worker', '--connect', `ws://127.0.0.1:${port}`, '--max-chunk', 'auto', '--metrics-port', 'off'],
+        {},
+        120_000,
+      );
+      expect(worker.code, worker.stderr).toBe(0);
+      // One try, at the micro-batch: a smaller chunk is of no use to a batch-norm model.
+      expect(worker.stderr).toMatch(/max chunk auto: 16 samples \(micro-batch; peak tensor bytes 16: \d+ B;/);
+      expect(await run.exit, run.output()).toBe(0);
+      expect(run.output()).toMatch(/step +2\/2/);
+    } finally {
+      coordinator.kill('SIGKILL');
+    }
+  }, 180_000);
 });
