@@ -4,6 +4,7 @@
 // weights.bin and from the checkpoint); a resume from a checkpoint continues them; and the saved
 // model, loaded by plain tfjs-layers, reproduces the accuracy the run reported.
 
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkpointFileName, readCheckpoint } from '../../coordinator/checkpoint.js';
 import { batchNormLayersOf, readMovingStatistics } from '../../shared/batch-norm.js';
 import { runCli, startCli, SUBSET_DIR, waitForOutput } from '../support/cli.js';
+import { waitForStep, waitForText, watch } from '../support/processes.js';
 import { loadSavedModel } from '../support/saved-model.js';
 import { bitDifference, readSavedWeights } from '../support/tensors.js';
 
@@ -62,7 +64,7 @@ function maxAbsDifference(a: Float32Array, b: Float32Array): number {
 }
 
 /** Weights and moving statistics of two saved models agree within 1e-5; says whether they are the same bits. */
-async function expectSameModel(a: Run, b: Run): Promise<string> {
+async function expectSameModel(a: Pick<Run, 'model'>, b: Pick<Run, 'model'>): Promise<string> {
   const weights = [readSavedWeights(a.model), readSavedWeights(b.model)] as const;
   const stats = [await savedMovingStats(a.model), await savedMovingStats(b.model)] as const;
   expect(maxAbsDifference(...weights)).toBeLessThanOrEqual(1e-5);
@@ -147,6 +149,77 @@ describe('--model resnet (batch norm) under data parallelism', () => {
   });
 });
 
+describe('a worker lost in the middle of a batch-norm step (sharded)', () => {
+  // Long enough to kill a worker mid-run; checkpoints every 10 steps, all kept, so the moving
+  // statistics are compared within 10 steps of the loss too (a micro-batch's statistics counted
+  // twice there would fade from the final ones by 0.9 per later micro-batch).
+  const LONG = 120;
+  const job = (name: string) => [
+    ...RUN.map((arg, i) => (RUN[i - 1] === '--steps' ? String(LONG) : arg)),
+    ...['--checkpoint-dir', join(dir, `${name}-checkpoints`), '--checkpoint-every', '10', '--keep-checkpoints', '100'],
+    ...['--save-model', join(dir, name), '--report', join(dir, `${name}.json`)],
+  ];
+
+  it(
+    'ends, like 1 worker, with the same weights and moving statistics: its replies are counted once',
+    { timeout: 400_000 },
+    async () => {
+      const reference = await runCli(['local', '--workers', '1', ...job('long-one')], {}, 300_000);
+      expect(reference.code, reference.stderr).toBe(0);
+
+      const coordinator = startCli([
+        ...['coordinator', '--insecure', '--port', '0', '--heartbeat-interval', '1'],
+        ...['--reducer', 'sharded', '--min-workers', '2', ...job('long-killed')],
+      ]);
+      const run = watch(coordinator);
+      const workers: ChildProcess[] = [];
+      try {
+        const port = Number((await waitForText(run.output, /listening on ws:\/\/127\.0\.0\.1:(\d+)/))[1]);
+        workers.push(
+          ...['w1', 'w2', 'w3'].map((name) =>
+            startCli([
+              ...['worker', '--connect', `ws://127.0.0.1:${port}`, '--name', name],
+              ...['--data-dir', SUBSET_DIR, '--metrics-port', 'off'],
+            ]),
+          ),
+        );
+        await waitForText(run.output, /worker \d+ joined \(w3,/);
+        const joinedAt = Math.max(0, ...[...run.output().matchAll(/step +(\d+)\/\d+/g)].map((m) => Number(m[1])));
+        await waitForStep(run.output, joinedAt + 20);
+        // Frozen first, so that it surely dies inside a step: it has sent its micro-batch's reply
+        // (with its batch statistics) and holds a shard of the exchange; losing it, the
+        // coordinator takes that reply back and has the micro-batch computed again.
+        workers[1]!.kill('SIGSTOP');
+        await new Promise((r) => setTimeout(r, 800));
+        workers[1]!.kill('SIGKILL');
+        expect(await run.exit, run.output().slice(-3000)).toBe(0);
+      } finally {
+        for (const w of workers) if (w.exitCode === null) w.kill('SIGKILL');
+        coordinator.kill('SIGKILL');
+      }
+      const lost = /step (\d+): worker \d+ \(w2\) lost/.exec(run.output());
+      expect(lost, run.output().slice(-3000)).not.toBeNull();
+      expect(run.output()).toMatch(/exchange restarted over 2 workers/);
+      const one = { model: join(dir, 'long-one') };
+      const killed = { model: join(dir, 'long-killed') };
+      console.log(`sharded, 3 workers with one killed at step ${lost![1]} vs 1: ${await expectSameModel(one, killed)}`);
+      // Every checkpoint from the loss on holds the moving statistics of the undisturbed run.
+      const after = Math.ceil((Number(lost![1]) + 1) / 10) * 10;
+      expect(after).toBeLessThan(LONG);
+      for (let step = after; step < LONG; step += 10) {
+        const [a, b] = await Promise.all(
+          ['long-one', 'long-killed'].map((name) =>
+            readCheckpoint(join(dir, `${name}-checkpoints`, checkpointFileName(step))),
+          ),
+        );
+        expect(maxAbsDifference(a!.movingStats!, b!.movingStats!), `checkpoint at step ${step}`).toBeLessThanOrEqual(
+          1e-5,
+        );
+      }
+    },
+  );
+});
+
 describe('a batch-norm micro-batch is computed whole', () => {
   it('refuses at hello a worker whose --max-chunk is below --micro-batch, naming both (exit 2)', async () => {
     const coordinator = startCli([
@@ -173,4 +246,28 @@ describe('a batch-norm micro-batch is computed whole', () => {
       coordinator.kill('SIGKILL');
     }
   });
+
+  it('lets a worker with --max-chunk auto join, probing the whole micro-batch only, and the run completes', async () => {
+    const coordinator = startCli([
+      ...['coordinator', '--insecure', '--port', '0', '--model', 'resnet', '--depth', '8', '--hidden', '4,8,8'],
+      ...['--dataset', 'synthetic', '--global-batch', '32', '--micro-batch', '16', '--steps', '2'],
+      ...['--metrics-port', 'off', '--worker-wait', '60'],
+    ]);
+    const run = watch(coordinator);
+    try {
+      const port = Number((await waitForOutput(coordinator, /listening on ws:\/\/127\.0\.0\.1:(\d+)/))[1]);
+      const worker = await runCli(
+        ['worker', '--connect', `ws://127.0.0.1:${port}`, '--max-chunk', 'auto', '--metrics-port', 'off'],
+        {},
+        120_000,
+      );
+      expect(worker.code, worker.stderr).toBe(0);
+      // One try, at the micro-batch: a smaller chunk is of no use to a batch-norm model.
+      expect(worker.stderr).toMatch(/max chunk auto: 16 samples \(micro-batch; peak tensor bytes 16: \d+ B;/);
+      expect(await run.exit, run.output()).toBe(0);
+      expect(run.output()).toMatch(/step +2\/2/);
+    } finally {
+      coordinator.kill('SIGKILL');
+    }
+  }, 180_000);
 });
