@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { writeCifarFiles } from '../support/cifar-files.js';
+import { decodeTestFile, writeCifarFiles } from '../support/cifar-files.js';
 import { runCli, startCli, waitForOutput } from '../support/cli.js';
 import { watch } from '../support/processes.js';
 import { loadSavedModel } from '../support/saved-model.js';
@@ -24,20 +24,6 @@ afterEach(() => {
 });
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 beforeAll(() => tf.setBackend('cpu'));
-
-/** Test records of a CIFAR-10 file as HWC pixel / 255 and labels, decoded here from the planar bytes. */
-function decodeTestFile(path: string): { pixels: Float32Array; labels: number[] } {
-  const bytes = readFileSync(path);
-  const count = bytes.length / 3073;
-  const pixels = new Float32Array(count * 3072);
-  const labels: number[] = [];
-  for (let r = 0; r < count; r++) {
-    labels.push(bytes[r * 3073]!);
-    for (let c = 0; c < 3; c++)
-      for (let p = 0; p < 1024; p++) pixels[r * 3072 + p * 3 + c] = bytes[r * 3073 + 1 + c * 1024 + p]! / 255;
-  }
-  return { pixels, labels };
-}
 
 describe('cifar10 runs', () => {
   it('local --model cnn trains on generated CIFAR-10 and saves a model that standardizes per channel itself', async () => {

@@ -4,7 +4,7 @@
 // Seeded, with class structure a model can learn: each class has its own colour and a bright
 // stripe (horizontal or vertical, at a class-dependent place), under per-pixel noise.
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { CIFAR, CIFAR_IMAGE_BYTES, CIFAR_SIDE, cifarRecordBytes, type CifarName } from '../../shared/data/cifar.js';
@@ -131,4 +131,21 @@ function image(label: number, random: SeededRandom): Uint8Array {
     }
   }
   return pixels;
+}
+
+/**
+ * The records of a CIFAR-10 file as HWC pixel / 255 and labels, decoded here from the planar bytes
+ * (independently of the loader under test), to feed a saved model raw pixels.
+ */
+export function decodeTestFile(path: string): { pixels: Float32Array; labels: number[] } {
+  const bytes = readFileSync(path);
+  const count = bytes.length / 3073;
+  const pixels = new Float32Array(count * 3072);
+  const labels: number[] = [];
+  for (let r = 0; r < count; r++) {
+    labels.push(bytes[r * 3073]!);
+    for (let c = 0; c < 3; c++)
+      for (let p = 0; p < 1024; p++) pixels[r * 3072 + p * 3 + c] = bytes[r * 3073 + 1 + c * 1024 + p]! / 255;
+  }
+  return { pixels, labels };
 }
